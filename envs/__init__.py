@@ -1,0 +1,39 @@
+"""Pixel-observation gymnasium environments (dm_control) for dreamshift.
+
+Public API::
+
+    make_env(name, *, size=64, action_repeat=2, camera=None, seed=None,
+             time_limit=1000, fast_render=True) -> DMCEnv
+    make_vector_env(name, num_envs, *, asynchronous=None, seed=0, **env_kwargs)
+        -> gymnasium.vector.VectorEnv            # SAME_STEP autoreset
+    list_envs() -> list[str]                     # ["dmc:acrobot_swingup", ...]
+    DMCEnv(domain, task, *, ...)                 # gymnasium.Env
+    EnvError                                     # ValueError subclass
+
+Units: ``time_limit`` and ``info["env_steps"]`` count **env steps** (dm_control
+control steps); one agent step (one ``step()`` call) = ``action_repeat`` env steps.
+
+Importing this package selects the headless OpenGL backend (sets
+``MUJOCO_GL`` if unset, see :mod:`envs.rendering`). dm_control reads
+``MUJOCO_GL`` only when it is first imported, so import ``envs`` before
+anything that imports ``dm_control``. No module here imports dm_control or
+mujoco at import time.
+"""
+
+from __future__ import annotations
+
+from envs.dmc import DMCEnv
+from envs.errors import EnvError
+from envs.factory import make_env
+from envs.registry import list_envs
+from envs.rendering import select_gl_backend
+from envs.vector import make_vector_env
+
+__all__ = ["DMCEnv", "EnvError", "list_envs", "make_env", "make_vector_env"]
+
+try:
+    select_gl_backend()
+except EnvError:
+    # Importing must not fail on machines without GL (e.g. to list env names);
+    # the cached error is raised again when an environment is created.
+    pass

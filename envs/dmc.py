@@ -1,0 +1,314 @@
+"""Pixel-observation gymnasium wrapper around one dm_control suite task.
+
+Step units (used everywhere in this package):
+
+* **env step** = one dm_control control step (``physics`` advanced by one
+  ``control_timestep``). dm_control's standard episode is 1000 env steps.
+  ``time_limit`` and ``info["env_steps"]`` count env steps; so should every
+  training budget ("1M env steps").
+* **agent step** = one call to :meth:`DMCEnv.step` = ``action_repeat`` env
+  steps (fewer only for the last step of an episode, see ``time_limit``).
+  With ``action_repeat=2`` a 1000-env-step episode is 500 agent steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from envs.compat import patch_dm_control
+from envs.errors import EnvError
+from envs.registry import default_camera, dmc_domains
+from envs.rendering import select_gl_backend
+from envs.validation import check_int, check_seed, check_size
+
+__all__ = ["DMCEnv"]
+
+Obs = dict[str, np.ndarray]
+
+# Fast headless rendering settings (see DMCEnv ``fast_render``).
+_FAST_SHADOWSIZE = 512
+_FAST_OFFSAMPLES = 0
+
+
+class DMCEnv(gymnasium.Env):
+    """dm_control task with RGB image observations and actions in ``[-1, 1]``.
+
+    Observation: ``{"image": (H, W, 3) uint8}`` rendered from a fixed camera
+    after every (re)set/step. Action: ``(A,) float32`` in ``[-1, 1]``, clipped to
+    that range and rescaled linearly to dm_control's action-spec bounds.
+
+    Episode end (``time_limit`` counts **env steps**, not agent steps):
+
+    * ``truncated=True`` once ``time_limit`` env steps have been taken in the
+      episode (or dm_control itself ends the episode with a non-zero discount).
+      If ``time_limit`` is not a multiple of ``action_repeat`` the last agent
+      step repeats the action only for the remaining env steps, so episodes are
+      always exactly ``time_limit`` env steps long.
+    * ``terminated=True`` only if dm_control ends the episode with discount 0
+      (never happens for the standard suite tasks).
+
+    ``info`` (from both ``reset`` and ``step``): ``"discount"`` (float, dm_control's
+    discount of the last env step; 1.0 at reset) and ``"env_steps"`` (int, env
+    steps taken so far in this episode; 0 at reset).
+
+    Seeding: ``reset(seed=s)`` reseeds the task's ``RandomState`` with ``s``, so the
+    episode (initial state, images, rewards for a given action sequence) is
+    bit-identical across runs and across env instances. ``seed`` in the
+    constructor seeds the first episode the same way; ``reset()`` without a seed
+    continues the env's random stream.
+
+    Calling :meth:`step` before :meth:`reset` or after the episode ended raises
+    ``RuntimeError``.
+
+    Args:
+        domain: dm_control domain, e.g. ``"walker"``, ``"ball_in_cup"``.
+        task: dm_control task of that domain, e.g. ``"walk"``, ``"catch"``.
+        size: image size in pixels, int ``s`` for ``(s, s)`` or ``(height, width)``.
+            224 works (ViT encoders); sizes beyond the model's offscreen buffer
+            (640x480 by default) grow the buffer automatically.
+        action_repeat: env steps per agent step (>= 1). Rewards are summed.
+        camera: camera id; ``None`` = DreamerV3 default (quadruped 2, else 0).
+        seed: seed for the first episode (``None`` = OS entropy), in ``[0, 2**32)``.
+        time_limit: episode length in **env steps** (>= 1); default 1000 as in
+            dm_control (= 500 agent steps at ``action_repeat=2``).
+        fast_render: cheaper headless rendering: no shadows, no reflections,
+            no multisampling (``offsamples=0``), 512 px shadow map. About 10x
+            faster on software EGL; images look slightly different (no
+            shadows), so use the same setting for training and evaluation.
+
+    Raises:
+        EnvError: unknown domain/task, invalid argument, camera id out of range,
+            or no working OpenGL backend (message says what to install).
+    """
+
+    # Replaced per instance in __init__ (render_fps depends on the task and action_repeat).
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012
+
+    def __init__(
+        self,
+        domain: str,
+        task: str,
+        *,
+        size: int | tuple[int, int] = 64,
+        action_repeat: int = 2,
+        camera: int | None = None,
+        seed: int | None = None,
+        time_limit: int = 1000,
+        fast_render: bool = True,
+    ) -> None:
+        domains = dmc_domains()
+        if domain not in domains:
+            raise EnvError(
+                f"unknown dmc domain {domain!r}; known domains: {', '.join(domains)}"
+            )
+        if task not in domains[domain]:
+            raise EnvError(
+                f"unknown task {task!r} for dmc domain {domain!r}; "
+                f"known tasks: {', '.join(domains[domain])}"
+            )
+        self.domain = domain
+        self.task = task
+        self.size: tuple[int, int] = check_size(size)
+        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
+        self.time_limit = check_int("time_limit", time_limit, minimum=1)
+        seed = check_seed(seed)
+        self.camera = (
+            default_camera(domain)
+            if camera is None
+            else check_int("camera", camera, minimum=0)
+        )
+        if not isinstance(fast_render, bool):
+            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
+        self.fast_render = fast_render
+        self.render_mode = "rgb_array"
+
+        select_gl_backend()  # raises EnvError if no headless backend works
+        from dm_control import suite  # lazy: MUJOCO_GL must be set first
+
+        patch_dm_control()
+
+        self._camera: Any = None
+        self._camera_model: Any = None
+        # dm_control's own time limit is disabled; ``time_limit`` is ours.
+        self._env: Any = suite.load(
+            domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
+        )
+        ncam = self._env.physics.model.ncam
+        if self.camera >= ncam:
+            self.close()
+            raise EnvError(
+                f"camera {self.camera} out of range for dmc domain {domain!r}: "
+                f"it has {ncam} cameras (ids 0..{ncam - 1})"
+            )
+
+        spec = self._env.action_spec()
+        self._act_low = np.asarray(spec.minimum, dtype=np.float64)
+        self._act_high = np.asarray(spec.maximum, dtype=np.float64)
+        height, width = self.size
+        self.action_space = spaces.Box(-1.0, 1.0, spec.shape, dtype=np.float32)
+        self.observation_space = spaces.Dict(
+            {"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)}
+        )
+        control_dt = float(self._env.control_timestep())
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": round(1.0 / (control_dt * self.action_repeat)),
+        }
+
+        self._env_steps = 0
+        self._needs_reset = True
+        try:
+            self._ensure_camera()  # fail here, not at the first reset
+        except Exception as exc:
+            self.close()
+            raise EnvError(
+                f"could not render dmc:{domain}_{task} with MUJOCO_GL="
+                f"{select_gl_backend()!r} ({type(exc).__name__}: {exc}); install "
+                "`libegl1 libgl1 libosmesa6` or set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+            ) from exc
+
+    # ------------------------------------------------------------------ API
+    @property
+    def physics(self) -> Any:
+        """The live ``dm_control.mujoco.Physics`` (for visual-shift wrappers).
+
+        If a wrapper reloads the model (new ``physics.model`` object), the
+        renderer is rebuilt automatically at the next frame.
+        """
+        return self._dm_env().physics
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Obs, dict[str, Any]]:
+        """Start a new episode.
+
+        Args:
+            seed: if given, reseed the task RNG so the episode is deterministic.
+            options: unused (accepted for gymnasium compatibility).
+
+        Returns:
+            ``(obs, info)`` with ``obs["image"]`` ``(H, W, 3) uint8`` and
+            ``info == {"discount": 1.0, "env_steps": 0}``.
+
+        Raises:
+            EnvError: invalid ``seed``.
+        """
+        del options
+        env = self._dm_env()
+        seed = check_seed(seed)
+        super().reset(seed=seed)
+        if seed is not None:
+            env.task.random.seed(seed)
+        env.reset()
+        self._env_steps = 0
+        self._needs_reset = False
+        return {"image": self._render_image()}, {"discount": 1.0, "env_steps": 0}
+
+    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Apply ``action`` for ``action_repeat`` env steps.
+
+        Args:
+            action: array-like of shape ``(A,)`` in ``[-1, 1]`` (clipped).
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``: ``obs["image"]`` is
+            ``(H, W, 3) uint8`` after the last env step; ``reward`` is the sum of
+            the dm_control rewards of the env steps taken (float; each in
+            ``[0, 1]`` for the standard tasks); see the class doc for
+            ``terminated``/``truncated`` and ``info``.
+
+        Raises:
+            ValueError: action has the wrong shape or contains NaN/inf.
+            RuntimeError: called before ``reset()`` or after the episode ended.
+        """
+        env = self._dm_env()
+        if self._needs_reset:
+            raise RuntimeError(
+                "step() called before reset() or after the episode ended; call reset() first"
+            )
+        act = np.asarray(action, dtype=np.float64)
+        if act.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape} for dmc:"
+                f"{self.domain}_{self.task}, got shape {act.shape}"
+            )
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"action must be finite, got {act.tolist()}")
+        act = np.clip(act, -1.0, 1.0)
+        scaled = self._act_low + (act + 1.0) * 0.5 * (self._act_high - self._act_low)
+
+        reward = 0.0
+        discount = 1.0
+        dm_last = False
+        for _ in range(min(self.action_repeat, self.time_limit - self._env_steps)):
+            ts = env.step(scaled)
+            self._env_steps += 1
+            reward += float(ts.reward or 0.0)
+            discount = 1.0 if ts.discount is None else float(ts.discount)
+            if ts.last():
+                dm_last = True
+                break
+        terminated = dm_last and discount == 0.0
+        truncated = not terminated and (dm_last or self._env_steps >= self.time_limit)
+        self._needs_reset = terminated or truncated
+        obs = {"image": self._render_image()}
+        info = {"discount": discount, "env_steps": self._env_steps}
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``)."""
+        self._dm_env()
+        return self._render_image()
+
+    def close(self) -> None:
+        """Free the renderer and the physics (GL context). Idempotent."""
+        if self._camera is not None:
+            self._camera.scene.free()
+            self._camera = None
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.physics.free()
+            self._env = None
+
+    # ------------------------------------------------------------ internals
+    def _dm_env(self) -> Any:
+        if self._env is None:
+            raise RuntimeError("this DMCEnv is closed")
+        return self._env
+
+    def _ensure_camera(self) -> Any:
+        """Return a persistent ``dm_control`` Camera, (re)building it if needed."""
+        physics = self._env.physics
+        model = physics.model
+        if self._camera is not None and self._camera_model is model:
+            return self._camera
+        import mujoco  # lazy: MUJOCO_GL must be set first
+        from dm_control.mujoco import engine
+
+        if self._camera is not None:
+            self._camera.scene.free()
+            self._camera = None
+        height, width = self.size
+        # These affect the GL context, so set them before it is created.
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
+        if self.fast_render:
+            model.vis.quality.shadowsize = _FAST_SHADOWSIZE
+            model.vis.quality.offsamples = _FAST_OFFSAMPLES
+        camera = engine.Camera(
+            physics, height=height, width=width, camera_id=self.camera
+        )
+        if self.fast_render:
+            camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            camera.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._camera = camera
+        self._camera_model = model
+        return camera
+
+    def _render_image(self) -> np.ndarray:
+        # Camera.render returns a flipped *view* of a reused buffer: copy it.
+        return np.ascontiguousarray(self._ensure_camera().render())

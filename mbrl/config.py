@@ -1,0 +1,349 @@
+"""Typed configuration of a training run, model-size presets and dotted overrides.
+
+A run is described by :class:`Config`; its nested sections :class:`ModelConfig`, :class:`LossConfig` and
+:class:`OptimConfig` hold the agent's hyper-parameters. ``size`` and ``algo`` name presets that fill those
+sections; explicit dotted overrides (``model.deter=128``) win over presets.
+
+Budgets: ``steps``, ``prefill``, ``log_every``, ``save_every`` and ``eval_every`` count **env steps** (physics
+control steps, the x-axis of DreamerV3's published DMC curves); one agent (policy) step is ``action_repeat`` env
+steps. ``train_ratio`` counts replayed agent steps per agent step, as in DreamerV3. ``replay_capacity`` counts
+agent steps.
+
+Presets:
+
+- ``size``: the 2023 paper's ``XS``/``S``/``M``/``L``/``XL`` (Hafner et al. 2023, Table B.1) and the current
+  reference code's ``size1m`` ... ``size400m`` (danijar/dreamerv3 ``configs.yaml``; Jones et al. 2025 used
+  ``size200m``).
+- ``algo``: ``dreamerv3`` follows the current reference code (block GRU, RMSNorm + SiLU, LaProp with adaptive
+  gradient clipping 0.3, lr 4e-5, KL scales dyn 1.0 / rep 0.1, REINFORCE actor gradients);
+  ``dreamerv3_2023`` the paper (dyn 0.5 / rep 0.1, Adam, lr 1e-4 world model / 3e-5 actor-critic, global-norm
+  clipping 1000 / 100, dynamics backprop for continuous actions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mbrl.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes and latent structure (filled by the ``size`` preset)."""
+
+    deter: int = 512  # GRU (deterministic) state size
+    hidden: int = 512  # RSSM hidden layer width
+    stoch: int = 32  # number of categorical latents
+    classes: int = 32  # classes per categorical latent
+    blocks: int = 8  # block-diagonal GRU groups (reference code); 1 = dense GRU
+    units: int = 512  # width of MLP heads (reward, continue, actor, critic)
+    head_layers: int = 1  # hidden layers of the reward/continue heads
+    ac_layers: int = 2  # hidden layers of the actor/critic
+    cnn_depth: int = 32  # CNN base channel count
+    cnn_mults: tuple[int, ...] = (1, 2, 4, 8)  # channel multipliers per stride-2 stage
+    norm: str = "rms"  # rms | layer | none (dense layers)
+    cnn_norm: str = "layer"  # channel norm of CNN encoder/decoder stages (2023 paper: LayerNorm); rms | layer | none
+    unimix: float = 0.01  # uniform mixture of categorical latents and discrete policies
+    bins: int = 255  # two-hot bins of reward/critic heads
+    minstd: float = 0.1  # policy std bounds
+    maxstd: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """World-model and actor-critic loss settings (DreamerV3 Sec. 2-3)."""
+
+    rec: float = 1.0  # pixel reconstruction (sum of squared errors)
+    rew: float = 1.0  # reward two-hot
+    con: float = 1.0  # continue flag
+    dyn: float = 1.0  # KL balancing: dynamics term KL(sg(post) || prior)
+    rep: float = 0.1  # KL balancing: representation term KL(post || sg(prior))
+    free_nats: float = 1.0  # free bits, clipped per time step on the summed KL
+    imag_horizon: int = 15  # imagination horizon H
+    lam: float = 0.95  # lambda-return
+    horizon: float = 333.0  # discount gamma = 1 - 1/horizon
+    actent: float = 3e-4  # policy entropy scale eta
+    slowreg: float = 1.0  # critic regulariser towards the slow critic
+    slow_rate: float = 0.02  # slow critic EMA mix per update
+    retnorm_rate: float = 0.01  # EMA rate of the 5th/95th return percentiles
+    retnorm_limit: float = 1.0  # max(limit, P95 - P5)
+    perclo: float = 5.0
+    perchi: float = 95.0
+    actor_grad: str = "reinforce"  # reinforce | backprop (continuous actions)
+
+
+@dataclass
+class OptimConfig:
+    """Optimisers of the world model, actor and critic."""
+
+    name: str = "laprop"  # laprop | adam
+    lr: float = 4e-5  # world model
+    encoder_lr: float = -1.0  # < 0: same as lr (pretrained encoders use a smaller one)
+    actor_lr: float = 4e-5
+    critic_lr: float = 4e-5
+    eps: float = 1e-20
+    ac_eps: float = 1e-20
+    beta1: float = 0.9
+    beta2: float = 0.999
+    agc: float = 0.3  # adaptive gradient clipping (per parameter); 0 disables
+    clip: float = 0.0  # global-norm clipping of world-model grads; 0 disables
+    ac_clip: float = 0.0  # global-norm clipping of actor/critic grads; 0 disables
+    warmup: int = 1000  # linear learning-rate warm-up, updates
+
+
+@dataclass
+class Config:
+    """A training run. See the module docstring for units."""
+
+    env: str = "dmc:cartpole_balance"
+    encoder: str = "cnn"
+    size: str = "S"
+    algo: str = "dreamerv3"
+    steps: int = 100_000  # env steps
+    seed: int = 0
+    image_size: int = 64
+    action_repeat: int = 2
+    time_limit: int = 1000  # env steps per episode
+    camera: int = -1  # -1: the env's default camera
+    num_envs: int = 1
+    batch_size: int = 16
+    batch_length: int = 64
+    train_ratio: float = 512.0
+    prefill: int = 5000  # env steps of uniform random actions before training
+    replay_capacity: int = 1_000_000  # agent steps
+    log_every: int = 1000  # env steps
+    save_every: int = 10_000  # env steps; 0 = only at the end
+    eval_every: int = 0  # env steps; 0 = no periodic evaluation
+    eval_episodes: int = 5
+    run_dir: str = ""  # empty: runs/<env>-<encoder>-<size>-s<seed>-<timestamp>
+    wandb_mode: str = "offline"  # offline | online | disabled
+    wandb_project: str = "dreamshift"
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+# Hafner et al. 2023, Table B.1: GRU units, CNN multiplier, dense units, MLP layers.
+_PAPER_SIZES = {"XS": (256, 24, 256, 1), "S": (512, 32, 512, 2), "M": (1024, 48, 640, 3),
+                "L": (2048, 64, 768, 4), "XL": (4096, 96, 1024, 5)}
+# danijar/dreamerv3 configs.yaml: (deter, hidden, classes, depth, units); CNN mults (2, 3, 4, 4).
+_CODE_SIZES = {"size1m": (512, 64, 4, 4, 64), "size12m": (2048, 256, 16, 16, 256),
+               "size25m": (3072, 384, 24, 24, 384), "size50m": (4096, 512, 32, 32, 512),
+               "size100m": (6144, 768, 48, 48, 768), "size200m": (8192, 1024, 64, 64, 1024),
+               "size400m": (12288, 1536, 96, 96, 1536)}
+SIZES: tuple[str, ...] = tuple(_PAPER_SIZES) + tuple(_CODE_SIZES)
+ALGOS: tuple[str, ...] = ("dreamerv3", "dreamerv3_2023")
+
+
+def size_preset(name: str) -> dict[str, Any]:
+    """Model fields set by the size preset ``name``; raises :class:`ConfigError` for an unknown name."""
+    if name in _PAPER_SIZES:
+        gru, mult, units, layers = _PAPER_SIZES[name]
+        return dict(deter=gru, hidden=units, stoch=32, classes=32, units=units, head_layers=layers,
+                    ac_layers=layers, cnn_depth=mult, cnn_mults=(1, 2, 4, 8))
+    if name in _CODE_SIZES:
+        deter, hidden, classes, depth, units = _CODE_SIZES[name]
+        return dict(deter=deter, hidden=hidden, stoch=32, classes=classes, units=units, head_layers=1,
+                    ac_layers=3, cnn_depth=depth, cnn_mults=(2, 3, 4, 4))
+    raise ConfigError(f"unknown size {name!r}; allowed: {', '.join(SIZES)}")
+
+
+def algo_preset(name: str) -> dict[str, dict[str, Any]]:
+    """Loss/optimiser fields set by the ``algo`` preset; raises :class:`ConfigError` for an unknown name."""
+    if name == "dreamerv3":
+        return {"loss": dict(dyn=1.0, rep=0.1, actor_grad="reinforce"),
+                "optim": dict(name="laprop", lr=4e-5, actor_lr=4e-5, critic_lr=4e-5, eps=1e-20, ac_eps=1e-20,
+                              agc=0.3, clip=0.0, ac_clip=0.0, warmup=1000)}
+    if name == "dreamerv3_2023":
+        return {"loss": dict(dyn=0.5, rep=0.1, actor_grad="backprop"),
+                "optim": dict(name="adam", lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, eps=1e-8, ac_eps=1e-5,
+                              agc=0.0, clip=1000.0, ac_clip=100.0, warmup=0)}
+    raise ConfigError(f"unknown algo {name!r}; allowed: {', '.join(ALGOS)}")
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig}
+_CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"),
+            "device": ("auto", "cpu", "cuda"), "model.norm": ("rms", "layer", "none"),
+            "model.cnn_norm": ("rms", "layer", "none"),
+            "loss.actor_grad": ("reinforce", "backprop"), "optim.name": ("laprop", "adam")}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(key: str, raw: str, typ: Any) -> Any:
+    """Parse the string ``raw`` as ``typ``; raises :class:`ConfigError` naming the key and expected type."""
+    try:
+        if typ is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typ is int:
+            value = float(raw)
+            if not value.is_integer():
+                raise ValueError(raw)
+            return int(value)
+        if typ is float:
+            return float(raw)
+        if typ is str:
+            return raw
+        if typing.get_origin(typ) is tuple:
+            parts = [p for p in raw.replace("(", "").replace(")", "").split(",") if p.strip()]
+            return tuple(int(p) for p in parts)
+    except ValueError:
+        name = getattr(typ, "__name__", str(typ))
+        if typing.get_origin(typ) is tuple:
+            name = "comma-separated ints"
+        raise ConfigError(f"override {key}={raw!r}: expected {name}") from None
+    raise ConfigError(f"override {key}: unsupported type {typ}")
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, str]:
+    """Split ``key=value`` tokens into a dict; raises :class:`ConfigError` for a token without ``=``."""
+    out: dict[str, str] = {}
+    for tok in tokens:
+        if "=" not in tok or tok.startswith("="):
+            raise ConfigError(f"bad override {tok!r}; expected key=value, e.g. env=dmc:walker_walk steps=100000")
+        key, value = tok.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def allowed_keys() -> list[str]:
+    """Every key an override may set (top-level and dotted section keys)."""
+    keys = [f.name for f in dataclasses.fields(Config) if f.name not in _SECTIONS]
+    for sec, cls in _SECTIONS.items():
+        keys += [f"{sec}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def build_config(overrides: dict[str, str] | list[str] | None = None) -> Config:
+    """Build a validated :class:`Config` from defaults, the ``size``/``algo`` presets and overrides.
+
+    Args:
+        overrides: ``{"env": "dmc:walker_walk", "model.deter": "128"}`` or ``["env=dmc:walker_walk", ...]``.
+
+    Raises:
+        ConfigError: unknown key (the message lists the allowed ones), value of the wrong type, a value outside
+            its allowed choices or range.
+    """
+    if overrides is None:
+        overrides = {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    allowed = set(allowed_keys())
+    for key in overrides:
+        if key not in allowed:
+            sections = ", ".join(f"{s}.*" for s in _SECTIONS)
+            top = ", ".join(k for k in allowed_keys() if "." not in k)
+            raise ConfigError(f"unknown config key {key!r}; allowed: {top}, {sections} "
+                              f"(see `dreamshift train --help-config`)")
+    cfg = Config()
+    top_types = _field_types(Config)
+    for key, raw in overrides.items():
+        if "." not in key:
+            setattr(cfg, key, _convert(key, raw, top_types[key]))
+    _check_choice("size", cfg.size)
+    _check_choice("algo", cfg.algo)
+    for k, v in size_preset(cfg.size).items():
+        setattr(cfg.model, k, v)
+    for sec, values in algo_preset(cfg.algo).items():
+        for k, v in values.items():
+            setattr(getattr(cfg, sec), k, v)
+    for key, raw in overrides.items():
+        if "." in key:
+            sec, name = key.split(".", 1)
+            obj = getattr(cfg, sec)
+            setattr(obj, name, _convert(key, raw, _field_types(type(obj))[name]))
+    validate(cfg)
+    return cfg
+
+
+def _check_choice(key: str, value: Any) -> None:
+    if value not in _CHOICES[key]:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(_CHOICES[key])}")
+
+
+def validate(cfg: Config) -> None:
+    """Check value ranges and choices; raises :class:`ConfigError` naming the key and what is allowed."""
+    for key in _CHOICES:
+        obj = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            obj = getattr(obj, p)
+        _check_choice(key, getattr(obj, parts[-1]))
+    positive = {"steps": cfg.steps, "action_repeat": cfg.action_repeat, "time_limit": cfg.time_limit,
+                "num_envs": cfg.num_envs, "batch_size": cfg.batch_size, "batch_length": cfg.batch_length,
+                "image_size": cfg.image_size, "eval_episodes": cfg.eval_episodes, "log_every": cfg.log_every,
+                "replay_capacity": cfg.replay_capacity, "model.deter": cfg.model.deter,
+                "model.stoch": cfg.model.stoch, "model.classes": cfg.model.classes,
+                "model.blocks": cfg.model.blocks, "model.cnn_depth": cfg.model.cnn_depth,
+                "loss.imag_horizon": cfg.loss.imag_horizon, "model.bins": cfg.model.bins}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    nonneg = {"prefill": cfg.prefill, "save_every": cfg.save_every, "eval_every": cfg.eval_every,
+              "train_ratio": cfg.train_ratio, "threads": cfg.threads}
+    for key, value in nonneg.items():
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    if cfg.model.deter % cfg.model.blocks:
+        raise ConfigError(f"model.deter={cfg.model.deter} must be divisible by model.blocks={cfg.model.blocks}")
+    if cfg.image_size % 16 or cfg.image_size < 16:
+        raise ConfigError(f"image_size={cfg.image_size} must be a multiple of 16 (>= 16), e.g. 64 or 224")
+    if not 0.0 <= cfg.model.unimix < 1.0:
+        raise ConfigError(f"model.unimix={cfg.model.unimix} must be in [0, 1)")
+    if not 0.0 <= cfg.loss.lam <= 1.0:
+        raise ConfigError(f"loss.lam={cfg.loss.lam} must be in [0, 1]")
+    if cfg.replay_capacity < cfg.batch_length * cfg.num_envs:
+        raise ConfigError(f"replay_capacity={cfg.replay_capacity} must hold at least batch_length x num_envs steps")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """JSON-serialisable dict of ``cfg``."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :func:`to_dict` output (no presets applied)."""
+    data = dict(data)
+    sections = {sec: cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop(sec).items()})
+                for sec, cls in _SECTIONS.items()}
+    return Config(**data, **sections)
+
+
+# Keys that may differ between a run and its resumption (budgets, logging, hardware).
+_RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "run_dir", "wandb_mode",
+              "wandb_project", "device", "threads", "progress"}
+
+
+def model_hash(cfg: Config) -> str:
+    """Short hash of everything that defines the experiment (not budgets, logging or hardware)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in _RESUMABLE}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def incompatible_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between ``old`` and ``new`` and that a resume cannot change."""
+    a, b = to_dict(old), to_dict(new)
+    out = []
+    for key in a:
+        if key in _RESUMABLE:
+            continue
+        if isinstance(a[key], dict):
+            out += [f"{key}.{k}" for k in a[key] if a[key][k] != b[key][k]]
+        elif a[key] != b[key]:
+            out.append(key)
+    return out

@@ -1,0 +1,148 @@
+"""Building blocks shared by the world model and the actor-critic: initialisation, normalisation, MLPs, the
+block-diagonal linear layer of the reference code's GRU, and the pixel decoder.
+
+All layers follow the reference code (danijar/dreamerv3 ``nets.py``): linear layers without bias followed by
+RMSNorm and SiLU, weights from a truncated normal scaled by fan-in, output layers scaled by ``outscale``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+from torch import Tensor, nn
+
+
+def init_linear_(weight: Tensor, fan_in: int, scale: float = 1.0) -> None:
+    """Truncated-normal initialisation with variance ``scale / fan_in`` (reference ``trunc_normal_in``)."""
+    if scale == 0.0:
+        nn.init.zeros_(weight)
+        return
+    std = math.sqrt(scale / fan_in) / 0.87962566103423978  # correct the std of a normal truncated at 2 sigma
+    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``rms`` (RMSNorm, reference code), ``layer`` (LayerNorm, 2023 paper) or ``none``, over the last dim."""
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=1e-4)
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-3)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; allowed: rms, layer, none")
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with the fan-in truncated-normal init; ``outscale`` scales the init variance (0 = zeros)."""
+
+    def __init__(self, inp: int, out: int, bias: bool = True, outscale: float = 1.0) -> None:
+        super().__init__(inp, out, bias=bias)
+        init_linear_(self.weight, inp, outscale)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class DenseBlock(nn.Sequential):
+    """Linear (no bias) -> norm -> SiLU: ``(..., inp) -> (..., out)``."""
+
+    def __init__(self, inp: int, out: int, norm: str = "rms") -> None:
+        super().__init__(Linear(inp, out, bias=norm == "none"), make_norm(norm, out), nn.SiLU())
+
+
+class MLP(nn.Module):
+    """``layers`` dense blocks of ``units`` then a linear output layer: ``(..., inp) -> (..., out)``.
+
+    Args:
+        outscale: init scale of the output layer (0 for the reward/critic heads, 0.01 for the policy, as the
+            reference code).
+    """
+
+    def __init__(self, inp: int, out: int, units: int, layers: int, norm: str = "rms",
+                 outscale: float = 1.0) -> None:
+        super().__init__()
+        dims = [inp] + [units] * layers
+        self.hidden = nn.Sequential(*[DenseBlock(a, b, norm) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+        self.out = Linear(dims[-1], out, outscale=outscale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.hidden(x))
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear layer: ``groups`` independent ``(inp/g) -> (out/g)`` maps over a flat vector.
+
+    ``(..., inp) -> (..., out)``; used by the block GRU of the reference code (``nn.BlockLinear``).
+
+    Raises:
+        ValueError: ``inp`` or ``out`` not divisible by ``groups``.
+    """
+
+    def __init__(self, inp: int, out: int, groups: int) -> None:
+        super().__init__()
+        if inp % groups or out % groups:
+            raise ValueError(f"BlockLinear sizes {inp}->{out} must be divisible by groups={groups}")
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, inp // groups, out // groups))
+        self.bias = nn.Parameter(torch.zeros(out))
+        init_linear_(self.weight, inp // groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = einops.rearrange(x, "... (g i) -> ... g i", g=self.groups)
+        x = torch.einsum("...gi,gio->...go", x, self.weight)
+        return einops.rearrange(x, "... g o -> ... (g o)") + self.bias
+
+
+class ChannelNorm(nn.Module):
+    """Normalise ``(N, C, H, W)`` feature maps over channels (RMSNorm/LayerNorm per pixel)."""
+
+    def __init__(self, kind: str, channels: int) -> None:
+        super().__init__()
+        self.norm = make_norm(kind, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvDecoder(nn.Module):
+    """Pixel decoder mirroring the DreamerV3 CNN encoder (2023 paper, App. B).
+
+    A linear layer maps model features to a ``(C, 4, 4)`` map; stride-2 transposed convolutions (kernel 4)
+    double the resolution per stage down to ``image_size``.
+
+    Args:
+        feat_dim: size of the model state ``deter + stoch * classes``.
+        image_size: output side in pixels (``4 * 2**len(stages)``).
+        depth, mults: channels of stage ``i`` are ``depth * mults[i]`` (reversed on the way up).
+
+    Forward: ``(N, feat_dim)`` float -> ``(N, 3, image_size, image_size)`` float, the predicted image in
+    ``[0, 1]`` units (not clamped).
+    """
+
+    def __init__(self, feat_dim: int, image_size: int, depth: int, mults: tuple[int, ...],
+                 norm: str = "rms") -> None:
+        super().__init__()
+        stages = int(round(math.log2(image_size / 4)))
+        if 4 * 2**stages != image_size:
+            raise ValueError(f"decoder image_size={image_size} must be 4 * 2**k")
+        mults = tuple(mults[:stages]) + (mults[-1],) * max(0, stages - len(mults))
+        chans = [depth * m for m in mults][::-1]  # e.g. 256, 128, 64, 32
+        self.start = chans[0]
+        self.linear = Linear(feat_dim, 16 * chans[0])
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            last = i == stages - 1
+            out = 3 if last else chans[i + 1]
+            conv = nn.ConvTranspose2d(chans[i], out, 4, 2, 1, bias=last or norm == "none")
+            init_linear_(conv.weight, chans[i] * 4, 1.0)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            layers.append(conv)
+            if not last:
+                layers += [ChannelNorm(norm, out), nn.SiLU()]
+        self.convs = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        x = einops.rearrange(self.linear(feat), "n (h w c) -> n c h w", h=4, w=4)
+        return self.convs(x.contiguous(memory_format=torch.channels_last)) + 0.5

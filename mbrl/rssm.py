@@ -1,0 +1,140 @@
+"""Recurrent State-Space Model (RSSM) of DreamerV3 (Hafner et al. 2023, Sec. 2, Eq. 1; block GRU of the
+reference code danijar/dreamerv3 ``nets.RSSM``).
+
+State (a dict of tensors, batch dims ``...``):
+
+- ``deter`` ``(..., D)`` float: deterministic recurrent state h_t.
+- ``stoch`` ``(..., S, K)`` float: one-hot sample z_t of ``S`` categoricals with ``K`` classes.
+- ``logits`` ``(..., S, K)`` float: log-probabilities (after unimix) that ``stoch`` was drawn from.
+
+Model features for the heads are ``concat(deter, flatten(stoch))``, size ``D + S*K``.
+"""
+
+from __future__ import annotations
+
+import einops
+import torch
+from torch import Tensor, nn
+
+from mbrl.distributions import OneHotCategorical, categorical_kl
+from mbrl.nets import BlockLinear, DenseBlock, Linear, make_norm
+
+State = dict[str, Tensor]
+
+
+class RSSM(nn.Module):
+    """RSSM with a block-diagonal GRU (``blocks`` groups; 1 = dense) and categorical latents with unimix.
+
+    Args:
+        action_dim: size ``A`` of the (continuous) action vector.
+        embed_dim: size ``E`` of the encoder embedding.
+        deter, hidden, stoch, classes, blocks, norm, unimix: see :class:`mbrl.config.ModelConfig`.
+    """
+
+    def __init__(self, action_dim: int, embed_dim: int, deter: int = 512, hidden: int = 512, stoch: int = 32,
+                 classes: int = 32, blocks: int = 8, norm: str = "rms", unimix: float = 0.01) -> None:
+        super().__init__()
+        self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
+        self.feat_dim = deter + stoch * classes
+        self.dynin_deter = DenseBlock(deter, hidden, norm)
+        self.dynin_stoch = DenseBlock(stoch * classes, hidden, norm)
+        self.dynin_action = DenseBlock(action_dim, hidden, norm)
+        self.dynhid = BlockLinear(deter + 3 * hidden * blocks, deter, blocks)
+        self.dynhid_norm = make_norm(norm, deter)
+        self.dyngru = BlockLinear(deter, 3 * deter, blocks)
+        self.prior_net = nn.Sequential(DenseBlock(deter, hidden, norm), DenseBlock(hidden, hidden, norm),
+                                       Linear(hidden, stoch * classes))
+        self.post_net = nn.Sequential(DenseBlock(deter + embed_dim, hidden, norm), Linear(hidden, stoch * classes))
+
+    def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
+        """Zero state for ``batch`` sequences (reference code's initial state)."""
+        return {"deter": torch.zeros(batch, self.deter, device=device),
+                "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
+                "logits": torch.zeros(batch, self.stoch, self.classes, device=device)}
+
+    def features(self, state: State) -> Tensor:
+        """``(..., D + S*K)`` model features of a state."""
+        return torch.cat([state["deter"], einops.rearrange(state["stoch"], "... s k -> ... (s k)")], -1)
+
+    def _dist(self, logits: Tensor) -> OneHotCategorical:
+        logits = einops.rearrange(logits, "... (s k) -> ... s k", s=self.stoch)
+        return OneHotCategorical(logits, self.unimix)
+
+    def core(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
+        """One block-GRU step ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``: ``(B, D), (B, S, K), (B, A) -> (B, D)``."""
+        action = action / action.abs().clamp(min=1.0).detach()
+        x = torch.cat([self.dynin_deter(deter), self.dynin_stoch(stoch.flatten(-2)), self.dynin_action(action)], -1)
+        g = self.blocks
+        x = einops.repeat(x, "b h -> b g h", g=g)
+        x = torch.cat([einops.rearrange(deter, "b (g d) -> b g d", g=g), x], -1)
+        x = einops.rearrange(x, "b g h -> b (g h)")
+        x = torch.nn.functional.silu(self.dynhid_norm(self.dynhid(x)))
+        x = einops.rearrange(self.dyngru(x), "b (g three d) -> b g three d", g=g, three=3)
+        reset, cand, update = (einops.rearrange(x[:, :, i], "b g d -> b (g d)") for i in range(3))
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+    def img_step(self, state: State, action: Tensor, sample: bool = True) -> State:
+        """Prior step p(z_t | h_t): ``state`` at t-1 and ``(B, A)`` action a_{t-1} -> prior state at t."""
+        deter = self.core(state["deter"], state["stoch"], action)
+        dist = self._dist(self.prior_net(deter))
+        return {"deter": deter, "stoch": dist.sample() if sample else dist.mode(), "logits": dist.logits}
+
+    def obs_step(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor) -> tuple[State, State]:
+        """Posterior step q(z_t | h_t, x_t).
+
+        Args:
+            state: posterior state at t-1 (batch ``B``).
+            action: ``(B, A)`` action a_{t-1}.
+            embed: ``(B, E)`` encoder embedding of x_t.
+            is_first: ``(B,)`` bool/float; where set, state and action are reset to zeros first.
+
+        Returns:
+            ``(post, prior)`` states at t.
+        """
+        keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)
+        state = {"deter": state["deter"] * keep, "stoch": state["stoch"] * keep.unsqueeze(-1),
+                 "logits": state["logits"]}
+        action = action * keep
+        prior = self.img_step(state, action)
+        logits = self.post_net(torch.cat([prior["deter"], embed], -1))
+        dist = self._dist(logits)
+        post = {"deter": prior["deter"], "stoch": dist.sample(), "logits": dist.logits}
+        return post, prior
+
+    def observe(self, embed: Tensor, prev_action: Tensor, is_first: Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        """Filter a batch of sequences.
+
+        Args:
+            embed: ``(B, T, E)`` embeddings.
+            prev_action: ``(B, T, A)`` action preceding each step (a_{t-1}).
+            is_first: ``(B, T)`` episode starts.
+            state: optional initial state (batch ``B``); zeros if None.
+
+        Returns:
+            ``(post, prior)``, dicts of ``(B, T, ...)`` tensors.
+        """
+        b, t = embed.shape[:2]
+        if state is None:
+            state = self.initial(b, embed.device)
+        posts, priors = [], []
+        for i in range(t):
+            state, prior = self.obs_step(state, prev_action[:, i], embed[:, i], is_first[:, i])
+            posts.append(state)
+            priors.append(prior)
+        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
+        return stack(posts), stack(priors)
+
+    def kl_loss(self, post: State, prior: State, free_nats: float) -> tuple[Tensor, Tensor, Tensor]:
+        """KL balancing with free bits (DreamerV3 Eq. 5).
+
+        Returns:
+            ``(dyn, rep, kl)``, each ``(...)``: ``dyn = max(free, KL(sg(post) || prior))``,
+            ``rep = max(free, KL(post || sg(prior)))`` and the raw KL (nats, summed over the ``S`` latents).
+        """
+        dyn = categorical_kl(post["logits"].detach(), prior["logits"])
+        rep = categorical_kl(post["logits"], prior["logits"].detach())
+        return dyn.clamp(min=free_nats), rep.clamp(min=free_nats), dyn.detach()

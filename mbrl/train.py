@@ -1,0 +1,202 @@
+"""The training loop: collect with the current policy in (vectorised) envs, store in replay, update the agent
+at the configured train ratio, log, checkpoint, resume.
+
+Units: ``cfg.steps`` counts env steps; each agent step of ``N`` parallel envs adds ``N * action_repeat`` env
+steps. Updates happen so that ``updates * batch_size * batch_length ~= train_ratio * agent_steps_after_prefill``
+(DreamerV3's train ratio, replayed agent steps per agent step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from mbrl import checkpoint, io
+from mbrl.agent import Agent
+from mbrl.config import Config, incompatible_keys, model_hash, to_dict
+from mbrl.errors import ConfigError
+from mbrl.logger import Logger
+from mbrl.replay import Replay
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; raises :class:`ConfigError` for cuda without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def env_kwargs(cfg: Config) -> dict[str, Any]:
+    """Keyword arguments of :func:`envs.make_env` for a run."""
+    return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit,
+                camera=None if cfg.camera < 0 else cfg.camera)
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``runs/<env>-<encoder>-<size>-s<seed>-<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.env.replace(':', '_')}-{cfg.encoder}-{cfg.size}-s{cfg.seed}-{stamp}"
+
+
+def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[str, Any] | None]:
+    """Validate everything that can fail before any file is written; returns (cfg, run_dir, ckpt state)."""
+    envs.registry.parse_env_name(cfg.env)  # unknown env -> EnvError before anything is created
+    from encoders.registry import available
+
+    if cfg.encoder not in available():
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}; allowed: {', '.join(available())}")
+    if resume is not None:
+        state = checkpoint.load_state(resume)
+        old = checkpoint.config_of(state)
+        cfg.run_dir = str(resume)
+        diff = incompatible_keys(old, cfg)
+        if diff:
+            shown = ", ".join(f"{k} (checkpoint {_get(old, k)!r}, now {_get(cfg, k)!r})" for k in diff[:5])
+            raise ConfigError(f"cannot resume {str(resume)!r} with a different config: {shown}; only "
+                              f"budgets/logging/device may change on resume")
+        return cfg, Path(resume), state
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    if checkpoint.checkpoint_path(run_dir).exists():
+        raise ConfigError(f"run directory {str(run_dir)!r} already holds a checkpoint; continue it with "
+                          f"`dreamshift train --resume {run_dir}` or choose another run_dir")
+    cfg.run_dir = str(run_dir)
+    return cfg, run_dir, None
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def train(cfg: Config, resume: Path | str | None = None) -> Path:
+    """Train an agent; returns the run directory (config, metrics.jsonl, checkpoint/).
+
+    Args:
+        cfg: validated configuration (:func:`mbrl.config.build_config`).
+        resume: run directory of a killed run to continue; its config must match ``cfg`` except for budgets,
+            logging and device.
+
+    Raises:
+        ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
+    """
+    cfg, run_dir, state = _prepare_run(cfg, Path(resume) if resume is not None else None)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    venv = envs.make_vector_env(cfg.env, cfg.num_envs, seed=cfg.seed, **env_kwargs(cfg))
+    logger = None
+    try:
+        action_dim = int(venv.single_action_space.shape[0])
+        agent = Agent(cfg, action_dim).to(device)
+        image_shape = (cfg.image_size, cfg.image_size, 3)
+        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, action_dim, seed=cfg.seed)
+        counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            counters = checkpoint.restore(run_dir, state, agent, replay)
+        else:
+            io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+        logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
+                        resume_step=counters["env_steps"] if state is not None else None,
+                        run_id=f"{run_dir.name}-{model_hash(cfg)}")
+        _loop(cfg, venv, agent, replay, counters, logger, run_dir, device)
+        checkpoint.save(run_dir, agent, replay, counters)
+    except KeyboardInterrupt:
+        if "agent" in locals() and "counters" in locals() and counters["env_steps"] > 0:
+            checkpoint.save(run_dir, agent, replay, counters)
+        raise
+    finally:
+        venv.close()
+        if logger is not None:
+            logger.close()
+    return run_dir
+
+
+def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[str, Any], logger: Logger,
+          run_dir: Path, device: torch.device) -> None:
+    n, a = cfg.num_envs, agent.action_dim
+    rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
+    obs, _ = venv.reset(seed=cfg.seed + 7919 * counters["episodes"])
+    image = obs["image"]
+    is_first = np.ones(n, bool)
+    reward = np.zeros(n, np.float32)
+    terminal = np.zeros(n, bool)
+    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+    policy_state = agent.initial_state(n)
+    last_return: float | None = counters.get("last_return")
+    batch_steps = cfg.batch_size * cfg.batch_length
+    prefill_agent = cfg.prefill // (cfg.action_repeat * n) * n
+    next_log = (counters["env_steps"] // cfg.log_every + 1) * cfg.log_every
+    next_save = (counters["env_steps"] // cfg.save_every + 1) * cfg.save_every if cfg.save_every else None
+    next_eval = (counters["env_steps"] // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
+    train_metrics: dict[str, list[float]] = defaultdict(list)
+    while counters["env_steps"] < cfg.steps:
+        img_t = torch.from_numpy(image)
+        if counters["env_steps"] < cfg.prefill:
+            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+            latent, _ = agent.act(img_t, torch.from_numpy(is_first), policy_state)[1]
+            policy_state = (latent, torch.from_numpy(action).to(device))
+        else:
+            act, policy_state = agent.act(img_t, torch.from_numpy(is_first), policy_state, "train")
+            action = act.cpu().numpy()
+        replay.add_batch({"image": image, "action": action, "reward": reward, "is_first": is_first,
+                          "is_terminal": terminal})
+        obs, reward, term, trunc, info = venv.step(action)
+        reward = reward.astype(np.float32)
+        ep_return += reward
+        ep_length += 1
+        counters["agent_steps"] += n
+        counters["env_steps"] += n * cfg.action_repeat
+        done = term | trunc
+        for i in np.flatnonzero(done):
+            final = info["final_obs"][i]["image"]
+            replay.add(int(i), {"image": final, "action": np.zeros(a, np.float32), "reward": reward[i],
+                                "is_first": False, "is_terminal": bool(term[i])})
+            counters["episodes"] += 1
+            last_return = float(ep_return[i])
+            counters["last_return"] = last_return
+            logger.log("episode", counters["env_steps"], counters["agent_steps"],
+                       {"return": last_return, "length": int(ep_length[i]) * cfg.action_repeat})
+            ep_return[i], ep_length[i] = 0.0, 0
+        image = obs["image"]
+        is_first = done.copy()
+        reward = np.where(done, 0.0, reward).astype(np.float32)
+        terminal = np.zeros(n, bool)
+        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length):
+            due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
+            while counters["updates"] < due:
+                batch = replay.sample(cfg.batch_size, cfg.batch_length, device)
+                for k, v in agent.train_step(batch).items():
+                    train_metrics[k].append(v)
+                counters["updates"] += 1
+        if counters["env_steps"] >= next_log or counters["env_steps"] >= cfg.steps:
+            rates = logger.update_progress(counters["env_steps"], counters["updates"], last_return)
+            record = {k: float(np.mean(v)) for k, v in train_metrics.items()}
+            record.update(rates, updates=counters["updates"], replay_size=len(replay))
+            logger.log("train", counters["env_steps"], counters["agent_steps"], record)
+            train_metrics.clear()
+            next_log += cfg.log_every
+        if next_save is not None and counters["env_steps"] >= next_save:
+            checkpoint.save(run_dir, agent, replay, counters)
+            next_save += cfg.save_every
+        if next_eval is not None and counters["env_steps"] >= next_eval:
+            from mbrl.evaluate import run_episodes
+
+            results = run_episodes(agent, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
+            returns = [r["return"] for r in results]
+            logger.log("eval", counters["env_steps"], counters["agent_steps"],
+                       {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+                        "episodes": len(returns)})
+            next_eval += cfg.eval_every

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny model configuration so that model tests run in seconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+TINY = {"size": "XS", "model.deter": "64", "model.hidden": "32", "model.stoch": "4", "model.classes": "4",
+        "model.blocks": "4", "model.units": "32", "model.cnn_depth": "4", "model.bins": "31",
+        "image_size": "32"}
+
+
+@pytest.fixture
+def tiny_cfg():
+    """``tiny_cfg(**extra)`` -> a validated tiny :class:`mbrl.config.Config` (extra dotted overrides as kwargs
+    with ``__`` for ``.``, e.g. ``optim__lr="1e-3"``)."""
+    from mbrl.config import build_config
+
+    def make(**extra: str):
+        return build_config({**TINY, **{k.replace("__", "."): v for k, v in extra.items()}})
+
+    return make
