@@ -115,13 +115,22 @@ class ActorCritic(nn.Module):
         cfg = self.cfg
         feat, weight = traj["feat"], traj["weight"]
         gamma = 1.0 - 1.0 / cfg.horizon
-        value = self.value(feat.detach()).mean.detach()
+        backprop = cfg.actor_grad == "backprop"
+        if backprop:
+            # Differentiate the return through the imagined features, not into the critic's parameters.
+            self.critic.requires_grad_(False)
+            try:
+                value = self.value(feat).mean
+            finally:
+                self.critic.requires_grad_(True)
+        else:
+            value = self.value(feat.detach()).mean.detach()
         ret = lambda_return(traj["reward"], value, gamma * traj["cont"][1:], cfg.lam)
         scale = self._update_retnorm(ret)
-        adv = (ret - value[:-1]) / scale
+        adv = (ret - value[:-1].detach()) / scale
         policy = self.policy(feat[:-1].detach())
         ent = policy.entropy()
-        if cfg.actor_grad == "backprop":
+        if backprop:
             actor_loss = -adv
         else:
             actor_loss = -policy.log_prob(traj["action"][:-1].detach()) * adv.detach()

@@ -301,8 +301,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value} must be >= 0")
     if cfg.model.deter % cfg.model.blocks:
         raise ConfigError(f"model.deter={cfg.model.deter} must be divisible by model.blocks={cfg.model.blocks}")
-    if cfg.image_size % 16 or cfg.image_size < 16:
-        raise ConfigError(f"image_size={cfg.image_size} must be a multiple of 16 (>= 16), e.g. 64 or 224")
+    if cfg.image_size < 8 or cfg.image_size & (cfg.image_size - 1):
+        raise ConfigError(f"image_size={cfg.image_size} must be a power of two >= 8 (the CNN encoder and the "
+                          f"pixel decoder halve/double it down to 4x4), e.g. 64")
     if not 0.0 <= cfg.model.unimix < 1.0:
         raise ConfigError(f"model.unimix={cfg.model.unimix} must be in [0, 1)")
     if not 0.0 <= cfg.loss.lam <= 1.0:

@@ -108,8 +108,8 @@ class ChannelNorm(nn.Module):
 class ConvDecoder(nn.Module):
     """Pixel decoder mirroring the DreamerV3 CNN encoder (2023 paper, App. B).
 
-    A linear layer maps model features to a ``(C, 4, 4)`` map; stride-2 transposed convolutions (kernel 4)
-    double the resolution per stage down to ``image_size``.
+    A linear layer maps model features to a ``(C, 4, 4)`` map (then norm + SiLU); stride-2 transposed
+    convolutions (kernel 4) double the resolution per stage up to ``image_size``.
 
     Args:
         feat_dim: size of the model state ``deter + stoch * classes``.
@@ -130,7 +130,7 @@ class ConvDecoder(nn.Module):
         chans = [depth * m for m in mults][::-1]  # e.g. 256, 128, 64, 32
         self.start = chans[0]
         self.linear = Linear(feat_dim, 16 * chans[0])
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [ChannelNorm(norm, chans[0]), nn.SiLU()]
         for i in range(stages):
             last = i == stages - 1
             out = 3 if last else chans[i + 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 TINY = {"size": "XS", "model.deter": "64", "model.hidden": "32", "model.stoch": "4", "model.classes": "4",
         "model.blocks": "4", "model.units": "32", "model.cnn_depth": "4", "model.bins": "31",
@@ -19,3 +20,13 @@ def tiny_cfg():
         return build_config({**TINY, **{k.replace("__", "."): v for k, v in extra.items()}})
 
     return make
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch thread: tiny models are faster, and a busy 2-core machine (another torch
+    process running) otherwise slows intra-op thread sync down ~30x."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

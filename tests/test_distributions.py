@@ -7,9 +7,19 @@ import math
 import pytest
 import torch
 
-from mbrl.distributions import (BoundedNormal, OneHotCategorical, TwoHot, categorical_kl, symexp, symlog,
-                                twohot_bins, twohot_encode)
+from mbrl.distributions import (
+    BoundedNormal,
+    OneHotCategorical,
+    TwoHot,
+    categorical_kl,
+    symexp,
+    symlog,
+    twohot_bins,
+    twohot_encode,
+)
 from mbrl.rssm import RSSM
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---------------------------------------------------------------- symlog / symexp
 

@@ -10,6 +10,8 @@ import torch
 from mbrl.actor_critic import lambda_return
 from mbrl.agent import Agent
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 B, T, H = 2, 8, 32
 A = 2
 
