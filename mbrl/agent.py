@@ -30,13 +30,13 @@ class Agent(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.action_dim = action_dim
-        encoder = build_encoder(cfg.encoder, image_size=cfg.image_size, model_cfg=cfg.model)
+        encoder = build_encoder(cfg.encoder, image_size=cfg.image_size, cfg=cfg)
         self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, action_dim, cfg.model, cfg.loss)
         o = cfg.optim
         enc_params = {id(p) for p in encoder.encoder_parameters()}
         rest = [p for p in self.wm.parameters() if id(p) not in enc_params and p.requires_grad]
-        enc_lr = o.encoder_lr if o.encoder_lr >= 0 else o.lr
+        enc_lr = o.encoder_lr if o.encoder_lr >= 0 else o.lr if cfg.encoder == "cnn" else 0.1 * o.lr
         betas = (o.beta1, o.beta2)
         self.wm_opt = Optimizer([(encoder.encoder_parameters(), enc_lr), (rest, o.lr)], o.name, o.eps, betas,
                                 o.agc, o.clip, o.warmup)
@@ -76,9 +76,20 @@ class Agent(nn.Module):
         """Policy state (latent, previous action) for ``n`` parallel envs."""
         return self.wm.rssm.initial(n, self.device), torch.zeros(n, self.action_dim, device=self.device)
 
+    @property
+    def caches_features(self) -> bool:
+        """Whether replay should store the encoder's backbone features (frozen pretrained encoder + cache on)."""
+        return bool(self.cfg.encoder_cache and getattr(self.wm.encoder, "cacheable", False))
+
     @torch.no_grad()
-    def act(self, image: Tensor, is_first: Tensor, state: PolicyState,
-            mode: str = "train") -> tuple[Tensor, PolicyState]:
+    def encode_features(self, image: Tensor) -> Tensor:
+        """``(N, H, W, 3)`` uint8 -> ``(N, F)`` backbone features (for the feature cache)."""
+        self.eval()
+        return self.wm.encoder.features(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
+
+    @torch.no_grad()
+    def act(self, image: Tensor, is_first: Tensor, state: PolicyState, mode: str = "train",
+            out: dict[str, Tensor] | None = None) -> tuple[Tensor, PolicyState]:
         """One policy step for ``N`` envs.
 
         Args:
@@ -86,13 +97,21 @@ class Agent(nn.Module):
             is_first: ``(N,)`` bool, True where the observation starts an episode (state is reset).
             state: from :meth:`initial_state` or the previous call.
             mode: ``train`` samples the policy; ``eval`` takes its mean.
+            out: if given and the agent caches features, ``out["features"]`` receives the ``(N, F)`` backbone
+                features of ``image`` (computed once, for replay).
 
         Returns:
             ``(action, state)``: ``(N, A)`` float actions in ``[-1, 1]`` and the new policy state.
         """
         self.eval()
         latent, prev_action = state
-        embed = self.wm.encoder(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
+        if self.caches_features:
+            features = self.encode_features(image)
+            if out is not None:
+                out["features"] = features
+            embed = self.wm.encoder.head(features)
+        else:
+            embed = self.wm.encoder(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
         latent, _ = self.wm.rssm.obs_step(latent, prev_action, embed, is_first.to(self.device))
         dist = self.ac.policy(self.wm.rssm.features(latent))
         action = (dist.sample() if mode == "train" else dist.mode()).clamp(-1.0, 1.0)

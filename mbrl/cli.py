@@ -23,7 +23,7 @@ from mbrl.errors import DreamshiftError
 # The embedded default of `dreamshift demo`: a few minutes end to end on 2 CPU cores. Not a learning budget:
 # see benchmarks/learning.py for that.
 DEMO_OVERRIDES = {
-    "env": "dmc:cartpole_balance", "size": "XS", "steps": "6000", "prefill": "1000", "batch_size": "8",
+    "env": "dmc:cartpole_balance", "size": "XS", "steps": "4000", "prefill": "1000", "batch_size": "8",
     "batch_length": "32", "train_ratio": "16", "log_every": "1000", "save_every": "0", "eval_episodes": "2",
     "replay_capacity": "100000",
 }

@@ -83,7 +83,7 @@ class OptimConfig:
 
     name: str = "laprop"  # laprop | adam
     lr: float = 4e-5  # world model
-    encoder_lr: float = -1.0  # < 0: same as lr (pretrained encoders use a smaller one)
+    encoder_lr: float = -1.0  # < 0: lr for cnn, 0.1 * lr for pretrained backbones (Jones et al. 2025: 4e-6 vs 4e-5)
     actor_lr: float = 4e-5
     critic_lr: float = 4e-5
     eps: float = 1e-20
@@ -101,7 +101,15 @@ class Config:
     """A training run. See the module docstring for units."""
 
     env: str = "dmc:cartpole_balance"
-    encoder: str = "cnn"
+    encoder: str = "cnn"  # cnn | dinov2[:small|base|large] | clip[:b32|b16] | efficientnet-lite0 | hf:<id or dir>
+    # auto (cnn: full, pretrained: frozen) | frozen | partial:k | full | adapter[:where] | lora[:rank]
+    encoder_mode: str = "auto"
+    encoder_feature: str = "auto"  # auto (per encoder) | cls | mean | patch | patch_flatten
+    encoder_path: str = ""  # local directory with the pretrained weights (else the HF cache / hub)
+    encoder_input_size: int = 224  # side images are resized to inside a pretrained encoder
+    encoder_token_dim: int = 32  # per-token projection size of encoder_feature=patch
+    encoder_adapter_dim: int = 64  # bottleneck size of adapters
+    encoder_cache: bool = True  # frozen encoders: store features in replay instead of re-running the backbone
     size: str = "S"
     algo: str = "dreamerv3"
     steps: int = 100_000  # env steps

@@ -6,7 +6,7 @@ RSSM state resets (as in the reference code).
 
 Step layout (one agent step of one env): ``image`` ``(H, W, 3)`` uint8, ``action`` ``(A,)`` float32 (taken
 after seeing ``image``), ``reward`` float32 (received on arriving at ``image``), ``is_first``/``is_terminal``
-bool.
+bool; optionally ``features`` ``(F,)`` float16, the frozen encoder's output for ``image`` (feature cache).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Replay:
     """
 
     def __init__(self, capacity: int, num_envs: int, image_shape: tuple[int, int, int], action_dim: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, feature_dim: int = 0) -> None:
         self.per_env = capacity // num_envs
         if self.per_env < 1:
             raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
@@ -48,6 +48,10 @@ class Replay:
             "is_first": np.zeros((n, c), bool),
             "is_terminal": np.zeros((n, c), bool),
         }
+        if feature_dim:
+            # frozen-encoder feature cache, half precision (see encoders.backbone)
+            self.data["features"] = np.zeros((n, c, feature_dim), np.float16)
+        self.keys = tuple(self.data)
         self.head = np.zeros(n, np.int64)  # next write position per env
         self.count = np.zeros(n, np.int64)  # filled steps per env (<= per_env)
         self.total_added = 0
@@ -60,7 +64,7 @@ class Replay:
     def add(self, env: int, step: dict[str, np.ndarray | float | bool]) -> None:
         """Append one step (layout in the module docstring) to env ``env``'s stream."""
         h = self.head[env]
-        for key in KEYS:
+        for key in self.keys:
             self.data[key][env, h] = step[key]
         self.head[env] = (h + 1) % self.per_env
         self.count[env] = min(self.count[env] + 1, self.per_env)
@@ -70,7 +74,7 @@ class Replay:
         """Append one step for each env in ``envs`` (default all); arrays have a leading env dim."""
         envs = np.arange(self.num_envs) if envs is None else envs
         for i, env in enumerate(envs):
-            self.add(int(env), {k: steps[k][i] for k in KEYS})
+            self.add(int(env), {k: steps[k][i] for k in self.keys})
 
     def can_sample(self, length: int) -> bool:
         """Whether some env holds at least ``length`` steps."""
@@ -81,7 +85,8 @@ class Replay:
 
         Returns:
             dict of tensors ``image`` ``(B, T, H, W, 3)`` uint8, ``action`` ``(B, T, A)``, ``reward``/
-            ``is_first``/``is_terminal`` ``(B, T)``. The first step of each sequence has ``is_first`` set, so
+            ``is_first``/``is_terminal`` ``(B, T)``, and ``features`` ``(B, T, F)`` float16 when the buffer
+            caches encoder features. The first step of each sequence has ``is_first`` set, so
             the RSSM starts from its initial state.
 
         Raises:
@@ -96,7 +101,7 @@ class Replay:
         offset = flat - (np.cumsum(starts_per_env) - starts_per_env)[env]
         oldest = np.where(self.count[env] < self.per_env, 0, self.head[env])
         idx = (oldest[:, None] + offset[:, None] + np.arange(length)[None]) % self.per_env
-        out = {key: torch.from_numpy(self.data[key][env[:, None], idx]) for key in KEYS}
+        out = {key: torch.from_numpy(self.data[key][env[:, None], idx]) for key in self.keys}
         out["is_first"][:, 0] = True
         return {k: v.to(device) for k, v in out.items()}
 
@@ -112,7 +117,9 @@ class Replay:
         """Restore :meth:`state_dict` output; raises ValueError if the shapes do not match this buffer."""
         if int(state["per_env"]) != self.per_env or state["head"].shape != self.head.shape:
             raise ValueError("replay checkpoint does not match the configured capacity / num_envs")
-        for k in KEYS:
+        if set(self.keys) != {k[5:] for k in state if k.startswith("data_")}:
+            raise ValueError("replay checkpoint does not match the configured feature cache")
+        for k in self.keys:
             arr = state[f"data_{k}"]
             if arr.shape[2:] != self.data[k].shape[2:]:
                 raise ValueError(f"replay checkpoint {k} shape {arr.shape[2:]} != {self.data[k].shape[2:]}")

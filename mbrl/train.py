@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import envs
+from encoders.finetune import parse_mode
 from mbrl import checkpoint, io
 from mbrl.agent import Agent
 from mbrl.config import Config, incompatible_keys, model_hash, to_dict
@@ -49,10 +50,10 @@ def default_run_dir(cfg: Config) -> Path:
 def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[str, Any] | None]:
     """Validate everything that can fail before any file is written; returns (cfg, run_dir, ckpt state)."""
     envs.registry.parse_env_name(cfg.env)  # unknown env -> EnvError before anything is created
-    from encoders.registry import available
+    from encoders.registry import check_name, resolve_mode
 
-    if cfg.encoder not in available():
-        raise ConfigError(f"unknown encoder {cfg.encoder!r}; allowed: {', '.join(available())}")
+    check_name(cfg.encoder)
+    parse_mode(resolve_mode(cfg))
     if resume is not None:
         state = checkpoint.load_state(resume)
         old = checkpoint.config_of(state)
@@ -69,6 +70,24 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                           f"`dreamshift train --resume {run_dir}` or choose another run_dir")
     cfg.run_dir = str(run_dir)
     return cfg, run_dir, None
+
+
+def _check_cache_memory(cfg: Config, feature_dim: int) -> None:
+    """Refuse a feature cache that cannot fit in half the machine's memory (float16 per stored step)."""
+    if not feature_dim:
+        return
+    steps = min(cfg.replay_capacity, cfg.steps // cfg.action_repeat + cfg.num_envs * 4)
+    need = steps * feature_dim * 2
+    try:
+        import os
+
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > avail // 2:
+        raise ConfigError(f"the frozen-feature cache needs {need / 2**30:.1f} GiB ({feature_dim} float16 features x "
+                          f"{steps} steps) but the machine has {avail / 2**30:.1f} GiB; use encoder_feature=cls or "
+                          f"mean, a smaller replay_capacity, or encoder_cache=false")
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -101,7 +120,10 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
         action_dim = int(venv.single_action_space.shape[0])
         agent = Agent(cfg, action_dim).to(device)
         image_shape = (cfg.image_size, cfg.image_size, 3)
-        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, action_dim, seed=cfg.seed)
+        feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
+        _check_cache_memory(cfg, feature_dim)
+        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, action_dim, seed=cfg.seed,
+                        feature_dim=feature_dim)
         counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
         run_dir.mkdir(parents=True, exist_ok=True)
         if state is not None:
@@ -144,15 +166,17 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
     train_metrics: dict[str, list[float]] = defaultdict(list)
     while counters["env_steps"] < cfg.steps:
         img_t = torch.from_numpy(image)
+        extra: dict[str, torch.Tensor] = {}
+        act, policy_state = agent.act(img_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
         if counters["env_steps"] < cfg.prefill:
             action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
-            latent, _ = agent.act(img_t, torch.from_numpy(is_first), policy_state)[1]
-            policy_state = (latent, torch.from_numpy(action).to(device))
+            policy_state = (policy_state[0], torch.from_numpy(action).to(device))
         else:
-            act, policy_state = agent.act(img_t, torch.from_numpy(is_first), policy_state, "train")
             action = act.cpu().numpy()
-        replay.add_batch({"image": image, "action": action, "reward": reward, "is_first": is_first,
-                          "is_terminal": terminal})
+        step = {"image": image, "action": action, "reward": reward, "is_first": is_first, "is_terminal": terminal}
+        if "features" in extra:
+            step["features"] = extra["features"].cpu().numpy().astype(np.float16)
+        replay.add_batch(step)
         obs, reward, term, trunc, info = venv.step(action)
         reward = reward.astype(np.float32)
         ep_return += reward
@@ -162,8 +186,12 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
         done = term | trunc
         for i in np.flatnonzero(done):
             final = info["final_obs"][i]["image"]
-            replay.add(int(i), {"image": final, "action": np.zeros(a, np.float32), "reward": reward[i],
-                                "is_first": False, "is_terminal": bool(term[i])})
+            last = {"image": final, "action": np.zeros(a, np.float32), "reward": reward[i], "is_first": False,
+                    "is_terminal": bool(term[i])}
+            if agent.caches_features:
+                feats = agent.encode_features(torch.from_numpy(final[None]))
+                last["features"] = feats[0].cpu().numpy().astype(np.float16)
+            replay.add(int(i), last)
             counters["episodes"] += 1
             last_return = float(ep_return[i])
             counters["last_return"] = last_return

@@ -7,6 +7,8 @@ Batch layout (from :class:`mbrl.replay.Replay`), ``B`` sequences of ``T`` steps:
 - ``action`` ``(B, T, A)`` float: action a_t taken after seeing x_t.
 - ``reward`` ``(B, T)`` float: reward r_t received on arriving at x_t (0 at an episode start).
 - ``is_first`` ``(B, T)`` bool, ``is_terminal`` ``(B, T)`` bool.
+- optional ``features`` ``(B, T, F)``: cached backbone features of a frozen encoder (used instead of ``image``
+  for the embedding; the decoder still reconstructs ``image``).
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ class WorldModel(nn.Module):
         self.cont_head = MLP(feat, 1, model.units, model.head_layers, model.norm)
         self.register_buffer("bins", twohot_bins(model.bins), persistent=False)
 
-    def embed(self, image: Tensor) -> Tensor:
-        """``(B, T, H, W, 3)`` uint8 -> ``(B, T, E)`` embeddings."""
+    def embed(self, image: Tensor, features: Tensor | None = None) -> Tensor:
+        """``(B, T, H, W, 3)`` uint8 -> ``(B, T, E)`` embeddings. With ``features`` ``(B, T, F)`` (the frozen
+        encoder's cached backbone output) only the encoder's trainable head runs."""
         b = image.shape[0]
+        if features is not None:
+            return einops.rearrange(self.encoder.head(features.flatten(0, 1)), "(b t) e -> b t e", b=b)
         x = einops.rearrange(image, "b t h w c -> (b t) c h w")
         return einops.rearrange(self.encoder(x), "(b t) e -> b t e", b=b)
 
@@ -67,7 +72,7 @@ class WorldModel(nn.Module):
         """
         cfg = self.loss_cfg
         image, action = data["image"], data["action"]
-        embed = self.embed(image)
+        embed = self.embed(image, data.get("features"))
         prev_action = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)
         post, prior = self.rssm.observe(embed, prev_action, data["is_first"], state)
         feat = self.rssm.features(post)

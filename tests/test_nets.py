@@ -75,11 +75,11 @@ def test_conv_encoder_rejects_bad_size(size):
 def test_encoder_registry(tiny_cfg):
     cfg = tiny_cfg()
     assert "cnn" in available()
-    enc = build_encoder("cnn", image_size=32, model_cfg=cfg.model)
+    enc = build_encoder("cnn", image_size=32, cfg=cfg)
     assert enc(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, enc.out_dim)
     assert len(enc.encoder_parameters()) == len(list(enc.parameters())) > 0
     with pytest.raises(ConfigError, match="cnn"):
-        build_encoder("nope", image_size=32, model_cfg=cfg.model)
+        build_encoder("nope", image_size=32, cfg=cfg)
 
 
 @pytest.mark.parametrize("size", [32, 64])

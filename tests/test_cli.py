@@ -1,0 +1,231 @@
+"""Tests for the ``dreamshift`` command line (:mod:`mbrl.cli`): every bad input exits with status 2, one
+``error:`` line saying what is allowed, no traceback and no files written; plus ``envs list`` and ``config``.
+
+Each bad input is checked in-process through :func:`mbrl.cli.main` (cheap: a fresh interpreter costs seconds
+on a loaded machine, mostly importing torch), and the main ones again in a real ``python -m mbrl.cli``
+subprocess so that the exit status, stderr and the absence of a traceback are those a user sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mbrl.cli import main
+
+# Tiny model (as tests/conftest.py's TINY) plus a small, quiet training budget.
+TINY = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32",
+        "model.blocks=4", "model.stoch=4", "model.classes=4", "model.cnn_depth=4", "model.bins=31",
+        "image_size=32", "batch_size=2", "batch_length=8", "train_ratio=4", "prefill=50", "steps=200",
+        "time_limit=100", "log_every=50", "save_every=100", "replay_capacity=5000", "wandb_mode=disabled",
+        "progress=false", "threads=1", "device=cpu"]
+
+
+class Result:
+    """Exit status and captured streams of one CLI run (like ``subprocess.CompletedProcess``)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli_subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbrl.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """``cli(*args)``: run :func:`mbrl.cli.main` in-process with the cwd set to ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            status = exc.code
+        out, err = capsys.readouterr()
+        return Result(status, out, err)
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def assert_user_error(res, *needles: str) -> str:
+    """Status 2, exactly one ``error:`` line on stderr containing every needle, no traceback, no run printed."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    assert "run directory:" not in res.stdout
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt_run(tmp_path_factory) -> Path:
+    """A run directory with a real (untrained) checkpoint of the TINY config, written in-process."""
+    import numpy as np
+
+    from mbrl import checkpoint, io
+    from mbrl.agent import Agent
+    from mbrl.config import build_config, model_hash, to_dict
+    from mbrl.replay import Replay
+
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    cfg = build_config(TINY + [f"run_dir={run_dir}"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, action_dim=1)
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
+    replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
+                   "is_first": True, "is_terminal": False})
+    io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
+    return run_dir
+
+
+BAD_OVERRIDES = [
+    pytest.param(["env=dmc:walker_fly"], ("walker_fly", "dmc:walker_walk"), id="unknown-env"),
+    pytest.param(["env=atari:pong"], ("atari", "known suites: dmc"), id="unknown-suite"),
+    pytest.param(["env=walker_walk"], ("suite:task",), id="env-without-suite"),
+    pytest.param(["foo=1"], ("'foo'", "allowed:", "steps", "model.*"), id="unknown-key"),
+    pytest.param(["model.foo=1"], ("'model.foo'", "allowed:"), id="unknown-section-key"),
+    pytest.param(["steps=abc"], ("steps", "expected int"), id="wrong-type"),
+    pytest.param(["steps=1.5"], ("steps", "expected int"), id="non-integer"),
+    pytest.param(["progress=maybe"], ("progress", "expected bool"), id="wrong-bool"),
+    pytest.param(["size=XXL"], ("size", "XXL", "allowed:", "XS", "size200m"), id="bad-choice"),
+    pytest.param(["model.norm=batch"], ("model.norm", "rms"), id="bad-section-choice"),
+    pytest.param(["steps=0"], ("steps", "> 0"), id="out-of-range"),
+    pytest.param(["image_size=48"], ("image_size", "power of two"), id="bad-image-size"),
+    pytest.param(["steps"], ("'steps'", "key=value"), id="token-without-equals"),
+    pytest.param(["encoder=vit_huge"], ("encoder", "allowed:", "cnn"), id="unknown-encoder"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needles"), BAD_OVERRIDES)
+def test_train_rejects_bad_overrides_and_writes_nothing(cli, tmp_path, overrides, needles):
+    # the bad token comes last, so it wins over a valid TINY value of the same key
+    res = cli("train", *TINY, *overrides)
+    assert_user_error(res, *needles)
+    assert tree(tmp_path) == {}, "a failed train must not create a run directory"
+
+
+def test_demo_rejects_bad_override(cli, tmp_path):
+    assert_user_error(cli("demo", "foo=1"), "'foo'", "allowed:")
+    assert tree(tmp_path) == {}
+
+
+def test_config_command_rejects_bad_override(cli, tmp_path):
+    res = cli("config", "size=XXL")
+    assert_user_error(res, "size", "allowed:")
+    assert res.stdout == "" and tree(tmp_path) == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_device_cuda_without_gpu(cli, tmp_path):
+    assert_user_error(cli("train", *TINY, "device=cuda"), "cuda", "device=cpu")
+    assert tree(tmp_path) == {}
+
+
+def test_evaluate_missing_run_dir(cli, tmp_path):
+    assert_user_error(cli("evaluate", "no_such_run"), "no_such_run", "does not exist")
+    assert tree(tmp_path) == {}
+
+
+def test_evaluate_dir_without_checkpoint(cli, tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    assert_user_error(cli("evaluate", "empty_run"), "no checkpoint",
+                      str(Path("empty_run") / "checkpoint" / "agent.pt"))
+    assert tree(tmp_path) == {"empty_run": "dir"}
+
+
+def test_evaluate_bad_episode_count(cli, tmp_path, ckpt_run):
+    before = tree(ckpt_run)
+    assert_user_error(cli("evaluate", str(ckpt_run), "--episodes", "0"), "--episodes", ">= 1")
+    assert tree(ckpt_run) == before and tree(tmp_path) == {}
+
+
+def test_resume_dir_without_checkpoint(cli, tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    assert_user_error(cli("train", "--resume", "empty_run", *TINY), "no checkpoint")
+    assert tree(tmp_path) == {"empty_run": "dir"}
+
+
+def test_resume_missing_dir(cli, tmp_path):
+    assert_user_error(cli("train", "--resume", "gone", *TINY), "gone", "does not exist")
+    assert tree(tmp_path) == {}
+
+
+def test_resume_with_incompatible_config(cli, tmp_path, ckpt_run):
+    before = tree(ckpt_run)
+    line = assert_user_error(cli("train", "--resume", str(ckpt_run), *TINY, "model.deter=128", "seed=3"),
+                             "cannot resume", "model.deter", "checkpoint 64", "now 128", "seed")
+    assert "budgets/logging/device" in line
+    assert tree(ckpt_run) == before, "a refused resume must not touch the run"
+    assert tree(tmp_path) == {}
+
+
+def test_train_into_run_dir_that_has_a_checkpoint(cli, tmp_path, ckpt_run):
+    before = tree(ckpt_run)
+    assert_user_error(cli("train", *TINY, f"run_dir={ckpt_run}"), "already holds a checkpoint", "--resume")
+    assert tree(ckpt_run) == before
+    assert tree(tmp_path) == {}
+
+
+# --- the same user errors through a real interpreter: status, stderr, no traceback, nothing written ---
+
+@pytest.mark.parametrize(("args", "needles"), [
+    pytest.param(["train", *TINY, "env=dmc:walker_fly"], ("walker_fly", "known dmc tasks"), id="unknown-env"),
+    pytest.param(["train", *TINY, "steps"], ("key=value",), id="token-without-equals"),
+])
+def test_subprocess_user_errors(tmp_path, args, needles):
+    res = cli_subprocess(*args, cwd=tmp_path)
+    assert_user_error(res, *needles)
+    assert tree(tmp_path) == {}
+
+
+def test_subprocess_refuses_incompatible_resume(tmp_path, ckpt_run):
+    before = tree(ckpt_run)
+    res = cli_subprocess("train", "--resume", str(ckpt_run), *TINY, "model.deter=128", cwd=tmp_path)
+    assert_user_error(res, "cannot resume", "model.deter")
+    assert tree(ckpt_run) == before and tree(tmp_path) == {}
+
+
+def test_envs_list_console_script(tmp_path):
+    exe = Path(sys.executable).parent / "dreamshift"
+    assert exe.exists(), "the dreamshift console script is not installed"
+    res = subprocess.run([str(exe), "envs", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    names = res.stdout.split()
+    assert "dmc:walker_walk" in names and "dmc:cartpole_balance" in names
+    assert names == sorted(names) and all(n.startswith("dmc:") for n in names)
+    assert not any("lqr" in n for n in names)
+
+
+def test_config_prints_resolved_json(tmp_path):
+    res = cli_subprocess("config", "size=XS", "model.units=100", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["size"] == "XS"
+    assert data["model"]["deter"] == 256 and data["model"]["cnn_depth"] == 24  # Table B.1, XS
+    assert data["model"]["units"] == 100  # explicit override beats the preset
+    assert "allowed keys:" in res.stderr and "model.deter" in res.stderr
+    assert tree(tmp_path) == {}

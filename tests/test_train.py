@@ -1,0 +1,211 @@
+"""End-to-end tests of :mod:`mbrl.train`, :mod:`mbrl.checkpoint` and :mod:`mbrl.evaluate` on real dm_control
+pixels with a tiny model: run files, checkpoint contents, kill -9 and resume, refused resume, evaluation.
+
+Budgets are in env steps; with ``action_repeat=2`` one agent step is 2 env steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl import checkpoint
+from mbrl.config import build_config, model_hash, to_dict
+from mbrl.errors import ConfigError
+from mbrl.replay import Replay
+from mbrl.train import train
+
+# Tiny model (as tests/conftest.py's TINY), small budgets: episodes of 100 env steps (50 agent steps), random
+# actions for the first 50 env steps, then one update per 4 agent steps (train_ratio 4 / (2 x 8)).
+BASE = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32",
+        "model.blocks=4", "model.stoch=4", "model.classes=4", "model.cnn_depth=4", "model.bins=31",
+        "image_size=32", "batch_size=2", "batch_length=8", "train_ratio=4", "prefill=50", "time_limit=100",
+        "log_every=50", "save_every=100", "replay_capacity=5000", "wandb_mode=disabled", "progress=false",
+        "threads=1", "device=cpu"]
+STEPS = 200
+
+
+def records(run_dir: Path, complete_only: bool = False) -> list[dict]:
+    """Records of metrics.jsonl; ``complete_only`` skips a last line still being written by a live run."""
+    text = (run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""
+    lines = text.splitlines(keepends=True)
+    if complete_only:
+        lines = [line for line in lines if line.endswith("\n")]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def load_replay(run_dir: Path, state: dict) -> Replay:
+    cfg = checkpoint.config_of(state)
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size,) * 2 + (3,), state["action_dim"])
+    replay.load(run_dir / "checkpoint" / state["replay_file"])
+    return replay
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """mtime and bytes of every file of a run."""
+    return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run of ``STEPS`` env steps trained in-process (shared by the tests below; they must not modify it)."""
+    threads = torch.get_num_threads()
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    try:
+        out = train(build_config(BASE + [f"steps={STEPS}", f"run_dir={run_dir}"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert out == run_dir
+    return run_dir
+
+
+def test_train_writes_config_metrics_and_checkpoint(trained):
+    cfg = build_config(BASE + [f"steps={STEPS}", f"run_dir={trained}"])
+    stored = json.loads((trained / "config.json").read_text())
+    assert stored["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert stored["config_hash"] == model_hash(cfg)
+
+    recs = records(trained)
+    assert all(r["agent_steps"] * 2 == r["env_steps"] for r in recs)
+    train_recs = [r for r in recs if r["kind"] == "train"]
+    assert [r["env_steps"] for r in train_recs] == list(range(50, STEPS + 1, 50))  # log_every=50
+    learned = [r for r in train_recs if "wm/loss" in r]
+    assert learned and all(math.isfinite(r["wm/loss"]) for r in learned)
+    assert train_recs[-1]["updates"] > 0 and train_recs[-1]["replay_size"] > 0
+    episodes = [r for r in recs if r["kind"] == "episode"]
+    assert [r["env_steps"] for r in episodes] == [100, 200]
+    assert all(r["length"] == 100 and 0.0 <= r["return"] <= 100.0 for r in episodes)
+
+    ckpt = trained / "checkpoint"
+    assert (ckpt / "agent.pt").is_file()
+    replays = sorted(p.name for p in ckpt.glob("replay-*.npz"))
+    assert len(replays) == 1
+    assert not [p.name for p in trained.rglob(".*")], "temp files left behind"
+
+    state = checkpoint.load_state(trained)
+    assert state["replay_file"] == replays[0]
+    c = state["counters"]
+    assert (c["env_steps"], c["agent_steps"], c["episodes"]) == (STEPS, STEPS // 2, 2)
+    assert c["updates"] == train_recs[-1]["updates"]
+    # updates * batch_size * batch_length ~= train_ratio * agent steps after prefill = 4 * 75
+    assert abs(c["updates"] * 2 * 8 - 4 * (STEPS // 2 - 25)) <= 2 * 8
+    assert checkpoint.config_of(state) == cfg
+
+    replay = load_replay(trained, state)
+    # every agent step plus the final observation of each of the 2 episodes
+    assert len(replay) == replay.total_added == STEPS // 2 + 2
+    first = replay.data["is_first"][0, : len(replay)]
+    assert first.sum() == 2 and first[0]
+    assert not replay.data["is_terminal"].any()  # cartpole episodes end by the time limit only
+    assert replay.data["image"][0, : len(replay)].std() > 0  # real rendered frames, not zeros
+
+
+def test_resume_with_changed_model_key_is_refused_and_touches_nothing(trained):
+    before = snapshot(trained)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError, match=r"model\.deter") as err:
+            train(build_config(BASE + [f"steps={STEPS + 100}", "model.deter=128"]), resume=trained)
+    finally:
+        torch.set_num_threads(threads)
+    assert "64" in str(err.value) and "128" in str(err.value)
+    assert snapshot(trained) == before
+
+
+def test_evaluate_writes_clean_json(trained, tmp_path):
+    from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate
+
+    # evaluate a copy: the shared run must stay unchanged for the other tests
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    path = evaluate(run, episodes=1, device="cpu")
+    assert path == run / "eval" / "clean.json"
+    data = json.loads(path.read_text())
+    assert math.isfinite(data["return_mean"]) and 0.0 <= data["return_mean"] <= 100.0
+    assert len(data["episodes"]) == 1
+    ep = data["episodes"][0]
+    assert ep["length"] == 100  # time_limit, in env steps
+    assert ep["episode_seed"] == EVAL_SEED_OFFSET and ep["return"] == data["return_mean"]
+    assert data["env_steps_trained"] == STEPS and data["env"] == "dmc:cartpole_balance"
+    assert data["config_hash"] == json.loads((run / "config.json").read_text())["config_hash"]
+    assert data["return_std"] == 0.0 and data["return_stderr"] == 0.0
+    assert not list((run / "eval").glob(".*")), "temp files left behind"
+
+
+def _ckpt_counters(path: Path) -> dict | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)["counters"]
+    except Exception:  # noqa: BLE001 - not written yet
+        return None
+
+
+def test_kill_and_resume_continues_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    agent_pt = run_dir / "checkpoint" / "agent.pt"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *BASE, "steps=100000", "save_every=200",
+                             f"run_dir={run_dir}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 150
+        while True:
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.time() < deadline, "no checkpoint with env_steps >= 200 in time"
+            c = _ckpt_counters(agent_pt) if agent_pt.exists() else None
+            # kill once a checkpoint exists *and* metrics were logged after it (resume must drop those)
+            if c and c["env_steps"] >= 200 and any(r["env_steps"] > c["env_steps"] for r in records(run_dir, True)):
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+    state = checkpoint.load_state(run_dir)
+    stored = state["counters"]
+    stored_replay = load_replay(run_dir, state)
+    assert stored["env_steps"] >= 200 and stored["updates"] > 0
+    assert stored_replay.total_added == len(stored_replay) > 0
+    assert any(r["env_steps"] > stored["env_steps"] for r in records(run_dir))  # logged after the checkpoint
+
+    target = stored["env_steps"] + 100
+    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir), *BASE,
+                          f"steps={target}", "save_every=200"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=150, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert str(run_dir) in res.stdout
+
+    final_state = checkpoint.load_state(run_dir)
+    final = final_state["counters"]
+    assert final["env_steps"] == target  # continued from the checkpoint, not restarted from 0
+    assert final["agent_steps"] == target // 2
+    assert final["updates"] > stored["updates"]  # not reset, and training went on
+    assert final["episodes"] >= stored["episodes"] + 1  # the resumed env starts a new episode of 50 agent steps
+    final_replay = load_replay(run_dir, final_state)
+    assert final_replay.total_added >= stored_replay.total_added + 50
+    # the stored part of the buffer survived the resume (the ring has not wrapped: capacity 5000)
+    n = len(stored_replay)
+    assert np.array_equal(final_replay.data["reward"][0, :n], stored_replay.data["reward"][0, :n])
+    assert np.array_equal(final_replay.data["image"][0, :n], stored_replay.data["image"][0, :n])
+    assert final_replay.data["is_first"][0, n]  # the resumed stream starts a fresh episode
+    assert [p.name for p in (run_dir / "checkpoint").glob("replay-*.npz")] == [final_state["replay_file"]]
+
+    recs = records(run_dir)
+    train_steps = [r["env_steps"] for r in recs if r["kind"] == "train"]
+    # the records the killed run logged after its checkpoint were dropped: no duplicates, no going back
+    assert train_steps == sorted(set(train_steps)), train_steps
+    assert train_steps == list(range(50, target + 1, 50))
+    assert max(r["env_steps"] for r in recs) == target
+    updates = [r["updates"] for r in recs if r["kind"] == "train"]
+    assert updates == sorted(updates) and updates[-1] == final["updates"]
