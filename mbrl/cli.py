@@ -1,7 +1,8 @@
 """The ``dreamshift`` command line.
 
     dreamshift train [key=value ...] [--resume RUN_DIR]
-    dreamshift evaluate RUN_DIR [--episodes N] [--seed S]
+    dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1]
+    dreamshift merge RUN_DIR --alpha A [--out DIR]
     dreamshift demo [key=value ...]
     dreamshift envs list
     dreamshift config [key=value ...]       # print the resolved configuration
@@ -40,8 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
+    e.add_argument("--alpha", default="", help="comma-separated weight-merging alphas to sweep (e.g. 0,0.5,1)")
     d = sub.add_parser("demo", help="train + evaluate the embedded default in a few minutes")
     d.add_argument("overrides", nargs="*")
+    m = sub.add_parser("merge", help="interpolate a fine-tuned encoder with its pretrained weights")
+    m.add_argument("run_dir")
+    m.add_argument("--alpha", type=float, required=True, help="0 = pretrained encoder, 1 = fine-tuned")
+    m.add_argument("--out", help="output run directory (default RUN_DIR-merged-a<alpha>)")
     envs_p = sub.add_parser("envs", help="list environments")
     envs_p.add_argument("action", choices=["list"])
     c = sub.add_parser("config", help="print the resolved configuration and the allowed keys")
@@ -60,14 +66,21 @@ def _train(overrides: list[str], resume: str | None) -> Path:
     return run_dir
 
 
-def _evaluate(run_dir: str, episodes: int, seed: int, device: str) -> None:
+def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str = "") -> None:
+    from mbrl.errors import ConfigError
     from mbrl.evaluate import evaluate
 
-    path = evaluate(run_dir, episodes=episodes, seed=seed, device=device)
-    summary = json.loads(path.read_text())
-    print(f"{summary['env']}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
-          f"(stderr, {len(summary['episodes'])} episodes)")
-    print(f"results: {path}")
+    try:
+        sweep = [float(a) for a in alphas.split(",") if a.strip()] or [None]
+    except ValueError:
+        raise ConfigError(f"--alpha {alphas!r}: expected comma-separated numbers in [0, 1]") from None
+    for alpha in sweep:
+        path = evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha)
+        summary = json.loads(path.read_text())
+        tag = "" if alpha is None else f" (alpha {alpha:g})"
+        print(f"{summary['env']}{tag}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
+              f"(stderr, {len(summary['episodes'])} episodes)")
+        print(f"results: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,12 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             _train(args.overrides, args.resume)
         elif args.command == "evaluate":
-            _evaluate(args.run_dir, args.episodes, args.seed, args.device)
+            _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha)
         elif args.command == "demo":
             given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
             merged = {**DEMO_OVERRIDES, **given}
             run_dir = _train([f"{k}={v}" for k, v in merged.items()], None)
             _evaluate(str(run_dir), int(merged["eval_episodes"]), 0, "auto")
+        elif args.command == "merge":
+            from mbrl.merge import merge_run
+
+            out = args.out or f"{args.run_dir.rstrip('/')}-merged-a{args.alpha:g}"
+            print(f"merged run: {merge_run(args.run_dir, args.alpha, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
         elif args.command == "config":

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import envs
+from encoders.registry import resolve_mode
 from mbrl import checkpoint, io
 from mbrl.agent import Agent
 from mbrl.config import Config, model_hash
@@ -49,8 +50,11 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
     return out
 
 
-def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str = "auto") -> Path:
-    """Evaluate the checkpoint of ``run_dir`` on its clean env; returns the path of ``eval/clean.json``.
+def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str = "auto",
+             alpha: float | None = None) -> Path:
+    """Evaluate the checkpoint of ``run_dir`` on its clean env; returns the path of ``eval/clean.json``
+    (``eval/clean-alpha<alpha>.json`` when ``alpha`` is given: the encoder merged with its pretrained weights,
+    see :mod:`mbrl.merge`).
 
     Raises:
         CheckpointError: no checkpoint in ``run_dir``.
@@ -60,14 +64,22 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
-    agent = Agent(cfg, state["action_dim"]).to(resolve_device(device))
-    agent.load_state_dict(state["agent"])
+    if alpha is None:
+        agent = Agent(cfg, state["action_dim"])
+        agent.load_state_dict(state["agent"])
+    else:
+        from mbrl.merge import merged_agent
+
+        agent = merged_agent(run_dir, alpha)
+    agent = agent.to(resolve_device(device))
     results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed)
     returns = np.array([r["return"] for r in results])
     summary = {
         "env": cfg.env, "encoder": cfg.encoder, "size": cfg.size, "seed": cfg.seed, "shift": "none",
-        "severity": 0, "env_steps_trained": state["counters"]["env_steps"], "config_hash": model_hash(cfg),
+        "severity": 0, "alpha": alpha, "env_steps_trained": state["counters"]["env_steps"],
+        "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg),
         "episodes": results, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
         "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
     }
-    return io.write_json(Path(run_dir) / "eval" / "clean.json", summary)
+    name = "clean.json" if alpha is None else f"clean-alpha{alpha:g}.json"
+    return io.write_json(Path(run_dir) / "eval" / name, summary)

@@ -213,3 +213,27 @@ def test_atomic_save_leaves_no_temp_files(tmp_path):
         r.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["replay-25.npz"]
     assert path.read_bytes() == good
+
+
+def test_feature_cache_is_sampled_with_its_step_and_checked_on_load(tmp_path):
+    r = Replay(30, 1, IMG, A, seed=0, feature_dim=5)
+    for t in range(35):
+        r.add(0, {**step(t), "features": np.full(5, t, np.float16)})
+    b = r.sample(64, 4)
+    assert b["features"].shape == (64, 4, 5) and b["features"].dtype == torch.float16
+    assert torch.equal(b["features"][..., 0].float(), b["reward"])
+    path = tmp_path / "f.npz"
+    r.save(path)
+    with pytest.raises(ValueError):
+        Replay(30, 1, IMG, A).load(path)  # a buffer without the cache
+    with pytest.raises(ValueError):
+        Replay(30, 1, IMG, A, feature_dim=7).load(path)
+    plain = tmp_path / "plain.npz"
+    _random_replay(30, 1, 5, seed=0).save(plain)
+    with pytest.raises(ValueError):
+        Replay(30, 1, IMG, A, feature_dim=5).load(plain)  # a cache-enabled buffer, file without features
+    r2 = Replay(30, 1, IMG, A, feature_dim=5)
+    r2.load(path)
+    r2.rng.bit_generator.state = r.rng.bit_generator.state
+    _assert_same(r.sample(8, 6), r2.sample(8, 6))
+

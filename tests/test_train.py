@@ -209,3 +209,36 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     assert max(r["env_steps"] for r in recs) == target
     updates = [r["updates"] for r in recs if r["kind"] == "train"]
     assert updates == sorted(updates) and updates[-1] == final["updates"]
+
+
+def _resume_in_process(run_dir: Path, steps: int) -> None:
+    threads = torch.get_num_threads()
+    try:
+        train(build_config(BASE + [f"steps={steps}"]), resume=run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    kept = records(run)
+    with open(run / "metrics.jsonl", "a") as f:  # what a killed run logged after its last checkpoint
+        f.write(json.dumps({"kind": "train", "env_steps": STEPS + 50, "agent_steps": STEPS // 2 + 25}) + "\n")
+    _resume_in_process(run, STEPS)  # budget already reached: restore, truncate the log, save again
+    assert records(run) == kept
+    assert checkpoint.load_state(run)["counters"] == checkpoint.load_state(trained)["counters"]
+    assert len(list((run / "checkpoint").glob("replay-*.npz"))) == 1
+
+
+@pytest.mark.xfail(raises=ValueError, strict=True,
+                   reason="Logger(resume_step=...) json-decodes every metrics line; a line cut short by SIGKILL "
+                          "makes the resume crash with JSONDecodeError (mbrl/logger.py)")
+def test_resume_tolerates_a_metrics_line_cut_by_the_kill(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    kept = records(run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "env_st')
+    _resume_in_process(run, STEPS)
+    assert records(run) == kept
