@@ -105,7 +105,7 @@ class Config:
     # auto (cnn: full, pretrained: frozen) | frozen | partial:k | full | adapter[:where] | lora[:rank]
     encoder_mode: str = "auto"
     encoder_feature: str = "auto"  # auto (per encoder) | cls | mean | patch | patch_flatten
-    encoder_path: str = ""  # local directory with the pretrained weights (else the HF cache / hub)
+    encoder_path: str = ""  # local dir with pretrained weights (else HF cache / hub); efficientnet-lite0: a .pth
     encoder_input_size: int = 224  # side images are resized to inside a pretrained encoder
     encoder_token_dim: int = 32  # per-token projection size of encoder_feature=patch
     encoder_adapter_dim: int = 64  # bottleneck size of adapters
