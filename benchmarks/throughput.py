@@ -441,9 +441,9 @@ def report(results: dict[str, Any]) -> None:
     rows = [[m["phase"], m["peak_rss_mib"], m["cuda_max_allocated_mib"]] for m in results["memory"]]
     workers = [r["worker_peak_rss_mib"] for r in results["collection"] if r["worker_peak_rss_mib"] is not None]
     print_table("Peak memory after each phase (MiB; this process's RSS is a high-water mark)",
-                ["phase", "peak RSS", "CUDA max allocated"], rows,
-                f"async env worker processes: largest peak RSS {max(workers):.0f} MiB each (VmHWM)" if workers
-                else "")
+                ["phase", "peak RSS", "CUDA max allocated"], rows)
+    if workers:
+        print(f"async env worker processes (one per sub-env): largest peak RSS {max(workers):.0f} MiB (VmHWM)")
 
 
 # --------------------------------------------------------------------------------------------------- main

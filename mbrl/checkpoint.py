@@ -1,6 +1,7 @@
 """Run checkpoints: agent weights, optimiser states, RNG states, step counters, config and replay.
 
-Layout in ``RUN_DIR/checkpoint/``: ``replay-<agent_steps>.npz`` is written first, then ``agent.pt``, which
+Layout in ``RUN_DIR/checkpoint/``: ``replay-<n>.npz`` (``n`` = steps ever added to replay, which counts each
+episode's final observation too) is written first, then ``agent.pt``, which
 names that replay file; older replay files are removed last. Both writes are atomic, so a run killed at any
 moment resumes from a consistent (agent, replay) pair.
 """

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from mbrl.config import allowed_keys, build_config, to_dict
+from mbrl.config import allowed_keys, build_config, parse_overrides, to_dict
 from mbrl.errors import DreamshiftError
 
 # The embedded default of `dreamshift demo`: a few minutes end to end on 2 CPU cores. Not a learning budget:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha)
         elif args.command == "demo":
-            given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+            given = parse_overrides(args.overrides)
             merged = {**DEMO_OVERRIDES, **given}
             run_dir = _train([f"{k}={v}" for k, v in merged.items()], None)
             _evaluate(str(run_dir), int(merged["eval_episodes"]), 0, "auto")

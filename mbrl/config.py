@@ -257,7 +257,7 @@ def build_config(overrides: dict[str, str] | list[str] | None = None) -> Config:
             sections = ", ".join(f"{s}.*" for s in _SECTIONS)
             top = ", ".join(k for k in allowed_keys() if "." not in k)
             raise ConfigError(f"unknown config key {key!r}; allowed: {top}, {sections} "
-                              f"(see `dreamshift train --help-config`)")
+                              f"(`dreamshift config` prints them with their values)")
     cfg = Config()
     top_types = _field_types(Config)
     for key, raw in overrides.items():

@@ -20,6 +20,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mbrl import io
 
 
+def _decode(line: str) -> dict[str, Any] | None:
+    """One JSONL record, or None for a blank line or one cut short by a killed process."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 class Logger:
     """Writes metrics records to JSONL and wandb and drives the progress bar.
 
@@ -38,7 +47,7 @@ class Logger:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("env_steps", 0) <= resume_step]
+                    if (rec := _decode(line)) is not None and rec.get("env_steps", 0) <= resume_step]
             io.atomic_write(self.path, lambda f: f.write("".join(x + "\n" for x in kept).encode()))
         self.file = open(self.path, "a")
         self.wandb = None

@@ -123,6 +123,8 @@ class Replay:
             arr = state[f"data_{k}"]
             if arr.shape[2:] != self.data[k].shape[2:]:
                 raise ValueError(f"replay checkpoint {k} shape {arr.shape[2:]} != {self.data[k].shape[2:]}")
+        for k in self.keys:
+            arr = state[f"data_{k}"]
             self.data[k][:, : arr.shape[1]] = arr
         self.head[:] = state["head"]
         self.count[:] = state["count"]

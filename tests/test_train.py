@@ -231,9 +231,6 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(trained, tmp_path):
     assert len(list((run / "checkpoint").glob("replay-*.npz"))) == 1
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="Logger(resume_step=...) json-decodes every metrics line; a line cut short by SIGKILL "
-                          "makes the resume crash with JSONDecodeError (mbrl/logger.py)")
 def test_resume_tolerates_a_metrics_line_cut_by_the_kill(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
