@@ -100,9 +100,15 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _missing_message(model_id: str, source: str, reason: str) -> str:
-    where = f"in {source!r}" if source != model_id else "offline"
-    return (f"pretrained weights for {model_id!r} are not available {where} ({reason}); on a machine with network "
+def _missing_message(model_id: str, source: str, reason: str, is_path: bool) -> str:
+    if is_path and source == model_id:  # hf:<dir>
+        return (f"pretrained weights for {model_id!r} are not available ({reason}); the directory needs config.json "
+                f"and the weights, e.g. from `hf download <model id> --local-dir {source}` on a machine with network")
+    if is_path:  # encoder_path
+        return (f"pretrained weights for {model_id!r} are not available in encoder_path {source!r} ({reason}); on a "
+                f"machine with network run `hf download {model_id} --local-dir DIR` (or `huggingface-cli download "
+                f"...`) and pass encoder_path=DIR, or leave encoder_path empty to use the Hugging Face cache")
+    return (f"pretrained weights for {model_id!r} are not available offline ({reason}); on a machine with network "
             f"run `hf download {model_id}` (or `huggingface-cli download {model_id}`) and copy ~/.cache/huggingface "
             f"(or $HF_HOME), or pass encoder_path=/dir/with/config.json+weights")
 
@@ -123,17 +129,20 @@ def load_pretrained(model_id: str, source: str, load: Callable[..., Any]) -> tup
         ConfigError: one line naming ``model_id`` and how to download the weights.
     """
     errors = _load_errors()
-    is_path = os.path.isdir(source) or source.startswith(("/", ".", "~")) or os.sep + os.sep in source
+    is_path = os.path.isdir(source) or source.startswith(("/", ".", "~"))
     if is_path and not os.path.isdir(source):
-        raise ConfigError(_missing_message(model_id, source, "no such directory"))
+        raise ConfigError(_missing_message(model_id, source, "no such directory", True))
     try:
         model, info = load(source, local_files_only=True)
     except errors as exc:
-        if is_path or _offline():
-            raise ConfigError(_missing_message(model_id, source, _one_line(exc))) from None
+        if is_path:
+            raise ConfigError(_missing_message(model_id, source, _one_line(exc), True)) from None
+        if _offline():
+            raise ConfigError(_missing_message(model_id, source, "not in the Hugging Face cache and HF_HUB_OFFLINE "
+                                               "or TRANSFORMERS_OFFLINE is set", False)) from None
         if not _hub_reachable():
             raise ConfigError(_missing_message(model_id, source, "not in the Hugging Face cache and "
-                                               "huggingface.co is unreachable")) from None
+                                               "huggingface.co is unreachable", False)) from None
         try:
             model, info = load(source)
         except errors as exc2:
@@ -145,6 +154,8 @@ def load_pretrained(model_id: str, source: str, load: Callable[..., Any]) -> tup
 
 def _from_pretrained(cls: Any) -> Callable[..., Any]:
     def load(source: str, **kwargs: Any) -> Any:
+        if kwargs.get("local_files_only"):  # AutoModel does not pass it on to its adapter_config.json look-up,
+            kwargs["adapter_kwargs"] = {"local_files_only": True}  # which otherwise retries the Hub for ~25 s
         return cls.from_pretrained(source, dtype=torch.float32, output_loading_info=True, **kwargs)
 
     return load
@@ -256,7 +267,7 @@ class HFEncoder(BackboneEncoder):
     def __init__(self, kind: str, model_id: str, source: str, mode: FinetuneMode, feature: str, input_size: int,
                  token_dim: int = 32, adapter_dim: int = 64) -> None:
         self.kind, self.model_id, self.source = kind, model_id, source
-        model = self._load_raw()
+        model, self.config, self._initial_missing = self._load_raw()
         if kind == "dinov2":
             arch = self._dinov2(model, input_size)
         elif kind == "clip":
@@ -278,24 +289,27 @@ class HFEncoder(BackboneEncoder):
         self.train(self.training)
 
     # --- loading ------------------------------------------------------------------------------------------
-    def _load_raw(self) -> nn.Module:
-        """Load the unwrapped backbone (float32, eval mode); remembers randomly initialised tensors."""
+    def _load_raw(self) -> tuple[nn.Module, Any, dict[str, Tensor]]:
+        """Load the unwrapped backbone (float32, eval mode).
+
+        Returns:
+            ``(model, config, initial)``: the model (its ``vision_model`` for ``hf`` models that have one), its
+            config, and the tensors the checkpoint lacked (e.g. an untrained ViT pooler) as initialised, so that
+            :meth:`pretrained_state_dict` reproduces the starting point exactly.
+        """
         import transformers
 
         cls = {"dinov2": transformers.Dinov2Model, "clip": transformers.CLIPVisionModel,
                "hf": transformers.AutoModel}[self.kind]
         model, missing = load_pretrained(self.model_id, self.source, _from_pretrained(cls))
-        self.config = model.config
+        config = model.config
         vision = getattr(model, "vision_model", None) if self.kind == "hf" else None
         if isinstance(vision, nn.Module):
-            self.config = getattr(model.config, "vision_config", None) or getattr(vision, "config", model.config)
+            config = getattr(model.config, "vision_config", None) or getattr(vision, "config", model.config)
             missing = {k.removeprefix("vision_model.") for k in missing if k.startswith("vision_model.")}
             model = vision
         state = model.state_dict()
-        # tensors the checkpoint lacked (e.g. an untrained ViT pooler): keep their initial values so that
-        # pretrained_state_dict() reproduces the starting point exactly
-        self._initial_missing = {k: state[k].detach().clone() for k in missing if k in state}
-        return model.eval()
+        return model.eval(), config, {k: state[k].detach().clone() for k in missing if k in state}
 
     def pretrained_state_dict(self) -> dict[str, Tensor]:
         """The pretrained backbone weights, reloaded from the same source, keyed like ``self.backbone.state_dict()``.
@@ -305,11 +319,9 @@ class HFEncoder(BackboneEncoder):
         ``lora_A`` tensors are left out (``merge_weights`` then takes them from the fine-tuned model), so the merge
         scales the learned low-rank update ``B A`` by ``alpha``.
         """
-        initial = dict(self._initial_missing)
-        fresh = self._load_raw()
-        self._initial_missing = initial
+        fresh, _, _ = self._load_raw()
         state = fresh.state_dict()
-        state.update(initial)
+        state.update(self._initial_missing)
         current = self.backbone.state_dict()
         out: dict[str, Tensor] = {}
         for key, value in current.items():
@@ -421,7 +433,7 @@ class HFEncoder(BackboneEncoder):
 def _build(kind: str, model_id: str, default_feature: str, cfg: Any) -> HFEncoder:
     mode = parse_mode(resolve_mode(cfg))
     feature = default_feature if cfg.encoder_feature == "auto" else cfg.encoder_feature
-    source = cfg.encoder_path or model_id
+    source = os.path.expanduser(cfg.encoder_path or model_id)
     return HFEncoder(kind, model_id, source, mode, feature, cfg.encoder_input_size, cfg.encoder_token_dim,
                      cfg.encoder_adapter_dim)
 

@@ -239,3 +239,17 @@ def test_resume_tolerates_a_metrics_line_cut_by_the_kill(trained, tmp_path):
         f.write('{"kind": "train", "env_st')
     _resume_in_process(run, STEPS)
     assert records(run) == kept
+
+
+def test_vectorised_collection_with_two_env_processes(tmp_path):
+    """num_envs=2 collects through gymnasium's AsyncVectorEnv: two replay streams, both episodes logged."""
+    run = train(build_config(BASE + ["num_envs=2", "steps=200", "save_every=0", f"run_dir={tmp_path / 'vec'}"]))
+    state = checkpoint.load_state(run)
+    assert state["counters"]["env_steps"] == 200  # 50 agent steps x 2 envs x action repeat 2
+    assert state["counters"]["agent_steps"] == 100
+    replay = Replay(5000, 2, (32, 32, 3), state["action_dim"])
+    replay.load(run / "checkpoint" / state["replay_file"])
+    assert replay.count.tolist() == [51, 51]  # 50 steps + the final observation of each env's episode
+    episodes = [r for r in records(run) if r["kind"] == "episode"]
+    assert len(episodes) == 2 and all(r["length"] == 100 for r in episodes)
+    assert episodes[0]["return"] != episodes[1]["return"]  # different seeds per env
