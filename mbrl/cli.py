@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dreamshift`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # transformers draws a progress bar per weight load (read when it is imported); runs show their own
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         import envs
 
