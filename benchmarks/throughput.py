@@ -52,22 +52,16 @@ import platform
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-# ``python benchmarks/throughput.py`` puts benchmarks/ first on sys.path, where benchmarks/encoders.py would
-# shadow the ``encoders`` package; drop that entry (spawned env workers inherit the cleaned path).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 # Import ``envs`` before anything that imports dm_control (it selects the headless GL backend).
-import envs  # noqa: E402  # isort: skip
-from mbrl import io  # noqa: E402
-from mbrl.agent import Agent  # noqa: E402
-from mbrl.config import SIZES, Config, build_config  # noqa: E402
+import envs  # isort: skip
+from mbrl import io
+from mbrl.agent import Agent
+from mbrl.config import SIZES, Config, build_config
 from mbrl.errors import ConfigError  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
 from mbrl.train import resolve_device  # noqa: E402

@@ -1,8 +1,8 @@
 """Encoder throughput: images/s of pretrained-backbone architectures and time per agent update with a frozen,
 cached DINOv2 vs the scratch CNN, measured in the same run.
 
-    python benchmarks/encoders.py                       # DINOv2-S/14 and CLIP-B/32 at 224 px, batch 32
-    python benchmarks/encoders.py --batch 8 --iters 2   # quicker
+    python benchmarks/encoder_speed.py                       # DINOv2-S/14 and CLIP-B/32 at 224 px, batch 32
+    python benchmarks/encoder_speed.py --batch 8 --iters 2   # quicker
 
 1. Forward and forward+backward images/s for DINOv2-S/14 (``Dinov2Config`` with the ``facebook/dinov2-small``
    sizes) and CLIP-B/32 (``CLIPVisionConfig`` defaults = ``openai/clip-vit-base-patch32``), random init (the
