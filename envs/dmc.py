@@ -13,6 +13,7 @@ Step units (used everywhere in this package):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -25,9 +26,14 @@ from envs.registry import default_camera, dmc_domains
 from envs.rendering import select_gl_backend
 from envs.validation import check_int, check_seed, check_size
 
-__all__ = ["DMCEnv"]
+__all__ = ["DMCEnv", "ImageHook", "RenderHook"]
 
 Obs = dict[str, np.ndarray]
+#: ``hook(model, data, scene)`` with the raw ``mujoco.MjModel``, ``mujoco.MjData`` and ``mujoco.MjvScene``:
+#: called after ``mjv_updateScene`` and before the GL render of every frame (RGB and segmentation).
+RenderHook = Callable[[Any, Any, Any], None]
+#: ``hook(image) -> image``: maps every rendered ``(H, W, 3) uint8`` RGB frame (in list order).
+ImageHook = Callable[[np.ndarray], np.ndarray]
 
 # Fast headless rendering settings (see DMCEnv ``fast_render``).
 _FAST_SHADOWSIZE = 512
@@ -63,6 +69,21 @@ class DMCEnv(gymnasium.Env):
 
     Calling :meth:`step` before :meth:`reset` or after the episode ended raises
     ``RuntimeError``.
+
+    Rendering hooks (used by visual shifts; both lists are empty by default, so
+    frames are then exactly the plain render):
+
+    * ``render_hooks``: :data:`RenderHook` callables ``hook(model, data, scene)``
+      run after the scene update and before the GL render of every frame; they
+      may edit the ``mujoco.MjvScene`` (camera, lights, extra geoms). They must
+      not change ``model``/``data`` physics fields.
+    * ``image_hooks``: :data:`ImageHook` callables ``hook(image) -> image`` run
+      on every RGB frame (a fresh copy) in list order.
+
+    :meth:`render_segmentation` renders the segmentation of the current frame
+    (render hooks applied). ``physics.contexts`` is the GL context the frames
+    are rendered in (e.g. to upload an edited texture with
+    ``mujoco.mjr_uploadTexture``).
 
     Args:
         domain: dm_control domain, e.g. ``"walker"``, ``"ball_in_cup"``.
@@ -133,6 +154,8 @@ class DMCEnv(gymnasium.Env):
 
         self._camera: Any = None
         self._camera_model: Any = None
+        self.render_hooks: list[RenderHook] = []
+        self.image_hooks: list[ImageHook] = []
         # dm_control's own time limit is disabled; ``time_limit`` is ours.
         self._env: Any = suite.load(
             domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
@@ -264,6 +287,18 @@ class DMCEnv(gymnasium.Env):
         self._dm_env()
         return self._render_image()
 
+    def render_segmentation(self) -> np.ndarray:
+        """Segmentation of the current frame (render hooks applied, image hooks not).
+
+        Returns:
+            ``(H, W, 2) int32``: per pixel ``(object id, mujoco.mjtObj type)`` as
+            dm_control's ``Camera.render(segmentation=True)``; model geoms are
+            ``(geom id, mjOBJ_GEOM)``, the skybox/empty background ``(-1, -1)``.
+            Costs one extra render.
+        """
+        self._dm_env()
+        return np.ascontiguousarray(self._ensure_camera().render(segmentation=True))
+
     def close(self) -> None:
         """Free the renderer and the physics (GL context). Idempotent."""
         if self._camera is not None:
@@ -300,7 +335,11 @@ class DMCEnv(gymnasium.Env):
             model.vis.quality.shadowsize = _FAST_SHADOWSIZE
             model.vis.quality.offsamples = _FAST_OFFSAMPLES
         camera = engine.Camera(
-            physics, height=height, width=width, camera_id=self.camera
+            physics,
+            height=height,
+            width=width,
+            camera_id=self.camera,
+            scene_callback=self._run_render_hooks,
         )
         if self.fast_render:
             camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -309,6 +348,13 @@ class DMCEnv(gymnasium.Env):
         self._camera_model = model
         return camera
 
+    def _run_render_hooks(self, physics: Any, scene: Any) -> None:
+        for hook in self.render_hooks:
+            hook(physics.model.ptr, physics.data.ptr, scene.ptr)
+
     def _render_image(self) -> np.ndarray:
         # Camera.render returns a flipped *view* of a reused buffer: copy it.
-        return np.ascontiguousarray(self._ensure_camera().render())
+        image = np.ascontiguousarray(self._ensure_camera().render())
+        for hook in self.image_hooks:
+            image = hook(image)
+        return image

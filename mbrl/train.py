@@ -8,6 +8,7 @@ steps. Updates happen so that ``updates * batch_size * batch_length ~= train_rat
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -79,8 +80,6 @@ def _check_cache_memory(cfg: Config, feature_dim: int) -> None:
     steps = min(cfg.replay_capacity, cfg.steps // cfg.action_repeat + cfg.num_envs * 4)
     need = steps * feature_dim * 2
     try:
-        import os
-
         avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
