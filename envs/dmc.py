@@ -13,6 +13,7 @@ Step units (used everywhere in this package):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -339,7 +340,7 @@ class DMCEnv(gymnasium.Env):
             height=height,
             width=width,
             camera_id=self.camera,
-            scene_callback=self._run_render_hooks,
+            scene_callback=_HookCaller(self),
         )
         if self.fast_render:
             camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -348,13 +349,23 @@ class DMCEnv(gymnasium.Env):
         self._camera_model = model
         return camera
 
-    def _run_render_hooks(self, physics: Any, scene: Any) -> None:
-        for hook in self.render_hooks:
-            hook(physics.model.ptr, physics.data.ptr, scene.ptr)
-
     def _render_image(self) -> np.ndarray:
         # Camera.render returns a flipped *view* of a reused buffer: copy it.
         image = np.ascontiguousarray(self._ensure_camera().render())
         for hook in self.image_hooks:
             image = hook(image)
         return image
+
+
+class _HookCaller:
+    """dm_control ``scene_callback`` running ``env.render_hooks``; holds the env weakly (no env <-> camera
+    reference cycle, so an unclosed env is still freed promptly)."""
+
+    def __init__(self, env: DMCEnv) -> None:
+        self._env = weakref.ref(env)
+
+    def __call__(self, physics: Any, scene: Any) -> None:
+        env = self._env()
+        if env is not None:
+            for hook in env.render_hooks:
+                hook(physics.model.ptr, physics.data.ptr, scene.ptr)

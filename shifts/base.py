@@ -10,8 +10,9 @@ Contract (tested for every kind):
 Two levels:
 
 - ``scene``: edits the simulator's model/scene (MuJoCo colours, textures, lights, camera, extra visual-only
-  geoms, background compositing) through the env's hooks (``on_reset`` after every reset, before the first
-  frame is rendered; ``before_render`` / ``after_render`` around every frame).
+  geoms, background compositing): ``on_reset`` after every reset edits the model and installs the env's
+  per-frame hooks (``DMCEnv.render_hooks`` edit the ``mjvScene`` before each render, ``DMCEnv.image_hooks``
+  map the rendered image); ``remove`` restores the model and removes the hooks.
 - ``pixel``: a function of the rendered ``(H, W, 3) uint8`` image (ImageNet-C-style corruptions); works on any
   env.
 """
@@ -56,13 +57,17 @@ class Shift:
 
     def episode_rng(self, episode_seed: int | None) -> np.random.Generator:
         """RNG for one episode: seeded by ``(seed, episode_seed, crc32(kind))``."""
-        return np.random.default_rng([self.seed, 0 if episode_seed is None else int(episode_seed) % 2**32,
-                                      zlib.crc32(self.kind.encode())])
+        if episode_seed is None:  # unseeded reset: a fresh draw from the shift's own stream
+            episode_seed = int(self.rng.integers(2**32))
+        return np.random.default_rng([self.seed, int(episode_seed) % 2**32, zlib.crc32(self.kind.encode())])
 
     # Hooks. Scene-level shifts override on_reset/before_render/after_render; pixel-level ones apply().
     def on_reset(self, env: Any, rng: np.random.Generator) -> None:
         """Called after every env reset with the episode's RNG; scene shifts edit the scene here (the wrapper
         renders the first frame again afterwards), pixel shifts may draw per-episode parameters."""
+
+    def remove(self, env: Any) -> None:
+        """Undo what :meth:`on_reset` did to ``env`` (restore model arrays, remove hooks)."""
 
     def apply(self, image: np.ndarray, step: int) -> np.ndarray:
         """Transform a rendered ``(H, W, 3) uint8`` frame (``step`` = agent steps since reset)."""
@@ -138,7 +143,7 @@ class ShiftWrapper(gymnasium.Wrapper):
         self._step = 0
         for shift in self.shifts:
             shift.on_reset(self.env.unwrapped, shift.episode_rng(seed))
-        if self.scene:
+        if self.scene:  # the first frame was rendered before the edits: render it again (once per episode)
             obs = {**obs, "image": self.env.unwrapped.render()}
         return self._apply(obs), info
 
@@ -149,6 +154,11 @@ class ShiftWrapper(gymnasium.Wrapper):
 
     def render(self) -> np.ndarray:
         return self._apply({"image": self.env.render()})["image"]
+
+    def close(self) -> None:
+        for shift in self.shifts:
+            shift.remove(self.env.unwrapped)
+        super().close()
 
 
 Factory = Callable[..., Shift]
