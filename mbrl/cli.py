@@ -2,9 +2,12 @@
 
     dreamshift train [key=value ...] [--resume RUN_DIR]
     dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1]
+    dreamshift evaluate RUN_DIR --suite quick [--episodes N]   # every (shift, severity) of a suite
     dreamshift merge RUN_DIR --alpha A [--out DIR]
     dreamshift demo [key=value ...]
     dreamshift envs list
+    dreamshift shifts list                  # suites and shift kinds
+    dreamshift shifts gallery [--env dmc:walker_walk] [--out gallery.png] [--suite standard] [--seed 0] [--size 64]
     dreamshift config [key=value ...]       # print the resolved configuration
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume) prints one ``error:`` line and
@@ -43,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--alpha", default="", help="comma-separated weight-merging alphas to sweep (e.g. 0,0.5,1)")
+    e.add_argument("--suite", help="evaluate under every (shift, severity) of a suite (quick, paper, standard) or "
+                   "of a list KIND[:SEVERITIES],... e.g. fog:1+5,contrast:3; writes RUN_DIR/eval/suite-<name>.json")
     d = sub.add_parser("demo", help="train + evaluate the embedded default in a few minutes")
     d.add_argument("overrides", nargs="*")
     m = sub.add_parser("merge", help="interpolate a fine-tuned encoder with its pretrained weights")
@@ -53,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     envs_p.add_argument("action", choices=["list"])
     c = sub.add_parser("config", help="print the resolved configuration and the allowed keys")
     c.add_argument("overrides", nargs="*")
+    sh = sub.add_parser("shifts", help="visual shifts: list suites and kinds, render a gallery")
+    sh_sub = sh.add_subparsers(dest="action", required=True)
+    sh_sub.add_parser("list", help="print the suites and the shift kinds (with their level)")
+    g = sh_sub.add_parser("gallery", help="PNG grid of one frame: rows = kinds of a suite, columns = severity 0-5")
+    g.add_argument("--env", default="dmc:walker_walk")
+    g.add_argument("--out", default="gallery.png")
+    g.add_argument("--suite", default="standard")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--size", type=int, default=64)
+    g.add_argument("--scale", type=int, default=0, help="cell upscaling factor (default: cells of ~128 px)")
     return p
 
 
@@ -84,6 +99,46 @@ def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
         print(f"results: {path}")
 
 
+def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str) -> None:
+    from shifts.evaluate import evaluate_suite, format_table
+
+    path = evaluate_suite(run_dir, suite, episodes=episodes, seed=seed, device=device,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = json.loads(path.read_text())
+    print(f"{summary['env']} {summary['encoder']} ({summary['encoder_mode']}), suite {summary['suite']}, "
+          f"{episodes} episode(s) per condition; cells: mean return (change vs clean)")
+    print(format_table(summary))
+    print(f"results: {path}")
+
+
+def _shifts(args: argparse.Namespace) -> None:
+    from shifts import suites
+    from shifts.base import make_shift
+
+    if args.action == "list":
+        print("suites:")
+        for name in suites.suite_names():
+            missing = suites.missing_kinds(name)
+            if missing:
+                status = f"unavailable (needs {', '.join(missing)})"
+            else:
+                status = f"{len(suites.get_suite(name))} conditions"
+            print(f"  {name:<9} {status:<15} {suites.describe(name)}")
+        print("kinds:")
+        for kind in suites.ordered_kinds():
+            print(f"  {kind:<15} {make_shift(kind, 0).level}")
+    elif args.action == "gallery":
+        from mbrl.errors import ConfigError
+        from shifts.gallery import write_gallery
+
+        if args.scale < 0:
+            raise ConfigError(f"--scale must be >= 1 (0 = automatic), got {args.scale}")
+
+        path = write_gallery(args.out, env_name=args.env, suite=args.suite, seed=args.seed, size=args.size,
+                             scale=args.scale or None)
+        print(f"gallery: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dreamshift`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -95,7 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             _train(args.overrides, args.resume)
         elif args.command == "evaluate":
-            _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha)
+            if args.suite is not None:
+                if args.alpha:
+                    from mbrl.errors import ConfigError
+
+                    raise ConfigError("--suite and --alpha cannot be combined; evaluate a merged run "
+                                      "(dreamshift merge) with --suite instead")
+                _evaluate_suite(args.run_dir, args.suite, args.episodes, args.seed, args.device)
+            else:
+                _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha)
         elif args.command == "demo":
             given = parse_overrides(args.overrides)
             merged = {**DEMO_OVERRIDES, **given}
@@ -108,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"merged run: {merge_run(args.run_dir, args.alpha, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
+        elif args.command == "shifts":
+            _shifts(args)
         elif args.command == "config":
             print(json.dumps(to_dict(build_config(args.overrides)), indent=2))
             print("allowed keys: " + " ".join(allowed_keys()), file=sys.stderr)
     except (DreamshiftError, ValueError) as exc:
-        if not isinstance(exc, DreamshiftError) and type(exc).__name__ != "EnvError":
+        # EnvError and ShiftError are ValueErrors (so that library callers can catch them as such)
+        if not isinstance(exc, DreamshiftError) and type(exc).__name__ not in ("EnvError", "ShiftError"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
 """Evaluation of a trained run on the clean env: returns per episode with fixed episode seeds, written
-atomically to ``RUN_DIR/eval/clean.json``. (The shift issue extends this to graded visual shifts.)"""
+atomically to ``RUN_DIR/eval/clean.json``. Under graded visual shifts: :mod:`shifts.evaluate`
+(``dreamshift evaluate RUN_DIR --suite NAME``) runs the same episodes through ``run_episodes(..., wrap=...)``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
@@ -20,11 +23,14 @@ from mbrl.train import env_kwargs, resolve_device
 EVAL_SEED_OFFSET = 10_000  # episode seeds of evaluation never coincide with training seeds
 
 
-def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str = "eval") -> list[dict[str, Any]]:
+def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str = "eval",
+                 wrap: Callable[[gymnasium.Env], gymnasium.Env] | None = None) -> list[dict[str, Any]]:
     """Run ``episodes`` episodes with the agent's policy on one env, episode ``i`` seeded ``seed + i``.
 
     Args:
         mode: ``eval`` acts with the policy mean, ``train`` samples.
+        wrap: applied to the env before the first episode (e.g. a :class:`shifts.base.ShiftWrapper` for a
+            visual shift); the wrapped env is closed at the end.
 
     Returns:
         ``[{"episode_seed": int, "return": float, "length": env steps}, ...]``.
@@ -32,6 +38,8 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
     env = envs.make_env(cfg.env, **env_kwargs(cfg))
     out = []
     try:
+        if wrap is not None:
+            env = wrap(env)
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
             state = agent.initial_state(1)

@@ -1,0 +1,146 @@
+"""Evaluate a trained run on every ``(kind, severity)`` of a suite (:mod:`shifts.suites`).
+
+Every condition runs the same episode seeds (``EVAL_SEED_OFFSET + seed + i``, as the clean evaluation of
+:mod:`mbrl.evaluate`), in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the shift's own seed is
+``seed``, so its per-episode randomness is a function of ``(seed, episode seed, kind)`` and the whole file is
+reproducible. Results go atomically to ``RUN_DIR/eval/suite-<name>.json``: one record per episode and an
+aggregate per condition with the drop ``100 (clean - shifted) / |clean|`` of the mean return (Jones et al.
+2025's drop %; ``null`` when the clean mean is 0).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shifts.base import ShiftWrapper, make_shift
+from shifts.suites import parse_suite
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a suite name (ad-hoc lists contain ``:`` ``,`` ``+``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace(":", "").replace("+", "-"))
+
+
+def _drop(clean: float, shifted: float) -> float | None:
+    return None if clean == 0 else 100.0 * (clean - shifted) / abs(clean)
+
+
+def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10, seed: int = 0,
+                   device: str = "auto", progress: Callable[[str], None] | None = None) -> Path:
+    """Evaluate the checkpoint of ``run_dir`` on every condition of ``suite``; returns the JSON path.
+
+    Args:
+        suite: a suite name or an ad-hoc ``KIND[:SEVERITIES],...`` list (:func:`shifts.suites.parse_suite`).
+        episodes: episodes per condition.
+        seed: evaluation seed (episode seeds and shift seed).
+        progress: called with one line per finished condition.
+
+    Sets torch's CPU threads to the run's ``threads`` (when set), as training does.
+
+    Raises:
+        ShiftError: unknown suite/kind or a kind that is not registered (before anything is loaded).
+        ConfigError: ``episodes`` < 1.
+        CheckpointError: no checkpoint in ``run_dir``.
+    """
+    from encoders.registry import resolve_mode
+    from mbrl import checkpoint, io
+    from mbrl.agent import Agent
+    from mbrl.config import model_hash
+    from mbrl.errors import ConfigError
+    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
+    from mbrl.train import resolve_device
+
+    name, conditions = parse_suite(suite)
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    state = checkpoint.load_state(run_dir)
+    cfg = checkpoint.config_of(state)
+    if cfg.threads:  # as training: the run's torch CPU threads
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    agent = Agent(cfg, state["action_dim"])
+    agent.load_state_dict(state["agent"])
+    agent = agent.to(resolve_device(device))
+    base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
+            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": state["counters"]["env_steps"],
+            "config_hash": model_hash(cfg)}
+
+    records: list[dict[str, Any]] = []
+    for i, (kind, severity) in enumerate(conditions):
+        wrap = None
+        if kind != "none":
+            def wrap(env: Any, kind: str = kind, severity: int = severity) -> ShiftWrapper:
+                return ShiftWrapper(env, [make_shift(kind, severity, seed)])
+        results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap)
+        for r in results:
+            records.append({**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"],
+                            "return": r["return"], "length": r["length"]})
+        if progress is not None:
+            mean = float(np.mean([r["return"] for r in results]))
+            progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {mean:.1f}")
+
+    summary = aggregate(records)
+    out = {**base, "suite": name, "episodes_per_condition": episodes,
+           "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
+    return io.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-condition mean/std/stderr of the return and drop % vs the clean condition, per-kind mean drop, and the
+    mean over all shifted conditions."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in records:
+        groups.setdefault((r["shift"], r["severity"]), []).append(float(r["return"]))
+    clean = float(np.mean(groups[("none", 0)])) if ("none", 0) in groups else None
+    results = []
+    for (kind, severity), returns in groups.items():
+        a = np.asarray(returns)
+        results.append({
+            "shift": kind, "severity": severity, "n": len(a), "return_mean": float(a.mean()),
+            "return_std": float(a.std()),
+            "return_stderr": float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0,
+            "drop_pct": None if clean is None else _drop(clean, float(a.mean())),
+        })
+    shifted = [r for r in results if r["shift"] != "none"]
+    per_kind: dict[str, Any] = {}
+    for r in shifted:
+        per_kind.setdefault(r["shift"], []).append(r)
+    kinds = {k: {"return_mean": float(np.mean([r["return_mean"] for r in rs])),
+                 "drop_pct": None if clean is None or clean == 0
+                 else float(np.mean([r["drop_pct"] for r in rs]))} for k, rs in per_kind.items()}
+    mean_shifted = float(np.mean([r["return_mean"] for r in shifted])) if shifted else None
+    return {"clean_return_mean": clean, "results": results, "kinds": kinds, "shifted_return_mean": mean_shifted,
+            "mean_drop_pct": None if clean is None or mean_shifted is None else _drop(clean, mean_shifted)}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Kind x severity table of mean returns with the drop % vs clean."""
+    results = summary["results"]
+    severities = sorted({r["severity"] for r in results if r["shift"] != "none"})
+    cell = {(r["shift"], r["severity"]): r for r in results}
+    kinds = list(dict.fromkeys(r["shift"] for r in results if r["shift"] != "none"))
+    width = max([len("kind")] + [len(k) for k in kinds])
+
+    def fmt(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        drop = "" if r["drop_pct"] is None else f" ({round(-r['drop_pct']) + 0:+d}%)"
+        return f"{r['return_mean']:.1f}{drop}"
+
+    clean = summary["clean_return_mean"]
+    lines = [f"clean: {clean:.1f}" if clean is not None else "clean: -"]
+    cells = [[fmt(cell.get((k, s))) for s in severities] for k in kinds]
+    col = max([len(c) for row in cells for c in row] + [6])
+    lines.append(f"{'kind':<{width}}  " + "  ".join(f"{'sev ' + str(s):>{col}}" for s in severities))
+    for k, row in zip(kinds, cells, strict=True):
+        lines.append(f"{k:<{width}}  " + "  ".join(f"{c:>{col}}" for c in row))
+    if summary.get("mean_drop_pct") is not None:
+        lines.append(f"mean over shifted conditions: {summary['shifted_return_mean']:.1f} "
+                     f"({round(-summary['mean_drop_pct']) + 0:+d}% vs clean)")
+    return "\n".join(lines)

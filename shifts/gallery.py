@@ -1,0 +1,100 @@
+"""A PNG grid of one frame under every kind of a suite (rows) at severities 0-5 (columns).
+
+Every cell shows the first frame of the episode with env seed ``seed`` (same physics state everywhere): pixel
+kinds are applied to the clean frame of one env, scene kinds get a fresh env per cell (their edits live in the
+simulator's model). Cells are upscaled (nearest neighbour) by ``scale`` for viewing.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shifts.base import SEVERITIES, ShiftWrapper, make_shift
+from shifts.suites import parse_suite
+
+
+def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
+    """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``."""
+    import envs
+
+    out: dict[tuple[str, int], np.ndarray] = {}
+    base = envs.make_env(env_name, size=size)
+    try:
+        clean, _ = base.reset(seed=seed)
+        out[("none", 0)] = clean["image"]
+        for kind in kinds:
+            for severity in SEVERITIES:
+                shift = make_shift(kind, severity, seed)
+                if severity == 0:
+                    out[(kind, 0)] = clean["image"]
+                    continue
+                if shift.level == "pixel":
+                    obs, _ = ShiftWrapper(base, [shift]).reset(seed=seed)
+                else:
+                    env = envs.make_env(env_name, size=size)
+                    try:
+                        obs, _ = ShiftWrapper(env, [shift]).reset(seed=seed)
+                    finally:
+                        env.close()
+                out[(kind, severity)] = obs["image"]
+    finally:
+        base.close()
+    return out
+
+
+def grid(cells: dict[tuple[str, int], np.ndarray], kinds: list[str], title: str = "", scale: int = 2) -> Any:
+    """A labelled PIL image: a row per kind, a column per severity 0-5."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from shifts.base import kinds as registered
+
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    h, w, _ = next(iter(cells.values())).shape
+    ch, cw = h * scale, w * scale
+    # the label column fits every registered kind, so galleries of different suites have the same width
+    pad, head_h = 4, 36 if title else 20
+    label_w = 2 * pad + int(max([font.getlength(k) for k in registered() + kinds] + [60.0]))
+    width = label_w + len(SEVERITIES) * (cw + pad) + pad
+    height = head_h + len(kinds) * (ch + pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill="black", font=font)
+    for j, severity in enumerate(SEVERITIES):
+        x = label_w + j * (cw + pad)
+        draw.text((x + 2, head_h - 16), "0 (clean)" if severity == 0 else f"severity {severity}", fill="black",
+                  font=font)
+    for i, kind in enumerate(kinds):
+        y = head_h + i * (ch + pad)
+        draw.text((pad, y + ch // 2 - 7), kind, fill="black", font=font)
+        for j, severity in enumerate(SEVERITIES):
+            image = cells[(kind, severity)].repeat(scale, axis=0).repeat(scale, axis=1)
+            canvas.paste(Image.fromarray(image), (label_w + j * (cw + pad), y))
+    return canvas
+
+
+def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str = "standard", seed: int = 0,
+                  size: int = 64, scale: int | None = None) -> Path:
+    """Render the gallery of ``suite``'s kinds and write it atomically as a PNG; returns ``out``.
+
+    Raises:
+        ShiftError: unknown suite/kind or unregistered kinds.
+        EnvError: unknown env or bad size.
+    """
+    from mbrl import io as mio
+
+    _, conditions = parse_suite(suite)
+    kinds = list(dict.fromkeys(k for k, _ in conditions if k != "none"))
+    cells = frames(env_name, kinds, seed=seed, size=size)  # a bad env name or size fails here (EnvError)
+    scale = scale or max(1, 128 // size)
+    image = grid(cells, kinds, title=f"{env_name}  seed {seed}  {size}px  (suite {suite})", scale=scale)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return mio.atomic_write(out, lambda f: f.write(buf.getvalue()))
