@@ -1,23 +1,27 @@
-"""Pixel-observation gymnasium environments (dm_control) for dreamshift.
+"""Pixel-observation gymnasium environments (dm_control, Meta-World) for dreamshift.
 
 Public API::
 
     make_env(name, *, size=64, action_repeat=2, camera=None, seed=None,
-             time_limit=1000, fast_render=True) -> DMCEnv
+             time_limit=None, fast_render=True, options=None) -> gymnasium.Env
     make_vector_env(name, num_envs, *, asynchronous=None, seed=0, **env_kwargs)
         -> gymnasium.vector.VectorEnv            # SAME_STEP autoreset
-    list_envs() -> list[str]                     # ["dmc:acrobot_swingup", ...]
+    list_envs() -> list[str]                     # ["dmc:acrobot_swingup", ..., "metaworld:reach", ...]
     DMCEnv(domain, task, *, ...)                 # gymnasium.Env
+    envs.metaworld.MetaWorldEnv(task, *, ...)    # gymnasium.Env (needs `pip install metaworld==3.1.1`)
+    envs.driving.CarRacingEnv(*, ...)            # driving:carracing (`pip install "gymnasium[box2d]"`)
+    envs.carla.CarlaEnv(town, *, ...)            # carla:<Town> (`pip install carla==0.9.16` + a server)
     EnvError                                     # ValueError subclass
 
 Units: ``time_limit`` and ``info["env_steps"]`` count **env steps** (dm_control
-control steps); one agent step (one ``step()`` call) = ``action_repeat`` env steps.
+control steps, Meta-World steps); one agent step (one ``step()`` call) =
+``action_repeat`` env steps.
 
 Importing this package selects the headless OpenGL backend (sets
 ``MUJOCO_GL`` if unset, see :mod:`envs.rendering`). dm_control reads
 ``MUJOCO_GL`` only when it is first imported, so import ``envs`` before
-anything that imports ``dm_control``. No module here imports dm_control or
-mujoco at import time.
+anything that imports ``dm_control``. No module here imports dm_control,
+metaworld or mujoco at import time.
 """
 
 from __future__ import annotations

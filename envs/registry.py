@@ -7,21 +7,48 @@ Suites:
   ``point_mass_easy``, ``humanoid_CMU_run``), except the ``lqr`` domain
   (unbounded actions). Domains may contain underscores, so the domain is
   matched against the known domains, longest first.
+* ``metaworld`` -- Meta-World v3 MT1 tasks (optional dependency,
+  ``pip install metaworld==3.1.1``). The task part is the Meta-World env name
+  without ``-v3`` (e.g. ``reach``, ``pick-place``, ``button-press-topdown``);
+  the ``-v3`` suffix is accepted too. :func:`parse_env_name` returns
+  ``("metaworld", "mt1", task)``.
+* ``driving`` -- server-free driving: ``driving:carracing`` is gymnasium's Box2D
+  ``CarRacing-v3`` (:class:`envs.driving.CarRacingEnv`; needs
+  ``pip install "gymnasium[box2d]"``). :func:`parse_env_name` returns
+  ``("driving", "box2d", "carracing")``.
+* ``carla`` -- ``carla:<Town>`` (e.g. ``carla:Town04``), the CARLA 0.9.16 client
+  env :class:`envs.carla.CarlaEnv`. Needs ``pip install carla==0.9.16`` **and a
+  running CARLA server** (``./CarlaUE4.sh -RenderOffScreen -carla-rpc-port=2000``);
+  the names are listed even without either. :func:`parse_env_name` returns
+  ``("carla", "town", "<Town>")``.
 
-The dmc table is derived lazily from ``dm_control.suite.ALL_TASKS`` on first
-use (importing dm_control takes ~1 s) and cached.
+The dmc table is derived lazily from ``dm_control.suite.ALL_TASKS`` and the
+metaworld table from ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` on first use
+(each import takes ~1-2 s) and cached. Without the metaworld package,
+:func:`list_envs` omits the metaworld suite and every ``metaworld:`` name
+raises :class:`EnvError` naming the pip command.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 
 from envs.errors import EnvError
 
-__all__ = ["SUITES", "default_camera", "dmc_domains", "list_envs", "parse_env_name"]
+__all__ = ["METAWORLD_PIP", "SUITES", "default_camera", "dmc_domains", "list_envs", "metaworld_available",
+           "metaworld_tasks", "parse_env_name", "CARLA_TOWNS", "DRIVING_TASKS"]
 
 #: Known suite prefixes.
-SUITES: tuple[str, ...] = ("dmc",)
+SUITES: tuple[str, ...] = ("dmc", "metaworld", "driving", "carla")
+#: Tasks of the ``driving`` suite (no server needed).
+DRIVING_TASKS: tuple[str, ...] = ("carracing",)
+#: Towns of the ``carla`` suite (the maps of the standard CARLA 0.9.16 package; need a running server).
+CARLA_TOWNS: tuple[str, ...] = (
+    "Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07", "Town10HD",
+)
+#: How to install the optional metaworld suite (the version pins mujoco 3.3.0, as dm_control 1.0.28 does).
+METAWORLD_PIP = "pip install metaworld==3.1.1"
 
 # DreamerV3 renders quadruped from camera 2; every other dmc domain uses 0.
 # ``lqr`` is left out: its action spec is +-1e10, so [-1, 1] rescaling is meaningless.
@@ -46,9 +73,44 @@ def _dmc_names() -> list[str]:
     return [f"dmc:{d}_{t}" for d, ts in dmc_domains().items() for t in ts]
 
 
+@functools.lru_cache(maxsize=1)
+def _metaworld_table() -> tuple[str, ...] | str:
+    """Sorted MT1 v3 task names without ``-v3``, or the import error message if metaworld is unusable."""
+    try:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return tuple(sorted(name.removesuffix("-v3") for name in ALL_V3_ENVIRONMENTS))
+
+
+def metaworld_available() -> bool:
+    """Whether the optional ``metaworld`` package can be imported."""
+    return isinstance(_metaworld_table(), tuple)
+
+
+def metaworld_tasks() -> tuple[str, ...]:
+    """Return the Meta-World MT1 v3 task names (sorted, without ``-v3``), e.g. ``("assembly", ...)``.
+
+    Raises:
+        EnvError: metaworld is not installed (the message names the pip command).
+    """
+    table = _metaworld_table()
+    if isinstance(table, str):
+        raise EnvError(f"the metaworld suite needs the metaworld package, which cannot be imported ({table}); "
+                       f"install it with `{METAWORLD_PIP}`")
+    return table
+
+
 def list_envs() -> list[str]:
-    """Return every valid env name, sorted, e.g. ``["dmc:acrobot_swingup", ...]``."""
-    return sorted(_dmc_names())
+    """Return every valid env name, sorted, e.g. ``["dmc:acrobot_swingup", ..., "metaworld:reach", ...]``.
+
+    The ``metaworld:`` names are omitted when the metaworld package is not installed.
+    """
+    names = _dmc_names()
+    if metaworld_available():
+        names += [f"metaworld:{t}" for t in metaworld_tasks()]
+    names += [f"driving:{t}" for t in DRIVING_TASKS] + [f"carla:{t}" for t in CARLA_TOWNS]
+    return sorted(names)
 
 
 def default_camera(domain: str) -> int:
@@ -72,15 +134,29 @@ def _parse_dmc(name: str, rest: str) -> tuple[str, str]:
     )
 
 
+def _parse_metaworld(name: str, rest: str) -> str:
+    tasks = metaworld_tasks()
+    task = rest.removesuffix("-v3")
+    if task in tasks:
+        return task
+    close = difflib.get_close_matches(task, tasks, n=1)
+    hint = f" (did you mean 'metaworld:{close[0]}'?)" if close else ""
+    raise EnvError(
+        f"unknown env {name!r}{hint}; known metaworld tasks: {', '.join(f'metaworld:{t}' for t in tasks)}"
+    )
+
+
 def parse_env_name(name: str) -> tuple[str, str, str]:
     """Split an env name into ``(suite, domain, task)``.
 
-    Example: ``parse_env_name("dmc:ball_in_cup_catch") == ("dmc", "ball_in_cup", "catch")``.
+    Examples: ``parse_env_name("dmc:ball_in_cup_catch") == ("dmc", "ball_in_cup", "catch")``,
+    ``parse_env_name("metaworld:pick-place") == ("metaworld", "mt1", "pick-place")``.
 
     Raises:
         EnvError: if ``name`` is not a ``"suite:task"`` string, the suite is
-            unknown (message lists the suites) or the task is unknown (message
-            lists the known tasks of that suite).
+            unknown (message lists the suites), the task is unknown (message
+            lists the known tasks of that suite), or the suite's package is
+            not installed (message names the pip command).
     """
     if not isinstance(name, str) or ":" not in name:
         raise EnvError(
@@ -91,6 +167,18 @@ def parse_env_name(name: str) -> tuple[str, str, str]:
     if suite == "dmc":
         domain, task = _parse_dmc(name, rest)
         return suite, domain, task
+    if suite == "metaworld":
+        return suite, "mt1", _parse_metaworld(name, rest)
+    if suite == "driving":
+        if rest in DRIVING_TASKS:
+            return suite, "box2d", rest
+        raise EnvError(f"unknown env {name!r}; known driving tasks: "
+                       f"{', '.join(f'driving:{t}' for t in DRIVING_TASKS)}")
+    if suite == "carla":
+        if rest in CARLA_TOWNS:
+            return suite, "town", rest
+        raise EnvError(f"unknown env {name!r}; known carla towns (need a running CARLA server): "
+                       f"{', '.join(f'carla:{t}' for t in CARLA_TOWNS)}")
     raise EnvError(
         f"unknown suite {suite!r} in env name {name!r}; known suites: {', '.join(SUITES)}"
     )

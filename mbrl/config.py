@@ -116,7 +116,7 @@ class Config:
     seed: int = 0
     image_size: int = 64
     action_repeat: int = 2
-    time_limit: int = 1000  # env steps per episode
+    time_limit: int = 0  # env steps per episode; 0 = the suite's standard (dm_control 1000, Meta-World 500)
     camera: int = -1  # -1: the env's default camera
     num_envs: int = 1
     batch_size: int = 16
@@ -292,7 +292,7 @@ def validate(cfg: Config) -> None:
         for p in parts[:-1]:
             obj = getattr(obj, p)
         _check_choice(key, getattr(obj, parts[-1]))
-    positive = {"steps": cfg.steps, "action_repeat": cfg.action_repeat, "time_limit": cfg.time_limit,
+    positive = {"steps": cfg.steps, "action_repeat": cfg.action_repeat,
                 "num_envs": cfg.num_envs, "batch_size": cfg.batch_size, "batch_length": cfg.batch_length,
                 "image_size": cfg.image_size, "eval_episodes": cfg.eval_episodes, "log_every": cfg.log_every,
                 "replay_capacity": cfg.replay_capacity, "model.deter": cfg.model.deter,
@@ -302,8 +302,8 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
-    nonneg = {"prefill": cfg.prefill, "save_every": cfg.save_every, "eval_every": cfg.eval_every,
-              "train_ratio": cfg.train_ratio, "threads": cfg.threads}
+    nonneg = {"time_limit": cfg.time_limit, "prefill": cfg.prefill, "save_every": cfg.save_every,
+              "eval_every": cfg.eval_every, "train_ratio": cfg.train_ratio, "threads": cfg.threads}
     for key, value in nonneg.items():
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")

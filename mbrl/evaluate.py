@@ -33,7 +33,8 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
             visual shift); the wrapped env is closed at the end.
 
     Returns:
-        ``[{"episode_seed": int, "return": float, "length": env steps}, ...]``.
+        ``[{"episode_seed": int, "return": float, "length": env steps}, ...]``, plus ``success`` (max over
+        the episode) for envs that report it.
     """
     env = envs.make_env(cfg.env, **env_kwargs(cfg))
     out = []
@@ -44,15 +45,20 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
             obs, _ = env.reset(seed=seed + i)
             state = agent.initial_state(1)
             is_first = torch.ones(1, dtype=torch.bool)
-            total, length, done = 0.0, 0, False
+            total, length, done, success = 0.0, 0, False, None
             while not done:
                 action, state = agent.act(torch.from_numpy(obs["image"][None]), is_first, state, mode)
                 obs, reward, term, trunc, info = env.step(action[0].cpu().numpy())
                 total += float(reward)
                 length = int(info["env_steps"])
+                if "success" in info:
+                    success = max(success or 0.0, float(info["success"]))
                 done = term or trunc
                 is_first = torch.zeros(1, dtype=torch.bool)
-            out.append({"episode_seed": seed + i, "return": total, "length": length})
+            record = {"episode_seed": seed + i, "return": total, "length": length}
+            if success is not None:
+                record["success"] = success
+            out.append(record)
     finally:
         env.close()
     return out

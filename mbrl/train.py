@@ -38,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
 
 def env_kwargs(cfg: Config) -> dict[str, Any]:
     """Keyword arguments of :func:`envs.make_env` for a run."""
-    return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit,
+    return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit or None,
                 camera=None if cfg.camera < 0 else cfg.camera)
 
 
@@ -155,6 +155,7 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
     reward = np.zeros(n, np.float32)
     terminal = np.zeros(n, bool)
     ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+    ep_success = np.zeros(n)  # max of info["success"] over the episode, for envs that report it
     policy_state = agent.initial_state(n)
     last_return: float | None = counters.get("last_return")
     batch_steps = cfg.batch_size * cfg.batch_length
@@ -183,6 +184,9 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
         counters["agent_steps"] += n
         counters["env_steps"] += n * cfg.action_repeat
         done = term | trunc
+        if "success" in info:
+            ep_success = np.maximum(ep_success, np.where(info.get("_success", True), info["success"], 0.0))
+        final_info = info.get("final_info", {})
         for i in np.flatnonzero(done):
             final = info["final_obs"][i]["image"]
             last = {"image": final, "action": np.zeros(a, np.float32), "reward": reward[i], "is_first": False,
@@ -194,9 +198,11 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
             counters["episodes"] += 1
             last_return = float(ep_return[i])
             counters["last_return"] = last_return
-            logger.log("episode", counters["env_steps"], counters["agent_steps"],
-                       {"return": last_return, "length": int(ep_length[i]) * cfg.action_repeat})
-            ep_return[i], ep_length[i] = 0.0, 0
+            record = {"return": last_return, "length": int(ep_length[i]) * cfg.action_repeat}
+            if "success" in final_info:
+                record["success"] = float(max(ep_success[i], final_info["success"][i]))
+            logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
+            ep_return[i], ep_length[i], ep_success[i] = 0.0, 0, 0.0
         image = obs["image"]
         is_first = done.copy()
         reward = np.where(done, 0.0, reward).astype(np.float32)

@@ -47,6 +47,13 @@ class Shift:
 
     kind: ClassVar[str] = ""
     level: ClassVar[str] = "pixel"  # scene | pixel
+    #: env suites (``dmc``, ``metaworld``, ``driving``, ``carla``) the kind applies to; None = every env
+    env_suites: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def supports(cls, env_name: str) -> bool:
+        """Whether the kind applies to the env ``suite:task`` (pixel kinds apply to every env)."""
+        return cls.env_suites is None or env_name.split(":", 1)[0] in cls.env_suites
 
     def __init__(self, severity: int, seed: int = 0) -> None:
         if severity not in SEVERITIES or isinstance(severity, bool):
@@ -102,6 +109,12 @@ def make_shift(kind: str, severity: int, seed: int = 0) -> Shift:
     if kind not in _REGISTRY:
         raise ShiftError(f"unknown shift kind {kind!r}; allowed: {', '.join(kinds())}")
     return _REGISTRY[kind](severity, seed)
+
+
+def supports(kind: str, env_name: str) -> bool:
+    """Whether registered ``kind`` applies to env ``env_name`` (``none`` applies everywhere)."""
+    _load()
+    return kind == "none" or (kind in _REGISTRY and _REGISTRY[kind].supports(env_name))
 
 
 def parse_shift(text: str, seed: int = 0) -> Shift:
@@ -168,7 +181,7 @@ def _load() -> None:
     """Import the modules that register kinds."""
     import importlib
 
-    for module in ("shifts.scene", "shifts.pixel"):
+    for module in ("shifts.scene", "shifts.pixel", "shifts.driving"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from shifts.base import ShiftWrapper, make_shift
-from shifts.suites import parse_suite
+from shifts.suites import for_env, parse_suite
 
 
 def _slug(name: str) -> str:
@@ -60,6 +60,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
+    conditions = for_env(name, conditions, cfg.env)
     if cfg.threads:  # as training: the run's torch CPU threads
         import torch
 

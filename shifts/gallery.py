@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
-from shifts.suites import parse_suite
+from shifts.suites import for_env, parse_suite
 
 
 def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
@@ -90,7 +90,8 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
     """
     from mbrl import io as mio
 
-    _, conditions = parse_suite(suite)
+    name, conditions = parse_suite(suite)
+    conditions = for_env(name, conditions, env_name)
     kinds = list(dict.fromkeys(k for k, _ in conditions if k != "none"))
     cells = frames(env_name, kinds, seed=seed, size=size)  # a bad env name or size fails here (EnvError)
     scale = scale or max(1, 128 // size)

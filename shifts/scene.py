@@ -156,7 +156,16 @@ class SceneShift(Shift):
     #: raw ``MjModel`` arrays this kind edits (restored from the pristine copy at every reset)
     fields: ClassVar[tuple[str, ...]] = ()
 
+    #: kinds with an appearance analogue on driving:carracing (shifts/driving.py)
+    env_suites: ClassVar[tuple[str, ...] | None] = ("dmc", "metaworld")
+
     def on_reset(self, env: Any, rng: np.random.Generator) -> None:
+        if hasattr(env, "set_appearance"):  # driving:carracing: its appearance analogue
+            from envs.driving import Appearance
+            from shifts.driving import carracing_appearance
+
+            env.set_appearance(carracing_appearance(self.kind, self.severity, rng, Appearance()), now=True)
+            return
         model, _ = _mj(env)
         _restore(model, self.fields)
         self.setup(env, model, rng)
@@ -172,6 +181,11 @@ class SceneShift(Shift):
 
     def remove(self, env: Any) -> None:
         """Undo the shift on ``env``: uninstall its hooks and restore the pristine model arrays."""
+        if hasattr(env, "set_appearance"):
+            from envs.driving import Appearance
+
+            env.set_appearance(Appearance(), now=True)
+            return
         for name, hook in (("render_hooks", self.render_hook), ("image_hooks", self.image_hook)):
             hooks = getattr(env, name, [])
             while hook in hooks:
@@ -194,6 +208,7 @@ class Color(SceneShift):
     """Material and geom RGB moved ``severity / 5`` of the way to random far target colours."""
 
     kind = "color"
+    env_suites = ("dmc", "metaworld", "driving")
     fields = ("geom_rgba", "mat_rgba")
 
     def setup(self, env: Any, model: Any, rng: np.random.Generator) -> None:
@@ -211,6 +226,7 @@ class Texture(SceneShift):
     """Every model texture blended (weight ``0.2 * severity``) with a random procedural pattern."""
 
     kind = "texture"
+    env_suites = ("dmc", "metaworld", "driving")
     fields = ("tex_data",)
 
     def setup(self, env: Any, model: Any, rng: np.random.Generator) -> None:
@@ -237,7 +253,8 @@ class Texture(SceneShift):
 
     def remove(self, env: Any) -> None:
         super().remove(env)
-        _upload_textures(env, _mj(env)[0])
+        if not hasattr(env, "set_appearance"):
+            _upload_textures(env, _mj(env)[0])
 
 
 def _upload_textures(env: Any, model: Any) -> None:
@@ -258,6 +275,7 @@ class Lighting(SceneShift):
     """Scene lights (incl. headlight) dimmed/brightened, tinted, rotated and moved with severity."""
 
     kind = "lighting"
+    env_suites = ("dmc", "metaworld", "driving")
     _MAX_LIGHTS = 16
 
     def setup(self, env: Any, model: Any, rng: np.random.Generator) -> None:
@@ -288,6 +306,7 @@ class Camera(SceneShift):
     """Rendering camera orbited (azimuth/elevation/roll), dollied and zoomed with severity."""
 
     kind = "camera"
+    env_suites = ("dmc", "metaworld", "driving")
 
     def setup(self, env: Any, model: Any, rng: np.random.Generator) -> None:
         u = rng.uniform(0.6, 1.0, 5) * rng.choice([-1.0, 1.0], 5)

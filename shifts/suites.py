@@ -151,3 +151,19 @@ def parse_suite(text: str) -> tuple[str, list[Condition]]:
             if (kind, s) not in conditions:
                 conditions.append((kind, s))
     return ",".join(items).replace(" ", ""), _check(conditions, "suite")
+
+
+def for_env(name: str, conditions: list[Condition], env_name: str) -> list[Condition]:
+    """Keep the conditions whose kind applies to ``env_name``; the ``standard`` suite silently drops the others,
+    any other suite or list raises.
+
+    Raises:
+        ShiftError: a kind of a non-``standard`` suite does not apply to the env (the message names it).
+    """
+    from shifts.base import supports
+
+    bad = sorted({k for k, _ in conditions if not supports(k, env_name)})
+    if bad and name != "standard":
+        raise ShiftError(f"shift kind(s) {', '.join(bad)} do not apply to {env_name}; "
+                         f"choose kinds that do (pixel-level kinds apply to every env)")
+    return [c for c in conditions if c[0] not in bad]

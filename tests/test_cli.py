@@ -216,7 +216,7 @@ def test_envs_list_console_script(tmp_path):
     assert res.returncode == 0, res.stderr
     names = res.stdout.split()
     assert "dmc:walker_walk" in names and "dmc:cartpole_balance" in names
-    assert names == sorted(names) and all(n.startswith("dmc:") for n in names)
+    assert names == sorted(names) and all(n.split(":")[0] in ("dmc", "metaworld", "driving", "carla") for n in names)
     assert not any("lqr" in n for n in names)
 
 

@@ -1,0 +1,380 @@
+"""Pixel-observation gymnasium wrapper around one Meta-World v3 MT1 task (``metaworld:<task>``).
+
+Needs the optional ``metaworld`` package (``pip install metaworld==3.1.1``; it pins mujoco 3.3.0). Nothing here
+imports metaworld, mujoco or dm_control at module import time.
+
+Step units as in :mod:`envs.dmc`: an **env step** is one Meta-World ``step`` (5 MuJoCo substeps of 2.5 ms =
+12.5 ms simulated, 80 Hz); ``time_limit`` and ``info["env_steps"]`` count env steps; one **agent step** (one
+:meth:`MetaWorldEnv.step` call) is ``action_repeat`` env steps. Meta-World's standard episode is 500 env steps
+(= 250 agent steps at ``action_repeat=2``).
+
+Goals (MT1): the MT1 benchmark defines 50 goal/object configurations ("tasks") per Meta-World env. The set used
+here is ``metaworld.MT1(f"{task}-v3", seed=MT1_SEED).train_tasks``, generated once per process and task (~1-2 s)
+and identical in every process, so training and evaluation envs share it. Every reset draws one of the 50 from
+the env's seeded random stream: ``reset(seed=s)`` always gives the same goal (and bit-identical pixels for the
+same actions), different seeds give different goals (distinct for most seed pairs: 50 goals), and ``reset()``
+without a seed continues the stream, as :class:`envs.DMCEnv` does with its initial states. Given its goal an
+episode is deterministic (Meta-World v3 adds no other reset noise). The goal index of the current episode is
+:attr:`MetaWorldEnv.task_index`. ``goal=k`` pins MT1 goal ``k`` for every episode instead (a single-goal task).
+
+Goal visibility: from ``corner2`` the goal marker of e.g. ``reach`` (a 2 cm site) covers only ~5 pixels at 64 px
+(~1 at 32 px); ``corner4`` (the same view, moved closer) shows the table larger.
+
+Rendering uses dm_control's ``engine.Camera`` on a ``dm_control.mujoco.Physics`` that *shares* Meta-World's
+``mujoco.MjModel``/``mujoco.MjData`` (no copy), so the visual-shift API of :class:`envs.DMCEnv` works unchanged:
+``physics`` (``physics.model.ptr is`` the Meta-World model, ``physics.contexts`` is the GL context of the frames),
+``render_hooks``, ``image_hooks`` and :meth:`MetaWorldEnv.render_segmentation`.
+
+Camera orientation: Meta-World's ``corner``/``corner2``/``corner3``/``corner4`` cameras are defined with their image
+"up" pointing downward in the world, so their frames come out upside down. When the chosen camera is a fixed
+world camera whose up vector points downward, it is rolled 180 degrees about its optical axis in the env's own
+model (``cam_quat``), i.e. the image is rotated by 180 degrees (not mirrored). RGB, segmentation and every render
+hook then see the same, right-side-up view.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from envs.dmc import ImageHook, RenderHook
+from envs.errors import EnvError
+from envs.registry import metaworld_tasks
+from envs.rendering import select_gl_backend
+from envs.validation import check_int, check_seed, check_size
+
+__all__ = ["DEFAULT_CAMERA", "DEFAULT_TIME_LIMIT", "MT1_SEED", "MetaWorldEnv", "mt1_tasks"]
+
+Obs = dict[str, np.ndarray]
+
+#: Camera used when ``camera=None``.
+DEFAULT_CAMERA = "corner2"
+#: Meta-World's episode length (``max_path_length``) in env steps.
+DEFAULT_TIME_LIMIT = 500
+#: Seed of the MT1 goal set (the same 50 goals in every process).
+MT1_SEED = 0
+#: Size of Meta-World's state observation (hand, gripper, objects, previous frame, goal).
+STATE_DIM = 39
+
+# Fast headless rendering settings (as envs.dmc).
+_FAST_SHADOWSIZE = 512
+_FAST_OFFSAMPLES = 0
+
+
+@functools.cache
+def mt1_tasks(task: str) -> tuple[Any, ...]:
+    """The 50 MT1 goal configurations (``metaworld.Task``) of a Meta-World ``task`` (no ``-v3``); cached."""
+    import metaworld
+
+    return tuple(metaworld.MT1(f"{task}-v3", seed=MT1_SEED).train_tasks)
+
+
+class MetaWorldEnv(gymnasium.Env):
+    """Meta-World v3 MT1 task with RGB image observations and actions in ``[-1, 1]^4``.
+
+    Observation: ``{"image": (H, W, 3) uint8}`` rendered from a fixed camera after every (re)set/step, plus
+    ``"state": (39,) float32`` (Meta-World's state incl. the goal position in the last 3 entries) when
+    ``state=True``. Action: ``(4,) float32`` in ``[-1, 1]`` (clipped): end-effector xyz displacement (1 cm per
+    env step at 1.0) and gripper effort, as Meta-World.
+
+    Reward: the sum of Meta-World's rewards (its default ``reward_function_version="v2"``, each in ``[0, 10]``)
+    over the env steps taken.
+
+    Episode end (``time_limit`` counts **env steps**): ``truncated=True`` once ``time_limit`` env steps have been
+    taken (the last agent step repeats the action only for the remaining env steps); ``terminated`` is always
+    ``False`` (Meta-World never terminates, also not on success).
+
+    ``info`` (from both ``reset`` and ``step``): ``"discount"`` (always 1.0), ``"env_steps"`` (int, env steps so
+    far in this episode; 0 at reset) and ``"success"`` (float 0.0/1.0: 1.0 if Meta-World reported success on any
+    env step of this agent step; 0.0 at reset).
+
+    Seeding (see the module docstring): ``reset(seed=s)`` reseeds the goal stream, so the episode is
+    bit-identical across runs and env instances; ``seed`` in the constructor seeds the first episode the same
+    way; ``reset()`` without a seed continues the stream (next goal).
+
+    Calling :meth:`step` before :meth:`reset` or after the episode ended raises ``RuntimeError``.
+
+    Rendering hooks, :meth:`render_segmentation` and :attr:`physics`: as :class:`envs.DMCEnv`.
+
+    Args:
+        task: Meta-World MT1 task name without ``-v3``, e.g. ``"reach"``, ``"pick-place"`` (see
+            :func:`envs.registry.metaworld_tasks`).
+        size: image size in pixels, ``s`` or ``(height, width)``; sizes beyond the model's offscreen buffer
+            (640x480) grow it automatically.
+        action_repeat: env steps per agent step (>= 1); rewards are summed.
+        camera: camera name or id; ``None`` = ``"corner2"``. Meta-World cameras: ``topview``, ``corner``,
+            ``corner2``, ``corner3``, ``corner4``, ``behindGripper``, ``gripperPOV`` (ids 0-6).
+        seed: seed of the first episode (``None`` = OS entropy), in ``[0, 2**32)``.
+        time_limit: episode length in **env steps** (>= 1); default 500 as Meta-World.
+        fast_render: no shadows, no reflections, no multisampling, 512 px shadow map (as :class:`envs.DMCEnv`).
+            Meta-World's own settings (4096 px shadow map, 4x multisampling) render ~20x slower on software EGL.
+        state: also return ``obs["state"]``.
+        goal: ``None`` (default): each episode's MT1 goal is drawn from the seeded stream; an int in
+            ``[0, 50)``: always MT1 goal ``goal``.
+
+    Raises:
+        EnvError: metaworld not installed (message names the pip command), unknown task (message lists the
+            tasks), invalid argument, unknown camera (message lists the cameras) or no working OpenGL backend.
+    """
+
+    # Replaced per instance in __init__ (render_fps depends on action_repeat).
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 40}  # noqa: RUF012
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        size: int | tuple[int, int] = 64,
+        action_repeat: int = 2,
+        camera: int | str | None = None,
+        seed: int | None = None,
+        time_limit: int = DEFAULT_TIME_LIMIT,
+        fast_render: bool = True,
+        state: bool = False,
+        goal: int | None = None,
+    ) -> None:
+        tasks = metaworld_tasks()  # EnvError naming the pip command if metaworld is missing
+        if task not in tasks:
+            raise EnvError(f"unknown metaworld task {task!r}; known tasks: {', '.join(tasks)}")
+        self.task = task
+        self.size: tuple[int, int] = check_size(size)
+        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
+        self.time_limit = check_int("time_limit", time_limit, minimum=1)
+        seed = check_seed(seed)
+        if camera is None:
+            camera = DEFAULT_CAMERA
+        elif not isinstance(camera, str):
+            camera = check_int("camera", camera, minimum=0)
+        for name, flag in (("fast_render", fast_render), ("state", state)):
+            if not isinstance(flag, bool):
+                raise EnvError(f"{name} must be a bool, got {flag!r}")
+        self.fast_render = fast_render
+        self.state = state
+        if goal is not None:
+            goal = check_int("goal", goal, minimum=0)
+        self.goal = goal
+        self.render_mode = "rgb_array"
+        self.render_hooks: list[RenderHook] = []
+        self.image_hooks: list[ImageHook] = []
+        self.task_index = -1  # goal index (into mt1_tasks(task)) of the current episode
+
+        select_gl_backend()  # raises EnvError if no headless backend works
+        from dm_control.mujoco import engine, wrapper  # lazy: MUJOCO_GL must be set first
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self._camera: Any = None
+        self._physics: Any = None
+        self._goals = mt1_tasks(task)
+        if goal is not None and goal >= len(self._goals):
+            raise EnvError(f"goal must be None or an MT1 goal index in [0, {len(self._goals)}), got {goal}")
+        self._mw: Any = ALL_V3_ENVIRONMENTS[f"{task}-v3"]()
+        self._mw.max_path_length = self.time_limit  # Meta-World refuses to step past it
+        self._mw.set_task(self._goals[0])  # goal-observable state, as MT1
+        model, data = self._mw.model, self._mw.data
+        names = [model.camera(i).name for i in range(model.ncam)]
+        if isinstance(camera, str):
+            if camera not in names:
+                self.close()
+                raise EnvError(f"unknown camera {camera!r} for metaworld:{task}; cameras: "
+                               f"{', '.join(f'{n} ({i})' for i, n in enumerate(names))}")
+            self.camera_id = names.index(camera)
+        else:
+            if camera >= model.ncam:
+                self.close()
+                raise EnvError(f"camera {camera} out of range for metaworld:{task}: it has {model.ncam} cameras "
+                               f"(ids 0..{model.ncam - 1}: {', '.join(names)})")
+            self.camera_id = camera
+        self.camera = names[self.camera_id]
+        self.camera_rolled = _make_camera_upright(model, data, self.camera_id)
+        # dm_control Physics sharing Meta-World's MjModel/MjData (wrapper.MjData wraps, does not copy)
+        self._physics = engine.Physics(wrapper.MjData(data))
+        assert self._physics.model.ptr is model and self._physics.data.ptr is data
+
+        height, width = self.size
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+        obs_spaces: dict[str, spaces.Space] = {"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)}
+        if state:
+            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.metadata = {"render_modes": ["rgb_array"],
+                         "render_fps": round(1.0 / (float(self._mw.dt) * self.action_repeat))}
+        self._np_random, self._np_random_seed = seeding.np_random(seed)
+        self._env_steps = 0
+        self._needs_reset = True
+        try:
+            self._ensure_camera()  # fail here, not at the first reset
+        except Exception as exc:
+            self.close()
+            raise EnvError(
+                f"could not render metaworld:{task} with MUJOCO_GL={select_gl_backend()!r} "
+                f"({type(exc).__name__}: {exc}); install `libegl1 libgl1 libosmesa6` or set MUJOCO_GL=egl "
+                "or MUJOCO_GL=osmesa"
+            ) from exc
+
+    # ------------------------------------------------------------------ API
+    @property
+    def physics(self) -> Any:
+        """A ``dm_control.mujoco.Physics`` sharing Meta-World's model and data (for visual-shift wrappers):
+        ``physics.model.ptr`` / ``physics.data.ptr`` are the live ``mujoco.MjModel`` / ``mujoco.MjData``,
+        ``physics.contexts`` the GL context frames are rendered in. Do not step or reset it directly."""
+        self._check_open()
+        return self._physics
+
+    @property
+    def metaworld_env(self) -> Any:
+        """The underlying Meta-World ``SawyerXYZEnv`` (e.g. for scripted policies); do not step it directly."""
+        self._check_open()
+        return self._mw
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Start a new episode with the next goal of the stream (``seed``: reseed the stream first; a pinned
+        ``goal`` is used instead).
+
+        Returns:
+            ``(obs, info)``, ``info == {"discount": 1.0, "env_steps": 0, "success": 0.0}``.
+
+        Raises:
+            EnvError: invalid ``seed``.
+        """
+        del options
+        self._check_open()
+        seed = check_seed(seed)
+        super().reset(seed=seed)
+        index = self.np_random.integers(len(self._goals))  # drawn even for a pinned goal: same stream
+        self.task_index = int(index) if self.goal is None else self.goal
+        self._mw.set_task(self._goals[self.task_index])
+        state, _ = self._mw.reset()
+        self._env_steps = 0
+        self._needs_reset = False
+        return self._obs(state), {"discount": 1.0, "env_steps": 0, "success": 0.0}
+
+    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Apply ``action`` for ``action_repeat`` env steps.
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``; see the class docstring.
+
+        Raises:
+            ValueError: action has the wrong shape or contains NaN/inf.
+            RuntimeError: called before ``reset()`` or after the episode ended.
+        """
+        self._check_open()
+        if self._needs_reset:
+            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
+        act = np.asarray(action, dtype=np.float64)
+        if act.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape} for metaworld:{self.task}, "
+                             f"got shape {act.shape}")
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"action must be finite, got {act.tolist()}")
+        act = np.clip(act, -1.0, 1.0)
+        reward, success = 0.0, 0.0
+        state = None
+        for _ in range(min(self.action_repeat, self.time_limit - self._env_steps)):
+            state, r, _, _, info = self._mw.step(act)
+            self._env_steps += 1
+            reward += float(r)
+            success = max(success, float(info["success"]))
+        truncated = self._env_steps >= self.time_limit
+        self._needs_reset = truncated
+        info = {"discount": 1.0, "env_steps": self._env_steps, "success": success}
+        return self._obs(state), reward, False, truncated, info
+
+    def render(self) -> np.ndarray:
+        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``)."""
+        self._check_open()
+        return self._render_image()
+
+    def render_segmentation(self) -> np.ndarray:
+        """Segmentation of the current frame (render hooks applied, image hooks not): ``(H, W, 2) int32`` per
+        pixel ``(object id, mujoco.mjtObj type)``, as :meth:`envs.DMCEnv.render_segmentation`."""
+        self._check_open()
+        return np.ascontiguousarray(self._ensure_camera().render(segmentation=True))
+
+    def close(self) -> None:
+        """Free the renderer, the GL context and the simulation. Idempotent."""
+        if getattr(self, "_camera", None) is not None:
+            self._camera.scene.free()
+            self._camera = None
+        if getattr(self, "_physics", None) is not None:
+            self._physics.free()
+            self._physics = None
+        if getattr(self, "_mw", None) is not None:
+            self._mw.close()
+            self._mw = None
+
+    # ------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if getattr(self, "_mw", None) is None:
+            raise RuntimeError("this MetaWorldEnv is closed")
+
+    def _obs(self, state: np.ndarray) -> Obs:
+        obs = {"image": self._render_image()}
+        if self.state:
+            obs["state"] = np.asarray(state, dtype=np.float32)
+        return obs
+
+    def _ensure_camera(self) -> Any:
+        """Return the persistent ``dm_control`` Camera, building it on first use."""
+        if self._camera is not None:
+            return self._camera
+        import mujoco
+        from dm_control.mujoco import engine
+
+        model = self._physics.model
+        height, width = self.size
+        # These affect the GL context, so set them before it is created.
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
+        if self.fast_render:
+            model.vis.quality.shadowsize = _FAST_SHADOWSIZE
+            model.vis.quality.offsamples = _FAST_OFFSAMPLES
+        camera = engine.Camera(self._physics, height=height, width=width, camera_id=self.camera_id,
+                               scene_callback=_HookCaller(self))
+        if self.fast_render:
+            camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            camera.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._camera = camera
+        return camera
+
+    def _render_image(self) -> np.ndarray:
+        # Camera.render returns a flipped *view* of a reused buffer: copy it.
+        image = np.ascontiguousarray(self._ensure_camera().render())
+        for hook in self.image_hooks:
+            image = hook(image)
+        return image
+
+
+def _make_camera_upright(model: Any, data: Any, camera_id: int) -> bool:
+    """Roll a fixed world camera whose image up vector points downward by 180 degrees about its optical axis
+    (``cam_quat`` times the quaternion of 180 degrees about the camera z axis); returns whether it was rolled."""
+    import mujoco
+
+    fixed = int(model.cam_mode[camera_id]) == int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED)
+    up = np.asarray(data.cam_xmat[camera_id]).reshape(3, 3)[:, 1]  # camera y axis in the world
+    if not (fixed and int(model.cam_bodyid[camera_id]) == 0 and up[2] < 0):
+        return False
+    quat = np.empty(4)
+    mujoco.mju_mulQuat(quat, np.asarray(model.cam_quat[camera_id], np.float64), np.array([0.0, 0.0, 0.0, 1.0]))
+    model.cam_quat[camera_id] = quat
+    mujoco.mj_camlight(model, data)  # cam_xpos/cam_xmat from the (already computed) body poses
+    return True
+
+
+class _HookCaller:
+    """dm_control ``scene_callback`` running ``env.render_hooks`` (the env held weakly, as in envs.dmc)."""
+
+    def __init__(self, env: MetaWorldEnv) -> None:
+        self._env = weakref.ref(env)
+
+    def __call__(self, physics: Any, scene: Any) -> None:
+        env = self._env()
+        if env is not None:
+            for hook in env.render_hooks:
+                hook(physics.model.ptr, physics.data.ptr, scene.ptr)
