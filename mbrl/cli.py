@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"merged run: {merge_run(args.run_dir, args.alpha, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
+            from envs.status import suite_status
+
+            for suite, status in suite_status().items():  # availability on stderr: stdout stays one name a line
+                print(f"{suite:<10} {status}", file=sys.stderr)
         elif args.command == "shifts":
             _shifts(args)
         elif args.command == "config":

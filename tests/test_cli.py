@@ -218,6 +218,8 @@ def test_envs_list_console_script(tmp_path):
     assert "dmc:walker_walk" in names and "dmc:cartpole_balance" in names
     assert names == sorted(names) and all(n.split(":")[0] in ("dmc", "metaworld", "driving", "carla") for n in names)
     assert not any("lqr" in n for n in names)
+    # availability per suite goes to stderr; no CARLA server runs here
+    assert "dmc        available" in res.stderr and "missing: a CARLA server at localhost:2000" in res.stderr
 
 
 def test_config_prints_resolved_json(tmp_path):
