@@ -361,7 +361,7 @@ class _HookCaller:
     """dm_control ``scene_callback`` running ``env.render_hooks``; holds the env weakly (no env <-> camera
     reference cycle, so an unclosed env is still freed promptly)."""
 
-    def __init__(self, env: DMCEnv) -> None:
+    def __init__(self, env: Any) -> None:
         self._env = weakref.ref(env)
 
     def __call__(self, physics: Any, scene: Any) -> None:

@@ -35,7 +35,6 @@ hook then see the same, right-side-up view.
 from __future__ import annotations
 
 import functools
-import weakref
 from typing import Any
 
 import gymnasium
@@ -43,7 +42,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from envs.dmc import ImageHook, RenderHook
+from envs.dmc import ImageHook, RenderHook, _HookCaller
 from envs.errors import EnvError
 from envs.registry import metaworld_tasks
 from envs.rendering import select_gl_backend
@@ -365,16 +364,3 @@ def _make_camera_upright(model: Any, data: Any, camera_id: int) -> bool:
     model.cam_quat[camera_id] = quat
     mujoco.mj_camlight(model, data)  # cam_xpos/cam_xmat from the (already computed) body poses
     return True
-
-
-class _HookCaller:
-    """dm_control ``scene_callback`` running ``env.render_hooks`` (the env held weakly, as in envs.dmc)."""
-
-    def __init__(self, env: MetaWorldEnv) -> None:
-        self._env = weakref.ref(env)
-
-    def __call__(self, physics: Any, scene: Any) -> None:
-        env = self._env()
-        if env is not None:
-            for hook in env.render_hooks:
-                hook(physics.model.ptr, physics.data.ptr, scene.ptr)

@@ -9,6 +9,12 @@ TINY = {"size": "XS", "model.deter": "64", "model.hidden": "32", "model.stoch": 
         "model.blocks": "4", "model.units": "32", "model.cnn_depth": "4", "model.bins": "31",
         "image_size": "32"}
 
+# TINY as run overrides plus a small, quiet training budget (200 env steps; episodes of 100 env steps, random
+# actions for the first 50, one update per 4 agent steps). Test files import it: ``from conftest import TINY_RUN``.
+TINY_RUN = ["env=dmc:cartpole_balance", *(f"{k}={v}" for k, v in TINY.items()), "batch_size=2", "batch_length=8",
+            "train_ratio=4", "prefill=50", "steps=200", "time_limit=100", "log_every=50", "save_every=100",
+            "replay_capacity=5000", "wandb_mode=disabled", "progress=false", "threads=1", "device=cpu"]
+
 
 @pytest.fixture
 def tiny_cfg():

@@ -17,15 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from mbrl.cli import main
 
-# Tiny model (as tests/conftest.py's TINY) plus a small, quiet training budget.
-TINY = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32",
-        "model.blocks=4", "model.stoch=4", "model.classes=4", "model.cnn_depth=4", "model.bins=31",
-        "image_size=32", "batch_size=2", "batch_length=8", "train_ratio=4", "prefill=50", "steps=200",
-        "time_limit=100", "log_every=50", "save_every=100", "replay_capacity=5000", "wandb_mode=disabled",
-        "progress=false", "threads=1", "device=cpu"]
+TINY = TINY_RUN
 
 
 class Result:

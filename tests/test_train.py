@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from mbrl import checkpoint
 from mbrl.config import build_config, model_hash, to_dict
@@ -25,13 +26,7 @@ from mbrl.errors import ConfigError
 from mbrl.replay import Replay
 from mbrl.train import train
 
-# Tiny model (as tests/conftest.py's TINY), small budgets: episodes of 100 env steps (50 agent steps), random
-# actions for the first 50 env steps, then one update per 4 agent steps (train_ratio 4 / (2 x 8)).
-BASE = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32",
-        "model.blocks=4", "model.stoch=4", "model.classes=4", "model.cnn_depth=4", "model.bins=31",
-        "image_size=32", "batch_size=2", "batch_length=8", "train_ratio=4", "prefill=50", "time_limit=100",
-        "log_every=50", "save_every=100", "replay_capacity=5000", "wandb_mode=disabled", "progress=false",
-        "threads=1", "device=cpu"]
+BASE = TINY_RUN
 STEPS = 200
 
 
