@@ -17,6 +17,7 @@ exits with status 2; nothing is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -37,6 +38,11 @@ DEMO_OVERRIDES = {
 DEMO_ENCODERS = ({"encoder": "cnn"},
                  {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128"})
 DEMO_SUITE = "quick"
+
+# Sub-commands that live in their own module (one job a file). Each module has ``register(sub)``, which adds its
+# parser(s) to the sub-parser set and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command
+# and raises DreamshiftError (or EnvError/ShiftError) on bad input, like the built-in commands.
+COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "mbrl.cli_adapt")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", type=int, default=64)
     g.add_argument("--scale", type=int, default=0, help="cell upscaling factor (default: cells of ~128 px)")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 
@@ -168,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import envs
 
-        if args.command == "train":
+        if getattr(args, "handler", None) is not None:
+            args.handler(args)
+        elif args.command == "train":
             _train(args.overrides, args.resume)
         elif args.command == "evaluate":
             if args.suite is not None:
