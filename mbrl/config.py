@@ -131,6 +131,7 @@ class Config:
     run_dir: str = ""  # empty: runs/<env>-<encoder>-<size>-s<seed>-<timestamp>
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "dreamshift"
+    wandb_group: str = ""  # wandb run group (sweeps: env/encoder/mode); empty = none
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
     progress: bool = True
@@ -335,7 +336,7 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 # Keys that may differ between a run and its resumption (budgets, logging, hardware).
 _RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "run_dir", "wandb_mode",
-              "wandb_project", "device", "threads", "progress"}
+              "wandb_project", "wandb_group", "device", "threads", "progress"}
 
 
 def model_hash(cfg: Config) -> str:

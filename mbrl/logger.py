@@ -39,11 +39,13 @@ class Logger:
         config: dict logged as the wandb config.
         resume_step: when resuming, records with ``env_steps`` beyond this are dropped (they came after the
             checkpoint of the killed run).
+        run_id: wandb run id (idempotent: a resumed run continues the same wandb run).
+        group: wandb group (sweeps group trials by env/encoder/mode); wandb ``job_type`` is ``train``.
     """
 
     def __init__(self, run_dir: Path, total: int, wandb_mode: str = "offline", wandb_project: str = "dreamshift",
                  config: dict[str, Any] | None = None, progress: bool = True, resume_step: int | None = None,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, group: str | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
@@ -56,7 +58,8 @@ class Logger:
             import wandb
 
             self.wandb = wandb.init(project=wandb_project, dir=str(run_dir), mode=wandb_mode, config=config,
-                                    id=run_id, resume="allow", name=Path(run_dir).name)
+                                    id=run_id, resume="allow", name=Path(run_dir).name,
+                                    group=group or None, job_type="train")
         self.console = Console(stderr=True)
         self.progress = None
         if progress:

@@ -131,7 +131,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
             io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
         logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
                         resume_step=counters["env_steps"] if state is not None else None,
-                        run_id=f"{run_dir.name}-{model_hash(cfg)}")
+                        run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
         _loop(cfg, venv, agent, replay, counters, logger, run_dir, device)
         checkpoint.save(run_dir, agent, replay, counters)
     except KeyboardInterrupt:
