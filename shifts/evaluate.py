@@ -81,7 +81,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap)
         for r in results:
             records.append({**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"],
-                            "return": r["return"], "length": r["length"]})
+                            "return": r["return"], "success": r.get("success"), "length": r["length"]})
         if progress is not None:
             mean = float(np.mean([r["return"] for r in results]))
             progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {mean:.1f}")

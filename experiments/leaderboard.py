@@ -1,0 +1,304 @@
+"""The generalization leaderboard: every results record under a directory -> tables and plots.
+
+``dreamshift leaderboard RESULTS_DIR --out DIR`` writes
+
+- ``leaderboard.csv``: one row per (env, encoder, mode): seeds, ID score, each (shift, severity) score,
+  OOD score, drop %, severity AUC, IQM with 95 % CI, probability of improvement over the scratch ``cnn``;
+- ``conditions.csv``: one row per (env, encoder, mode, shift, severity): mean ± SE over seeds of return, score
+  and success rate;
+- ``leaderboard.json``: both, plus the normalisation constants and their sources;
+- ``leaderboard.md``: per env a Markdown table; ``index.html``: a self-contained page (tables and inline SVG);
+- ``robustness-<env>.png|svg`` (score vs severity per encoder/mode, one panel per shift kind) and
+  ``iqm-<env>.png|svg`` (IQM of OOD scores with 95 % CIs).
+
+Score = normalised return (:mod:`experiments.normalisation`) where the env has constants, else raw return.
+Per seed, a condition's score is the mean over its evaluation episodes; tables show mean ± standard error over
+seeds. IQM, CIs and P(improvement) follow Agarwal et al. 2021 (:mod:`experiments.metrics`) over the matrix
+``(seeds, shifted conditions)``. Rows are ranked by OOD IQM.
+"""
+
+from __future__ import annotations
+
+import html
+import io as _io
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments import metrics
+from experiments.normalisation import constants
+from experiments.results import code_version, read_dir
+from mbrl import io
+
+BASELINE = "cnn"  # P(improvement) is measured against the scratch CNN
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _cond(shift: str, severity: int) -> str:
+    return "ID" if shift == "none" else f"{shift}@{severity}"
+
+
+def per_seed(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (env, encoder, encoder_mode, seed, shift, severity): mean return, score, success rate, episodes."""
+    df = pd.DataFrame(records)
+    df["success_f"] = df["success"].map(lambda s: np.nan if s is None else float(s))
+    keys = ["env", "encoder", "encoder_mode", "seed", "shift", "severity"]
+    out = df.groupby(keys, sort=True).agg(return_mean=("return", "mean"), success=("success_f", "mean"),
+                                          episodes=("return", "size")).reset_index()
+
+    def score(row: pd.Series) -> float:
+        c = constants(row["env"])
+        return row["return_mean"] if c is None else (row["return_mean"] - c.r_random) / (c.r_max - c.r_random)
+
+    out["score"] = out.apply(score, axis=1)
+    return out
+
+
+def _mean_se(values: pd.Series) -> tuple[float, float]:
+    v = values.dropna()
+    return metrics.mean_se(v.to_numpy()) if len(v) else (math.nan, math.nan)
+
+
+def conditions(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± SE over seeds per (env, encoder, encoder_mode, shift, severity)."""
+    rows = []
+    for key, g in seeds.groupby(["env", "encoder", "encoder_mode", "shift", "severity"], sort=True):
+        r_m, r_se = _mean_se(g["return_mean"])
+        s_m, s_se = _mean_se(g["score"])
+        succ_m, succ_se = _mean_se(g["success"])
+        rows.append(dict(zip(["env", "encoder", "encoder_mode", "shift", "severity"], key, strict=True),
+                         seeds=len(g), return_mean=r_m, return_se=r_se, score_mean=s_m, score_se=s_se,
+                         success_mean=succ_m, success_se=succ_se))
+    return pd.DataFrame(rows)
+
+
+def _matrix(seeds: pd.DataFrame, shifted_only: bool = True) -> pd.DataFrame:
+    """``(seeds, conditions)`` score matrix of one (env, encoder, mode); conditions as columns."""
+    g = seeds[seeds["shift"] != "none"] if shifted_only else seeds
+    return g.pivot_table(index="seed", columns=["shift", "severity"], values="score")
+
+
+def summary(seeds: pd.DataFrame, reps: int = 2000) -> pd.DataFrame:
+    """One row per (env, encoder, encoder_mode); see the module docstring for the columns."""
+    rows = []
+    for env, env_seeds in seeds.groupby("env", sort=True):
+        methods = {k: g for k, g in env_seeds.groupby(["encoder", "encoder_mode"], sort=True)}
+        mats = {k: _matrix(g) for k, g in methods.items()}
+        mats = {k: m.dropna(axis=0) for k, m in mats.items() if m.shape[1] > 0}
+        intervals = metrics.interval_estimates({f"{e}|{m}": v.to_numpy() for (e, m), v in mats.items()},
+                                               reps=reps) if mats else {}
+        baseline = next((k for k in mats if k[0] == BASELINE), None)
+        for (encoder, mode), g in methods.items():
+            row: dict[str, Any] = {"env": env, "encoder": encoder, "encoder_mode": mode,
+                                   "seeds": int(g["seed"].nunique()), "normalised": constants(env) is not None}
+            per_cond = g.groupby(["shift", "severity"])["score"]
+            id_m, id_se = _mean_se(g[g["shift"] == "none"].groupby("seed")["score"].mean())
+            ood = g[g["shift"] != "none"].groupby("seed")["score"].mean()
+            ood_m, ood_se = _mean_se(ood)
+            row.update(id_score=id_m, id_se=id_se, ood_score=ood_m, ood_se=ood_se,
+                       drop_pct=metrics.drop_pct(id_m, ood_m) if not math.isnan(id_m + ood_m) else None)
+            succ = g.groupby(g["shift"] == "none")["success"].mean()
+            row["success_id"] = float(succ.get(True, math.nan))
+            row["success_ood"] = float(succ.get(False, math.nan))
+            aucs = []
+            for _kind, kg in g[g["shift"] != "none"].groupby("shift"):
+                means = kg.groupby("severity")["score"].mean()
+                if not math.isnan(id_m):
+                    aucs.append(metrics.severity_auc([0, *means.index], [id_m, *means.values]))
+            row["auc"] = float(np.mean(aucs)) if aucs else math.nan
+            est = intervals.get(f"{encoder}|{mode}")
+            row["iqm"], row["iqm_lo"], row["iqm_hi"] = est["iqm"] if est else (math.nan,) * 3
+            row["optimality_gap"] = est["optimality_gap"][0] if est else math.nan
+            row["p_improve"] = row["p_lo"] = row["p_hi"] = math.nan
+            if baseline is not None and (encoder, mode) != baseline and (encoder, mode) in mats:
+                x, y = mats[(encoder, mode)], mats[baseline]
+                common = [c for c in x.columns if c in y.columns]
+                if common and len(x) and len(y):
+                    row["p_improve"], row["p_lo"], row["p_hi"] = metrics.probability_of_improvement(
+                        x[common].to_numpy(), y[common].to_numpy(), reps=reps)
+            for (shift, severity), values in per_cond:
+                row[_cond(shift, severity)] = float(values.mean())
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.sort_values(["env", "iqm", "ood_score"], ascending=[True, False, False], na_position="last")
+    return out.reset_index(drop=True)
+
+
+def _fmt(m: float, se: float | None = None, digits: int = 2) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "–"
+    text = f"{m:.{digits}f}"
+    if se is not None and not math.isnan(se):
+        text += f" ± {se:.{digits}f}"
+    return text
+
+
+def display_table(summ: pd.DataFrame, conds: pd.DataFrame, env: str) -> pd.DataFrame:
+    """The human-readable table of one env: rows encoder × mode, columns ID, each shift@severity, OOD, drop %,
+    AUC, IQM [95 % CI], P(> cnn)."""
+    s = summ[summ["env"] == env]
+    c = conds[conds["env"] == env]
+    order = c[c["shift"] != "none"][["shift", "severity"]].drop_duplicates().sort_values(["shift", "severity"])
+    digits = 2 if bool(s["normalised"].iloc[0]) else 1
+    rows = []
+    for _, r in s.iterrows():
+        cell = c[(c["encoder"] == r["encoder"]) & (c["encoder_mode"] == r["encoder_mode"])]
+
+        def at(shift: str, severity: int, cell: pd.DataFrame = cell) -> str:
+            x = cell[(cell["shift"] == shift) & (cell["severity"] == severity)]
+            return _fmt(float(x["score_mean"].iloc[0]), float(x["score_se"].iloc[0]), digits) if len(x) else "–"
+
+        row = {"encoder": r["encoder"], "mode": r["encoder_mode"], "seeds": int(r["seeds"]), "ID": at("none", 0)}
+        for _, o in order.iterrows():
+            row[_cond(o["shift"], int(o["severity"]))] = at(o["shift"], int(o["severity"]))
+        row["OOD"] = _fmt(r["ood_score"], r["ood_se"], digits)
+        row["drop %"] = _fmt(r["drop_pct"], digits=0) if r["drop_pct"] is not None else "–"
+        row["AUC"] = _fmt(r["auc"], digits=digits)
+        row["IQM [95% CI]"] = "–" if math.isnan(r["iqm"]) else \
+            f"{r['iqm']:.{digits}f} [{r['iqm_lo']:.{digits}f}, {r['iqm_hi']:.{digits}f}]"
+        row[f"P(>{BASELINE})"] = "–" if math.isnan(r["p_improve"]) else \
+            f"{r['p_improve']:.2f} [{r['p_lo']:.2f}, {r['p_hi']:.2f}]"
+        if not math.isnan(r["success_id"]):
+            row["success ID/OOD"] = f"{r['success_id']:.2f} / {r['success_ood']:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _plots(summ: pd.DataFrame, conds: pd.DataFrame, env: str, out: Path) -> dict[str, str]:
+    """Write robustness and IQM plots of one env (PNG + SVG); returns {name: svg text} for the HTML page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = conds[conds["env"] == env]
+    s = summ[summ["env"] == env]
+    ylabel = "normalised return" if bool(s["normalised"].iloc[0]) else "return"
+    kinds = sorted(k for k in c["shift"].unique() if k != "none")
+    svgs: dict[str, str] = {}
+    methods = [(r["encoder"], r["encoder_mode"]) for _, r in s.iterrows()]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if kinds:
+        fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3.2), squeeze=False, sharey=True)
+        for ax, kind in zip(axes[0], kinds, strict=True):
+            for i, (enc, mode) in enumerate(methods):
+                m = c[(c["encoder"] == enc) & (c["encoder_mode"] == mode) & c["shift"].isin(["none", kind])]
+                m = m.sort_values("severity")
+                ax.errorbar(m["severity"], m["score_mean"], yerr=m["score_se"].fillna(0), marker="o", capsize=2,
+                            label=f"{enc} ({mode})", color=colours[i % len(colours)])
+            ax.set_title(kind)
+            ax.set_xlabel("severity")
+            ax.set_xticks(range(6))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(ylabel)
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.suptitle(f"{env}: robustness curves (mean ± SE over seeds)", fontsize=10)
+        fig.tight_layout()
+        svgs["robustness"] = _save(fig, out / f"robustness-{_slug(env)}")
+        plt.close(fig)
+    valid = s[~s["iqm"].isna()]
+    if len(valid):
+        fig, ax = plt.subplots(figsize=(6, 0.45 * len(valid) + 1.2))
+        labels = [f"{r['encoder']} ({r['encoder_mode']})" for _, r in valid.iterrows()]
+        y = np.arange(len(valid))[::-1]
+        ax.hlines(y, valid["iqm_lo"], valid["iqm_hi"], lw=6, alpha=0.5, color=colours[0])
+        ax.plot(valid["iqm"], y, "k|", ms=14)
+        ax.set_yticks(y, labels)
+        ax.set_xlabel(f"IQM of OOD {ylabel} (95 % stratified-bootstrap CI)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(env, fontsize=10)
+        fig.tight_layout()
+        svgs["iqm"] = _save(fig, out / f"iqm-{_slug(env)}")
+        plt.close(fig)
+    return svgs
+
+
+def _save(fig: Any, stem: Path) -> str:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    png = buf.getvalue()
+    io.atomic_write(stem.with_suffix(".png"), lambda f: f.write(png))
+    svg_buf = _io.StringIO()
+    fig.savefig(svg_buf, format="svg")
+    svg = svg_buf.getvalue()
+    io.atomic_write(stem.with_suffix(".svg"), lambda f: f.write(svg.encode()))
+    return svg[svg.index("<svg"):]
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:1em 0}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
+tr:nth-child(even){background:#fafafa}.note{color:#555;font-size:.9em}
+.plots svg{max-width:100%;height:auto}
+"""
+
+
+def _html(tables: dict[str, pd.DataFrame], svgs: dict[str, dict[str, str]], meta: dict[str, Any]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dreamshift leaderboard</title>"
+             f"<style>{_CSS}</style></head><body><h1>dreamshift generalization leaderboard</h1>",
+             f"<p class='note'>{html.escape(meta['n_records'].__str__())} episode records from "
+             f"{html.escape(meta['results_dir'])}; code {html.escape(meta['code_version'])}; generated "
+             f"{html.escape(meta['generated'])}. Cells: mean ± standard error over seeds; score = normalised "
+             f"return (R − R<sub>random</sub>)/(R<sub>max</sub> − R<sub>random</sub>) where the env has "
+             f"constants. IQM over (seeds × shifted conditions) with 95 % stratified-bootstrap CIs "
+             f"(rliable); P(&gt;{BASELINE}): probability of improvement over the scratch CNN.</p>"]
+    for env, table in tables.items():
+        parts.append(f"<h2>{html.escape(env)}</h2>")
+        parts.append(table.to_html(index=False, escape=True, border=0))
+        parts.append("<div class='plots'>" + "".join(svgs.get(env, {}).values()) + "</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[str, Path]:
+    """Read every record under ``results_dir`` and write the leaderboard files into ``out``; returns their paths.
+
+    Raises:
+        ResultsError: no results, or a malformed file (names the file and line).
+    """
+    records = read_dir(results_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = per_seed(records)
+    conds = conditions(seeds)
+    summ = summary(seeds, reps=reps)
+    envs = list(dict.fromkeys(summ["env"]))
+    tables = {env: display_table(summ, conds, env) for env in envs}
+    svgs = {env: _plots(summ, conds, env, out) for env in envs}
+    meta = {"results_dir": str(results_dir), "n_records": len(records), "code_version": code_version(),
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    paths = {
+        "csv": io.atomic_write(out / "leaderboard.csv", lambda f: f.write(summ.to_csv(index=False).encode())),
+        "conditions": io.atomic_write(out / "conditions.csv", lambda f: f.write(conds.to_csv(index=False).encode())),
+    }
+    norm = {env: (c._asdict() if (c := constants(env)) else None) for env in envs}
+    paths["json"] = io.write_json(out / "leaderboard.json", {
+        **meta, "schema": 1, "baseline": BASELINE, "normalisation": norm, "summary": _jsonable(summ),
+        "conditions": _jsonable(conds)})
+    md = [f"# dreamshift leaderboard\n\n{meta['n_records']} episode records; code {meta['code_version']}. "
+          f"Cells: mean ± SE over seeds of the score (normalised return where the env has constants). "
+          f"IQM over seeds × shifted conditions, 95 % stratified-bootstrap CI.\n"]
+    for env, table in tables.items():
+        md.append(f"\n## {env}\n\n{table.to_markdown(index=False)}\n")
+    paths["md"] = io.atomic_write(out / "leaderboard.md", lambda f: f.write("".join(md).encode()))
+    page = _html(tables, svgs, meta)
+    paths["html"] = io.atomic_write(out / "index.html", lambda f: f.write(page.encode()))
+    return paths
+

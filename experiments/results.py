@@ -1,0 +1,182 @@
+"""The results schema: one JSON record per evaluation episode, in JSON Lines files.
+
+Every number on the leaderboard is computed from these records, and nothing else: a sweep writes one file per
+trial (``RESULTS_DIR/<trial>.jsonl``, atomically, once the trial's evaluation is complete), and
+``dreamshift leaderboard`` reads every ``*.jsonl`` under a directory. Paths are never hand-edited: a record says
+what it measured.
+
+Schema version 1 (``"schema": 1``); each line is one object with exactly these fields:
+
+================== ============ ==========================================================================
+field              type         meaning
+================== ============ ==========================================================================
+schema             int          schema version (1)
+env                str          env name ``suite:task`` (e.g. ``dmc:walker_walk``)
+suite              str          env suite (``dmc``, ``metaworld``, ``driving``, ``carla``)
+task               str          task within the suite (``walker_walk``)
+encoder            str          encoder name (``cnn``, ``efficientnet-lite0``, ``dinov2:small``, ``hf:<dir>``)
+encoder_mode       str          resolved fine-tuning mode (``frozen``, ``partial:4``, ``full``, ``lora:8`` ...)
+size               str          model-size preset (``XS`` ... ``size200m``)
+shift              str          shift kind, ``none`` for the clean env
+severity           int          0 (clean) .. 5
+seed               int          training seed of the agent
+eval_seed          int          evaluation seed (episode and shift seeds derive from it)
+episode_seed       int          seed of this episode's ``env.reset``
+return             float        undiscounted episode return
+success            bool | null  task success at any step of the episode; null if the env defines none
+length             int          episode length in env steps
+env_steps_trained  int          env steps the agent was trained for
+code_version       str          ``dreamshift`` version and git commit of the code that evaluated
+config_hash        str          :func:`mbrl.config.model_hash` of the run (experiment-defining settings)
+trial              str          sweep trial id (the run directory name outside sweeps)
+================== ============ ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mbrl import io
+from mbrl.errors import DreamshiftError
+
+SCHEMA_VERSION = 1
+
+# field -> allowed Python types (bool is checked before int: JSON true is not a severity)
+FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (int,), "env": (str,), "suite": (str,), "task": (str,), "encoder": (str,), "encoder_mode": (str,),
+    "size": (str,), "shift": (str,), "severity": (int,), "seed": (int,), "eval_seed": (int,),
+    "episode_seed": (int,), "return": (float, int), "success": (bool, type(None)), "length": (int,),
+    "env_steps_trained": (int,), "code_version": (str,), "config_hash": (str,), "trial": (str,),
+}
+
+
+class ResultsError(DreamshiftError):
+    """A results file or record does not follow the schema (the message names the file and line)."""
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``"<package version>+g<git short sha>[.dirty]"``, or the package version outside a git checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("dreamshift")
+    except PackageNotFoundError:
+        ver = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ver
+    return f"{ver}+g{sha}{'.dirty' if dirty else ''}" if sha else ver
+
+
+def validate(record: Any, where: str) -> dict[str, Any]:
+    """Check one record against the schema; returns it.
+
+    Raises:
+        ResultsError: not an object, a missing/unknown field, a wrong type or a value out of range; the message
+            starts with ``where`` (``file:line``).
+    """
+    if not isinstance(record, dict):
+        raise ResultsError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in FIELDS if k not in record]
+    if missing:
+        raise ResultsError(f"{where}: missing field(s) {', '.join(missing)} (schema {SCHEMA_VERSION} needs "
+                           f"{', '.join(FIELDS)})")
+    unknown = [k for k in record if k not in FIELDS]
+    if unknown:
+        raise ResultsError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+    for key, types in FIELDS.items():
+        value = record[key]
+        bad_bool = isinstance(value, bool) and bool not in types
+        if bad_bool or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ResultsError(f"{where}: field {key!r} must be {names}, got {json.dumps(value)}")
+    if record["schema"] != SCHEMA_VERSION:
+        raise ResultsError(f"{where}: schema version {record['schema']} is not supported (this code reads "
+                           f"{SCHEMA_VERSION})")
+    if not 0 <= record["severity"] <= 5:
+        raise ResultsError(f"{where}: severity must be in 0..5, got {record['severity']}")
+    if (record["shift"] == "none") != (record["severity"] == 0):
+        raise ResultsError(f"{where}: shift 'none' goes with severity 0 and only with it, got "
+                           f"{record['shift']!r} at severity {record['severity']}")
+    if record["env"] != f"{record['suite']}:{record['task']}":
+        raise ResultsError(f"{where}: env {record['env']!r} is not suite:task ({record['suite']}:{record['task']})")
+    return record
+
+
+def read(path: Path | str) -> list[dict[str, Any]]:
+    """Read and validate one JSONL results file.
+
+    Raises:
+        ResultsError: the file is missing, a line is not JSON, or a record breaks the schema (names file:line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        records.append(validate(record, f"{path}:{number}"))
+    return records
+
+
+def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
+    """All records of every ``*.jsonl`` file under ``results_dir`` (recursively, sorted by path).
+
+    Raises:
+        ResultsError: the directory does not exist or holds no results file, or see :func:`read`.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise ResultsError(f"{root}: no such results directory")
+    files = sorted(root.rglob("*.jsonl"))
+    files = [f for f in files if f.parent.name != "wandb" and "metrics" not in f.name]
+    if not files:
+        raise ResultsError(f"{root}: no results files (*.jsonl) found; run `dreamshift sweep` first")
+    return [r for f in files for r in read(f)]
+
+
+def write(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:
+    """Validate ``records`` and write them as JSONL atomically (temp file + rename).
+
+    Raises:
+        ResultsError: a record breaks the schema (nothing is written).
+    """
+    path = Path(path)
+    records = [validate(r, f"{path} (record {i + 1})") for i, r in enumerate(records)]
+    payload = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records).encode()
+    return io.atomic_write(path, lambda f: f.write(payload))
+
+
+def from_suite(summary: dict[str, Any], trial: str) -> list[dict[str, Any]]:
+    """Schema records from the summary that :func:`shifts.evaluate.evaluate_suite` writes
+    (``RUN_DIR/eval/suite-<name>.json``)."""
+    out = []
+    for ep in summary["episodes"]:
+        suite, _, task = ep["env"].partition(":")
+        success = ep.get("success")
+        out.append({
+            "schema": SCHEMA_VERSION, "env": ep["env"], "suite": suite, "task": task, "encoder": ep["encoder"],
+            "encoder_mode": ep["encoder_mode"], "size": ep["size"], "shift": ep["shift"],
+            "severity": int(ep["severity"]), "seed": int(ep["seed"]), "eval_seed": int(ep["eval_seed"]),
+            "episode_seed": int(ep["episode_seed"]), "return": float(ep["return"]),
+            "success": None if success is None else bool(success >= 0.5), "length": int(ep["length"]),
+            "env_steps_trained": int(ep["env_steps_trained"]), "code_version": code_version(),
+            "config_hash": ep["config_hash"], "trial": trial,
+        })
+    return out

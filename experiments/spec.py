@@ -1,0 +1,196 @@
+"""Sweep grid files (``experiments/<name>.yaml``) and the trials they expand to.
+
+A grid is ``envs × encoders × modes × seeds``; each trial trains one agent on the clean env, then evaluates it
+under every condition of a shift suite. File format (every key but ``envs`` and ``encoders`` is optional)::
+
+    name: quick                       # default: the file name
+    envs: [dmc:cartpole_balance]
+    encoders:                         # a name, or a mapping with modes / overrides / label
+      - cnn                           #   modes default to [auto] (cnn: full, pretrained: frozen)
+      - {name: efficientnet-lite0, modes: [frozen, partial:1, full], overrides: {encoder_input_size: 128}}
+    seeds: [0, 1]                     # or an int n: seeds 0 .. n-1
+    steps: 3000                       # env steps of training
+    overrides: {size: XS, prefill: 1000}   # `dreamshift train` keys, applied to every trial
+    evaluation: {suite: quick, episodes: 2, seed: 0}
+    retries: 1                        # a failed trial is retried this many times, its errors recorded
+    backend: {name: local, workers: 2}     # local | slurm | submitit-local
+    slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, timeout_min: 720,
+            array_parallelism: 16}
+
+Every trial's configuration is validated (:func:`mbrl.config.build_config`) when the file is loaded, so a bad
+key or value fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mbrl.config import build_config
+from mbrl.errors import ConfigError
+
+BACKENDS = ("local", "slurm", "submitit-local")
+_TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "steps", "overrides", "evaluation",
+             "retries", "backend", "slurm"}
+_ENCODER_KEYS = {"name", "modes", "overrides", "label"}
+_EVAL_KEYS = {"suite", "episodes", "seed"}
+_BACKEND_KEYS = {"name", "workers", "threads"}
+SLURM_KEYS = {"partition": str, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int, "timeout_min": int,
+              "array_parallelism": int, "account": str, "qos": str, "constraint": str}
+
+
+@dataclass
+class Trial:
+    """One (env, encoder, mode, seed) cell of a grid: train with ``overrides``, evaluate under ``suite``."""
+
+    id: str
+    env: str
+    encoder: str
+    mode: str
+    seed: int
+    overrides: dict[str, str]  # complete `dreamshift train` overrides (strings), run_dir excluded
+    suite: str
+    episodes: int
+    eval_seed: int
+    group: str  # wandb group: env/encoder/mode
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Sweep:
+    """A parsed grid file."""
+
+    name: str
+    path: str
+    trials: list[Trial]
+    retries: int = 1
+    backend: str = "local"
+    workers: int = 1
+    threads: int = 0  # torch threads per trial; 0 = cores / workers
+    slurm: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _str_overrides(where: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: overrides must be a mapping of `dreamshift train` keys, got {value!r}")
+    return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+
+def _list(where: str, value: Any, kind: type) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+        raise ConfigError(f"{where}: expected a non-empty list of {kind.__name__}, got {value!r}")
+    return items
+
+
+def load(path: Path | str) -> Sweep:
+    """Parse and validate a grid file; returns its trials (ids unique, configs checked).
+
+    Raises:
+        ConfigError: missing file, YAML error, unknown key, wrong type, an invalid trial configuration, or two
+            trials with the same id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} not found (the grids that ship are in experiments/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    where = str(path)
+    _check_keys(where, data, _TOP_KEYS)
+    for key in ("envs", "encoders"):
+        if key not in data:
+            raise ConfigError(f"{where}: missing key {key!r}")
+    env_names = _list(f"{where}: envs", data["envs"], str)
+    seeds_raw = data.get("seeds", [0])
+    seeds = list(range(seeds_raw)) if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) \
+        else _list(f"{where}: seeds", seeds_raw, int)
+    common = _str_overrides(f"{where}: overrides", data.get("overrides"))
+    for reserved in ("env", "encoder", "encoder_mode", "seed", "run_dir"):
+        if reserved in common:
+            raise ConfigError(f"{where}: overrides may not set {reserved!r}; the grid sets it per trial")
+    if "steps" in data:
+        common["steps"] = str(data["steps"])
+    evaluation = data.get("evaluation") or {}
+    _check_keys(f"{where}: evaluation", evaluation, _EVAL_KEYS)
+    suite = str(evaluation.get("suite", "quick"))
+    episodes = evaluation.get("episodes", 5)
+    eval_seed = evaluation.get("seed", 0)
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"{where}: evaluation.episodes must be an int >= 1, got {episodes!r}")
+    from shifts.suites import parse_suite
+
+    parse_suite(suite)  # unknown suite/kind fails here
+    default_modes = [str(m) for m in _list(f"{where}: modes", data.get("modes", ["auto"]), str)]
+
+    trials: list[Trial] = []
+    for i, entry in enumerate(_list(f"{where}: encoders", data["encoders"], (str, dict))):  # type: ignore[arg-type]
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        _check_keys(f"{where}: encoders[{i}]", entry, _ENCODER_KEYS)
+        if "name" not in entry:
+            raise ConfigError(f"{where}: encoders[{i}] needs a name")
+        modes = [str(m) for m in _list(f"{where}: encoders[{i}].modes", entry.get("modes", default_modes), str)]
+        extra = _str_overrides(f"{where}: encoders[{i}].overrides", entry.get("overrides"))
+        label = str(entry.get("label", entry["name"]))
+        for env in env_names:
+            for mode in modes:
+                for seed in seeds:
+                    overrides = {**common, **extra, "env": env, "encoder": str(entry["name"]),
+                                 "encoder_mode": mode, "seed": str(seed)}
+                    try:
+                        cfg = build_config(overrides)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{where}: trial {env} / {label} / {mode} / seed {seed}: {exc}") from None
+                    from encoders.registry import resolve_mode
+
+                    resolved = resolve_mode(cfg)
+                    trials.append(Trial(
+                        id=f"{_slug(env)}-{_slug(label)}-{_slug(resolved)}-s{seed}", env=env,
+                        encoder=str(entry["name"]), mode=resolved, seed=seed, overrides=overrides, suite=suite,
+                        episodes=episodes, eval_seed=int(eval_seed), group=f"{env}/{label}/{resolved}"))
+    ids = [t.id for t in trials]
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: duplicate trials {', '.join(dupes)}; give encoder entries distinct labels")
+
+    backend = data.get("backend") or {}
+    _check_keys(f"{where}: backend", backend, _BACKEND_KEYS)
+    name = str(backend.get("name", "local"))
+    if name not in BACKENDS:
+        raise ConfigError(f"{where}: backend.name {name!r}; allowed: {', '.join(BACKENDS)}")
+    slurm = data.get("slurm") or {}
+    _check_keys(f"{where}: slurm", slurm, set(SLURM_KEYS))
+    for k, v in slurm.items():
+        if not isinstance(v, SLURM_KEYS[k]) or isinstance(v, bool):
+            raise ConfigError(f"{where}: slurm.{k} must be {SLURM_KEYS[k].__name__}, got {v!r}")
+    retries = data.get("retries", 1)
+    workers = backend.get("workers", 1)
+    threads = backend.get("threads", 0)
+    for key, value in (("retries", retries), ("backend.workers", workers), ("backend.threads", threads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "backend.workers" else 0):
+            raise ConfigError(f"{where}: {key} must be a non-negative int (workers >= 1), got {value!r}")
+    return Sweep(name=str(data.get("name", path.stem)), path=str(path), trials=trials, retries=retries,
+                 backend=name, workers=workers, threads=threads, slurm=dict(slurm),
+                 description=str(data.get("description", "")))

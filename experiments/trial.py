@@ -1,0 +1,141 @@
+"""Run one sweep trial: train on the clean env (or resume), evaluate under the suite, write its results file.
+
+Layout under the sweep directory ``OUT``:
+
+- ``runs/<trial>/``: the trial's run directory (checkpoint, metrics.jsonl, wandb/, eval/);
+- ``results/<trial>.jsonl``: its evaluation records (:mod:`experiments.results`), written atomically last, so a
+  trial is *complete* exactly when this file exists and validates;
+- ``status/<trial>.json``: state (``done`` | ``failed`` | ``running``), attempts, timings and every error;
+- ``logs/<trial>.log``: the trial's stdout/stderr.
+
+Resumption: a complete trial is skipped; a trial whose run holds a checkpoint resumes training from it (or only
+evaluates, when its budget is spent); a run directory without a checkpoint (killed before its first save) is
+started afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from experiments import results
+from mbrl import io
+
+
+def paths(out: Path | str, trial_id: str) -> dict[str, Path]:
+    """The files of trial ``trial_id`` under sweep directory ``out``."""
+    out = Path(out)
+    return {"run": out / "runs" / trial_id, "results": out / "results" / f"{trial_id}.jsonl",
+            "status": out / "status" / f"{trial_id}.json", "log": out / "logs" / f"{trial_id}.log"}
+
+
+def is_complete(out: Path | str, trial: dict[str, Any]) -> bool:
+    """Whether the trial's results file exists and validates (a corrupt one counts as incomplete)."""
+    path = paths(out, trial["id"])["results"]
+    if not path.is_file():
+        return False
+    try:
+        return len(results.read(path)) > 0
+    except results.ResultsError:
+        return False
+
+
+def read_status(out: Path | str, trial_id: str) -> dict[str, Any]:
+    """The trial's status record (``{}`` when it never ran)."""
+    path = paths(out, trial_id)["status"]
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_status(out: Path | str, trial_id: str, status: dict[str, Any]) -> None:
+    io.write_json(paths(out, trial_id)["status"], status)
+
+
+def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0, wandb_mode: str | None = None,
+                       ) -> list[dict[str, Any]]:
+    """Train (or resume) the trial's agent and evaluate it; returns its records (also written to its results file).
+
+    Raises:
+        whatever training or evaluation raises (the caller records it and retries).
+    """
+    from mbrl import checkpoint
+    from mbrl.config import build_config
+    from mbrl.train import train
+    from shifts.evaluate import evaluate_suite
+
+    p = paths(out, trial["id"])
+    overrides = {**trial["overrides"], "run_dir": str(p["run"]), "wandb_group": trial["group"],
+                 "progress": "false"}
+    if threads and "threads" not in trial["overrides"]:
+        overrides["threads"] = str(threads)
+    if wandb_mode is not None:
+        overrides["wandb_mode"] = wandb_mode
+    cfg = build_config(overrides)
+    if checkpoint.checkpoint_path(p["run"]).exists():
+        done = checkpoint.load_state(p["run"])["counters"]["env_steps"]
+        if done < cfg.steps:
+            print(f"resuming {trial['id']} at {done} env steps", flush=True)
+            train(cfg, resume=p["run"])
+    else:
+        if p["run"].exists():  # killed before its first checkpoint: nothing to resume
+            shutil.rmtree(p["run"])
+        train(cfg)
+    summary_path = evaluate_suite(p["run"], trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
+                                  progress=lambda line: print(line, flush=True))
+    records = results.from_suite(json.loads(summary_path.read_text()), trial["id"])
+    if cfg.wandb_mode != "disabled":
+        from experiments.wandb_log import log_evaluation
+
+        log_evaluation(trial, records, p["run"], mode=cfg.wandb_mode, project=cfg.wandb_project)
+    results.write(p["results"], records)
+    return records
+
+
+def run_trial(trial: dict[str, Any], out: Path | str, retries: int = 1, threads: int = 0,
+              wandb_mode: str | None = None) -> dict[str, Any]:
+    """Run a trial with retries, its output going to its log file; never raises for a failing trial.
+
+    Returns:
+        its status: ``{"id", "state": "done" | "skipped" | "failed", "attempts", "errors": [...], "seconds",
+        "clean_return", "shifted_return"}`` (also written to ``status/<trial>.json``).
+    """
+    if is_complete(out, trial):
+        return {**read_status(out, trial["id"]), "id": trial["id"], "state": "skipped"}
+    p = paths(out, trial["id"])
+    p["log"].parent.mkdir(parents=True, exist_ok=True)
+    previous = read_status(out, trial["id"])
+    status: dict[str, Any] = {"id": trial["id"], "state": "running", "attempts": previous.get("attempts", 0),
+                              "errors": previous.get("errors", []), "host": os.uname().nodename}
+    start = time.time()
+    for _ in range(retries + 1):
+        status["attempts"] += 1
+        _write_status(out, trial["id"], status)
+        try:
+            with open(p["log"], "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                print(f"--- attempt {status['attempts']} of {trial['id']} at {time.ctime()}", flush=True)
+                records = train_and_evaluate(trial, out, threads=threads, wandb_mode=wandb_mode)
+        except Exception as exc:  # recorded and retried: a sweep never drops a failing trial silently
+            status["errors"].append({"attempt": status["attempts"], "error": f"{type(exc).__name__}: {exc}",
+                                     "traceback": traceback.format_exc()[-4000:], "time": time.time()})
+            status["state"] = "failed"
+            _write_status(out, trial["id"], status)
+            continue
+        clean = [r["return"] for r in records if r["shift"] == "none"]
+        shifted = [r["return"] for r in records if r["shift"] != "none"]
+        status.update(state="done", seconds=round(time.time() - start, 1),
+                      clean_return=sum(clean) / len(clean) if clean else None,
+                      shifted_return=sum(shifted) / len(shifted) if shifted else None)
+        _write_status(out, trial["id"], status)
+        return status
+    status["seconds"] = round(time.time() - start, 1)
+    _write_status(out, trial["id"], status)
+    return status
+
