@@ -1,7 +1,13 @@
 """Benchmark metrics: normalised return, success rate, drop %, retention, area under the severity curve,
 mean ± standard error over seeds, and the aggregate statistics of Agarwal et al. 2021 ("Deep RL at the Edge of
-the Statistical Precipice"): IQM, optimality gap and probability of improvement with 95 % stratified-bootstrap
-confidence intervals, computed with the ``rliable`` library (its percentile bootstrap over runs, per task).
+the Statistical Precipice", NeurIPS): IQM, optimality gap and probability of improvement with 95 %
+stratified-bootstrap confidence intervals.
+
+The aggregate statistics are rliable's definitions computed with numpy/scipy: rliable 1.2 installs beside
+numpy 2 only with pandas < 3 (its ``arch`` dependency breaks on pandas 3) and its bootstrap runs a Python loop
+per replication (41 s for one probability-of-improvement CI at 2 000 replications here). The stratified
+bootstrap below resamples runs with replacement independently per task (rliable's ``StratifiedBootstrap``),
+vectorised over replications, with percentile intervals (rliable's default method).
 
 Conventions: a *score matrix* is ``(runs, tasks)`` float — rows are training seeds, columns are tasks (here:
 ``(env, shift, severity)`` conditions); each entry is the seed's mean normalised score over its evaluation
@@ -10,10 +16,10 @@ episodes of that condition.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from experiments.normalisation import constants
 
@@ -76,54 +82,80 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 
 
 def iqm(scores: np.ndarray) -> float:
-    """Interquartile mean of all entries of a ``(runs, tasks)`` matrix (rliable ``aggregate_iqm``: the mean of the
-    middle 50 % of the pooled run-task scores)."""
-    from rliable import metrics
-
-    return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64)))
+    """Interquartile mean of all entries of a ``(runs, tasks)`` matrix: the mean of the middle 50 % of the pooled
+    run-task scores (``scipy.stats.trim_mean(·, 0.25)``, as rliable's ``aggregate_iqm``)."""
+    return float(stats.trim_mean(np.asarray(scores, dtype=np.float64).reshape(-1), 0.25))
 
 
 def optimality_gap(scores: np.ndarray, gamma: float = 1.0) -> float:
-    """Mean shortfall below ``gamma`` of a ``(runs, tasks)`` matrix of normalised scores (rliable)."""
-    from rliable import metrics
+    """Mean shortfall below ``gamma``: ``gamma - mean(min(scores, gamma))`` over a ``(runs, tasks)`` matrix of
+    normalised scores (Agarwal et al. 2021 §4.2)."""
+    return float(gamma - np.minimum(np.asarray(scores, dtype=np.float64), gamma).mean())
 
-    return float(metrics.aggregate_optimality_gap(np.asarray(scores, dtype=np.float64), gamma))
+
+def _resample(x: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified bootstrap of a ``(runs, tasks)`` matrix: ``(reps, runs, tasks)``, runs drawn with replacement
+    independently per task."""
+    runs, tasks = x.shape
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    return x[idx, np.arange(tasks)]
+
+
+def _percentile_ci(samples: np.ndarray, size: float = 0.95) -> tuple[float, float]:
+    lo, hi = np.percentile(samples, [50 * (1 - size), 50 * (1 + size)])
+    return float(lo), float(hi)
+
+
+AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    # (reps, runs, tasks) -> (reps,)
+    "iqm": lambda b: stats.trim_mean(b.reshape(len(b), -1), 0.25, axis=1),
+    "mean": lambda b: b.reshape(len(b), -1).mean(axis=1),
+    "optimality_gap": lambda b: 1.0 - np.minimum(b, 1.0).reshape(len(b), -1).mean(axis=1),
+}
 
 
 def interval_estimates(score_dict: dict[str, np.ndarray], reps: int = 2000, seed: int = 0,
                        ) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """IQM, mean and optimality gap with 95 % stratified-bootstrap CIs per method.
+    """IQM, mean and optimality gap with 95 % stratified-bootstrap percentile CIs per method.
 
     Args:
-        score_dict: method -> ``(runs, tasks)`` normalised scores (tasks aligned across methods is not needed).
-        reps: bootstrap replications (rliable's default is 50 000; 2 000 keeps a leaderboard under seconds).
+        score_dict: method -> ``(runs, tasks)`` normalised scores.
+        reps: bootstrap replications.
 
     Returns:
-        ``{method: {"iqm": (point, lo, hi), "mean": ..., "optimality_gap": ...}}``.
-        With one run a method's interval collapses to the point (nothing to resample across seeds).
+        ``{method: {"iqm": (point, lo, hi), "mean": ..., "optimality_gap": ...}}``. With one run a method's
+        interval collapses to the point (there is nothing to resample across seeds).
+
+    Raises:
+        ValueError: a matrix that is not 2-D or is empty.
     """
-    from rliable import library as rly
-    from rliable import metrics
-
-    def aggregate(x: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), metrics.aggregate_optimality_gap(x)])
-
-    data = {k: np.asarray(v, dtype=np.float64) for k, v in score_dict.items()}
-    with warnings.catch_warnings():  # arch (under rliable) deprecates the RandomState rliable passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        points, cis = rly.get_interval_estimates(data, aggregate, reps=reps,
-                                                 random_state=np.random.RandomState(seed))
+    rng = np.random.default_rng(seed)
     out = {}
-    for k in data:
-        out[k] = {name: (float(points[k][i]), float(cis[k][0, i]), float(cis[k][1, i]))
-                  for i, name in enumerate(("iqm", "mean", "optimality_gap"))}
+    for k, v in score_dict.items():
+        x = np.asarray(v, dtype=np.float64)
+        if x.ndim != 2 or x.size == 0:
+            raise ValueError(f"{k}: expected a non-empty (runs, tasks) matrix, got shape {x.shape}")
+        boot = _resample(x, reps, rng)
+        out[k] = {}
+        for name, agg in AGGREGATES.items():
+            point = float(agg(x[None])[0])
+            out[k][name] = (point, *_percentile_ci(agg(boot)))
     return out
+
+
+def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + ½ P(X = Y) per task, averaged over tasks, for batches ``(B, runs_x, tasks)``,
+    ``(B, runs_y, tasks)`` -> ``(B,)`` (the Mann-Whitney U statistic divided by ``runs_x · runs_y``)."""
+    diff = x[:, :, None, :] - y[:, None, :, :]
+    u = (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
+    return u.mean(axis=-1)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0,
                                ) -> tuple[float, float, float]:
     """P(X > Y): the probability that a run of X scores above a run of Y on a random task (Mann-Whitney U per
-    task, averaged over tasks; Agarwal et al. 2021 §4.3), with a 95 % stratified-bootstrap CI.
+    task, averaged over tasks; Agarwal et al. 2021 §4.3), with a 95 % stratified-bootstrap CI (X and Y resampled
+    independently).
 
     Args:
         x, y: ``(runs, tasks)`` score matrices with the same tasks (columns) in the same order.
@@ -134,14 +166,10 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
     Raises:
         ValueError: different numbers of tasks.
     """
-    from rliable import library as rly
-    from rliable import metrics
-
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"X has {x.shape[1]} tasks but Y has {y.shape[1]}")
-    with warnings.catch_warnings():  # see interval_estimates
-        warnings.simplefilter("ignore", FutureWarning)
-        points, cis = rly.get_interval_estimates({"xy": [x, y]}, lambda a, b: np.array(
-            [metrics.probability_of_improvement(a, b)]), reps=reps, random_state=np.random.RandomState(seed))
-    return float(points["xy"][0]), float(cis["xy"][0, 0]), float(cis["xy"][1, 0])
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"X {x.shape} and Y {y.shape} must be (runs, tasks) with the same tasks")
+    rng = np.random.default_rng(seed)
+    point = float(_poi(x[None], y[None])[0])
+    boot = _poi(_resample(x, reps, rng), _resample(y, reps, rng))
+    return (point, *_percentile_ci(boot))
