@@ -48,8 +48,10 @@ def _cond(shift: str, severity: int) -> str:
 
 
 def per_seed(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (env, encoder, encoder_mode, seed, shift, severity): mean return, score, success rate, episodes."""
+    """One row per (env, encoder, encoder_mode, seed, shift, severity): mean return, score, success rate, episodes.
+    ``encoder`` is the record's ``label`` (the method's name; the encoder name unless a sweep labels it)."""
     df = pd.DataFrame(records)
+    df["encoder"] = df["label"]  # rows are methods: the sweep's label (default: the encoder name)
     df["success_f"] = df["success"].map(lambda s: np.nan if s is None else float(s))
     keys = ["env", "encoder", "encoder_mode", "seed", "shift", "severity"]
     out = df.groupby(keys, sort=True).agg(return_mean=("return", "mean"), success=("success_f", "mean"),

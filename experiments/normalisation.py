@@ -42,6 +42,14 @@ CONSTANTS: dict[str, Constants] = {
     "dmc:hopper_stand": Constants(3.4, 1000.0, _DMC),
     "dmc:pendulum_swingup": Constants(0.0, 1000.0, _DMC),
     "dmc:acrobot_swingup": Constants(1.8, 1000.0, _DMC),
+    "dmc:quadruped_walk": Constants(197.7, 1000.0, _DMC),
+    "metaworld:reach": Constants(629.2, 5000.0, _MW),
+    "metaworld:push": Constants(32.2, 5000.0, _MW),
+    "metaworld:pick-place": Constants(7.7, 5000.0, _MW),
+    "metaworld:door-open": Constants(271.8, 5000.0, _MW),
+    "metaworld:drawer-close": Constants(868.6, 5000.0, _MW),
+    "driving:carracing": Constants(-48.9, 1000.0, "R_max 1000 (+1000/N per track tile, gymnasium CarRacing-v3 "
+                                   f"docs); {_MEASURED}"),
     "carla:Town04": Constants(-37.41, 2780.0, "Jones et al. 2025, Sec. 4 (CARLA 0.9.15, Town04)"),
 }
 

@@ -15,6 +15,8 @@ env                str          env name ``suite:task`` (e.g. ``dmc:walker_walk`
 suite              str          env suite (``dmc``, ``metaworld``, ``driving``, ``carla``)
 task               str          task within the suite (``walker_walk``)
 encoder            str          encoder name (``cnn``, ``efficientnet-lite0``, ``dinov2:small``, ``hf:<dir>``)
+label              str          the method's name on the leaderboard: the sweep's encoder label (default: the
+                                encoder name), so two variants of one encoder stay apart
 encoder_mode       str          resolved fine-tuning mode (``frozen``, ``partial:4``, ``full``, ``lora:8`` ...)
 size               str          model-size preset (``XS`` ... ``size200m``)
 shift              str          shift kind, ``none`` for the clean env
@@ -48,8 +50,8 @@ SCHEMA_VERSION = 1
 
 # field -> allowed Python types (bool is checked before int: JSON true is not a severity)
 FIELDS: dict[str, tuple[type, ...]] = {
-    "schema": (int,), "env": (str,), "suite": (str,), "task": (str,), "encoder": (str,), "encoder_mode": (str,),
-    "size": (str,), "shift": (str,), "severity": (int,), "seed": (int,), "eval_seed": (int,),
+    "schema": (int,), "env": (str,), "suite": (str,), "task": (str,), "encoder": (str,), "label": (str,),
+    "encoder_mode": (str,), "size": (str,), "shift": (str,), "severity": (int,), "seed": (int,), "eval_seed": (int,),
     "episode_seed": (int,), "return": (float, int), "success": (bool, type(None)), "length": (int,),
     "env_steps_trained": (int,), "code_version": (str,), "config_hash": (str,), "trial": (str,),
 }
@@ -163,16 +165,17 @@ def write(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:
     return io.atomic_write(path, lambda f: f.write(payload))
 
 
-def from_suite(summary: dict[str, Any], trial: str) -> list[dict[str, Any]]:
+def from_suite(summary: dict[str, Any], trial: str, label: str | None = None) -> list[dict[str, Any]]:
     """Schema records from the summary that :func:`shifts.evaluate.evaluate_suite` writes
-    (``RUN_DIR/eval/suite-<name>.json``)."""
+    (``RUN_DIR/eval/suite-<name>.json``); ``label`` defaults to the encoder name."""
     out = []
     for ep in summary["episodes"]:
         suite, _, task = ep["env"].partition(":")
         success = ep.get("success")
         out.append({
             "schema": SCHEMA_VERSION, "env": ep["env"], "suite": suite, "task": task, "encoder": ep["encoder"],
-            "encoder_mode": ep["encoder_mode"], "size": ep["size"], "shift": ep["shift"],
+            "label": label or ep["encoder"], "encoder_mode": ep["encoder_mode"], "size": ep["size"],
+            "shift": ep["shift"],
             "severity": int(ep["severity"]), "seed": int(ep["seed"]), "eval_seed": int(ep["eval_seed"]),
             "episode_seed": int(ep["episode_seed"]), "return": float(ep["return"]),
             "success": None if success is None else bool(success >= 0.5), "length": int(ep["length"]),

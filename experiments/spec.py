@@ -11,7 +11,7 @@ under every condition of a shift suite. File format (every key but ``envs`` and 
     seeds: [0, 1]                     # or an int n: seeds 0 .. n-1
     steps: 3000                       # env steps of training
     overrides: {size: XS, prefill: 1000}   # `dreamshift train` keys, applied to every trial
-    evaluation: {suite: quick, episodes: 2, seed: 0}
+    evaluation: {suite: quick, episodes: 2, seed: 0, alphas: [0.5]}   # alphas: also evaluate WiSE-FT merges
     retries: 1                        # a failed trial is retried this many times, its errors recorded
     backend: {name: local, workers: 2}     # local | slurm | submitit-local
     slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, timeout_min: 720,
@@ -30,6 +30,9 @@ from typing import Any
 
 import yaml
 
+import envs
+from encoders.finetune import parse_mode
+from encoders.registry import check_name, resolve_mode
 from mbrl.config import build_config
 from mbrl.errors import ConfigError
 
@@ -37,7 +40,7 @@ BACKENDS = ("local", "slurm", "submitit-local")
 _TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "steps", "overrides", "evaluation",
              "retries", "backend", "slurm"}
 _ENCODER_KEYS = {"name", "modes", "overrides", "label"}
-_EVAL_KEYS = {"suite", "episodes", "seed"}
+_EVAL_KEYS = {"suite", "episodes", "seed", "alphas"}
 _BACKEND_KEYS = {"name", "workers", "threads"}
 SLURM_KEYS = {"partition": str, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int, "timeout_min": int,
               "array_parallelism": int, "account": str, "qos": str, "constraint": str}
@@ -50,6 +53,7 @@ class Trial:
     id: str
     env: str
     encoder: str
+    label: str  # the method's name on the leaderboard
     mode: str
     seed: int
     overrides: dict[str, str]  # complete `dreamshift train` overrides (strings), run_dir excluded
@@ -57,6 +61,7 @@ class Trial:
     episodes: int
     eval_seed: int
     group: str  # wandb group: env/encoder/mode
+    alphas: list[float] = field(default_factory=list)  # WiSE-FT merges also evaluated (pretrained, trained modes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +83,7 @@ class Sweep:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
@@ -143,6 +148,10 @@ def load(path: Path | str) -> Sweep:
     from shifts.suites import parse_suite
 
     parse_suite(suite)  # unknown suite/kind fails here
+    alphas = evaluation.get("alphas", [])
+    if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                               and 0 <= a <= 1 for a in alphas):
+        raise ConfigError(f"{where}: evaluation.alphas must be a list of numbers in [0, 1], got {alphas!r}")
     default_modes = [str(m) for m in _list(f"{where}: modes", data.get("modes", ["auto"]), str)]
 
     trials: list[Trial] = []
@@ -161,15 +170,19 @@ def load(path: Path | str) -> Sweep:
                                  "encoder_mode": mode, "seed": str(seed)}
                     try:
                         cfg = build_config(overrides)
-                    except ConfigError as exc:
+                        envs.registry.parse_env_name(env)  # unknown env / encoder / mode fail here, as in train
+                        check_name(cfg.encoder)
+                        resolved = resolve_mode(cfg)
+                        parse_mode(resolved)
+                    except (ConfigError, ValueError) as exc:
                         raise ConfigError(f"{where}: trial {env} / {label} / {mode} / seed {seed}: {exc}") from None
-                    from encoders.registry import resolve_mode
-
-                    resolved = resolve_mode(cfg)
+                    merges = [float(a) for a in alphas] if entry["name"] != "cnn" and resolved != "frozen" else []
                     trials.append(Trial(
                         id=f"{_slug(env)}-{_slug(label)}-{_slug(resolved)}-s{seed}", env=env,
-                        encoder=str(entry["name"]), mode=resolved, seed=seed, overrides=overrides, suite=suite,
-                        episodes=episodes, eval_seed=int(eval_seed), group=f"{env}/{label}/{resolved}"))
+                        encoder=str(entry["name"]), label=label, mode=resolved, seed=seed, overrides=overrides,
+                        suite=suite,
+                        episodes=episodes, eval_seed=int(eval_seed), group=f"{env}/{label}/{resolved}",
+                        alphas=merges))
     ids = [t.id for t in trials]
     dupes = sorted({x for x in ids if ids.count(x) > 1})
     if dupes:

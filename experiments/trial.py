@@ -90,7 +90,18 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
         train(cfg)
     summary_path = evaluate_suite(p["run"], trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
                                   progress=lambda line: print(line, flush=True))
-    records = results.from_suite(json.loads(summary_path.read_text()), trial["id"])
+    records = results.from_suite(json.loads(summary_path.read_text()), trial["id"], trial.get("label"))
+    for alpha in trial.get("alphas", []):  # WiSE-FT: evaluate (1 - a) * pretrained + a * fine-tuned encoders
+        from mbrl.merge import merge_run
+
+        merged = p["run"].parent / f"{trial['id']}-merged-a{alpha:g}"
+        if not checkpoint.checkpoint_path(merged).exists():
+            merge_run(p["run"], alpha, merged)
+        merged_summary = evaluate_suite(merged, trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
+                                        progress=lambda line: print(line, flush=True))
+        for r in results.from_suite(json.loads(merged_summary.read_text()), trial["id"],
+                                    trial.get("label")):
+            records.append({**r, "encoder_mode": f"{r['encoder_mode']}+merge:{alpha:g}"})
     if cfg.wandb_mode != "disabled":
         from experiments.wandb_log import log_evaluation
 
