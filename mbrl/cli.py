@@ -61,10 +61,12 @@ def _parser() -> argparse.ArgumentParser:
                    "of a list KIND[:SEVERITIES],... e.g. fog:1+5,contrast:3; writes RUN_DIR/eval/suite-<name>.json")
     d = sub.add_parser("demo", help="train + evaluate the embedded default in a few minutes")
     d.add_argument("overrides", nargs="*")
-    m = sub.add_parser("merge", help="interpolate a fine-tuned encoder with its pretrained weights")
-    m.add_argument("run_dir")
-    m.add_argument("--alpha", type=float, required=True, help="0 = pretrained encoder, 1 = fine-tuned")
-    m.add_argument("--out", help="output run directory (default RUN_DIR-merged-a<alpha>)")
+    m = sub.add_parser("merge", help="interpolate weights: RUN's encoder with its pretrained weights, or two whole "
+                       "agents BASE ADAPTED per module")
+    m.add_argument("run_dirs", nargs="+", metavar="RUN", help="RUN (encoder vs pretrained) or BASE ADAPTED")
+    m.add_argument("--alpha", required=True, help="0 = pretrained/base, 1 = fine-tuned/adapted; two runs: one alpha "
+                   "or encoder=A,world_model=B,actor_critic=C")
+    m.add_argument("--out", help="output run directory (default <RUN or ADAPTED>-merged-a<alpha>)")
     envs_p = sub.add_parser("envs", help="list environments")
     envs_p.add_argument("action", choices=["list"])
     c = sub.add_parser("config", help="print the resolved configuration and the allowed keys")
@@ -193,10 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             _demo(parse_overrides(args.overrides))
         elif args.command == "merge":
-            from mbrl.merge import merge_run
+            from mbrl.errors import ConfigError
+            from mbrl.merge import format_alpha, merge_run, merge_runs, parse_alpha
 
-            out = args.out or f"{args.run_dir.rstrip('/')}-merged-a{args.alpha:g}"
-            print(f"merged run: {merge_run(args.run_dir, args.alpha, out)}")
+            if len(args.run_dirs) > 2:
+                raise ConfigError(f"merge takes RUN or BASE ADAPTED, got {len(args.run_dirs)} run directories")
+            if len(args.run_dirs) == 1:
+                try:
+                    alpha = float(args.alpha)
+                except ValueError:
+                    raise ConfigError(f"--alpha {args.alpha!r}: merging one run's encoder takes one number in "
+                                      f"[0, 1]; per-module alphas need two runs (BASE ADAPTED)") from None
+                out = args.out or f"{args.run_dirs[0].rstrip('/')}-merged-a{alpha:g}"
+                print(f"merged run: {merge_run(args.run_dirs[0], alpha, out)}")
+            else:
+                alphas = parse_alpha(args.alpha)
+                out = args.out or f"{args.run_dirs[1].rstrip('/')}-merged-a{format_alpha(alphas)}"
+                print(f"merged run: {merge_runs(args.run_dirs[0], args.run_dirs[1], alphas, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
             from envs.status import suite_status

@@ -78,3 +78,200 @@ def merge_run(run_dir: Path | str, alpha: float, out_dir: Path | str) -> Path:
                                             "merged_from": str(run_dir), "alpha": alpha})
     checkpoint.save(out_dir, agent, None, counters)
     return out_dir
+
+
+# --- Merging two whole agents (RETAIN, Yadav et al. 2025): a base run and a run adapted from it ---
+
+#: Parts of an agent with their own merge coefficient; ``module_of`` maps every state-dict key to one.
+MODULES = ("encoder", "world_model", "actor_critic")
+# Config keys that fix the shapes and meaning of the weights; two runs can be merged only if they agree.
+_ARCH_KEYS = ("env", "encoder", "encoder_mode", "encoder_feature", "encoder_path", "encoder_input_size",
+              "encoder_token_dim", "encoder_adapter_dim", "image_size", "model")
+
+
+def module_of(key: str) -> str:
+    """The module (:data:`MODULES`) of an :class:`~mbrl.agent.Agent` state-dict key: ``wm.encoder.*`` ->
+    ``encoder``, other ``wm.*`` (RSSM, decoder, reward and continue heads) -> ``world_model``, ``ac.*`` (actor,
+    critic, slow critic, return normaliser) -> ``actor_critic``.
+
+    Raises:
+        ValueError: a key outside these prefixes.
+    """
+    if key.startswith("wm.encoder."):
+        return "encoder"
+    if key.startswith("wm."):
+        return "world_model"
+    if key.startswith("ac."):
+        return "actor_critic"
+    raise ValueError(f"state-dict key {key!r} belongs to no merge module ({', '.join(MODULES)})")
+
+
+def parse_alpha(text: str | float | dict[str, float]) -> dict[str, float]:
+    """``"0.5"`` (or ``0.5``) -> the same alpha for every module; ``"encoder=0.2,world_model=1"`` (or a dict) ->
+    per module, modules not named keep ``1.0`` (the adapted weights).
+
+    Returns:
+        ``{module: alpha}`` for every module of :data:`MODULES`.
+
+    Raises:
+        ConfigError: an unknown module, a value that is not a number, a module given twice, or an alpha outside
+            ``[0, 1]``.
+    """
+    if isinstance(text, dict):
+        unknown = sorted(set(text) - set(MODULES))
+        if unknown:
+            raise ConfigError(f"unknown merge module(s) {', '.join(unknown)}; modules: {', '.join(MODULES)}")
+        values = {m: float(text.get(m, 1.0)) for m in MODULES}
+    elif isinstance(text, int | float):
+        values = {m: float(text) for m in MODULES}
+    else:
+        text = text.strip()
+        values = {}
+        if "=" not in text:
+            try:
+                values = {m: float(text) for m in MODULES}
+            except ValueError:
+                raise ConfigError(f"--alpha {text!r}: expected a number in [0, 1] or "
+                                  f"MODULE=A,... with modules {', '.join(MODULES)}") from None
+        else:
+            values = {m: 1.0 for m in MODULES}
+            seen: set[str] = set()
+            for item in (t.strip() for t in text.split(",") if t.strip()):
+                name, sep, raw = item.partition("=")
+                name = name.strip()
+                if not sep or name not in MODULES:
+                    raise ConfigError(f"--alpha item {item!r}: expected MODULE=A with MODULE one of "
+                                      f"{', '.join(MODULES)}")
+                if name in seen:
+                    raise ConfigError(f"--alpha names module {name!r} twice")
+                seen.add(name)
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    raise ConfigError(f"--alpha {item!r}: {raw!r} is not a number") from None
+    for name, a in values.items():
+        if not 0.0 <= a <= 1.0:  # also rejects NaN
+            raise ConfigError(f"--alpha for {name} must be in [0, 1], got {a}")
+    return values
+
+
+def format_alpha(alphas: dict[str, float]) -> str:
+    """``"0.5"`` when every module has the same alpha, else ``"encoder=0.2,world_model=1,actor_critic=1"``."""
+    if len(set(alphas.values())) == 1:
+        return f"{next(iter(alphas.values())):g}"
+    return ",".join(f"{m}={alphas[m]:g}" for m in MODULES)
+
+
+@torch.no_grad()
+def merge_agent_states(base: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor],
+                       alphas: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Per-module interpolation ``theta = (1 - alpha_m) * theta_base + alpha_m * theta_adapted`` of two agent
+    state dicts (RETAIN, Yadav et al. 2025, Eq. 2 with one alpha per module; WiSE-FT, Wortsman et al. 2022,
+    Eq. 1 when all alphas are equal).
+
+    ``alpha_m = 0`` copies the base tensors and ``alpha_m = 1`` the adapted ones bit for bit; non-float tensors
+    (flags) come from the adapted state unless ``alpha_m = 0``.
+
+    Args:
+        base, adapted: :meth:`Agent.state_dict` outputs with the same keys and shapes.
+        alphas: ``{module: alpha}`` for every module of :data:`MODULES` (see :func:`parse_alpha`).
+
+    Raises:
+        ConfigError: different keys or shapes (the runs have different model configurations).
+    """
+    if base.keys() != adapted.keys():
+        diff = sorted(set(base) ^ set(adapted))
+        raise ConfigError(f"cannot merge agents with different parameters: {', '.join(diff[:5])}")
+    out = {}
+    for key, ad in adapted.items():
+        b = base[key]
+        if b.shape != ad.shape:
+            raise ConfigError(f"cannot merge {key}: shapes {tuple(b.shape)} vs {tuple(ad.shape)}")
+        a = alphas[module_of(key)]
+        if a == 0.0:
+            out[key] = b.clone()
+        elif a == 1.0 or not torch.is_floating_point(ad):
+            out[key] = ad.clone()
+        else:
+            out[key] = torch.lerp(b, ad.to(b.dtype), a)
+    return out
+
+
+def check_mergeable(base: dict, adapted: dict, base_name: str = "BASE", adapted_name: str = "ADAPTED") -> None:
+    """Refuse to merge checkpoint states whose model configurations differ.
+
+    Args:
+        base, adapted: checkpoint states (:func:`mbrl.checkpoint.load_state`).
+
+    Raises:
+        ConfigError: the configs differ in a key that fixes the weights' shapes or meaning (env, encoder,
+            encoder settings, image size, ``model.*``) or in the action dimension; the message names them.
+    """
+    a, b = base["config"], adapted["config"]
+    diff = []
+    for key in _ARCH_KEYS:
+        if isinstance(a.get(key), dict):
+            diff += [f"{key}.{k} ({a[key][k]!r} vs {b.get(key, {}).get(k)!r})" for k in a[key]
+                     if a[key][k] != b.get(key, {}).get(k)]
+        elif a.get(key) != b.get(key):
+            diff.append(f"{key} ({a.get(key)!r} vs {b.get(key)!r})")
+    if base["action_dim"] != adapted["action_dim"]:
+        diff.append(f"action_dim ({base['action_dim']} vs {adapted['action_dim']})")
+    if diff:
+        raise ConfigError(f"cannot merge {base_name} and {adapted_name}: their model configs differ in "
+                          f"{', '.join(diff[:5])}")
+
+
+def merged_agents(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, float] | str | float) -> Agent:
+    """The agent ``(1 - alpha_m) * base + alpha_m * adapted`` per module, with the adapted run's config (so it
+    is evaluated where the adapted run acts).
+
+    Raises:
+        CheckpointError: a run without checkpoint. ConfigError: bad alpha or incompatible configs.
+    """
+    alphas = parse_alpha(alphas)
+    base = checkpoint.load_state(base_run)
+    adapted = checkpoint.load_state(adapted_run)
+    check_mergeable(base, adapted, str(base_run), str(adapted_run))
+    agent = Agent(checkpoint.config_of(adapted), adapted["action_dim"])
+    agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], alphas))
+    return agent
+
+
+def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, float] | str | float,
+               out_dir: Path | str) -> Path:
+    """Write a run directory holding the per-module merge of two runs (config.json with ``merged_from``,
+    ``alpha``; checkpoint without replay); returns ``out_dir``. Everything is checked before anything is
+    written; each file is written atomically.
+
+    Raises:
+        ConfigError: ``out_dir`` already exists and is not empty, bad alpha, incompatible configs.
+        CheckpointError: a run without checkpoint.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{str(out_dir)!r} already exists and is not empty; choose another --out")
+    alphas = parse_alpha(alphas)
+    agent = merged_agents(base_run, adapted_run, alphas)
+    adapted = checkpoint.load_state(adapted_run)
+    meta = _read_meta(adapted_run)
+    agent.cfg.run_dir = str(out_dir)
+    # the adapted run's lineage (mbrl.adapt), so the merged run is evaluated and continued like it
+    extra = {k: meta[k] for k in ("adapted_from", "target", "conditions", "lineage", "base_env_steps",
+                                  "lineage_target_env_steps", "mix", "lr_scale", "shift_seed", "replay_sources")
+             if k in meta}
+    io.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
+                                            **extra, "merged_from": [str(base_run), str(adapted_run)],
+                                            "alpha": alphas})
+    checkpoint.save(out_dir, agent, None, dict(adapted["counters"]))
+    return out_dir
+
+
+def _read_meta(run_dir: Path | str) -> dict:
+    """The run's config.json as a dict (empty if missing or unreadable)."""
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}

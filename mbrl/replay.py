@@ -138,3 +138,135 @@ class Replay:
         """Load a buffer written by :meth:`save`."""
         with np.load(path) as data:
             self.load_state_dict({k: data[k] for k in data.files})
+
+
+class MixedReplay:
+    """Replay for adapting to a new domain: new steps go to a *target* buffer, while each sampled batch draws a
+    ``mix`` fraction of its sequences from earlier (*source*) buffers that are only read (Julian et al. 2020,
+    "Never Stop Learning", Sec. 4: fine-tune on base and target data sampled 50/50).
+
+    Per batch of ``B`` sequences, ``n_src = floor(mix * B)`` plus one more with probability ``frac(mix * B)``
+    (stochastic rounding, so the expected source fraction is exactly ``mix`` for any ``B``) come from the sources,
+    the rest from the target; the source sequences are spread as evenly as possible over the source buffers
+    (each earlier condition of a continual lineage keeps an equal share, whatever its size), each drawn uniformly
+    within its buffer. ``counts`` records how many sequences came from the target and from each source.
+
+    The object has :class:`Replay`'s interface for the training loop: ``add``/``add_batch``/``save``/
+    ``state_dict``/``total_added``/``rng``/``len`` act on the target buffer only (a checkpoint stores the
+    target data; the sources stay in their own runs).
+
+    Args:
+        target: buffer receiving the new (target-domain) steps.
+        sources: read-only buffers of earlier data (e.g. the base run's replay), same layout as ``target``.
+        mix: fraction of sequences from the sources, in ``[0, 1]``.
+        seed: seed of the source/target split RNG.
+
+    Raises:
+        ValueError: ``mix`` outside ``[0, 1]``, ``mix > 0`` without sources, or sources whose keys/shapes differ
+            from the target's.
+    """
+
+    def __init__(self, target: Replay, sources: list[Replay], mix: float, seed: int = 0) -> None:
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"mix={mix} must be in [0, 1]")
+        if mix > 0 and not sources:
+            raise ValueError(f"mix={mix} needs at least one source replay")
+        for i, src in enumerate(sources):
+            if src.keys != target.keys or any(src.data[k].shape[2:] != target.data[k].shape[2:] for k in src.keys):
+                raise ValueError(f"source replay {i} has a different step layout from the target replay")
+        self.target = target
+        self.sources = list(sources)
+        self.mix = float(mix)
+        self.split_rng = np.random.default_rng(seed)
+        self.counts = {"target": 0, "sources": [0] * len(self.sources)}
+
+    # --- the Replay interface used by the training loop and checkpoints (target buffer) ---
+    def __len__(self) -> int:
+        """Agent steps in the target buffer."""
+        return len(self.target)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Step fields of every buffer (``image``, ``action``, ..., ``features`` with a feature cache)."""
+        return self.target.keys
+
+    @property
+    def total_added(self) -> int:
+        """Steps ever added to the target buffer (names the checkpoint's replay file)."""
+        return self.target.total_added
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The target buffer's sampling RNG (stored in checkpoints)."""
+        return self.target.rng
+
+    def add(self, env: int, step: dict[str, np.ndarray | float | bool]) -> None:
+        """Append a step to the target buffer (:meth:`Replay.add`)."""
+        self.target.add(env, step)
+
+    def add_batch(self, steps: dict[str, np.ndarray], envs: np.ndarray | None = None) -> None:
+        """Append one step per env to the target buffer (:meth:`Replay.add_batch`)."""
+        self.target.add_batch(steps, envs)
+
+    def save(self, path: Path) -> None:
+        """Save the target buffer (sources are never written)."""
+        self.target.save(path)
+
+    def load(self, path: Path) -> None:
+        """Load the target buffer."""
+        self.target.load(path)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The target buffer's :meth:`Replay.state_dict`."""
+        return self.target.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the target buffer (:meth:`Replay.load_state_dict`; raises ValueError on a layout mismatch)."""
+        self.target.load_state_dict(state)
+
+    # --- mixing ---
+    def can_sample(self, length: int) -> bool:
+        """Whether every part a batch may need holds ``length`` steps in some env: the target unless
+        ``mix == 1``, the sources unless ``mix == 0``."""
+        ok = self.mix == 1.0 or self.target.can_sample(length)
+        return ok and (self.mix == 0.0 or all(s.can_sample(length) for s in self.sources))
+
+    def split(self, batch: int) -> list[int]:
+        """Sequence counts ``[n_target, n_source_0, n_source_1, ...]`` of the next batch of ``batch``
+        sequences (stochastic rounding of ``mix * batch``; source sequences spread evenly, the remainder to
+        randomly chosen sources)."""
+        want = self.mix * batch
+        n_src = int(np.floor(want)) + int(self.split_rng.random() < want - np.floor(want))
+        n_src = min(n_src, batch)
+        per = [0] * len(self.sources)
+        if self.sources:
+            base, rest = divmod(n_src, len(self.sources))
+            per = [base] * len(self.sources)
+            for i in self.split_rng.choice(len(self.sources), size=rest, replace=False):
+                per[int(i)] += 1
+        return [batch - n_src, *per]
+
+    def sample(self, batch: int, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """A batch of ``batch`` sequences of ``length`` steps, a ``mix`` fraction from the sources (rows in random
+        order); same layout as :meth:`Replay.sample` (``image`` ``(B, T, H, W, 3)`` uint8, ...).
+
+        Raises:
+            ValueError: a buffer that must provide sequences holds fewer than ``length`` steps in every env.
+        """
+        counts = self.split(batch)
+        parts = []
+        for buf, n in zip([self.target, *self.sources], counts, strict=True):
+            if n:
+                parts.append(buf.sample(n, length))
+        out = {k: torch.cat([p[k] for p in parts]) for k in self.keys}
+        perm = torch.from_numpy(self.split_rng.permutation(batch))
+        self.counts["target"] += counts[0]
+        for i, n in enumerate(counts[1:]):
+            self.counts["sources"][i] += n
+        return {k: v[perm].to(device) for k, v in out.items()}
+
+    @property
+    def source_fraction(self) -> float:
+        """Fraction of all sequences sampled so far that came from the sources (0 before any sample)."""
+        total = self.counts["target"] + sum(self.counts["sources"])
+        return sum(self.counts["sources"]) / total if total else 0.0

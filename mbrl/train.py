@@ -114,39 +114,71 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     venv = envs.make_vector_env(cfg.env, cfg.num_envs, seed=cfg.seed, **env_kwargs(cfg))
-    logger = None
     try:
         action_dim = int(venv.single_action_space.shape[0])
         agent = Agent(cfg, action_dim).to(device)
-        image_shape = (cfg.image_size, cfg.image_size, 3)
-        feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
-        _check_cache_memory(cfg, feature_dim)
-        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, action_dim, seed=cfg.seed,
-                        feature_dim=feature_dim)
+        replay = make_replay(cfg, agent)
         counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
         run_dir.mkdir(parents=True, exist_ok=True)
         if state is not None:
             counters = checkpoint.restore(run_dir, state, agent, replay)
         else:
             io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    except BaseException:
+        venv.close()
+        raise
+    run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
+    return run_dir
+
+
+def make_replay(cfg: Config, agent: Agent) -> Replay:
+    """An empty replay buffer for ``agent`` (feature cache when the agent caches encoder features).
+
+    Raises:
+        ConfigError: the feature cache would not fit in half the machine's memory.
+    """
+    image_shape = (cfg.image_size, cfg.image_size, 3)
+    feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
+    _check_cache_memory(cfg, feature_dim)
+    return Replay(cfg.replay_capacity, cfg.num_envs, image_shape, agent.action_dim, seed=cfg.seed,
+                  feature_dim=feature_dim)
+
+
+def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
+             device: torch.device, resumed: bool = False, random_prefill: bool = True) -> None:
+    """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
+    then write the final checkpoint; on Ctrl-C a checkpoint is written first (when any step was taken).
+    Closes ``venv`` and the logger.
+
+    Args:
+        venv: vector env (``obs["image"]`` ``(N, H, W, 3)`` uint8, SAME_STEP autoreset, :mod:`envs.vector`).
+        replay: :class:`~mbrl.replay.Replay` or anything with its interface (e.g.
+            :class:`~mbrl.replay.MixedReplay`).
+        counters: ``env_steps``, ``agent_steps``, ``updates``, ``episodes`` (updated in place; extra keys are
+            stored in the checkpoint as they are).
+        resumed: the run continues from a checkpoint (metrics after ``counters["env_steps"]`` are dropped).
+        random_prefill: the first ``cfg.prefill`` env steps take uniform random actions (training from
+            scratch); False acts with the policy throughout and only delays updates (adaptation).
+    """
+    logger = None
+    try:
         logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
-                        resume_step=counters["env_steps"] if state is not None else None,
+                        resume_step=counters["env_steps"] if resumed else None,
                         run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
-        _loop(cfg, venv, agent, replay, counters, logger, run_dir, device)
+        _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
         checkpoint.save(run_dir, agent, replay, counters)
     except KeyboardInterrupt:
-        if "agent" in locals() and "counters" in locals() and counters["env_steps"] > 0:
+        if counters["env_steps"] > 0:
             checkpoint.save(run_dir, agent, replay, counters)
         raise
     finally:
         venv.close()
         if logger is not None:
             logger.close()
-    return run_dir
 
 
-def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[str, Any], logger: Logger,
-          run_dir: Path, device: torch.device) -> None:
+def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
+          run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
     n, a = cfg.num_envs, agent.action_dim
     rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
     obs, _ = venv.reset(seed=cfg.seed + 7919 * counters["episodes"])
@@ -168,7 +200,7 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Replay, counters: dict[s
         img_t = torch.from_numpy(image)
         extra: dict[str, torch.Tensor] = {}
         act, policy_state = agent.act(img_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
-        if counters["env_steps"] < cfg.prefill:
+        if random_prefill and counters["env_steps"] < cfg.prefill:
             action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
             policy_state = (policy_state[0], torch.from_numpy(action).to(device))
         else:
