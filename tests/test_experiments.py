@@ -299,3 +299,31 @@ def test_leaderboard_html_renders_in_headless_chromium(tmp_path):
     assert img.shape == (700, 1000)
     dark = (img < 128).mean()
     assert 0.002 < dark < 0.5  # text and plots drawn on a white page, not blank and not an error screen
+
+
+def test_wandb_eval_run_is_offline_grouped_and_idempotent(tmp_path):
+    from experiments.wandb_log import log_evaluation
+
+    trial = {"id": "dmc-cartpole_balance-cnn-full-s0", "group": "dmc:cartpole_balance/cnn/full"}
+    recs = [_record(), _record(shift="fog", severity=5, **{"return": 50.0})]
+    run_id = log_evaluation(trial, recs, tmp_path, mode="offline")
+    assert run_id == "dmc-cartpole_balance-cnn-full-s0-eval"
+    runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert log_evaluation(trial, recs, tmp_path, mode="offline") == run_id  # same id: a rerun resumes that run
+
+
+def test_killed_trial_resumes_training_from_its_checkpoint(tmp_path):
+    """A trial killed after a checkpoint (here: at 100 of its 150 env steps, no results yet) continues training
+    from that checkpoint instead of starting over."""
+    short = spec.load(_grid(tmp_path, encoders=["cnn"], steps=100))
+    run(short, tmp_path / "out", wandb_mode="disabled", progress=lambda _: None)
+    trial = short.trials[0]
+    paths(tmp_path / "out", trial.id)["results"].unlink()  # as if killed before evaluating
+    full = spec.load(_grid(tmp_path, encoders=["cnn"], steps=150))
+    assert full.trials[0].id == trial.id
+    statuses = run(full, tmp_path / "out", wandb_mode="disabled", progress=lambda _: None)
+    assert statuses[0]["state"] == "done"
+    assert "resuming dmc-cartpole_balance-cnn-full-s0 at 100 env steps" in paths(tmp_path / "out", trial.id)[
+        "log"].read_text()
+    assert {r["env_steps_trained"] for r in results.read_dir(tmp_path / "out" / "results")} == {150}
