@@ -379,3 +379,18 @@ def test_cli_missing_run_and_bad_alpha(base_run, adapted, tmp_path, capsys):
         assert main(["merge", str(base_run), str(adapted), "--alpha", "0.5", "--out", str(out)]) == 0
         adapt(out, "color:5", 50, 0.5, 0.1, tmp_path / "from-merged")
     assert not (tmp_path / "from-merged").exists()
+
+
+def test_adapt_cli_adapts_and_prints_the_stage_report(base_run, tmp_path, capsys):
+    out = tmp_path / "ad"
+    assert main(["adapt", str(base_run), "--target", "gaussian_noise:5", "--steps", "60", "--mix", "0", "--out",
+                 str(out), "--eval-episodes", "1", "--no-levels", "--set", "prefill=16", "threads=1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"adapted run: {out}" in printed
+    assert "target  gaussian_noise:5" in printed and "clean   clean" in printed
+    assert "60 target env steps = 30.0% of the base run's 200" in printed
+    state = checkpoint.load_state(out)
+    assert state["counters"]["mix_counts"]["sources"] == [] and state["counters"]["mix_counts"]["target"] > 0
+    assert json.loads((out / "config.json").read_text())["mix"] == 0.0
+    report = json.loads((out / "eval" / "adapt-report.json").read_text())
+    assert [r["condition"] for r in report["results"]] == ["gaussian_noise:5", "clean"]
