@@ -3,12 +3,17 @@
     dreamshift train [key=value ...] [--resume RUN_DIR]
     dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1]
     dreamshift evaluate RUN_DIR --suite quick [--episodes N]   # every (shift, severity) of a suite
-    dreamshift merge RUN_DIR --alpha A [--out DIR]
+    dreamshift merge RUN_DIR --alpha A [--out DIR]              # encoder vs its pretrained weights (WiSE-FT)
+    dreamshift merge BASE ADAPTED --alpha encoder=a,world_model=b,actor_critic=c [--out DIR]
     dreamshift demo [key=value ...]
     dreamshift envs list
     dreamshift shifts list                  # suites and shift kinds
     dreamshift shifts gallery [--env dmc:walker_walk] [--out gallery.png] [--suite standard] [--seed 0] [--size 64]
     dreamshift config [key=value ...]       # print the resolved configuration
+
+Commands in their own modules (``COMMAND_MODULES``): ``sweep``/``leaderboard`` (mbrl/cli_sweep.py),
+``pretrain`` (mbrl/cli_pretrain.py), ``analyze`` (mbrl/cli_analyze.py), ``adapt``/``adapt-eval``/``continual``
+(mbrl/cli_adapt.py).
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume) prints one ``error:`` line and
 exits with status 2; nothing is written.
