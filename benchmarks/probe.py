@@ -4,12 +4,12 @@
 
 Held-out data (seeds disjoint from pretraining's ``--seed 0`` stream; fresh episodes, random actions):
 
-- **task identity**: frames of ``TASK_ENVS`` (dm_control and Meta-World); the probe is fit on clean frames of
-  some episodes and tested on clean frames of other episodes and on shifted frames of other episodes (one random
-  applicable shift kind per episode, severity 1-5, :mod:`shifts`).
+- **task identity**: frames of ``TASK_ENVS`` (dm_control and Meta-World); the probe is fit on training episodes
+  and tested on clean frames of other episodes and on shifted frames of other episodes (one random applicable
+  shift kind per episode, severity 1-5, :mod:`shifts`). Two fits: ``clean_fit`` on clean training episodes
+  only (the benchmark's setting: train clean, test shifted) and ``mixed_fit`` on clean + shifted ones.
 - **cartpole state**: ``dmc:cartpole_swingup`` frames with the physics state; targets cart position
-  (``qpos[slider]``, m) and pole angle as ``(cos, sin)`` (``qpos[hinge_1]``); fit on clean, tested on clean and
-  shifted held-out episodes.
+  (``qpos[slider]``, m) and pole angle as ``(cos, sin)`` (``qpos[hinge_1]``); same fits and test sets.
 
 Probes on frozen features (``cls`` = layer-normed CLS token, ``mean`` = mean of the patch tokens), standardised
 with the training split's mean/std:
@@ -138,7 +138,7 @@ def linear_probe(xtr: np.ndarray, ytr: np.ndarray, eptr: np.ndarray, tests: dict
     Classification targets are integer labels (one-hot regression, argmax); returns accuracy or R^2 per test."""
     xtr, *xts = _standardise(xtr, *[t[0] for t in tests.values()])
     target = np.eye(int(ytr.max()) + 1)[ytr] if classify else ytr
-    cut = np.quantile(eptr, 0.8)
+    cut = np.quantile(np.unique(eptr), 0.8)
     fit, val = eptr <= cut, eptr > cut
 
     def score(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
@@ -184,18 +184,19 @@ def run(model_dir: str, seed: int = 1000, episodes: int = 3, episode_len: int = 
     arch = _arch_of(pretrained.config)
     models = {"pretrained": pretrained, "random_init": random_init}
 
-    # per env: `episodes` train, `episodes` clean test and `episodes` shifted test episodes
-    splits = ["train"] * episodes + ["test_clean"] * episodes + ["test_shifted"] * episodes
-    plan = [s == "test_shifted" for s in splits]
+    # per env: `episodes` clean train, shifted train, clean test and shifted test episodes
+    splits = [s for s in ("train", "train_shifted", "test_clean", "test_shifted") for _ in range(episodes)]
+    plan = [s.endswith("shifted") for s in splits]
     per_env = []
     for e, name in enumerate(envs):
         parts = _split(collect(name, plan, episode_len, seed + e), splits)
         per_env.append({k: (f, ep, np.full(len(f), e)) for k, (f, ep, _) in parts.items()})
     task = {k: tuple(np.concatenate(c) for c in zip(*[p[k] for p in per_env], strict=True))
-            for k in ("train", "test_clean", "test_shifted")}
-    # cartpole: 4x the episodes for training, 2x for each test set, episodes twice as long
-    splits = ["train"] * (4 * episodes) + ["test_clean"] * (2 * episodes) + ["test_shifted"] * (2 * episodes)
-    state = _split(collect(STATE_ENV, [s == "test_shifted" for s in splits], 2 * episode_len, seed + 500,
+            for k in ("train", "train_shifted", "test_clean", "test_shifted")}
+    # cartpole: 4x the episodes per training set, 2x per test set, episodes twice as long
+    splits = [s for s, m in (("train", 4), ("train_shifted", 4), ("test_clean", 2), ("test_shifted", 2))
+              for _ in range(m * episodes)]
+    state = _split(collect(STATE_ENV, [s.endswith("shifted") for s in splits], 2 * episode_len, seed + 500,
                            state=True), splits)
     t_collect = time.time() - t0
     results: dict[str, dict] = {}
@@ -204,17 +205,24 @@ def run(model_dir: str, seed: int = 1000, episodes: int = 3, episode_len: int = 
         feats_state = {k: features(model, v[0], mean, std) for k, v in state.items()}
         results[mname] = {}
         for feat in ("cls", "mean"):
-            tests_t = {s: (feats_task[s][feat], task[s][2]) for s in ("test_clean", "test_shifted")}
-            tests_s = {s: (feats_state[s][feat], state[s][2]) for s in ("test_clean", "test_shifted")}
             res = {}
-            for s, v in linear_probe(feats_task["train"][feat], task["train"][2], task["train"][1], tests_t,
-                                     True).items():
-                res[f"task_linear_acc/{s}"] = v
-            for s, v in knn_probe(feats_task["train"][feat], task["train"][2], tests_t).items():
-                res[f"task_knn_acc/{s}"] = v
-            for s, v in linear_probe(feats_state["train"][feat], state["train"][2], state["train"][1], tests_s,
-                                     False).items():
-                res[f"cartpole_state_r2/{s}"] = v
+            for fit in ("clean", "mixed"):  # probe fit on clean training episodes / on clean + shifted ones
+                parts = ["train"] if fit == "clean" else ["train", "train_shifted"]
+                for label, data, feats in (("task", task, feats_task), ("cartpole", state, feats_state)):
+                    xtr = np.concatenate([feats[p][feat] for p in parts])
+                    # episode ids of the second part are offset so that validation uses whole episodes
+                    eptr = np.concatenate([data[p][1] + 1000 * i for i, p in enumerate(parts)])
+                    tests = {s: (feats[s][feat], data[s][2]) for s in ("test_clean", "test_shifted")}
+                    if label == "task":
+                        ytr = np.concatenate([data[p][2] for p in parts])
+                        for s, v in linear_probe(xtr, ytr, eptr, tests, True).items():
+                            res[f"task_linear_acc/{fit}_fit/{s}"] = v
+                        for s, v in knn_probe(xtr, ytr, tests).items():
+                            res[f"task_knn_acc/{fit}_fit/{s}"] = v
+                    else:
+                        ytr = np.concatenate([data[p][2] for p in parts])
+                        for s, v in linear_probe(xtr, ytr, eptr, tests, False).items():
+                            res[f"cartpole_state_r2/{fit}_fit/{s}"] = v
             results[mname][feat] = res
     sizes = {f"task_{k}": len(v[0]) for k, v in task.items()} | {f"cartpole_{k}": len(v[0]) for k, v in state.items()}
     return {"model": model_dir, "arch": arch, "seed": seed, "random_init_seed": random_seed, "envs": list(envs),
@@ -239,8 +247,12 @@ def table(report: dict) -> str:
     lines = ["| probe / test set | " + " | ".join(f"{m} `{f}`" for m, f in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(f"{res[m][f][k]:.3f}" for m, f in cols) + " |")
+        lines.append(f"| {k} | " + " | ".join(_cell(res[m][f][k]) for m, f in cols) + " |")
     return "\n".join(lines)
+
+
+def _cell(v: float) -> str:
+    return f"{v:.3f}" if v > -10 else "< -10"
 
 
 def update_card(model_dir: str, report: dict, command: str) -> None:
@@ -252,14 +264,18 @@ def update_card(model_dir: str, report: dict, command: str) -> None:
     text = path.read_text()
     d = report["data"]
     body = (f"{PROBE_BEGIN}\n`{command}` ({report['seconds']:.0f} s). Held-out episodes (seeds from "
-            f"{report['seed']}, disjoint from pretraining), frozen features, probes fit on clean frames only.\n\n"
+            f"{report['seed']}, disjoint from pretraining), frozen features. `clean_fit`: the probe is fit on clean "
+            f"training episodes only (the benchmark's setting: train clean, test shifted); `mixed_fit`: on clean + "
+            f"shifted training episodes. R^2 below -10 is shown as `< -10` (raw values in probe.json).\n\n"
             f"- Task identity: {len(report['envs'])} envs ({', '.join(report['envs'])}); train "
-            f"{d['task_train']} clean frames, test {d['task_test_clean']} clean + {d['task_test_shifted']} shifted "
+            f"{d['task_train']} clean (+ {d['task_train_shifted']} shifted) frames, "
+            f"test {d['task_test_clean']} clean + {d['task_test_shifted']} shifted "
             f"frames (other episodes; one random applicable shift per episode, severity 1-5). Linear = closed-form "
             f"ridge on one-hot labels (lambda by validation); k-NN = cosine, k = 5. Chance = "
             f"{1 / len(report['envs']):.3f}.\n"
             f"- Cartpole state (`{STATE_ENV}`): ridge regression of cart position and (cos, sin) pole angle, R^2 "
-            f"averaged over the 3 targets; train {d['cartpole_train']}, test {d['cartpole_test_clean']} clean + "
+            f"averaged over the 3 targets; train {d['cartpole_train']} (+ {d['cartpole_train_shifted']}), "
+            f"test {d['cartpole_test_clean']} clean + "
             f"{d['cartpole_test_shifted']} shifted frames.\n"
             f"- Baseline: the same architecture at random initialisation (seed {report['random_init_seed']}), same "
             f"preprocessing.\n\n{table(report)}\n{PROBE_END}")

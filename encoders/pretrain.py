@@ -26,8 +26,9 @@ Objectives:
 
   Head (paper Appendix): 3-layer MLP (hidden 512 here vs 2048, GELU) -> 128-d bottleneck -> L2 normalisation
   -> weight-normalised linear layer to ``K`` = 2048 prototypes (65 536 in the paper) with its norm fixed to 1,
-  frozen for the first 1 % of steps. ``tau_s = 0.1``; ``tau_t`` warms up linearly 0.04 -> 0.05 over the first
-  30 % of steps; AdamW, lr linear warm-up (10 % of steps) then cosine to 1e-6, weight decay cosine 0.04 -> 0.4
+  frozen for the first 1 % of steps. ``tau_s = 0.1``; ``tau_t`` warms up linearly from 0.04 to ``teacher_temp``
+  (default 0.04, the paper's default: constant) over the first 30 % of steps; AdamW, lr linear warm-up
+  (10 % of steps) then cosine to 1e-6, weight decay cosine 0.04 -> 0.4
   (not on biases and norms), gradient clipping 3.0. Multi-crop: 2 global crops at 64 px (scale 0.4-1) and
   ``n_local`` local crops at 32 px (scale 0.1-0.4). Augmentations (paper, BYOL's recipe): colour jitter
   (brightness/contrast 0.4, saturation 0.2, p 0.8; no hue), grayscale p 0.2, Gaussian blur (p 1.0 / 0.1 /
@@ -90,7 +91,7 @@ CURVE = "loss_curve.png"
 CARD = "MODEL_CARD.md"
 # the arguments a resumed run must share with the checkpoint
 _RESUME_KEYS = ("envs", "frames", "arch", "objective", "diversity", "seed", "steps", "batch_size", "lr",
-                "n_local", "out_dim", "episode_len")
+                "n_local", "out_dim", "episode_len", "teacher_temp")
 
 
 @dataclass
@@ -106,7 +107,8 @@ class PretrainConfig:
         seed: seed of collection, initialisation, augmentations and batches.
         steps: optimiser steps (0: derived from ``epochs``); epochs: passes over the frames when ``steps == 0``.
         batch_size: images per step; lr: peak learning rate.
-        n_local: DINO local crops per image; out_dim: DINO prototypes ``K``.
+        n_local: DINO local crops per image; out_dim: DINO prototypes ``K``; teacher_temp: DINO's final
+            teacher temperature (linear warm-up from 0.04 over 30 % of the steps).
         episode_len: agent steps per collection episode.
         log_every, save_every: steps between log records / checkpoints.
         threads: ``torch.set_num_threads``; resume: continue from ``OUT/checkpoint.pt``.
@@ -128,6 +130,7 @@ class PretrainConfig:
     lr: float = 5e-4
     n_local: int = 2
     out_dim: int = 2048
+    teacher_temp: float = 0.04
     episode_len: int = 50
     log_every: int = 10
     save_every: int = 100
@@ -162,6 +165,8 @@ def validate(cfg: PretrainConfig) -> list[str]:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.steps < 0 or (cfg.steps == 0 and cfg.epochs <= 0):
         raise ConfigError(f"need --steps >= 1 or --epochs > 0, got steps={cfg.steps} epochs={cfg.epochs}")
+    if not 0 < cfg.teacher_temp <= 1:
+        raise ConfigError(f"--teacher-temp must be in (0, 1], got {cfg.teacher_temp}")
     if cfg.n_local < 0 or not cfg.lr > 0:
         raise ConfigError(f"--n-local must be >= 0 and --lr > 0, got {cfg.n_local} and {cfg.lr}")
     envs = expand_envs(cfg.envs)
@@ -362,8 +367,9 @@ class DINO(nn.Module):
         """DINO loss (Eq. 1-3) of a batch of ``(B, 3, 64, 64) uint8`` images; updates the center (Eq. 4).
 
         Returns:
-            ``(loss, stats)``: scalar loss and diagnostics (``teacher_entropy`` of the mean teacher distribution
-            in nats -- near ``log K`` is healthy, near 0 means collapse to one prototype).
+            ``(loss, stats)``: scalar loss and diagnostics in nats: ``teacher_entropy`` of the mean teacher
+            distribution (near 0: collapse to one prototype) and ``teacher_sample_entropy``, the mean per-image
+            teacher entropy (near ``log K``: collapse to the uniform distribution; the paper's Fig. 7).
         """
         views = self.views(images, gen)
         with torch.no_grad():
@@ -382,7 +388,9 @@ class DINO(nn.Module):
             self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
             mean_p = torch.cat(t_prob).mean(0)
             entropy = float(-(mean_p * mean_p.clamp_min(1e-12).log()).sum())
-        return total / pairs, {"teacher_entropy": entropy}
+            probs = torch.cat(t_prob)
+            sample_entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+        return total / pairs, {"teacher_entropy": entropy, "teacher_sample_entropy": sample_entropy}
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
@@ -679,7 +687,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 group["lr"] = lr
                 if group.get("wd"):
                     group["weight_decay"] = cosine(step, total, wd[0], wd[1])
-            teacher_temp = 0.04 + 0.01 * min(1.0, step / max(1, int(0.3 * total)))
+            teacher_temp = 0.04 + (cfg.teacher_temp - 0.04) * min(1.0, step / max(1, int(0.3 * total)))
             loss, stats = obj.loss(frames[idx], gen, teacher_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -699,7 +707,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                        "epoch": round(step / steps_per_epoch, 3), **stats}
                 records.append(rec)
                 acc, acc_n = 0.0, 0
-                info = f"loss {rec['loss']:.4f}" + (f" H {stats['teacher_entropy']:.2f}" if stats else "")
+                info = f"loss {rec['loss']:.4f}" + (f" H {stats['teacher_entropy']:.2f} "
+                                                    f"Hs {stats['teacher_sample_entropy']:.2f}" if stats else "")
                 prog.update(task, completed=step, info=info)
                 if not interactive:
                     print(f"step {step}/{total} {info} lr {lr:.2e} {train_s:.0f}s load {load_samples[-1]:.2f}",
@@ -773,7 +782,9 @@ so that a pretrained encoder exists without network access. Load it with `encode
   {a['episode_len']} agent steps (action repeat 2); {100 * s['shifted_fraction']:.0f} % of the frames shifted
   (`--diversity {a['diversity']}`: each episode is shifted with that probability, by one kind drawn uniformly
   from those that apply to the env, severity 1-5).
-- {s['steps']} steps of batch {a['batch_size']} ({s['epochs']:.1f} epochs), peak lr {a['lr']}, seed {a['seed']}.
+- {s['steps']} steps of batch {a['batch_size']} ({s['epochs']:.1f} epochs), peak lr {a['lr']}, seed {a['seed']}
+  {f"(teacher temperature {a['teacher_temp']}, {a['out_dim']} prototypes, {a['n_local']} local crops)"
+   if a['objective'] == 'dino' else ''}.
 - Loss: {_num(s['first_loss'])} (first log) -> {_num(s['final_loss'])} (final); curve: `{CURVE}`, per-step log:
   `{LOG}`.
 - Wall time: {s['wall_s'] / 60:.1f} min ({s['collect_s']:.0f} s collection + {s['train_s']:.0f} s training) on

@@ -96,8 +96,10 @@ def _dreamshift_vit(variant: str, image_size: int, cfg: Any) -> Encoder:
     - Input size: the model's own ``image_size`` (64 px, 8 px patches -> 64 tokens), whatever
       ``encoder_input_size`` says (its 224 default is for ImageNet backbones; a ViT pretrained at 64 px gains
       nothing from upsampling and would cost 12x the tokens).
-    - Default feature ``cls``: DINO trains exactly the (layer-normed) CLS token through its projection head, so
-      it is the representation the objective shaped; ``mean`` / ``patch`` remain available.
+    - Default feature ``cls`` for a DINO checkpoint: DINO trains exactly the (layer-normed) CLS token through its
+      projection head, so it is the representation the objective shaped. An MAE checkpoint (objective read from
+      its ``pretrain_summary.json``) defaults to ``mean``: MAE never trains the CLS token towards anything (He et
+      al. 2022 probe the average-pooled tokens). ``cls`` / ``mean`` / ``patch`` all remain available.
     - ``encoder_path=DIR`` swaps in another ``dreamshift pretrain`` output of the same kind.
 
     Raises:
@@ -116,7 +118,12 @@ def _dreamshift_vit(variant: str, image_size: int, cfg: Any) -> Encoder:
         raise ConfigError(f"encoder dreamshift-vit: no readable config.json with image_size in {source!r} (the "
                           f"bundled weights ship in encoders/weights/; reinstall dreamshift or pass encoder_path)"
                           ) from None
-    feature = "cls" if cfg.encoder_feature == "auto" else cfg.encoder_feature
+    try:  # the objective the directory was pretrained with (dreamshift pretrain's summary)
+        objective = json.loads((Path(source) / "pretrain_summary.json").read_text())["args"]["objective"]
+    except (OSError, ValueError, KeyError, TypeError):
+        objective = "dino"
+    default = "cls" if objective == "dino" else "mean"
+    feature = default if cfg.encoder_feature == "auto" else cfg.encoder_feature
     return HFEncoder("hf", source, source, parse_mode(resolve_mode(cfg)), feature, input_size,
                      cfg.encoder_token_dim, cfg.encoder_adapter_dim)
 

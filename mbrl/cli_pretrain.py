@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (warm-up 10 %%, cosine decay)")
     p.add_argument("--n-local", type=int, default=2, help="DINO local crops (32 px) per image")
     p.add_argument("--out-dim", type=int, default=2048, help="DINO prototypes K")
+    p.add_argument("--teacher-temp", type=float, default=0.04,
+                   help="DINO final teacher temperature (warm-up from 0.04 over 30 %% of the steps)")
     p.add_argument("--episode-len", type=int, default=50, help="agent steps per collection episode")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(envs=args.envs, frames=args.frames, arch=args.arch, objective=args.objective,
                          out=args.out, diversity=args.diversity, seed=args.seed, steps=args.steps,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_local=args.n_local,
-                         out_dim=args.out_dim, episode_len=args.episode_len, log_every=args.log_every,
+                         out_dim=args.out_dim, teacher_temp=args.teacher_temp, episode_len=args.episode_len,
+                         log_every=args.log_every,
                          save_every=args.save_every, threads=args.threads, resume=args.resume,
                          keep_cache=args.keep_cache, command=_command())
     s = pretrain(cfg)
