@@ -32,8 +32,9 @@ from pathlib import Path
 from mbrl.config import allowed_keys, build_config, parse_overrides, to_dict
 from mbrl.errors import DreamshiftError
 
-# The embedded default of `dreamshift demo`: scratch CNN vs the offline-pretrained efficientnet-lite0 (frozen,
-# features cached), each trained briefly on clean pixels and evaluated under the `quick` shift suite. Minutes
+# The embedded default of `dreamshift demo`: scratch CNN vs two pretrained encoders that exist offline, the
+# ImageNet efficientnet-lite0 and the bundled in-domain self-supervised dreamshift-vit (both frozen, features
+# cached), each trained briefly on clean pixels and evaluated under the `quick` shift suite. Minutes
 # on 2 CPU cores; it shows the pipeline, it is not a learning budget (see benchmarks/learning.py).
 DEMO_OVERRIDES = {
     "env": "dmc:cartpole_balance", "size": "XS", "steps": "3000", "prefill": "1000", "batch_size": "8",
@@ -41,7 +42,8 @@ DEMO_OVERRIDES = {
     "replay_capacity": "100000",
 }
 DEMO_ENCODERS = ({"encoder": "cnn"},
-                 {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128"})
+                 {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128"},
+                 {"encoder": "dreamshift-vit", "encoder_mode": "frozen"})
 DEMO_SUITE = "quick"
 
 # Sub-commands that live in their own module (one job a file). Each module has ``register(sub)``, which adds its

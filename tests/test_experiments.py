@@ -182,7 +182,7 @@ def test_shipped_grids_parse():
     names = {p.stem: spec.load(p) for p in root.glob("*.yaml")}
     assert {"quick", "paper_jones2025", "full"} <= set(names)
     quick = names["quick"]
-    assert {t.encoder for t in quick.trials} >= {"cnn", "efficientnet-lite0"}
+    assert {t.encoder for t in quick.trials} >= {"cnn", "efficientnet-lite0", "dreamshift-vit"}
     assert {t.seed for t in quick.trials} == {0, 1}
     paper = names["paper_jones2025"]
     assert {(t.encoder, t.mode) for t in paper.trials} >= {("dinov2:small", "frozen"), ("clip:b32", "partial:4"),
