@@ -256,7 +256,7 @@ def _html(tables: dict[str, pd.DataFrame], svgs: dict[str, dict[str, str]], meta
              f"{html.escape(meta['generated'])}. Cells: mean ± standard error over seeds; score = normalised "
              f"return (R − R<sub>random</sub>)/(R<sub>max</sub> − R<sub>random</sub>) where the env has "
              f"constants. IQM over (seeds × shifted conditions) with 95 % stratified-bootstrap CIs "
-             f"(rliable); P(&gt;{BASELINE}): probability of improvement over the scratch CNN.</p>"]
+             f"(Agarwal et al. 2021); P(&gt;{BASELINE}): probability of improvement over the scratch CNN.</p>"]
     for env, table in tables.items():
         parts.append(f"<h2>{html.escape(env)}</h2>")
         parts.append(table.to_html(index=False, escape=True, border=0))
