@@ -327,3 +327,18 @@ def test_killed_trial_resumes_training_from_its_checkpoint(tmp_path):
     assert "resuming dmc-cartpole_balance-cnn-full-s0 at 100 env steps" in paths(tmp_path / "out", trial.id)[
         "log"].read_text()
     assert {r["env_steps_trained"] for r in results.read_dir(tmp_path / "out" / "results")} == {150}
+
+
+def test_cli_sweep_dry_run_and_bad_input(tmp_path, capsys):
+    from mbrl.cli import main
+
+    grid = _grid(tmp_path)
+    assert main(["sweep", str(grid), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "dmc-cartpole_balance-cnn-full-s0: " in out and "2 trials" in out
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["leaderboard", str(tmp_path / "no_results")]) == 2
+    assert main(["sweep", str(grid), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 3 and "no such results directory" in err and "--workers must be >= 1" in err
