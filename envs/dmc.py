@@ -24,7 +24,7 @@ from gymnasium import spaces
 from envs.compat import patch_dm_control
 from envs.errors import EnvError
 from envs.registry import default_camera, dmc_domains
-from envs.rendering import select_gl_backend
+from envs.rendering import check_renders, select_gl_backend
 from envs.validation import check_int, check_seed, check_size
 
 __all__ = ["DMCEnv", "ImageHook", "RenderHook"]
@@ -185,15 +185,7 @@ class DMCEnv(gymnasium.Env):
 
         self._env_steps = 0
         self._needs_reset = True
-        try:
-            self._ensure_camera()  # fail here, not at the first reset
-        except Exception as exc:
-            self.close()
-            raise EnvError(
-                f"could not render dmc:{domain}_{task} with MUJOCO_GL="
-                f"{select_gl_backend()!r} ({type(exc).__name__}: {exc}); install "
-                "`libegl1 libgl1 libosmesa6` or set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
-            ) from exc
+        check_renders(self, f"dmc:{domain}_{task}")  # fail here, not at the first reset
 
     # ------------------------------------------------------------------ API
     @property

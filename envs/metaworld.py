@@ -45,7 +45,7 @@ from gymnasium.utils import seeding
 from envs.dmc import ImageHook, RenderHook, _HookCaller
 from envs.errors import EnvError
 from envs.registry import metaworld_tasks
-from envs.rendering import select_gl_backend
+from envs.rendering import check_renders, select_gl_backend
 from envs.validation import check_int, check_seed, check_size
 
 __all__ = ["DEFAULT_CAMERA", "DEFAULT_TIME_LIMIT", "MT1_SEED", "MetaWorldEnv", "mt1_tasks"]
@@ -206,15 +206,7 @@ class MetaWorldEnv(gymnasium.Env):
         self._np_random, self._np_random_seed = seeding.np_random(seed)
         self._env_steps = 0
         self._needs_reset = True
-        try:
-            self._ensure_camera()  # fail here, not at the first reset
-        except Exception as exc:
-            self.close()
-            raise EnvError(
-                f"could not render metaworld:{task} with MUJOCO_GL={select_gl_backend()!r} "
-                f"({type(exc).__name__}: {exc}); install `libegl1 libgl1 libosmesa6` or set MUJOCO_GL=egl "
-                "or MUJOCO_GL=osmesa"
-            ) from exc
+        check_renders(self, f"metaworld:{task}")  # fail here, not at the first reset
 
     # ------------------------------------------------------------------ API
     @property

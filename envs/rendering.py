@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from envs.errors import EnvError
 
@@ -114,3 +115,20 @@ def select_gl_backend() -> str:
         "or set MUJOCO_GL to a working backend (egl, osmesa, glfw)"
     )
     raise _failure
+
+
+def check_renders(env: Any, name: str) -> None:
+    """Create ``env``'s camera now (``env._ensure_camera()``) so that a broken GL setup fails at construction,
+    not at the first reset; on failure close ``env`` and raise.
+
+    Raises:
+        EnvError: rendering failed; the message names ``name``, the GL backend and the packages to install.
+    """
+    try:
+        env._ensure_camera()
+    except Exception as exc:
+        env.close()
+        raise EnvError(
+            f"could not render {name} with MUJOCO_GL={select_gl_backend()!r} ({type(exc).__name__}: {exc}); "
+            "install `libegl1 libgl1 libosmesa6` or set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        ) from exc
