@@ -8,7 +8,6 @@ subprocess so that the exit status, stderr and the absence of a traceback are th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,63 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN
-
-from mbrl.cli import main
+from conftest import TINY_RUN, assert_user_error, tree
 
 TINY = TINY_RUN
-
-
-class Result:
-    """Exit status and captured streams of one CLI run (like ``subprocess.CompletedProcess``)."""
-
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
 def cli_subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mbrl.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """``cli(*args)``: run :func:`mbrl.cli.main` in-process with the cwd set to ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            status = main(list(args))
-        except SystemExit as exc:  # argparse usage errors
-            status = exc.code
-        out, err = capsys.readouterr()
-        return Result(status, out, err)
-
-    yield run
-    torch.set_num_threads(threads)
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def assert_user_error(res, *needles: str) -> str:
-    """Status 2, exactly one ``error:`` line on stderr containing every needle, no traceback, no run printed."""
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    assert "run directory:" not in res.stdout
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

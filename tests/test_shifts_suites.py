@@ -4,7 +4,6 @@ tests that need a scene kind use it when registered and fall back to pixel kinds
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,53 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, assert_user_error, tree
 
-from mbrl.cli import main
 from shifts import suites
 from shifts.base import ShiftError, kinds, make_shift
 from shifts.evaluate import aggregate, format_table
 
 TINY = TINY_RUN
-
-
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """``cli(*args)``: :func:`mbrl.cli.main` in-process, cwd ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            status = main(list(args))
-        except SystemExit as exc:
-            status = exc.code
-        out, err = capsys.readouterr()
-        return Result(status, out, err)
-
-    yield run
-    torch.set_num_threads(threads)
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
-
-
-def assert_user_error(res, *needles: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
