@@ -57,11 +57,7 @@ def per_seed(records: list[dict[str, Any]]) -> pd.DataFrame:
     out = df.groupby(keys, sort=True).agg(return_mean=("return", "mean"), success=("success_f", "mean"),
                                           episodes=("return", "size")).reset_index()
 
-    def score(row: pd.Series) -> float:
-        c = constants(row["env"])
-        return row["return_mean"] if c is None else (row["return_mean"] - c.r_random) / (c.r_max - c.r_random)
-
-    out["score"] = out.apply(score, axis=1)
+    out["score"] = out.apply(lambda row: metrics.score(row["return_mean"], row["env"]), axis=1)
     return out
 
 

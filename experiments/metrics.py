@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.normalisation import constants
+from shifts.evaluate import drop_pct  # noqa: F401  (re-exported: the suite summaries' drop %, one definition)
 
 
 def normalised_return(returns: float | np.ndarray, env: str) -> float | np.ndarray:
@@ -38,15 +39,15 @@ def normalised_return(returns: float | np.ndarray, env: str) -> float | np.ndarr
     return float(out) if out.ndim == 0 else out
 
 
+def score(returns: float | np.ndarray, env: str) -> float | np.ndarray:
+    """The leaderboard's score: :func:`normalised_return` where ``env`` has constants, else the raw return."""
+    return returns if constants(env) is None else normalised_return(returns, env)
+
+
 def success_rate(successes: Sequence[bool | None]) -> float | None:
     """Fraction of episodes with success, in [0, 1]; ``None`` when the env defines no success."""
     known = [bool(s) for s in successes if s is not None]
     return float(np.mean(known)) if known else None
-
-
-def drop_pct(clean: float, shifted: float) -> float | None:
-    """``100 · (ID − OOD) / |ID|`` (Jones et al. 2025); ``None`` when the clean score is 0."""
-    return None if clean == 0 else 100.0 * (clean - shifted) / abs(clean)
 
 
 def retention(clean: float, shifted: float) -> float | None:

@@ -100,10 +100,11 @@ def _str_overrides(where: str, value: Any) -> dict[str, str]:
     return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
 
-def _list(where: str, value: Any, kind: type) -> list[Any]:
+def _list(where: str, value: Any, kind: type | tuple[type, ...]) -> list[Any]:
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
-        raise ConfigError(f"{where}: expected a non-empty list of {kind.__name__}, got {value!r}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{where}: expected a non-empty list of {names}, got {value!r}")
     return items
 
 
@@ -152,15 +153,15 @@ def load(path: Path | str) -> Sweep:
     if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                                and 0 <= a <= 1 for a in alphas):
         raise ConfigError(f"{where}: evaluation.alphas must be a list of numbers in [0, 1], got {alphas!r}")
-    default_modes = [str(m) for m in _list(f"{where}: modes", data.get("modes", ["auto"]), str)]
+    default_modes = _list(f"{where}: modes", data.get("modes", ["auto"]), str)
 
     trials: list[Trial] = []
-    for i, entry in enumerate(_list(f"{where}: encoders", data["encoders"], (str, dict))):  # type: ignore[arg-type]
+    for i, entry in enumerate(_list(f"{where}: encoders", data["encoders"], (str, dict))):
         entry = {"name": entry} if isinstance(entry, str) else entry
         _check_keys(f"{where}: encoders[{i}]", entry, _ENCODER_KEYS)
         if "name" not in entry:
             raise ConfigError(f"{where}: encoders[{i}] needs a name")
-        modes = [str(m) for m in _list(f"{where}: encoders[{i}].modes", entry.get("modes", default_modes), str)]
+        modes = _list(f"{where}: encoders[{i}].modes", entry.get("modes", default_modes), str)
         extra = _str_overrides(f"{where}: encoders[{i}].overrides", entry.get("overrides"))
         label = str(entry.get("label", entry["name"]))
         for env in env_names:

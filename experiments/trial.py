@@ -139,8 +139,9 @@ def run_trial(trial: dict[str, Any], out: Path | str, retries: int = 1, threads:
             status["state"] = "failed"
             _write_status(out, trial["id"], status)
             continue
-        clean = [r["return"] for r in records if r["shift"] == "none"]
-        shifted = [r["return"] for r in records if r["shift"] != "none"]
+        own = [r for r in records if "+merge:" not in r["encoder_mode"]]  # the trained agent, not its merges
+        clean = [r["return"] for r in own if r["shift"] == "none"]
+        shifted = [r["return"] for r in own if r["shift"] != "none"]
         status.update(state="done", seconds=round(time.time() - start, 1),
                       clean_return=sum(clean) / len(clean) if clean else None,
                       shifted_return=sum(shifted) / len(shifted) if shifted else None)

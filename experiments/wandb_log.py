@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.metrics import normalised_return
 from experiments.normalisation import constants
 from experiments.results import FIELDS
 
@@ -38,7 +39,7 @@ def log_evaluation(trial: dict[str, Any], records: list[dict[str, Any]], run_dir
             mean = float(np.mean([r["return"] for r in rs]))
             summary[f"eval/{shift}/{severity}/return_mean"] = mean
             if c is not None:
-                summary[f"eval/{shift}/{severity}/normalised"] = (mean - c.r_random) / (c.r_max - c.r_random)
+                summary[f"eval/{shift}/{severity}/normalised"] = normalised_return(mean, rs[0]["env"])
             successes = [r["success"] for r in rs if r["success"] is not None]
             if successes:
                 summary[f"eval/{shift}/{severity}/success_rate"] = float(np.mean(successes))

@@ -26,7 +26,8 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace(":", "").replace("+", "-"))
 
 
-def _drop(clean: float, shifted: float) -> float | None:
+def drop_pct(clean: float, shifted: float) -> float | None:
+    """``100 · (ID − OOD) / |ID|`` (Jones et al. 2025); ``None`` when the clean score is 0."""
     return None if clean == 0 else 100.0 * (clean - shifted) / abs(clean)
 
 
@@ -106,7 +107,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
             "shift": kind, "severity": severity, "n": len(a), "return_mean": float(a.mean()),
             "return_std": float(a.std()),
             "return_stderr": float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0,
-            "drop_pct": None if clean is None else _drop(clean, float(a.mean())),
+            "drop_pct": None if clean is None else drop_pct(clean, float(a.mean())),
         })
     shifted = [r for r in results if r["shift"] != "none"]
     per_kind: dict[str, Any] = {}
@@ -117,7 +118,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
                  else float(np.mean([r["drop_pct"] for r in rs]))} for k, rs in per_kind.items()}
     mean_shifted = float(np.mean([r["return_mean"] for r in shifted])) if shifted else None
     return {"clean_return_mean": clean, "results": results, "kinds": kinds, "shifted_return_mean": mean_shifted,
-            "mean_drop_pct": None if clean is None or mean_shifted is None else _drop(clean, mean_shifted)}
+            "mean_drop_pct": None if clean is None or mean_shifted is None else drop_pct(clean, mean_shifted)}
 
 
 def format_table(summary: dict[str, Any]) -> str:
