@@ -195,11 +195,12 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / state["replay_file"]
     if not path.is_file():
         raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
-    with np.load(path) as data:
-        features = data["data_features"].shape[-1] if "data_features" in data.files else 0
+    with np.load(path) as data:  # read once: the feature width sizes the buffer the arrays then fill
+        arrays = {k: data[k] for k in data.files}
+    features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), state["action_dim"],
                     seed=cfg.seed, feature_dim=features)
-    replay.load(path)
+    replay.load_state_dict(arrays)
     return replay
 
 

@@ -212,18 +212,6 @@ class MixedReplay:
         """Save the target buffer (sources are never written)."""
         self.target.save(path)
 
-    def load(self, path: Path) -> None:
-        """Load the target buffer."""
-        self.target.load(path)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The target buffer's :meth:`Replay.state_dict`."""
-        return self.target.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore the target buffer (:meth:`Replay.load_state_dict`; raises ValueError on a layout mismatch)."""
-        self.target.load_state_dict(state)
-
     # --- mixing ---
     def can_sample(self, length: int) -> bool:
         """Whether every part a batch may need holds ``length`` steps in some env: the target unless
@@ -236,8 +224,7 @@ class MixedReplay:
         sequences (stochastic rounding of ``mix * batch``; source sequences spread evenly, the remainder to
         randomly chosen sources)."""
         want = self.mix * batch
-        n_src = int(np.floor(want)) + int(self.split_rng.random() < want - np.floor(want))
-        n_src = min(n_src, batch)
+        n_src = int(np.floor(want)) + int(self.split_rng.random() < want - np.floor(want))  # <= batch: mix <= 1
         per = [0] * len(self.sources)
         if self.sources:
             base, rest = divmod(n_src, len(self.sources))
