@@ -80,8 +80,7 @@ def collect(env_name: str, plan: list[bool], episode_len: int, seed: int,
                         break
                     obs, *_ = wrapped.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
             finally:
-                for s in wrapped.shifts:
-                    s.remove(env.unwrapped)
+                wrapped.remove_shifts()
     finally:
         env.close()
     tgt = np.asarray(targets, np.float64) if state else np.zeros((len(frames), 0))

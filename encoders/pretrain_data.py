@@ -180,8 +180,7 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
                                 got += 1
                             break
                 finally:
-                    for s in wrapped.shifts:  # undo scene edits; wrapped.close() would also close the env
-                        s.remove(env.unwrapped)
+                    wrapped.remove_shifts()  # undo scene edits; wrapped.close() would also close the env
                 kinds[i + start:i + got] = kind_names.index(kind)
                 sevs[i + start:i + got] = sev
                 if progress is not None:

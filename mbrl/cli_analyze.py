@@ -176,7 +176,7 @@ def run_forgetting(eset: Any, dataset: str | None, size: int, seed: int, k: int,
 def run_drift(eset: Any, env: str, frames: int, size: int, seed: int,
               stride: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Linear CKA per block of the pretrained encoder vs each other encoder (:mod:`encoders.analysis.drift`)."""
-    from encoders.analysis.drift import cka_by_layer
+    from encoders.analysis.drift import cka_by_layer, layer_features
     from encoders.analysis.frames import collect_frames
     from encoders.analysis.report import record
 
@@ -185,12 +185,13 @@ def run_drift(eset: Any, env: str, frames: int, size: int, seed: int,
     images = collect_frames(env, frames, size=size, seed=seed, stride=stride).images
     base = {**eset.base, "env": env}
     pre = eset.encoders["pretrained"]
+    pre_features = layer_features(pre, images)  # the reference's layers, computed once for every comparison
     cka: dict[str, dict[str, float]] = {}
     records = []
     for role in _roles(eset.encoders):
         if role == "pretrained":
             continue
-        cka[role] = cka_by_layer(pre, eset.encoders[role], images)
+        cka[role] = cka_by_layer(pre, eset.encoders[role], images, pre_features)
         for layer, value in cka[role].items():
             records.append(record("drift", "linear_cka", value, frames, base, weights=role, reference="pretrained",
                                   layer=layer))

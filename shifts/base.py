@@ -168,9 +168,13 @@ class ShiftWrapper(gymnasium.Wrapper):
     def render(self) -> np.ndarray:
         return self._apply({"image": self.env.render()})["image"]
 
-    def close(self) -> None:
+    def remove_shifts(self) -> None:
+        """Undo the shifts' edits of the wrapped env (scene changes), leaving the env open for reuse."""
         for shift in self.shifts:
             shift.remove(self.env.unwrapped)
+
+    def close(self) -> None:
+        self.remove_shifts()
         super().close()
 
 

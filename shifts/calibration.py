@@ -81,13 +81,16 @@ def reference_encoder(input_size: int = 224) -> Any:
     return enc.eval()
 
 
-def feature_distance(encoder: Any, clean: np.ndarray, shifted: np.ndarray) -> np.ndarray:
-    """``(N,)`` 1 - cosine similarity of ``encoder``'s pooled features of ``(N, H, W, 3)`` uint8 frame pairs."""
+def feature_distance(encoder: Any, clean: np.ndarray, shifted: np.ndarray, clean_features: Any = None,
+                     ) -> np.ndarray:
+    """``(N,)`` 1 - cosine similarity of ``encoder``'s pooled features of ``(N, H, W, 3)`` uint8 frame pairs.
+    ``clean_features``: the clean frames' pooled features when already computed (one env, many conditions)."""
     import torch
 
     from encoders.analysis.forgetting import pooled_features
 
-    fa, fb = pooled_features(encoder, clean).double(), pooled_features(encoder, shifted).double()
+    fa = (pooled_features(encoder, clean) if clean_features is None else clean_features).double()
+    fb = pooled_features(encoder, shifted).double()
     return (1.0 - torch.nn.functional.cosine_similarity(fa, fb, dim=1)).clamp_min(0.0).numpy()
 
 
@@ -170,6 +173,11 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
             shape = env.action_space.shape
             actions = [rng.uniform(-1.0, 1.0, (per_episode * stride, *shape)) for _ in range(episodes)]
             clean, clean_states = rollout(env, actions, seed, stride, per_episode)
+            clean_features = None
+            if encoder is not None:
+                from encoders.analysis.forgetting import pooled_features
+
+                clean_features = pooled_features(encoder, clean)  # once per env, not per condition
             for kind, severities in kinds.items():
                 level = make_shift(kind, 0).level
                 for severity in sorted(set(severities)):
@@ -177,11 +185,10 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
                     try:
                         shifted, states = rollout(wrapped, actions, seed, stride, per_episode)
                     finally:
-                        for shift in wrapped.shifts:
-                            shift.remove(env.unwrapped)
+                        wrapped.remove_shifts()
                     dist = frame_distances(clean, shifted)
                     if encoder is not None:
-                        dist["feature_distance"] = feature_distance(encoder, clean, shifted)
+                        dist["feature_distance"] = feature_distance(encoder, clean, shifted, clean_features)
                     diffs = [float(np.abs(a - b).max()) for a, b in zip(clean_states, states, strict=True)
                              if a is not None and b is not None]
                     row: dict[str, Any] = {"env": env_name, "kind": kind, "level": level, "severity": severity,

@@ -82,13 +82,15 @@ def layer_features(encoder: Any, images: np.ndarray | Tensor, batch_size: int = 
     return {name: torch.cat(parts) for name, parts in captured.items() if parts}
 
 
-def cka_by_layer(a: Any, b: Any, images: np.ndarray | Tensor) -> dict[str, float]:
+def cka_by_layer(a: Any, b: Any, images: np.ndarray | Tensor,
+                 a_features: dict[str, Tensor] | None = None) -> dict[str, float]:
     """``{layer: linear CKA between encoders a and b}`` on the same frames (layers of :func:`layer_features`).
+    ``a_features``: ``layer_features(a, images)`` when already computed (one reference, several encoders).
 
     Raises:
         ConfigError: the encoders have different layers, or an encoder without blocks.
     """
-    fa = layer_features(a, images)
+    fa = layer_features(a, images) if a_features is None else a_features
     fb = layer_features(b, images)
     if list(fa) != list(fb):
         raise ConfigError(f"the encoders have different layers: {list(fa)} vs {list(fb)}")
