@@ -63,7 +63,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,6 @@ class PretrainConfig:
     keep_cache: bool = False
     progress: bool | None = None
     command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def validate(cfg: PretrainConfig) -> list[str]:
@@ -490,10 +489,10 @@ class MAE(nn.Module):
 # ------------------------------------------------------------------------------------------------ schedules
 
 
-def cosine(step: int, total: int, start: float, end: float, warmup: int = 0, warmup_from: float = 0.0) -> float:
-    """Linear warm-up ``warmup_from -> start`` over ``warmup`` steps, then cosine ``start -> end``."""
+def cosine(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
+    """Linear warm-up ``0 -> start`` over ``warmup`` steps, then cosine ``start -> end``."""
     if step < warmup:
-        return warmup_from + (start - warmup_from) * step / warmup
+        return start * step / warmup
     t = (step - warmup) / max(1, total - warmup)
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(1.0, t)))
 
@@ -609,7 +608,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     load_samples = [os.getloadavg()[0]]
-    args = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "extra")}
+    args = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)

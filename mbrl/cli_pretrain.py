@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--envs", default="dmc:*,metaworld:*",
                    help="comma-separated env names or globs over `dreamshift envs list` (dmc:/metaworld:)")
     p.add_argument("--frames", type=int, default=10000, help="frames to collect, split evenly over the envs")
-    p.add_argument("--arch", default="vit-tiny", help="vit-tiny (2.2 M params) | vit-micro (tests)")
+    p.add_argument("--arch", default="vit-tiny", help="vit-tiny (1.24 M params) | vit-micro (tests)")
     p.add_argument("--objective", default="dino", help="dino (Caron et al. 2021) | mae (He et al. 2022)")
     p.add_argument("--out", required=True, help="output directory (model, log, curve, model card)")
     p.add_argument("--diversity", type=float, default=0.5,
