@@ -79,10 +79,10 @@ def conditions(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _matrix(seeds: pd.DataFrame, shifted_only: bool = True) -> pd.DataFrame:
-    """``(seeds, conditions)`` score matrix of one (env, encoder, mode); conditions as columns."""
-    g = seeds[seeds["shift"] != "none"] if shifted_only else seeds
-    return g.pivot_table(index="seed", columns=["shift", "severity"], values="score")
+def _matrix(seeds: pd.DataFrame) -> pd.DataFrame:
+    """``(seeds, shifted conditions)`` score matrix of one (env, encoder, mode); complete seeds only."""
+    g = seeds[seeds["shift"] != "none"]
+    return g.pivot_table(index="seed", columns=["shift", "severity"], values="score").dropna(axis=0)
 
 
 def summary(seeds: pd.DataFrame, reps: int = 2000) -> pd.DataFrame:
@@ -90,8 +90,7 @@ def summary(seeds: pd.DataFrame, reps: int = 2000) -> pd.DataFrame:
     rows = []
     for env, env_seeds in seeds.groupby("env", sort=True):
         methods = {k: g for k, g in env_seeds.groupby(["encoder", "encoder_mode"], sort=True)}
-        mats = {k: _matrix(g) for k, g in methods.items()}
-        mats = {k: m.dropna(axis=0) for k, m in mats.items() if m.shape[1] > 0}
+        mats = {k: m for k, g in methods.items() if (m := _matrix(g)).shape[1] > 0}
         intervals = metrics.interval_estimates({f"{e}|{m}": v.to_numpy() for (e, m), v in mats.items()},
                                                reps=reps) if mats else {}
         baseline = next((k for k in mats if k[0] == BASELINE), None)

@@ -16,7 +16,6 @@ Ray is deliberately not used: at start-up it probes a non-loopback metadata addr
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -125,9 +124,8 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
                 if key in s:
                     params[f"slurm_{key}"] = s[key]
         executor.update_parameters(**params)
-        threads = sweep.threads or params["cpus_per_task"]
-        if backend == "submitit-local":
-            threads = _threads(sweep, workers)
+        # a SLURM job owns its CPUs; submitit-local shares this machine's cores between the workers
+        threads = _threads(sweep, workers) if backend == "submitit-local" else sweep.threads or params["cpus_per_task"]
         jobs = []
         with executor.batch():
             for t in todo:
@@ -157,11 +155,3 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
                          + f"; errors in {out / 'status'}, logs in {out / 'logs'}; rerun the sweep to retry them")
     return ordered
 
-
-def summary_lines(out: Path | str) -> list[str]:
-    """One line per trial of a sweep directory: id and state (reads ``sweep.json`` and the status files)."""
-    out = Path(out)
-    spec = json.loads((out / "sweep.json").read_text())
-    from experiments.trial import read_status
-
-    return [f"{t['id']}: {read_status(out, t['id']).get('state', 'not run')}" for t in spec["trials"]]
