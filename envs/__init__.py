@@ -1,9 +1,9 @@
-"""Pixel-observation gymnasium environments (dm_control, Meta-World) for dreamshift.
+"""Gymnasium environments (dm_control, Meta-World, CarRacing, CARLA) with pixel and/or state observations.
 
 Public API::
 
     make_env(name, *, size=64, action_repeat=2, camera=None, seed=None,
-             time_limit=None, fast_render=True, options=None) -> gymnasium.Env
+             time_limit=None, fast_render=True, options=None, obs="pixels") -> gymnasium.Env
     make_vector_env(name, num_envs, *, asynchronous=None, seed=0, **env_kwargs)
         -> gymnasium.vector.VectorEnv            # SAME_STEP autoreset
     list_envs() -> list[str]                     # ["dmc:acrobot_swingup", ..., "metaworld:reach", ...]
@@ -12,6 +12,10 @@ Public API::
     envs.driving.CarRacingEnv(*, ...)            # driving:carracing (`pip install "gymnasium[box2d]"`)
     envs.carla.CarlaEnv(town, *, ...)            # carla:<Town> (`pip install carla==0.9.16` + a server)
     EnvError                                     # ValueError subclass
+
+Observations: a dict with ``"image"`` ``(H, W, 3) uint8`` for ``obs="pixels"``,
+``"state"`` ``(D,) float32`` for ``obs="state"`` (no rendering at all; dmc and
+metaworld only) and both for ``obs="pixels+state"``.
 
 Units: ``time_limit`` and ``info["env_steps"]`` count **env steps** (dm_control
 control steps, Meta-World steps); one agent step (one ``step()`` call) =

@@ -1,4 +1,22 @@
-"""Pixel-observation gymnasium wrapper around one dm_control suite task.
+"""Gymnasium wrapper around one dm_control suite task with pixel and/or state observations.
+
+Observations (``obs`` argument): ``"pixels"`` (default) gives ``{"image": (H, W, 3) uint8}``, ``"state"`` gives
+``{"state": (D,) float32}`` without any rendering (no GL context, no camera: the fast path for learning from
+proprioception on a CPU), ``"pixels+state"`` gives both. ``state`` is DreamerV3's ``dmc_proprio`` observation:
+dm_control's ``TimeStep.observation`` dict (e.g. ``position``, ``velocity``, ``orientations``, ``height``, ...,
+in the task's own units: metres, radians, m/s, ...) with every entry flattened (scalars become length 1) and
+concatenated in the dict's key order. ``D`` per task (measured), e.g.:
+
+=====================  ===  ==========================================================
+task                   D    entries (size)
+=====================  ===  ==========================================================
+``cartpole_swingup``   5    position (3: cart x, cos/sin pole angle), velocity (2)
+``reacher_easy``       6    position (2), to_target (2), velocity (2)
+``finger_spin``        9    position (4), velocity (3), touch (2)
+``walker_stand``       24   orientations (14), height (1), velocity (9)
+``walker_walk``        24   as walker_stand
+``cheetah_run``        17   position (8), velocity (9)
+=====================  ===  ==========================================================
 
 Step units (used everywhere in this package):
 
@@ -25,9 +43,9 @@ from envs.compat import patch_dm_control
 from envs.errors import EnvError
 from envs.registry import default_camera, dmc_domains
 from envs.rendering import check_renders, select_gl_backend
-from envs.validation import check_int, check_seed, check_size
+from envs.validation import check_int, check_obs, check_seed, check_size
 
-__all__ = ["DMCEnv", "ImageHook", "RenderHook"]
+__all__ = ["DMCEnv", "ImageHook", "RenderHook", "flatten_observation"]
 
 Obs = dict[str, np.ndarray]
 #: ``hook(model, data, scene)`` with the raw ``mujoco.MjModel``, ``mujoco.MjData`` and ``mujoco.MjvScene``:
@@ -41,11 +59,29 @@ _FAST_SHADOWSIZE = 512
 _FAST_OFFSAMPLES = 0
 
 
-class DMCEnv(gymnasium.Env):
-    """dm_control task with RGB image observations and actions in ``[-1, 1]``.
+def flatten_observation(observation: Any) -> np.ndarray:
+    """dm_control ``TimeStep.observation`` (an ``OrderedDict`` of arrays) as one ``(D,) float32`` vector: every
+    entry flattened (scalars become length 1), concatenated in the dict's key order (DreamerV3 ``dmc_proprio``)."""
+    parts = [np.asarray(value, dtype=np.float32).ravel() for value in observation.values()]
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
-    Observation: ``{"image": (H, W, 3) uint8}`` rendered from a fixed camera
-    after every (re)set/step. Action: ``(A,) float32`` in ``[-1, 1]``, clipped to
+
+class DMCEnv(gymnasium.Env):
+    """dm_control task with RGB image and/or state observations and actions in ``[-1, 1]``.
+
+    Observation (``observation_space`` is a ``spaces.Dict`` with exactly these keys):
+
+    * ``"image"``: ``(H, W, 3) uint8`` rendered from a fixed camera after every
+      (re)set/step, when ``obs`` is ``"pixels"`` or ``"pixels+state"``;
+    * ``"state"``: ``(D,) float32``, dm_control's physics observation dict
+      flattened in key order (:func:`flatten_observation`; ``D`` per task in the
+      module docstring), when ``obs`` is ``"state"`` or ``"pixels+state"``.
+
+    With ``obs="state"`` nothing is rendered by ``reset``/``step`` and no GL
+    context or camera is created (no OpenGL needed); :meth:`render` still works
+    and creates the renderer on its first call.
+
+    Action: ``(A,) float32`` in ``[-1, 1]``, clipped to
     that range and rescaled linearly to dm_control's action-spec bounds.
 
     Episode end (``time_limit`` counts **env steps**, not agent steps):
@@ -84,7 +120,7 @@ class DMCEnv(gymnasium.Env):
     :meth:`render_segmentation` renders the segmentation of the current frame
     (render hooks applied). ``physics.contexts`` is the GL context the frames
     are rendered in (e.g. to upload an edited texture with
-    ``mujoco.mjr_uploadTexture``).
+    ``mujoco.mjr_uploadTexture``); reading it creates the GL context.
 
     Args:
         domain: dm_control domain, e.g. ``"walker"``, ``"ball_in_cup"``.
@@ -101,10 +137,14 @@ class DMCEnv(gymnasium.Env):
             no multisampling (``offsamples=0``), 512 px shadow map. About 10x
             faster on software EGL; images look slightly different (no
             shadows), so use the same setting for training and evaluation.
+        obs: ``"pixels"``, ``"state"`` or ``"pixels+state"``: which of
+            ``obs["image"]`` / ``obs["state"]`` are returned (see above).
 
     Raises:
-        EnvError: unknown domain/task, invalid argument, camera id out of range,
-            or no working OpenGL backend (message says what to install).
+        EnvError: unknown domain/task, invalid argument (e.g. ``obs`` not one of
+            the three modes), camera id out of range, or no working OpenGL
+            backend (message says what to install; only checked when pixels
+            are asked for).
     """
 
     # Replaced per instance in __init__ (render_fps depends on the task and action_repeat).
@@ -121,7 +161,10 @@ class DMCEnv(gymnasium.Env):
         seed: int | None = None,
         time_limit: int = 1000,
         fast_render: bool = True,
+        obs: str = "pixels",
     ) -> None:
+        self._pixels, self._state = check_obs(obs)  # before the (slow) dm_control import
+        self.obs = obs
         domains = dmc_domains()
         if domain not in domains:
             raise EnvError(
@@ -148,7 +191,8 @@ class DMCEnv(gymnasium.Env):
         self.fast_render = fast_render
         self.render_mode = "rgb_array"
 
-        select_gl_backend()  # raises EnvError if no headless backend works
+        if self._pixels:
+            select_gl_backend()  # raises EnvError if no headless backend works
         from dm_control import suite  # lazy: MUJOCO_GL must be set first
 
         patch_dm_control()
@@ -174,9 +218,13 @@ class DMCEnv(gymnasium.Env):
         self._act_high = np.asarray(spec.maximum, dtype=np.float64)
         height, width = self.size
         self.action_space = spaces.Box(-1.0, 1.0, spec.shape, dtype=np.float32)
-        self.observation_space = spaces.Dict(
-            {"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)}
-        )
+        obs_spaces: dict[str, spaces.Space] = {}
+        if self._pixels:
+            obs_spaces["image"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+        if self._state:
+            dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
+            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
         control_dt = float(self._env.control_timestep())
         self.metadata = {
             "render_modes": ["rgb_array"],
@@ -185,7 +233,8 @@ class DMCEnv(gymnasium.Env):
 
         self._env_steps = 0
         self._needs_reset = True
-        check_renders(self, f"dmc:{domain}_{task}")  # fail here, not at the first reset
+        if self._pixels:
+            check_renders(self, f"dmc:{domain}_{task}")  # fail here, not at the first reset
 
     # ------------------------------------------------------------------ API
     @property
@@ -207,7 +256,8 @@ class DMCEnv(gymnasium.Env):
             options: unused (accepted for gymnasium compatibility).
 
         Returns:
-            ``(obs, info)`` with ``obs["image"]`` ``(H, W, 3) uint8`` and
+            ``(obs, info)`` with ``obs["image"]`` ``(H, W, 3) uint8`` and/or
+            ``obs["state"]`` ``(D,) float32`` (per ``obs``) and
             ``info == {"discount": 1.0, "env_steps": 0}``.
 
         Raises:
@@ -219,10 +269,10 @@ class DMCEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:
             env.task.random.seed(seed)
-        env.reset()
+        ts = env.reset()
         self._env_steps = 0
         self._needs_reset = False
-        return {"image": self._render_image()}, {"discount": 1.0, "env_steps": 0}
+        return self._obs(ts), {"discount": 1.0, "env_steps": 0}
 
     def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` for ``action_repeat`` env steps.
@@ -231,8 +281,9 @@ class DMCEnv(gymnasium.Env):
             action: array-like of shape ``(A,)`` in ``[-1, 1]`` (clipped).
 
         Returns:
-            ``(obs, reward, terminated, truncated, info)``: ``obs["image"]`` is
-            ``(H, W, 3) uint8`` after the last env step; ``reward`` is the sum of
+            ``(obs, reward, terminated, truncated, info)``: ``obs`` after the last
+            env step (``"image"`` ``(H, W, 3) uint8`` and/or ``"state"``
+            ``(D,) float32``, per ``obs``); ``reward`` is the sum of
             the dm_control rewards of the env steps taken (float; each in
             ``[0, 1]`` for the standard tasks); see the class doc for
             ``terminated``/``truncated`` and ``info``.
@@ -271,12 +322,14 @@ class DMCEnv(gymnasium.Env):
         terminated = dm_last and discount == 0.0
         truncated = not terminated and (dm_last or self._env_steps >= self.time_limit)
         self._needs_reset = terminated or truncated
-        obs = {"image": self._render_image()}
         info = {"discount": discount, "env_steps": self._env_steps}
-        return obs, reward, terminated, truncated, info
+        return self._obs(ts), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
-        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``)."""
+        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``; image hooks applied).
+
+        Also works with ``obs="state"``: the renderer (GL context, camera) is then created on the first call.
+        """
         self._dm_env()
         return self._render_image()
 
@@ -307,6 +360,15 @@ class DMCEnv(gymnasium.Env):
         if self._env is None:
             raise RuntimeError("this DMCEnv is closed")
         return self._env
+
+    def _obs(self, ts: Any) -> Obs:
+        """The observation dict of dm_control TimeStep ``ts`` (renders only if pixels are asked for)."""
+        obs: Obs = {}
+        if self._pixels:
+            obs["image"] = self._render_image()
+        if self._state:
+            obs["state"] = flatten_observation(ts.observation)
+        return obs
 
     def _ensure_camera(self) -> Any:
         """Return a persistent ``dm_control`` Camera, (re)building it if needed."""

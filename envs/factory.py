@@ -13,6 +13,7 @@ from envs.errors import EnvError
 from envs.metaworld import DEFAULT_TIME_LIMIT as _METAWORLD_TIME_LIMIT
 from envs.metaworld import MetaWorldEnv
 from envs.registry import parse_env_name
+from envs.validation import check_obs
 
 __all__ = ["make_env"]
 
@@ -27,8 +28,16 @@ def make_env(
     time_limit: int | None = None,
     fast_render: bool = True,
     options: Mapping[str, Any] | None = None,
+    obs: str = "pixels",
 ) -> gymnasium.Env:
-    """Create one pixel environment, e.g. ``make_env("dmc:walker_walk", seed=0)``, ``make_env("metaworld:reach")``.
+    """Create one environment, e.g. ``make_env("dmc:walker_walk", seed=0)``, ``make_env("metaworld:reach")``,
+    ``make_env("dmc:cartpole_swingup", obs="state")``.
+
+    Observations are a dict with ``"image"`` ``(H, W, 3) uint8`` when pixels are asked for and ``"state"``
+    ``(D,) float32`` when state is asked for (``observation_space`` is a ``spaces.Dict`` with exactly those
+    keys). ``obs="state"`` never renders (no GL context, no camera: the fast CPU path). ``D``: dmc = dm_control's
+    observation dict flattened in key order (e.g. cartpole_swingup 5, reacher_easy 6, finger_spin 9,
+    walker_stand 24; see :mod:`envs.dmc`), metaworld = 39.
 
     Args:
         name: ``"suite:task"``; see :func:`envs.list_envs`.
@@ -45,7 +54,9 @@ def make_env(
             ``{"port": 2002, "weather": "hard_low_light"}`` for ``carla:`` or
             ``{"appearance": Appearance(zoom=4.0)}`` for ``driving:``
             (:class:`envs.carla.CarlaEnv`, :class:`envs.driving.CarRacingEnv`), or
-            ``{"state": True, "goal": 3}`` for ``metaworld:`` (:class:`envs.metaworld.MetaWorldEnv`).
+            ``{"goal": 3}`` for ``metaworld:`` (:class:`envs.metaworld.MetaWorldEnv`).
+        obs: ``"pixels"`` (default), ``"state"`` or ``"pixels+state"``. State observations exist for the
+            ``dmc`` and ``metaworld`` suites only.
 
     Returns:
         A gymnasium env (:class:`envs.DMCEnv` for ``dmc:``, :class:`envs.metaworld.MetaWorldEnv`,
@@ -53,18 +64,25 @@ def make_env(
 
     Raises:
         EnvError: unknown suite or task (message lists the allowed ones), invalid
-            argument (message says what is allowed), or no working renderer.
+            argument (message says what is allowed; e.g. ``obs`` not one of the three modes, or a state mode
+            for ``driving:``/``carla:``, which have no state vector), or no working renderer (only when pixels
+            are asked for). ``obs`` is checked before anything is built.
     """
+    check_obs(obs)  # the mode itself first: cheap, no simulator import
     suite, domain, task = parse_env_name(name)
+    check_obs(obs, name)  # a state mode for a suite without a state vector
     if time_limit is None:
         time_limit = _METAWORLD_TIME_LIMIT if suite == "metaworld" else 1000
     if suite == "metaworld":
         extra = dict(options or {})
-        unknown = sorted(set(extra) - {"state", "goal"})
+        if "state" in extra:
+            raise EnvError(f"option 'state' of {name} was replaced by make_env(..., obs='pixels+state') "
+                           "(or obs='state' without images)")
+        unknown = sorted(set(extra) - {"goal"})
         if unknown:
-            raise EnvError(f"unknown option(s) {', '.join(map(str, unknown))} for {name}; allowed: state, goal")
+            raise EnvError(f"unknown option(s) {', '.join(map(str, unknown))} for {name}; allowed: goal")
         return MetaWorldEnv(task, size=size, action_repeat=action_repeat, camera=camera, seed=seed,
-                            time_limit=time_limit, fast_render=fast_render, **extra)
+                            time_limit=time_limit, fast_render=fast_render, obs=obs, **extra)
     if suite in ("driving", "carla"):
         return _make_driving_env(suite, task, dict(
             size=size, action_repeat=action_repeat, camera=camera, seed=seed,
@@ -81,6 +99,7 @@ def make_env(
         seed=seed,
         time_limit=time_limit,
         fast_render=fast_render,
+        obs=obs,
     )
 
 

@@ -1,4 +1,8 @@
-"""Pixel-observation gymnasium wrapper around one Meta-World v3 MT1 task (``metaworld:<task>``).
+"""Gymnasium wrapper around one Meta-World v3 MT1 task (``metaworld:<task>``) with pixel and/or state observations.
+
+Observations (``obs`` argument, as :class:`envs.DMCEnv`): ``"pixels"`` (default) gives ``{"image": (H, W, 3)
+uint8}``, ``"state"`` gives ``{"state": (39,) float32}`` (Meta-World's own observation vector) without any
+rendering (no GL context, no camera), ``"pixels+state"`` gives both.
 
 Needs the optional ``metaworld`` package (``pip install metaworld==3.1.1``; it pins mujoco 3.3.0). Nothing here
 imports metaworld, mujoco or dm_control at module import time.
@@ -46,7 +50,7 @@ from envs.dmc import ImageHook, RenderHook, _HookCaller
 from envs.errors import EnvError
 from envs.registry import metaworld_tasks
 from envs.rendering import check_renders, select_gl_backend
-from envs.validation import check_int, check_seed, check_size
+from envs.validation import check_int, check_obs, check_seed, check_size
 
 __all__ = ["DEFAULT_CAMERA", "DEFAULT_TIME_LIMIT", "MT1_SEED", "MetaWorldEnv", "mt1_tasks"]
 
@@ -75,11 +79,15 @@ def mt1_tasks(task: str) -> tuple[Any, ...]:
 
 
 class MetaWorldEnv(gymnasium.Env):
-    """Meta-World v3 MT1 task with RGB image observations and actions in ``[-1, 1]^4``.
+    """Meta-World v3 MT1 task with RGB image and/or state observations and actions in ``[-1, 1]^4``.
 
-    Observation: ``{"image": (H, W, 3) uint8}`` rendered from a fixed camera after every (re)set/step, plus
-    ``"state": (39,) float32`` (Meta-World's state incl. the goal position in the last 3 entries) when
-    ``state=True``. Action: ``(4,) float32`` in ``[-1, 1]`` (clipped): end-effector xyz displacement (1 cm per
+    Observation (``observation_space`` is a ``spaces.Dict`` with exactly these keys): ``"image": (H, W, 3)
+    uint8`` rendered from a fixed camera after every (re)set/step when ``obs`` is ``"pixels"`` or
+    ``"pixels+state"``; ``"state": (39,) float32`` when ``obs`` is ``"state"`` or ``"pixels+state"``: Meta-World's
+    observation (metres; hand xyz (3), gripper opening (1), two objects' xyz + quaternion (14), the same 18 of the
+    previous env step, goal xyz in the last 3 entries). With ``obs="state"`` ``reset``/``step`` render nothing and
+    no GL context or camera is created; :meth:`render` still works (creates the renderer on its first call).
+    Action: ``(4,) float32`` in ``[-1, 1]`` (clipped): end-effector xyz displacement (1 cm per
     env step at 1.0) and gripper effort, as Meta-World.
 
     Reward: the sum of Meta-World's rewards (its default ``reward_function_version="v2"``, each in ``[0, 10]``)
@@ -113,13 +121,14 @@ class MetaWorldEnv(gymnasium.Env):
         time_limit: episode length in **env steps** (>= 1); default 500 as Meta-World.
         fast_render: no shadows, no reflections, no multisampling, 512 px shadow map (as :class:`envs.DMCEnv`).
             Meta-World's own settings (4096 px shadow map, 4x multisampling) render ~20x slower on software EGL.
-        state: also return ``obs["state"]``.
+        obs: ``"pixels"``, ``"state"`` or ``"pixels+state"`` (see above).
         goal: ``None`` (default): each episode's MT1 goal is drawn from the seeded stream; an int in
             ``[0, 50)``: always MT1 goal ``goal``.
 
     Raises:
         EnvError: metaworld not installed (message names the pip command), unknown task (message lists the
-            tasks), invalid argument, unknown camera (message lists the cameras) or no working OpenGL backend.
+            tasks), invalid argument (e.g. ``obs`` not one of the three modes), unknown camera (message lists the
+            cameras) or no working OpenGL backend (only checked when pixels are asked for).
     """
 
     # Replaced per instance in __init__ (render_fps depends on action_repeat).
@@ -135,9 +144,11 @@ class MetaWorldEnv(gymnasium.Env):
         seed: int | None = None,
         time_limit: int = DEFAULT_TIME_LIMIT,
         fast_render: bool = True,
-        state: bool = False,
+        obs: str = "pixels",
         goal: int | None = None,
     ) -> None:
+        self._pixels, self._state = check_obs(obs)
+        self.obs = obs
         tasks = metaworld_tasks()  # EnvError naming the pip command if metaworld is missing
         if task not in tasks:
             raise EnvError(f"unknown metaworld task {task!r}; known tasks: {', '.join(tasks)}")
@@ -150,11 +161,9 @@ class MetaWorldEnv(gymnasium.Env):
             camera = DEFAULT_CAMERA
         elif not isinstance(camera, str):
             camera = check_int("camera", camera, minimum=0)
-        for name, flag in (("fast_render", fast_render), ("state", state)):
-            if not isinstance(flag, bool):
-                raise EnvError(f"{name} must be a bool, got {flag!r}")
+        if not isinstance(fast_render, bool):
+            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
         self.fast_render = fast_render
-        self.state = state
         if goal is not None:
             goal = check_int("goal", goal, minimum=0)
         self.goal = goal
@@ -163,7 +172,8 @@ class MetaWorldEnv(gymnasium.Env):
         self.image_hooks: list[ImageHook] = []
         self.task_index = -1  # goal index (into mt1_tasks(task)) of the current episode
 
-        select_gl_backend()  # raises EnvError if no headless backend works
+        if self._pixels:
+            select_gl_backend()  # raises EnvError if no headless backend works
         from dm_control.mujoco import engine, wrapper  # lazy: MUJOCO_GL must be set first
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
@@ -197,8 +207,10 @@ class MetaWorldEnv(gymnasium.Env):
 
         height, width = self.size
         self.action_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
-        obs_spaces: dict[str, spaces.Space] = {"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)}
-        if state:
+        obs_spaces: dict[str, spaces.Space] = {}
+        if self._pixels:
+            obs_spaces["image"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+        if self._state:
             obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32)
         self.observation_space = spaces.Dict(obs_spaces)
         self.metadata = {"render_modes": ["rgb_array"],
@@ -206,7 +218,8 @@ class MetaWorldEnv(gymnasium.Env):
         self._np_random, self._np_random_seed = seeding.np_random(seed)
         self._env_steps = 0
         self._needs_reset = True
-        check_renders(self, f"metaworld:{task}")  # fail here, not at the first reset
+        if self._pixels:
+            check_renders(self, f"metaworld:{task}")  # fail here, not at the first reset
 
     # ------------------------------------------------------------------ API
     @property
@@ -228,7 +241,8 @@ class MetaWorldEnv(gymnasium.Env):
         ``goal`` is used instead).
 
         Returns:
-            ``(obs, info)``, ``info == {"discount": 1.0, "env_steps": 0, "success": 0.0}``.
+            ``(obs, info)``: ``obs["image"]`` ``(H, W, 3) uint8`` and/or ``obs["state"]`` ``(39,) float32`` (per
+            ``obs``), ``info == {"discount": 1.0, "env_steps": 0, "success": 0.0}``.
 
         Raises:
             EnvError: invalid ``seed``.
@@ -278,7 +292,8 @@ class MetaWorldEnv(gymnasium.Env):
         return self._obs(state), reward, False, truncated, info
 
     def render(self) -> np.ndarray:
-        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``)."""
+        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``; image hooks applied); with
+        ``obs="state"`` the renderer is created on the first call."""
         self._check_open()
         return self._render_image()
 
@@ -306,8 +321,11 @@ class MetaWorldEnv(gymnasium.Env):
             raise RuntimeError("this MetaWorldEnv is closed")
 
     def _obs(self, state: np.ndarray) -> Obs:
-        obs = {"image": self._render_image()}
-        if self.state:
+        """The observation dict of Meta-World's ``(39,)`` observation ``state`` (renders only for pixels)."""
+        obs: Obs = {}
+        if self._pixels:
+            obs["image"] = self._render_image()
+        if self._state:
             obs["state"] = np.asarray(state, dtype=np.float32)
         return obs
 

@@ -8,10 +8,14 @@ import numbers
 
 from envs.errors import EnvError
 
-__all__ = ["MAX_SEED", "check_int", "check_seed", "check_size"]
+__all__ = ["MAX_SEED", "OBS_MODES", "STATE_SUITES", "check_int", "check_obs", "check_seed", "check_size"]
 
 #: Largest seed accepted (dm_control seeds a ``numpy.random.RandomState``).
 MAX_SEED = 2**32 - 1
+#: Allowed ``obs`` values: which observation keys an env returns (``"image"``, ``"state"`` or both).
+OBS_MODES: tuple[str, ...] = ("pixels", "state", "pixels+state")
+#: Suites with a state (proprioceptive) observation vector ``obs["state"]``.
+STATE_SUITES: tuple[str, ...] = ("dmc", "metaworld")
 
 
 def _is_int(value: object) -> bool:
@@ -64,3 +68,25 @@ def check_seed(seed: object) -> int | None:
             f"seed must be None or an integer in [0, {MAX_SEED}], got {seed!r}"
         )
     return int(seed)  # type: ignore[call-overload]
+
+
+def check_obs(obs: object, name: str | None = None) -> tuple[bool, bool]:
+    """Validate an ``obs`` mode and return ``(pixels, state)``: whether ``obs["image"]`` / ``obs["state"]`` are
+    returned.
+
+    Args:
+        obs: ``"pixels"``, ``"state"`` or ``"pixels+state"`` (see :data:`OBS_MODES`).
+        name: the env name ``"suite:task"``; when given, a state mode is refused for suites without a state
+            vector (only :data:`STATE_SUITES` have one).
+
+    Raises:
+        EnvError: ``obs`` is not one of :data:`OBS_MODES` (message lists them), or asks for ``state`` on a suite
+            without one (message names the env and the suites that have it).
+    """
+    if not isinstance(obs, str) or obs not in OBS_MODES:
+        raise EnvError(f"obs must be one of {', '.join(repr(m) for m in OBS_MODES)}, got {obs!r}")
+    state = obs != "pixels"
+    if state and name is not None and name.split(":", 1)[0] not in STATE_SUITES:
+        raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "
+                       f"{', '.join(STATE_SUITES)}")
+    return obs != "state", state

@@ -11,9 +11,12 @@ sub-env ``i``:
 * If ``terminated[i] or truncated[i]`` (the episode **ended on this step**), the
   sub-env has already been reset inside the same ``step`` call:
 
-  - ``obs["image"][i]`` is the **first observation of the new episode**;
+  - ``obs[key][i]`` is the **first observation of the new episode**;
   - the **last observation of the finished episode** is
-    ``info["final_obs"][i]`` -- a dict ``{"image": (H, W, 3) uint8}``.
+    ``info["final_obs"][i]`` -- a dict with the same keys as one sub-env's
+    observation (``{"image": (H, W, 3) uint8}`` for ``obs="pixels"``,
+    ``{"state": (D,) float32}`` for ``obs="state"``, both for
+    ``obs="pixels+state"``).
     ``info["final_obs"]`` is a numpy object array of length ``num_envs``
     (``None`` for sub-envs that did not finish; mask ``info["_final_obs"]``);
     the key is absent when no sub-env finished on this step;
@@ -56,7 +59,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from envs.errors import EnvError
 from envs.factory import make_env
 from envs.registry import parse_env_name
-from envs.validation import MAX_SEED, check_int, check_seed
+from envs.validation import MAX_SEED, check_int, check_obs, check_seed
 
 __all__ = ["AUTORESET_MODE", "make_vector_env"]
 
@@ -76,7 +79,8 @@ def make_vector_env(
 ) -> gymnasium.vector.VectorEnv:
     """Create ``num_envs`` copies of ``make_env(name, **env_kwargs)`` as one VectorEnv.
 
-    Batched observation: ``obs["image"]`` is ``(num_envs, H, W, 3) uint8``;
+    Batched observation: ``obs["image"]`` is ``(num_envs, H, W, 3) uint8`` and/or
+    ``obs["state"]`` ``(num_envs, D) float32`` (per ``obs``, see :func:`envs.make_env`);
     actions are ``(num_envs, A) float32`` in ``[-1, 1]``. Autoreset mode is
     ``SAME_STEP``; see the module docstring for exactly where the final
     observation and the episode boundaries are reported.
@@ -90,13 +94,18 @@ def make_vector_env(
         seed: sub-env ``i`` gets seed ``seed + i``; ``None`` seeds every
             sub-env from OS entropy.
         **env_kwargs: forwarded to :func:`envs.make_env` (``size``,
-            ``action_repeat``, ``camera``, ``time_limit``, ``fast_render``).
+            ``action_repeat``, ``camera``, ``time_limit``, ``fast_render``,
+            ``options``, ``obs``: ``"pixels"`` (default), ``"state"`` or
+            ``"pixels+state"``).
 
     Raises:
         EnvError: unknown env name, bad ``num_envs``/``seed``/``asynchronous``,
-            an unknown keyword in ``env_kwargs``, or an invalid env argument
-            (checked by building the first sub-env in this process).
+            an unknown keyword in ``env_kwargs``, a bad ``obs`` (checked before
+            any sub-env is built), or an invalid env argument (checked by
+            building the first sub-env in this process).
     """
+    if "obs" in env_kwargs:
+        check_obs(env_kwargs["obs"])  # the mode itself first: cheap, no simulator import
     parse_env_name(name)
     num_envs = check_int("num_envs", num_envs, minimum=1)
     if asynchronous is not None and not isinstance(asynchronous, bool):
@@ -112,6 +121,8 @@ def make_vector_env(
             f"unknown env keyword(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}, "
             "and seed/asynchronous for make_vector_env"
         )
+    if "obs" in env_kwargs:
+        check_obs(env_kwargs["obs"], name)  # a state mode for a suite without a state vector
     seed = check_seed(seed)
     if seed is not None and seed + num_envs - 1 > MAX_SEED:
         raise EnvError(

@@ -1,12 +1,20 @@
-"""Actor-critic trained in imagination (DreamerV3, Hafner et al. 2023, Sec. 3, Eq. 6-11).
+"""Actor-critic trained in imagination (DreamerV3, Hafner et al. 2023, Sec. 3, Eq. 6-11; current reference code
+danijar/dreamerv3 ``dreamerv3/agent.py`` ``Agent.loss``, ``imag_loss``, ``repl_loss``, ``lambda_return``).
 
 - Imagination: from every posterior state of the replay batch, roll the RSSM prior forward ``H`` steps
-  (imagination horizon, 15) with actions from the actor.
-- Critic: two-hot symlog distribution regressed onto lambda-returns (Eq. 7-8, lambda 0.95, gamma = 1 - 1/333),
-  regularised towards the outputs of a slow EMA copy (rate 0.02).
-- Actor: advantages normalised by ``max(1, P95 - P5)`` of the returns (percentile EMA, rate 0.01, Eq. 11),
-  entropy bonus 3e-4; REINFORCE gradients (reference code) or backpropagation through the dynamics (2023
-  paper, continuous actions).
+  (imagination horizon, 15) with actions from the actor. Continue flags are the continue head's probability
+  (reference ``con.prob(1)``, ``LossConfig.imag_cont=prob``) or its mode with the start state's flag from the
+  data (2023 code, ``imag_cont=mode``); the discount is ``gamma * cont`` with ``gamma = 1 - 1/333``.
+- Critic: two-hot distribution (:class:`mbrl.distributions.TwoHot`) regressed onto lambda-returns (Eq. 7-8,
+  lambda 0.95) computed with the critic's own values, plus a regulariser towards the outputs of a slow EMA copy
+  (rate 0.02); both terms weighted by the cumulative imagined discount.
+- Replay value loss (``repval``, reference ``repl_loss``, scale 0.3): the critic is also regressed onto
+  lambda-returns along the replayed posterior sequence, from the data's rewards and terminals, bootstrapped at
+  every step with the imagined return from that state (:meth:`ActorCritic.repval_loss`).
+- Actor: advantages ``(R - v) / max(1, P95 - P5)`` (scale only, no offset), the percentiles an EMA (rate 0.01)
+  that starts at 0 without debiasing (reference ``embodied/jax/utils.py`` ``Normalize(impl=perc, debias=False)``;
+  the 2023 code's ``Moments(perc_ema)`` is the same); entropy bonus 3e-4; REINFORCE gradients (reference code)
+  or backpropagation through the dynamics (2023 paper, continuous actions).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from mbrl.world_model import WorldModel
 
 
 def lambda_return(reward: Tensor, value: Tensor, disc: Tensor, lam: float) -> Tensor:
-    """Lambda-returns ``R_t = r_{t+1} + disc_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1})``, ``R_H = v_H`` (Eq. 7).
+    """Lambda-returns ``R_t = r_{t+1} + disc_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1})``, ``R_H = v_H`` (Eq. 7;
+    reference ``lambda_return`` with ``last = 0``, ``boot = val``).
 
     Args:
         reward: ``(H, N)`` rewards r_{t+1} for t = 0..H-1.
@@ -42,6 +51,44 @@ def lambda_return(reward: Tensor, value: Tensor, disc: Tensor, lam: float) -> Te
     return torch.stack(out[::-1])
 
 
+def replay_lambda_return(reward: Tensor, is_terminal: Tensor, is_last: Tensor, boot: Tensor, disc: float,
+                         lam: float) -> Tensor:
+    """Lambda-returns along replayed sequences (reference ``agent.py`` ``lambda_return`` as called by
+    ``repl_loss``): ``R_t = r_{t+1} + g_{t+1} ((1 - l_{t+1}) boot_{t+1} + l_{t+1} R_{t+1})`` with
+    ``g = disc * (1 - is_terminal)``, ``l = lam * (1 - is_last)`` (no lambda-mixing across an episode end) and
+    ``R_{T-1} = boot_{T-1}``.
+
+    Args:
+        reward: ``(B, T)`` reward r_t received on arriving at step t (replay layout).
+        is_terminal, is_last: ``(B, T)`` bool/float flags of step t.
+        boot: ``(B, T)`` bootstrap value of step t (the imagined lambda-return from that posterior state).
+        disc: ``gamma = 1 - 1/horizon``.
+
+    Returns:
+        ``(B, T-1)`` returns for t = 0..T-2.
+    """
+    live = (1.0 - is_terminal[:, 1:].to(reward.dtype)) * disc
+    cont = (1.0 - is_last[:, 1:].to(reward.dtype)) * lam
+    interm = reward[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+    out = []
+    ret = boot[:, -1]
+    for t in reversed(range(live.shape[1])):
+        ret = interm[:, t] + live[:, t] * cont[:, t] * ret
+        out.append(ret)
+    return torch.stack(out[::-1], 1)
+
+
+def episode_last(batch: dict[str, Tensor]) -> Tensor:
+    """``(B, T)`` bool ``is_last`` of a replay batch: the batch's own if present, else ``is_terminal`` or the next
+    step starts an episode (``is_first[t + 1]``; the replay stores an episode's final observation as its own
+    step). The last step's flag is unknown then but does not change :func:`replay_lambda_return`."""
+    if "is_last" in batch:
+        return batch["is_last"].to(torch.bool)
+    last = batch["is_terminal"].to(torch.bool).clone()
+    last[:, :-1] |= batch["is_first"][:, 1:].to(torch.bool)
+    return last
+
+
 class ActorCritic(nn.Module):
     """Actor (bounded Normal policy), critic and slow critic over RSSM features.
 
@@ -54,27 +101,36 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.cfg = loss
         self.minstd, self.maxstd = model.minstd, model.maxstd
-        self.actor = MLP(feat_dim, 2 * action_dim, model.units, model.ac_layers, model.norm, outscale=0.01)
+        self.twohot = model.twohot
+        self.actor = MLP(feat_dim, 2 * action_dim, model.units, model.ac_layers, model.norm,
+                         outscale=model.actor_outscale, outscale_mode=model.outscale_mode)
         self.critic = MLP(feat_dim, model.bins, model.units, model.ac_layers, model.norm, outscale=0.0)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(model.bins), persistent=False)
-        self.register_buffer("retnorm", torch.zeros(2))  # EMA of (P5, P95)
-        self.register_buffer("retnorm_init", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("retnorm", torch.zeros(2))  # EMA of (P5, P95) of the imagined returns, from 0
+        self.register_buffer("retnorm_q", torch.tensor([loss.perclo, loss.perchi]) / 100.0, persistent=False)
 
     def policy(self, feat: Tensor) -> BoundedNormal:
-        """Action distribution for ``(..., F)`` features."""
-        return BoundedNormal(self.actor(feat), self.minstd, self.maxstd)
+        """Action distribution for ``(..., F)`` features (fp32 parameters)."""
+        return BoundedNormal(self.actor(feat).to(torch.float32), self.minstd, self.maxstd)
 
     def value(self, feat: Tensor, slow: bool = False) -> TwoHot:
         """Critic (or slow critic) distribution for ``(..., F)`` features."""
-        return TwoHot((self.slow_critic if slow else self.critic)(feat), self.bins)
+        return TwoHot((self.slow_critic if slow else self.critic)(feat), self.bins, self.twohot)
 
     def imagine(self, wm: WorldModel, start: State, start_cont: Tensor, horizon: int) -> dict[str, Tensor]:
         """Roll the prior ``horizon`` steps from ``start`` (batch ``N``) with the actor.
 
+        Args:
+            start: posterior states, ``(N, ...)`` each.
+            start_cont: ``(N,)`` float ``1 - is_terminal`` of the start states (used by ``imag_cont=mode`` only;
+                ``prob`` takes the continue head's prediction for the start state too, as the reference).
+
         Returns:
-            dict with ``feat`` ``(H+1, N, F)``, ``action`` ``(H+1, N, A)``, ``reward`` ``(H, N)`` (r_{t+1}),
-            ``cont`` ``(H+1, N)`` and ``weight`` ``(H+1, N)`` (cumulative discount, stop-gradient).
+            dict with ``feat`` ``(H+1, N, F)``, ``action`` ``(H+1, N, A)`` (a_t sampled at state t), ``reward``
+            ``(H, N)`` (r_{t+1}, the reward head's prediction), ``cont`` ``(H+1, N)`` (continue probabilities, or
+            0/1 flags for ``imag_cont=mode``) and ``weight`` ``(H+1, N)``: ``cumprod(gamma * cont) / gamma``
+            (reference ``imag_loss`` with ``contdisc=False``; 2023 code ``imagine``), stop-gradient.
         """
         backprop = self.cfg.actor_grad == "backprop"
         state = start
@@ -89,28 +145,40 @@ class ActorCritic(nn.Module):
         feat = torch.stack(feats)
         actions.append(self.policy(feat[-1].detach()).sample())
         reward = wm.reward(feat[1:]).mean
-        cont = torch.cat([start_cont[None], (wm.cont_logits(feat[1:]) > 0).to(feat.dtype)], 0)
+        if self.cfg.imag_cont == "prob":
+            cont = torch.sigmoid(wm.cont_logits(feat))
+        else:
+            cont = torch.cat([start_cont[None].to(torch.float32), (wm.cont_logits(feat[1:]) > 0).to(torch.float32)])
         gamma = 1.0 - 1.0 / self.cfg.horizon
         weight = torch.cumprod(gamma * cont, 0) / gamma
         return {"feat": feat, "action": torch.stack(actions), "reward": reward, "cont": cont,
                 "weight": weight.detach()}
 
     def _update_retnorm(self, ret: Tensor) -> Tensor:
-        """Update the percentile EMA with ``ret`` and return the scale ``max(limit, P95 - P5)``."""
-        q = torch.tensor([self.cfg.perclo / 100.0, self.cfg.perchi / 100.0], device=ret.device)
-        perc = torch.quantile(ret.detach().flatten().float(), q)
-        if not bool(self.retnorm_init):
-            self.retnorm.copy_(perc)
-            self.retnorm_init.fill_(True)
-        else:
-            self.retnorm.lerp_(perc, self.cfg.retnorm_rate)
+        """Update the percentile EMA with ``ret`` (any shape) and return the advantage scale
+        ``max(limit, P95 - P5)`` as a 0-d tensor, without a host sync.
+
+        Reference ``embodied/jax/utils.py`` ``Normalize(impl='perc', debias=False)``: ``lo``/``hi`` start at 0 and
+        move by ``rate`` towards each batch's percentiles (``jnp.percentile``, linear interpolation); the stats
+        are read after the update.
+        """
+        perc = torch.quantile(ret.detach().flatten().to(torch.float32), self.retnorm_q)
+        self.retnorm.lerp_(perc, self.cfg.retnorm_rate)
         return (self.retnorm[1] - self.retnorm[0]).clamp(min=self.cfg.retnorm_limit)
 
-    def loss(self, traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """Actor and critic losses on an imagined trajectory (Eq. 8-11).
+    def loss(self, traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Actor and critic losses on an imagined trajectory (Eq. 8-11; reference ``imag_loss``).
+
+        Also stores the detached lambda-returns in ``traj["ret"]`` ``(H, N)`` (``ret[0]`` bootstraps
+        :meth:`repval_loss`) and updates the return normaliser.
 
         Returns:
-            ``(actor_loss, critic_loss, metrics)`` scalars.
+            ``(actor_loss, critic_loss, metrics)``: scalar losses (means over ``H x N`` of the weighted terms)
+            and metrics as detached 0-d tensors (no host sync): ``ac/actor_loss``, ``ac/critic_loss``,
+            ``ac/critic_mean`` (critic prediction over all ``H+1`` states), ``ac/return`` (lambda-return mean),
+            ``ac/adv_mean``/``ac/adv_std`` (``R - v`` before scaling), ``ac/retnorm_scale`` (the divisor
+            ``max(limit, P95 - P5)``), ``ac/retnorm_lo``/``ac/retnorm_hi`` (the EMA percentiles),
+            ``ac/entropy``, ``ac/policy_std``, ``ac/imag_reward``, ``ac/imag_cont``, ``ac/imag_weight``.
         """
         cfg = self.cfg
         feat, weight = traj["feat"], traj["weight"]
@@ -123,11 +191,15 @@ class ActorCritic(nn.Module):
                 value = self.value(feat).mean
             finally:
                 self.critic.requires_grad_(True)
+            dist = self.value(feat[:-1].detach())
         else:
-            value = self.value(feat.detach()).mean.detach()
+            logits = self.critic(feat.detach())  # one critic pass for the targets and the loss
+            value = TwoHot(logits, self.bins, self.twohot).mean.detach()
+            dist = TwoHot(logits[:-1], self.bins, self.twohot)
         ret = lambda_return(traj["reward"], value, gamma * traj["cont"][1:], cfg.lam)
         scale = self._update_retnorm(ret)
-        adv = (ret - value[:-1].detach()) / scale
+        adv_raw = ret - value[:-1].detach()
+        adv = adv_raw / scale
         policy = self.policy(feat[:-1].detach())
         ent = policy.entropy()
         if backprop:
@@ -135,14 +207,61 @@ class ActorCritic(nn.Module):
         else:
             actor_loss = -policy.log_prob(traj["action"][:-1].detach()) * adv.detach()
         actor_loss = ((actor_loss - cfg.actent * ent) * weight[:-1]).mean()
-        dist = self.value(feat[:-1].detach())
         slow_mean = self.value(feat[:-1].detach(), slow=True).mean.detach()
         critic_loss = -dist.log_prob(ret.detach()) - cfg.slowreg * dist.log_prob(slow_mean)
         critic_loss = (critic_loss * weight[:-1]).mean()
-        metrics = {"ac/actor_loss": actor_loss.item(), "ac/critic_loss": critic_loss.item(),
-                   "ac/entropy": ent.mean().item(), "ac/return": ret.mean().item(),
-                   "ac/retnorm_scale": float(scale), "ac/imag_reward": traj["reward"].mean().item()}
+        traj["ret"] = ret.detach()
+        with torch.no_grad():
+            adv_raw = adv_raw.detach()
+            metrics = {"ac/actor_loss": actor_loss.detach(), "ac/critic_loss": critic_loss.detach(),
+                       "ac/critic_mean": value.detach().mean(), "ac/return": ret.detach().mean(),
+                       "ac/adv_mean": adv_raw.mean(), "ac/adv_std": adv_raw.std(),
+                       "ac/retnorm_scale": scale.detach(), "ac/retnorm_lo": self.retnorm[0].clone(),
+                       "ac/retnorm_hi": self.retnorm[1].clone(), "ac/entropy": ent.detach().mean(),
+                       "ac/policy_std": policy.std.detach().mean(),
+                       "ac/imag_reward": traj["reward"].detach().mean(),
+                       "ac/imag_cont": traj["cont"].detach().mean(), "ac/imag_weight": weight.mean()}
         return actor_loss, critic_loss, metrics
+
+    def repval_loss(self, feat: Tensor, reward: Tensor, is_terminal: Tensor, is_last: Tensor, boot: Tensor,
+                    wm_grad: bool = False) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """Replay value loss (reference ``agent.py`` ``repl_loss`` with ``slowtar=False``, as called by
+        ``Agent.loss``): the critic regressed onto :func:`replay_lambda_return` targets along the replayed
+        posterior sequence, plus the slow-critic regulariser, weighted by ``1 - is_last``.
+
+        ``loss = mean_{b, t < T-1} (1 - last_t) * (-log p(R_t | s_t) - slowreg * log p(slow(s_t) | s_t))``.
+
+        Args:
+            feat: ``(B, T, F)`` posterior features of the replayed sequence.
+            reward: ``(B, T)`` replayed rewards (r_t received on arriving at step t): the data, not the reward head.
+            is_terminal, is_last: ``(B, T)`` replayed flags (:func:`episode_last`): the data, not the continue head.
+            boot: ``(B, T)`` imagined lambda-return from each posterior state (``traj["ret"][0]`` of
+                :meth:`loss`, reshaped); a target, never differentiated.
+            wm_grad: also return the loss with gradients into ``feat`` (reference ``repval_grad=True``: the
+                world model learns from it); the critic's copy always sees ``feat`` detached.
+
+        Returns:
+            ``(critic_loss, wm_loss, metrics)``: the scalar loss for the critic's parameters, the same loss
+            differentiable w.r.t. ``feat`` (None unless ``wm_grad``; it also reaches the critic's parameters,
+            whose gradients the critic's own step discards), and ``ac/repval_loss``, ``ac/repval_return`` as
+            detached 0-d tensors.
+        """
+        cfg = self.cfg
+        gamma = 1.0 - 1.0 / cfg.horizon
+        with torch.no_grad():
+            ret = replay_lambda_return(reward.to(torch.float32), is_terminal, is_last, boot.to(torch.float32),
+                                       gamma, cfg.lam)
+            slow_mean = self.value(feat[:, :-1].detach(), slow=True).mean
+            weight = 1.0 - is_last[:, :-1].to(torch.float32)
+
+        def term(x: Tensor) -> Tensor:
+            dist = self.value(x[:, :-1])
+            return ((-dist.log_prob(ret) - cfg.slowreg * dist.log_prob(slow_mean)) * weight).mean()
+
+        critic_loss = term(feat.detach())
+        wm_loss = term(feat) if wm_grad else None
+        metrics = {"ac/repval_loss": critic_loss.detach(), "ac/repval_return": ret.mean()}
+        return critic_loss, wm_loss, metrics
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

@@ -395,7 +395,7 @@ def load_agent(run_dir: Path | str, device: str = "cpu") -> tuple[Agent, Config,
     cfg = checkpoint.config_of(state)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    agent = Agent(cfg, state["action_dim"])
+    agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     return agent.to(resolve_device(device)), cfg, state
 

@@ -1,7 +1,21 @@
-"""The DreamerV3 agent: world model + actor-critic + optimisers, one training update and the acting policy."""
+"""The DreamerV3 agent: world model + actor-critic + optimisers, one training update and the acting policy.
+
+Speed settings (``cfg.precision``, ``cfg.compile``):
+
+- ``precision=bf16``: the forward passes of an update run under ``torch.autocast`` with bfloat16 (CPU and CUDA);
+  weights, gradients and optimiser state stay fp32, and distributions, KL, two-hot, lambda-returns and return
+  statistics are computed from fp32 casts.
+- ``compile=on``: ``torch.compile`` of the RSSM's observe and imagine steps and the actor/critic heads (static
+  shapes). The inductor cache lives in ``$TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/dreamshift/inductor``),
+  so a second trial or a resumed run skips most of the compile.
+- Metrics stay on the device as 0-d tensors; the caller fetches them at log steps, so an update does not wait
+  for the device.
+"""
 
 from __future__ import annotations
 
+import os
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import einops
@@ -9,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from encoders.registry import build_encoder
-from mbrl.actor_critic import ActorCritic
+from mbrl.actor_critic import ActorCritic, episode_last
 from mbrl.config import Config
+from mbrl.errors import ConfigError
 from mbrl.optim import Optimizer
 from mbrl.rssm import State
 from mbrl.world_model import WorldModel
@@ -22,55 +37,111 @@ class Agent(nn.Module):
     """DreamerV3 agent for continuous actions in ``[-1, 1]^A`` and square RGB images.
 
     Args:
-        cfg: the run's configuration (``encoder``, ``image_size``, ``model``, ``loss``, ``optim``).
+        cfg: the run's configuration (``encoder``, ``obs``, ``image_size``, ``model``, ``loss``, ``optim``).
         action_dim: ``A``.
+        state_dim: ``D`` of the proprioceptive observation; required (> 0) when ``cfg.obs`` includes ``state``.
+
+    Raises:
+        ConfigError: ``cfg.obs`` includes ``state`` but ``state_dim`` is 0.
     """
 
-    def __init__(self, cfg: Config, action_dim: int) -> None:
+    def __init__(self, cfg: Config, action_dim: int, state_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.action_dim = action_dim
-        encoder = build_encoder(cfg.encoder, image_size=cfg.image_size, cfg=cfg)
-        self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss)
+        pixels, state = "pixels" in cfg.obs, "state" in cfg.obs
+        if state and state_dim <= 0:
+            raise ConfigError(f"obs={cfg.obs} needs the env's state dimension (got {state_dim})")
+        self.state_dim = state_dim if state else 0
+        encoder = build_encoder(cfg.encoder, image_size=cfg.image_size, cfg=cfg) if pixels else None
+        self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss, self.state_dim)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, action_dim, cfg.model, cfg.loss)
         o = cfg.optim
-        enc_params = {id(p) for p in encoder.encoder_parameters()}
+        enc_list = encoder.encoder_parameters() if encoder is not None else []
+        enc_params = {id(p) for p in enc_list}
         rest = [p for p in self.wm.parameters() if id(p) not in enc_params and p.requires_grad]
         enc_lr = o.encoder_lr if o.encoder_lr >= 0 else o.lr if cfg.encoder == "cnn" else 0.1 * o.lr
         betas = (o.beta1, o.beta2)
-        self.wm_opt = Optimizer([(encoder.encoder_parameters(), enc_lr), (rest, o.lr)], o.name, o.eps, betas,
+        self.wm_opt = Optimizer([(enc_list, enc_lr), (rest, o.lr)], o.name, o.eps, betas,
                                 o.agc, o.clip, o.warmup)
         self.actor_opt = Optimizer([(list(self.ac.actor.parameters()), o.actor_lr)], o.name, o.ac_eps, betas,
                                    o.agc, o.ac_clip, o.warmup)
         self.critic_opt = Optimizer([(list(self.ac.critic.parameters()), o.critic_lr)], o.name, o.ac_eps, betas,
                                     o.agc, o.ac_clip, o.warmup)
 
+        self._compiled = False
+        if cfg.compile == "on":
+            self.compile_steps()
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def autocast(self) -> AbstractContextManager:
+        """The mixed-precision context of an update's forward passes (``precision=bf16``), else a no-op."""
+        if self.cfg.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def compile_steps(self) -> None:
+        """``torch.compile`` the per-step hot paths (RSSM observe/imagine steps, actor and critic MLPs, reward
+        and continue heads): static shapes, default mode. Idempotent."""
+        if self._compiled:
+            return
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                              os.path.join(os.path.expanduser("~"), ".cache", "dreamshift", "inductor"))
+        rssm = self.wm.rssm
+        rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
+        rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
+        for module in (self.ac.actor, self.ac.critic, self.ac.slow_critic, self.wm.reward_head, self.wm.cont_head):
+            module.compile(dynamic=False)
+        self._compiled = True
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One update of world model, critic and actor on a replay batch (layout: :mod:`mbrl.world_model`).
 
         Returns:
-            float metrics (losses, gradient norms, return statistics).
+            metrics (losses, gradient norms, return statistics) as detached 0-d tensors on the agent's device;
+            fetch them at log steps (:func:`fetch_metrics`), not every update.
         """
         self.train()
-        wm_loss, post, metrics = self.wm.loss(batch)
-        metrics["wm/grad_norm"] = self.wm_opt.step(wm_loss)
+        lcfg = self.cfg.loss
+        with self.autocast():
+            wm_loss, post, metrics = self.wm.loss(batch)
+        # repval_grad (reference): every loss from the same parameters; the world model steps once the replay
+        # value loss's gradient has joined its own, after the actor (whose backprop graph runs through it).
+        joint = lcfg.repval > 0 and lcfg.repval_grad
+        if not joint:
+            metrics["wm/grad_norm"] = self.wm_opt.step(wm_loss)
         start = {k: einops.rearrange(v.detach(), "b t ... -> (b t) ...") for k, v in post.items()}
         start_cont = einops.rearrange(1.0 - batch["is_terminal"].to(torch.float32), "b t -> (b t)")
-        if self.cfg.loss.actor_grad == "backprop":
-            traj = self.ac.imagine(self.wm, start, start_cont, self.cfg.loss.imag_horizon)
-        else:
-            with torch.no_grad():
+        with self.autocast():
+            if self.cfg.loss.actor_grad == "backprop":
                 traj = self.ac.imagine(self.wm, start, start_cont, self.cfg.loss.imag_horizon)
-        actor_loss, critic_loss, ac_metrics = self.ac.loss(traj)
+            else:
+                with torch.no_grad():
+                    traj = self.ac.imagine(self.wm, start, start_cont, self.cfg.loss.imag_horizon)
+            actor_loss, critic_loss, ac_metrics = self.ac.loss(traj)
+            if lcfg.repval > 0:  # replay value loss (mbrl.actor_critic.ActorCritic.repval_loss)
+                boot = einops.rearrange(traj["ret"][0], "(b t) -> b t", b=batch["reward"].shape[0])
+                rv_critic, rv_wm, rv_metrics = self.ac.repval_loss(
+                    self.wm.rssm.features(post), batch["reward"], batch["is_terminal"], episode_last(batch), boot,
+                    wm_grad=joint)
+                critic_loss = critic_loss + lcfg.repval * rv_critic
+                ac_metrics.update(rv_metrics)
         metrics.update(ac_metrics)
         metrics["ac/actor_grad_norm"] = self.actor_opt.step(actor_loss)
+        if joint:
+            metrics["wm/grad_norm"] = self.wm_opt.step(wm_loss + lcfg.repval * rv_wm)
         metrics["ac/critic_grad_norm"] = self.critic_opt.step(critic_loss)
         self.ac.update_slow_critic()
         return metrics
+
+    def check_finite(self) -> None:
+        """Raise :class:`mbrl.optim.NonFiniteError` (one line: the module and the update) if any optimiser met a
+        non-finite loss or gradient since the start. Synchronises with the device: call at log/checkpoint time."""
+        for name, opt in (("world model", self.wm_opt), ("actor", self.actor_opt), ("critic", self.critic_opt)):
+            opt.check_finite(name)
 
     def initial_state(self, n: int) -> PolicyState:
         """Policy state (latent, previous action) for ``n`` parallel envs."""
@@ -88,12 +159,13 @@ class Agent(nn.Module):
         return self.wm.encoder.features(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
 
     @torch.no_grad()
-    def act(self, image: Tensor, is_first: Tensor, state: PolicyState, mode: str = "train",
+    def act(self, obs: Tensor | dict[str, Tensor], is_first: Tensor, state: PolicyState, mode: str = "train",
             out: dict[str, Tensor] | None = None) -> tuple[Tensor, PolicyState]:
         """One policy step for ``N`` envs.
 
         Args:
-            image: ``(N, H, W, 3)`` uint8 current observations.
+            obs: current observations: ``image`` ``(N, H, W, 3)`` uint8 and/or ``state`` ``(N, D)`` float (the
+                keys of :attr:`WorldModel.obs_keys`); a bare tensor is the image.
             is_first: ``(N,)`` bool, True where the observation starts an episode (state is reset).
             state: from :meth:`initial_state` or the previous call.
             mode: ``train`` samples the policy; ``eval`` takes its mean.
@@ -105,13 +177,14 @@ class Agent(nn.Module):
         """
         self.eval()
         latent, prev_action = state
+        if isinstance(obs, Tensor):
+            obs = {"image": obs}
+        inputs = {k: obs[k].to(self.device) for k in self.wm.obs_keys}
         if self.caches_features:
-            features = self.encode_features(image)
+            inputs["features"] = self.encode_features(inputs["image"])
             if out is not None:
-                out["features"] = features
-            embed = self.wm.encoder.head(features)
-        else:
-            embed = self.wm.encoder(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
+                out["features"] = inputs["features"]
+        embed = self.wm.embed(inputs)
         latent, _ = self.wm.rssm.obs_step(latent, prev_action, embed, is_first.to(self.device))
         dist = self.ac.policy(self.wm.rssm.features(latent))
         action = (dist.sample() if mode == "train" else dist.mode()).clamp(-1.0, 1.0)
@@ -127,3 +200,21 @@ class Agent(nn.Module):
         self.wm_opt.load_state_dict(state["wm"])
         self.actor_opt.load_state_dict(state["actor"])
         self.critic_opt.load_state_dict(state["critic"])
+
+
+def fetch_metrics(history: list[dict[str, Tensor | float]]) -> dict[str, float]:
+    """Means over updates of :meth:`Agent.train_step` metrics, fetched from the device in one transfer.
+
+    Args:
+        history: one metrics dict (0-d tensors or floats) per update.
+
+    Returns:
+        ``{name: mean}`` as Python floats (empty for an empty history).
+    """
+    if not history:
+        return {}
+    keys = sorted({k for m in history for k in m})
+    dev = next((v.device for m in history for v in m.values() if isinstance(v, Tensor)), torch.device("cpu"))
+    means = [torch.stack([torch.as_tensor(m[k], dtype=torch.float32, device=dev) for m in history if k in m]).mean()
+             for k in keys]
+    return dict(zip(keys, torch.stack(means).tolist(), strict=True))

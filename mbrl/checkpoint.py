@@ -19,6 +19,7 @@ from mbrl import io
 from mbrl.agent import Agent
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.errors import CheckpointError
+from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
 
 CHECKPOINT_DIR = "checkpoint"
@@ -35,7 +36,16 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
 
     Args:
         counters: step counters of the loop (``env_steps``, ``agent_steps``, ``updates``, episodes, ...).
+
+    Raises:
+        mbrl.optim.NonFiniteError: an optimiser met a non-finite loss/gradient or a weight is NaN/inf; nothing
+            is written, so the previous checkpoint stays the last good one.
     """
+    agent.check_finite()
+    bad = [name for name, p in agent.state_dict().items() if p.is_floating_point() and not bool(p.isfinite().all())]
+    if bad:
+        raise NonFiniteError(f"non-finite weights in {bad[0]} (and {len(bad) - 1} more tensors); not saving a "
+                             f"checkpoint, the previous one in {str(run_dir)!r} stays loadable")
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     replay_name = None
@@ -45,6 +55,7 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
     state = {
         "config": to_dict(agent.cfg),
         "action_dim": agent.action_dim,
+        "state_dim": agent.state_dim,
         "agent": agent.state_dict(),
         "optim": agent.optim_state(),
         "counters": dict(counters),
@@ -81,6 +92,12 @@ def load_state(run_dir: Path | str) -> dict[str, Any]:
 def config_of(state: dict[str, Any]) -> Config:
     """The :class:`Config` stored in a checkpoint state."""
     return from_dict(state["config"])
+
+
+def build_agent(state: dict[str, Any], cfg: Config | None = None) -> Agent:
+    """A fresh (untrained) :class:`Agent` of the architecture a checkpoint state describes (``cfg`` defaults to
+    the stored config); load the weights with ``agent.load_state_dict(state["agent"])``."""
+    return Agent(cfg if cfg is not None else config_of(state), state["action_dim"], state.get("state_dim", 0))
 
 
 def restore(run_dir: Path | str, state: dict[str, Any], agent: Agent, replay: Replay | None) -> dict[str, Any]:

@@ -13,7 +13,8 @@
 
 Commands in their own modules (``COMMAND_MODULES``): ``sweep``/``leaderboard`` (mbrl/cli_sweep.py),
 ``pretrain`` (mbrl/cli_pretrain.py), ``analyze`` (mbrl/cli_analyze.py), ``adapt``/``adapt-eval``/``continual``
-(mbrl/cli_adapt.py).
+(mbrl/cli_adapt.py), ``plot`` (experiments/plot.py: learning curves and diagnostics of runs, optionally over
+reference curves).
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume) prints one ``error:`` line and
 exits with status 2; nothing is written.
@@ -49,7 +50,8 @@ DEMO_SUITE = "quick"
 # Sub-commands that live in their own module (one job a file). Each module has ``register(sub)``, which adds its
 # parser(s) to the sub-parser set and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command
 # and raises DreamshiftError (or EnvError/ShiftError) on bad input, like the built-in commands.
-COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "mbrl.cli_adapt")
+COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "mbrl.cli_adapt",
+                   "experiments.plot")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,10 +48,16 @@ class ModelConfig:
     cnn_mults: tuple[int, ...] = (1, 2, 4, 8)  # channel multipliers per stride-2 stage
     norm: str = "rms"  # rms | layer | none (dense layers)
     cnn_norm: str = "layer"  # channel norm of CNN encoder/decoder stages (2023 paper: LayerNorm); rms | layer | none
+    mlp_layers: int = 3  # hidden layers of the state (vector) encoder and decoder (reference enc/dec ``layers: 3``)
     unimix: float = 0.01  # uniform mixture of categorical latents and discrete policies
     bins: int = 255  # two-hot bins of reward/critic heads
     minstd: float = 0.1  # policy std bounds
     maxstd: float = 1.0
+    # reward/critic two-hot: symexp (reference: raw-space bins, expectation and target interpolation in raw
+    # space) | symlog (2023 paper/code: symlog-space bins, prediction symexp of the symlog-space expectation)
+    twohot: str = "symexp"
+    outscale_mode: str = "weight"  # output-layer init: weight (reference: W *= outscale) | variance (2023 code)
+    actor_outscale: float = 0.01  # init scale of the policy's output layer (reference 0.01; 2023 code 1.0)
 
 
 @dataclass
@@ -75,6 +81,11 @@ class LossConfig:
     perclo: float = 5.0
     perchi: float = 95.0
     actor_grad: str = "reinforce"  # reinforce | backprop (continuous actions)
+    # imagined continue flags: prob (reference con.prob(1), the start state's too) | mode (2023 code: logit > 0,
+    # the start state's from the replayed is_terminal)
+    imag_cont: str = "prob"
+    repval: float = 0.3  # scale of the critic's replay value loss (reference loss_scales.repval; 2023: 0 = off)
+    repval_grad: bool = True  # the repval loss also trains the world model via the posterior (reference)
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Config:
     """A training run. See the module docstring for units."""
 
     env: str = "dmc:cartpole_balance"
+    obs: str = "pixels"  # pixels | state (proprioceptive vector, DreamerV3's dmc_proprio) | pixels+state
     encoder: str = "cnn"  # cnn | dinov2[:small|base|large] | clip[:b32|b16] | efficientnet-lite0 | hf:<id or dir>
     # auto (cnn: full, pretrained: frozen) | frozen | partial:k | full | adapter[:where] | lora[:rank]
     encoder_mode: str = "auto"
@@ -134,6 +146,8 @@ class Config:
     wandb_group: str = ""  # wandb run group (sweeps: env/encoder/mode); empty = none
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
+    precision: str = "fp32"  # fp32 | bf16 (autocast; fp32 master weights, optimiser state and distributions)
+    compile: str = "off"  # off | on: torch.compile of the RSSM steps, imagination and losses
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -166,22 +180,29 @@ def size_preset(name: str) -> dict[str, Any]:
 
 
 def algo_preset(name: str) -> dict[str, dict[str, Any]]:
-    """Loss/optimiser fields set by the ``algo`` preset; raises :class:`ConfigError` for an unknown name."""
+    """Model/loss/optimiser fields set by the ``algo`` preset; raises :class:`ConfigError` for an unknown name."""
     if name == "dreamerv3":
-        return {"loss": dict(dyn=1.0, rep=0.1, actor_grad="reinforce"),
+        return {"model": dict(twohot="symexp", outscale_mode="weight", actor_outscale=0.01),
+                "loss": dict(dyn=1.0, rep=0.1, actor_grad="reinforce", imag_cont="prob", repval=0.3,
+                             repval_grad=True),
                 "optim": dict(name="laprop", lr=4e-5, actor_lr=4e-5, critic_lr=4e-5, eps=1e-20, ac_eps=1e-20,
                               agc=0.3, clip=0.0, ac_clip=0.0, warmup=1000)}
     if name == "dreamerv3_2023":
-        return {"loss": dict(dyn=0.5, rep=0.1, actor_grad="backprop"),
+        return {"model": dict(twohot="symlog", outscale_mode="variance", actor_outscale=1.0),
+                "loss": dict(dyn=0.5, rep=0.1, actor_grad="backprop", imag_cont="mode", repval=0.0,
+                             repval_grad=False),
                 "optim": dict(name="adam", lr=1e-4, actor_lr=3e-5, critic_lr=3e-5, eps=1e-8, ac_eps=1e-5,
                               agc=0.0, clip=1000.0, ac_clip=100.0, warmup=0)}
     raise ConfigError(f"unknown algo {name!r}; allowed: {', '.join(ALGOS)}")
 
 
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig}
-_CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"),
+OBS: tuple[str, ...] = ("pixels", "state", "pixels+state")
+_CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"), "obs": OBS,
+            "precision": ("fp32", "bf16"), "compile": ("off", "on"),
             "device": ("auto", "cpu", "cuda"), "model.norm": ("rms", "layer", "none"),
-            "model.cnn_norm": ("rms", "layer", "none"),
+            "model.cnn_norm": ("rms", "layer", "none"), "model.twohot": ("symexp", "symlog"),
+            "model.outscale_mode": ("weight", "variance"), "loss.imag_cont": ("prob", "mode"),
             "loss.actor_grad": ("reinforce", "backprop"), "optim.name": ("laprop", "adam")}
 
 
@@ -336,7 +357,7 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 # Keys that may differ between a run and its resumption (budgets, logging, hardware).
 _RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "run_dir", "wandb_mode",
-              "wandb_project", "wandb_group", "device", "threads", "progress"}
+              "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision"}
 
 
 def model_hash(cfg: Config) -> str:

@@ -50,7 +50,8 @@ def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str =
     is_first = torch.ones(1, dtype=torch.bool)
     done = False
     for _ in range(max_steps):
-        action, state = agent.act(torch.from_numpy(obs["image"][None]), is_first, state, mode)
+        obs_t = {k: torch.from_numpy(obs[k][None]) for k in agent.wm.obs_keys}
+        action, state = agent.act(obs_t, is_first, state, mode)
         act = action[0].cpu().numpy()
         actions.append(act)
         obs, reward, term, trunc, _ = env.step(act)
@@ -120,7 +121,6 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
     import envs
     from encoders.registry import resolve_mode
     from mbrl import checkpoint
-    from mbrl.agent import Agent
     from mbrl.config import model_hash
     from mbrl.errors import ConfigError
     from mbrl.evaluate import EVAL_SEED_OFFSET
@@ -134,7 +134,7 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
     conditions = for_env(name, conditions, cfg.env)
-    agent = Agent(cfg, state["action_dim"])
+    agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     agent = agent.to(resolve_device(device)).eval()
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg),

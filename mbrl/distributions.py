@@ -2,8 +2,13 @@
 Models", arXiv 2301.04104, Sec. 2 and App. B).
 
 - :func:`symlog` / :func:`symexp` (Eq. 9): squash targets of unknown scale.
-- :class:`TwoHot`: discrete regression over exponentially spaced bins ("two-hot symlog", Eq. 10) used by the
-  reward and critic heads.
+- :class:`TwoHot`: discrete regression over exponentially spaced bins used by the reward and critic heads. Two
+  variants (``ModelConfig.twohot``): ``symexp`` (current reference code, danijar/dreamerv3
+  ``embodied/jax/heads.py`` ``Head.symexp_twohot`` + ``embodied/jax/outs.py`` ``TwoHot``): the bins are
+  ``symexp`` of an even grid, the prediction is the expectation ``sum_i p_i b_i`` in raw space and targets are
+  interpolated linearly between the two neighbouring raw-space bins; ``symlog`` (2023 paper Eq. 9-10 and its
+  code, ``jaxutils.DiscDist``): the bins are the even grid in symlog space, the prediction is
+  ``symexp(sum_i p_i b_i)`` and targets are ``symlog``'ed and interpolated in symlog space.
 - :class:`OneHotCategorical`: the RSSM's categorical latent with 1 % uniform mixture ("unimix") and
   straight-through gradients.
 - :class:`BoundedNormal`: the continuous policy (mean squashed by tanh, std in ``[minstd, maxstd]``), as the
@@ -31,15 +36,26 @@ def symexp(x: Tensor) -> Tensor:
 
 
 def twohot_bins(num_bins: int = 255, low: float = -20.0, high: float = 20.0) -> Tensor:
-    """Bin centres in symlog space, ``(num_bins,)`` float32, evenly spaced in ``[low, high]`` (DreamerV3 App. B)."""
-    return torch.linspace(low, high, num_bins)
+    """Even bin grid in symlog space, ``(num_bins,)`` float32 over ``[low, high]`` (DreamerV3 App. B).
+
+    For a symmetric range (``low == -high``) the grid is made exactly antisymmetric (``torch.linspace`` is
+    not, by a few ulps), so that ``symexp(grid)`` is too and a uniform distribution predicts exactly 0, as the
+    reference builds its bins from one half (``heads.py`` ``symexp_twohot``). An odd count has an exact 0 bin.
+    """
+    grid = torch.linspace(low, high, num_bins)
+    if low == -high:
+        grid = (grid - grid.flip(0)) / 2
+    return grid
 
 
 def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
-    """Two-hot encode ``x`` (already in symlog space) over ``bins``.
+    """Two-hot encode ``x`` over ``bins`` (both in the same space: symlog or raw).
+
+    Same weights as the reference ``outs.TwoHot.loss``: a value between bins ``b_i <= x <= b_{i+1}`` puts
+    ``(b_{i+1} - x) / (b_{i+1} - b_i)`` on ``b_i`` and the rest on ``b_{i+1}``; a value on a bin is one-hot.
 
     Args:
-        x: ``(...)`` float targets in symlog space; values outside the bin range are clipped to the edge bins.
+        x: ``(...)`` float targets; values outside the bin range are clipped to the edge bins.
         bins: ``(K,)`` increasing bin centres.
 
     Returns:
@@ -57,27 +73,52 @@ def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
     return out
 
 
+def _symmetric_sum(probs: Tensor, bins: Tensor) -> Tensor:
+    """``sum_i probs_i * bins_i`` over the last dim, summing mirrored pairs first (reference
+    ``outs.TwoHot.pred``): with antisymmetric bins and uniform probabilities the result is exactly 0."""
+    k = bins.shape[-1]
+    m = k // 2
+    pb = probs * bins
+    pairs = (pb[..., :m].flip(-1) + pb[..., k - m:]).sum(-1)
+    return pairs + pb[..., m] if k % 2 else pairs
+
+
+TWOHOT_MODES = ("symexp", "symlog")
+
+
 class TwoHot:
-    """Categorical over symlog-spaced bins with two-hot targets (DreamerV3 Eq. 10).
+    """Categorical over exponentially spaced bins with two-hot targets (reward and critic heads).
 
     Args:
-        logits: ``(..., K)`` float logits.
-        bins: ``(K,)`` bin centres in symlog space (:func:`twohot_bins`).
+        logits: ``(..., K)`` float logits (cast to float32).
+        bins: ``(K,)`` bin grid in symlog space (:func:`twohot_bins`), whatever the mode.
+        mode: ``symexp`` (reference ``embodied/jax/outs.py`` ``TwoHot`` with the ``symexp_twohot`` bins of
+            ``heads.py``): bins ``symexp(grid)``; :attr:`mean` ``= sum_i p_i symexp(grid_i)``; targets are two-hot
+            encoded in raw space. ``symlog`` (2023 paper Eq. 10, 2023 code ``jaxutils.DiscDist``): :attr:`mean`
+            ``= symexp(sum_i p_i grid_i)``; targets are ``symlog``'ed and two-hot encoded over the grid.
     """
 
-    def __init__(self, logits: Tensor, bins: Tensor) -> None:
-        self.logits = logits
-        self.bins = bins
-        self.log_probs = F.log_softmax(logits, dim=-1)
+    def __init__(self, logits: Tensor, bins: Tensor, mode: str = "symexp") -> None:
+        if mode not in TWOHOT_MODES:
+            raise ValueError(f"unknown two-hot mode {mode!r}; allowed: {', '.join(TWOHOT_MODES)}")
+        self.logits = logits.to(torch.float32)
+        self.mode = mode
+        self.bins = symexp(bins) if mode == "symexp" else bins  # the space predictions/targets live in
+        self.log_probs = F.log_softmax(self.logits, dim=-1)
 
     @property
     def mean(self) -> Tensor:
-        """``(...)`` expected value in the original (symexp) space."""
-        return symexp((self.log_probs.exp() * self.bins).sum(-1))
+        """``(...)`` predicted value in raw (reward/return) units."""
+        wavg = _symmetric_sum(self.log_probs.exp(), self.bins)
+        return wavg if self.mode == "symexp" else symexp(wavg)
 
     def log_prob(self, target: Tensor) -> Tensor:
-        """``(...)`` log-likelihood of raw (not symlog'ed) targets ``(...)`` under the two-hot encoding."""
-        return (twohot_encode(symlog(target), self.bins) * self.log_probs).sum(-1)
+        """``(...)`` log-likelihood of raw (not symlog'ed) targets ``(...)`` under their two-hot encoding,
+        i.e. minus the reference ``TwoHot.loss`` (cross-entropy against the two-hot target)."""
+        target = target.detach().to(torch.float32)
+        if self.mode == "symlog":
+            target = symlog(target)
+        return (twohot_encode(target, self.bins) * self.log_probs).sum(-1)
 
 
 class OneHotCategorical:

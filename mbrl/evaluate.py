@@ -47,7 +47,8 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
             is_first = torch.ones(1, dtype=torch.bool)
             total, length, done, success = 0.0, 0, False, None
             while not done:
-                action, state = agent.act(torch.from_numpy(obs["image"][None]), is_first, state, mode)
+                obs_t = {k: torch.from_numpy(obs[k][None]) for k in agent.wm.obs_keys}
+                action, state = agent.act(obs_t, is_first, state, mode)
                 obs, reward, term, trunc, info = env.step(action[0].cpu().numpy())
                 total += float(reward)
                 length = int(info["env_steps"])
@@ -79,7 +80,7 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
     if alpha is None:
-        agent = Agent(cfg, state["action_dim"])
+        agent = checkpoint.build_agent(state, cfg)
         agent.load_state_dict(state["agent"])
     else:
         from mbrl.merge import merged_agent

@@ -54,7 +54,7 @@ def merged_agent(run_dir: Path | str, alpha: float) -> Agent:
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
     state = checkpoint.load_state(run_dir)
-    agent = Agent(checkpoint.config_of(state), state["action_dim"])
+    agent = checkpoint.build_agent(state)
     agent.load_state_dict(state["agent"])
     pre = pretrained_encoder_state(agent)
     agent.wm.encoder.load_state_dict(merge_weights(pre, agent.wm.encoder.state_dict(), alpha))
@@ -233,7 +233,7 @@ def merged_agents(base_run: Path | str, adapted_run: Path | str, alphas: dict[st
     base = checkpoint.load_state(base_run)
     adapted = checkpoint.load_state(adapted_run)
     check_mergeable(base, adapted, str(base_run), str(adapted_run))
-    agent = Agent(checkpoint.config_of(adapted), adapted["action_dim"])
+    agent = checkpoint.build_agent(adapted)
     agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], alphas))
     return agent
 

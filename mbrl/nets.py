@@ -2,7 +2,8 @@
 block-diagonal linear layer of the reference code's GRU, and the pixel decoder.
 
 All layers follow the reference code (danijar/dreamerv3 ``nets.py``): linear layers without bias followed by
-RMSNorm and SiLU, weights from a truncated normal scaled by fan-in, output layers scaled by ``outscale``.
+RMSNorm and SiLU, weights from a truncated normal scaled by fan-in, output layer weights multiplied by
+``outscale`` (or, for the 2023 code, its variance scaled: ``ModelConfig.outscale_mode``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,35 @@ import einops
 import torch
 from torch import Tensor, nn
 
+OUTSCALE_MODES = ("weight", "variance")
 
-def init_linear_(weight: Tensor, fan_in: int, scale: float = 1.0) -> None:
-    """Truncated-normal initialisation with variance ``scale / fan_in`` (reference ``trunc_normal_in``)."""
+
+def init_linear_(weight: Tensor, fan_in: int, scale: float = 1.0, mode: str = "weight") -> None:
+    """Truncated-normal fan-in initialisation of ``weight`` in place, scaled by ``scale`` (0 = zeros).
+
+    The base draw is a normal truncated at 2 sigma with std ``sqrt(1 / fan_in)`` (corrected by 1/0.8796 for
+    the truncation; reference ``embodied/jax/nets.py`` ``Initializer('trunc_normal', 'in')``:
+    ``truncated_normal(-2, 2) * 1.1368 * sqrt(1 / fan)``). ``mode`` says how ``scale`` (``outscale``) enters:
+
+    - ``weight`` (reference ``nets.Linear._scaled_winit``): the weights are multiplied by ``scale``, so the std
+      is ``scale * sqrt(1 / fan_in)``; the policy's ``outscale=0.01`` gives std ``0.01 / sqrt(fan_in)``.
+    - ``variance`` (2023 code ``nets.Initializer(dist, scale, fan)``): the variance is ``scale / fan_in``, so
+      the std is ``sqrt(scale / fan_in)``.
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+    if mode not in OUTSCALE_MODES:
+        raise ValueError(f"unknown outscale mode {mode!r}; allowed: {', '.join(OUTSCALE_MODES)}")
     if scale == 0.0:
         nn.init.zeros_(weight)
         return
-    std = math.sqrt(scale / fan_in) / 0.87962566103423978  # correct the std of a normal truncated at 2 sigma
+    var = scale / fan_in if mode == "variance" else 1.0 / fan_in
+    std = math.sqrt(var) / 0.87962566103423978  # correct the std of a normal truncated at 2 sigma
     nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    if mode == "weight" and scale != 1.0:
+        with torch.no_grad():
+            weight.mul_(scale)
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
@@ -35,11 +57,17 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` with the fan-in truncated-normal init; ``outscale`` scales the init variance (0 = zeros)."""
+    """``nn.Linear`` with the fan-in truncated-normal init (:func:`init_linear_`), zero bias.
 
-    def __init__(self, inp: int, out: int, bias: bool = True, outscale: float = 1.0) -> None:
+    Args:
+        outscale: init scale of the weights (0 = zeros); ``outscale_mode`` ``weight`` multiplies the weights
+            by it (reference), ``variance`` the variance (2023 code).
+    """
+
+    def __init__(self, inp: int, out: int, bias: bool = True, outscale: float = 1.0,
+                 outscale_mode: str = "weight") -> None:
         super().__init__(inp, out, bias=bias)
-        init_linear_(self.weight, inp, outscale)
+        init_linear_(self.weight, inp, outscale, outscale_mode)
         if bias:
             nn.init.zeros_(self.bias)
 
@@ -56,15 +84,15 @@ class MLP(nn.Module):
 
     Args:
         outscale: init scale of the output layer (0 for the reward/critic heads, 0.01 for the policy, as the
-            reference code).
+            reference code); outscale_mode: how it applies (:func:`init_linear_`).
     """
 
     def __init__(self, inp: int, out: int, units: int, layers: int, norm: str = "rms",
-                 outscale: float = 1.0) -> None:
+                 outscale: float = 1.0, outscale_mode: str = "weight") -> None:
         super().__init__()
         dims = [inp] + [units] * layers
         self.hidden = nn.Sequential(*[DenseBlock(a, b, norm) for a, b in zip(dims[:-1], dims[1:], strict=True)])
-        self.out = Linear(dims[-1], out, outscale=outscale)
+        self.out = Linear(dims[-1], out, outscale=outscale, outscale_mode=outscale_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.hidden(x))

@@ -6,7 +6,8 @@ RSSM state resets (as in the reference code).
 
 Step layout (one agent step of one env): ``image`` ``(H, W, 3)`` uint8, ``action`` ``(A,)`` float32 (taken
 after seeing ``image``), ``reward`` float32 (received on arriving at ``image``), ``is_first``/``is_terminal``
-bool; optionally ``features`` ``(F,)`` float16, the frozen encoder's output for ``image`` (feature cache).
+bool; optionally ``features`` ``(F,)`` float16, the frozen encoder's output for ``image`` (feature cache), and
+``state`` ``(D,)`` float32, the proprioceptive observation. A state-only run (``obs=state``) stores no image.
 """
 
 from __future__ import annotations
@@ -27,27 +28,31 @@ class Replay:
     Args:
         capacity: total agent steps kept over all envs (oldest dropped first).
         num_envs: number of parallel env streams.
-        image_shape: ``(H, W, 3)``; action_dim: ``A``.
+        image_shape: ``(H, W, 3)``, or None for a run without pixels; action_dim: ``A``.
         seed: seed of the sampling RNG.
+        feature_dim: ``F`` of the frozen-encoder feature cache (0: none).
+        state_dim: ``D`` of the proprioceptive observation (0: none).
 
     Raises:
         ValueError: capacity smaller than ``num_envs`` steps per env.
     """
 
-    def __init__(self, capacity: int, num_envs: int, image_shape: tuple[int, int, int], action_dim: int,
-                 seed: int = 0, feature_dim: int = 0) -> None:
+    def __init__(self, capacity: int, num_envs: int, image_shape: tuple[int, int, int] | None, action_dim: int,
+                 seed: int = 0, feature_dim: int = 0, state_dim: int = 0) -> None:
         self.per_env = capacity // num_envs
         if self.per_env < 1:
             raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
         self.num_envs = num_envs
         n, c = num_envs, self.per_env
-        self.data = {
-            "image": np.zeros((n, c, *image_shape), np.uint8),
+        self.data = {} if image_shape is None else {"image": np.zeros((n, c, *image_shape), np.uint8)}
+        self.data.update({
             "action": np.zeros((n, c, action_dim), np.float32),
             "reward": np.zeros((n, c), np.float32),
             "is_first": np.zeros((n, c), bool),
             "is_terminal": np.zeros((n, c), bool),
-        }
+        })
+        if state_dim:
+            self.data["state"] = np.zeros((n, c, state_dim), np.float32)
         if feature_dim:
             # frozen-encoder feature cache, half precision (see encoders.backbone)
             self.data["features"] = np.zeros((n, c, feature_dim), np.float16)

@@ -57,8 +57,12 @@ class RSSM(nn.Module):
         return torch.cat([state["deter"], einops.rearrange(state["stoch"], "... s k -> ... (s k)")], -1)
 
     def _dist(self, logits: Tensor) -> OneHotCategorical:
-        logits = einops.rearrange(logits, "... (s k) -> ... s k", s=self.stoch)
+        logits = einops.rearrange(logits.to(torch.float32), "... (s k) -> ... s k", s=self.stoch)
         return OneHotCategorical(logits, self.unimix)
+
+    def entropy(self, state: State) -> Tensor:
+        """``(...)`` entropy of the latent distribution a state was drawn from, nats summed over ``S``."""
+        return -(state["logits"].exp() * state["logits"]).sum((-2, -1))
 
     def core(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
         """One block-GRU step ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``: ``(B, D), (B, S, K), (B, A) -> (B, D)``."""
@@ -71,10 +75,10 @@ class RSSM(nn.Module):
         x = torch.nn.functional.silu(self.dynhid_norm(self.dynhid(x)))
         x = einops.rearrange(self.dyngru(x), "b (g three d) -> b g three d", g=g, three=3)
         reset, cand, update = (einops.rearrange(x[:, :, i], "b g d -> b (g d)") for i in range(3))
-        reset = torch.sigmoid(reset)
-        cand = torch.tanh(reset * cand)
-        update = torch.sigmoid(update - 1.0)
-        return update * cand + (1.0 - update) * deter
+        reset = torch.sigmoid(reset.to(torch.float32))  # the recurrent state stays fp32 under autocast
+        cand = torch.tanh(reset * cand.to(torch.float32))
+        update = torch.sigmoid(update.to(torch.float32) - 1.0)
+        return update * cand + (1.0 - update) * deter.to(torch.float32)
 
     def img_step(self, state: State, action: Tensor, sample: bool = True) -> State:
         """Prior step p(z_t | h_t): ``state`` at t-1 and ``(B, A)`` action a_{t-1} -> prior state at t."""

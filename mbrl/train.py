@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 import envs
 from encoders.finetune import parse_mode
 from mbrl import checkpoint, io
-from mbrl.agent import Agent
+from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import Config, incompatible_keys, model_hash, to_dict
 from mbrl.errors import ConfigError
 from mbrl.logger import Logger
@@ -39,7 +38,13 @@ def resolve_device(name: str) -> torch.device:
 def env_kwargs(cfg: Config) -> dict[str, Any]:
     """Keyword arguments of :func:`envs.make_env` for a run."""
     return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit or None,
-                camera=None if cfg.camera < 0 else cfg.camera)
+                camera=None if cfg.camera < 0 else cfg.camera, obs=cfg.obs)
+
+
+def state_dim_of(space: Any) -> int:
+    """``D`` of an env's (single) observation space's ``state`` entry; 0 when it has none."""
+    entry = getattr(space, "spaces", {}).get("state")
+    return int(entry.shape[0]) if entry is not None else 0
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -51,6 +56,7 @@ def default_run_dir(cfg: Config) -> Path:
 def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[str, Any] | None]:
     """Validate everything that can fail before any file is written; returns (cfg, run_dir, ckpt state)."""
     envs.registry.parse_env_name(cfg.env)  # unknown env -> EnvError before anything is created
+    envs.validation.check_obs(cfg.obs, cfg.env)  # obs=state on a suite without a state vector
     from encoders.registry import check_name, resolve_mode
 
     check_name(cfg.encoder)
@@ -116,7 +122,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     venv = envs.make_vector_env(cfg.env, cfg.num_envs, seed=cfg.seed, **env_kwargs(cfg))
     try:
         action_dim = int(venv.single_action_space.shape[0])
-        agent = Agent(cfg, action_dim).to(device)
+        agent = Agent(cfg, action_dim, state_dim_of(venv.single_observation_space)).to(device)
         replay = make_replay(cfg, agent)
         counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,11 +143,11 @@ def make_replay(cfg: Config, agent: Agent) -> Replay:
     Raises:
         ConfigError: the feature cache would not fit in half the machine's memory.
     """
-    image_shape = (cfg.image_size, cfg.image_size, 3)
+    image_shape = (cfg.image_size, cfg.image_size, 3) if agent.wm.encoder is not None else None
     feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
     _check_cache_memory(cfg, feature_dim)
     return Replay(cfg.replay_capacity, cfg.num_envs, image_shape, agent.action_dim, seed=cfg.seed,
-                  feature_dim=feature_dim)
+                  feature_dim=feature_dim, state_dim=agent.state_dim)
 
 
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
@@ -180,9 +186,9 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
 def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
           run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
     n, a = cfg.num_envs, agent.action_dim
+    keys = agent.wm.obs_keys
     rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
     obs, _ = venv.reset(seed=cfg.seed + 7919 * counters["episodes"])
-    image = obs["image"]
     is_first = np.ones(n, bool)
     reward = np.zeros(n, np.float32)
     terminal = np.zeros(n, bool)
@@ -195,17 +201,19 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     next_log = (counters["env_steps"] // cfg.log_every + 1) * cfg.log_every
     next_save = (counters["env_steps"] // cfg.save_every + 1) * cfg.save_every if cfg.save_every else None
     next_eval = (counters["env_steps"] // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
-    train_metrics: dict[str, list[float]] = defaultdict(list)
+    train_metrics: list[dict[str, torch.Tensor]] = []
+    log_start = (counters["env_steps"], counters["updates"])
     while counters["env_steps"] < cfg.steps:
-        img_t = torch.from_numpy(image)
         extra: dict[str, torch.Tensor] = {}
-        act, policy_state = agent.act(img_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
+        obs_t = {k: torch.from_numpy(obs[k]) for k in keys}
+        act, policy_state = agent.act(obs_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
         if random_prefill and counters["env_steps"] < cfg.prefill:
             action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
             policy_state = (policy_state[0], torch.from_numpy(action).to(device))
         else:
             action = act.cpu().numpy()
-        step = {"image": image, "action": action, "reward": reward, "is_first": is_first, "is_terminal": terminal}
+        step = {**{k: obs[k] for k in keys}, "action": action, "reward": reward, "is_first": is_first,
+                "is_terminal": terminal}
         if "features" in extra:
             step["features"] = extra["features"].cpu().numpy().astype(np.float16)
         replay.add_batch(step)
@@ -220,11 +228,11 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
             ep_success = np.maximum(ep_success, np.where(info.get("_success", True), info["success"], 0.0))
         final_info = info.get("final_info", {})
         for i in np.flatnonzero(done):
-            final = info["final_obs"][i]["image"]
-            last = {"image": final, "action": np.zeros(a, np.float32), "reward": reward[i], "is_first": False,
-                    "is_terminal": bool(term[i])}
+            final = info["final_obs"][i]
+            last = {**{k: final[k] for k in keys}, "action": np.zeros(a, np.float32), "reward": reward[i],
+                    "is_first": False, "is_terminal": bool(term[i])}
             if agent.caches_features:
-                feats = agent.encode_features(torch.from_numpy(final[None]))
+                feats = agent.encode_features(torch.from_numpy(final["image"][None]))
                 last["features"] = feats[0].cpu().numpy().astype(np.float16)
             replay.add(int(i), last)
             counters["episodes"] += 1
@@ -235,7 +243,6 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
                 record["success"] = float(max(ep_success[i], final_info["success"][i]))
             logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
             ep_return[i], ep_length[i], ep_success[i] = 0.0, 0, 0.0
-        image = obs["image"]
         is_first = done.copy()
         reward = np.where(done, 0.0, reward).astype(np.float32)
         terminal = np.zeros(n, bool)
@@ -243,17 +250,21 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
             due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
             while counters["updates"] < due:
                 batch = replay.sample(cfg.batch_size, cfg.batch_length, device)
-                for k, v in agent.train_step(batch).items():
-                    train_metrics[k].append(v)
+                train_metrics.append(agent.train_step(batch))
                 counters["updates"] += 1
         if counters["env_steps"] >= next_log or counters["env_steps"] >= cfg.steps:
+            agent.check_finite()
             rates = logger.update_progress(counters["env_steps"], counters["updates"], last_return)
-            record = {k: float(np.mean(v)) for k, v in train_metrics.items()}
-            record.update(rates, updates=counters["updates"], replay_size=len(replay))
+            record = fetch_metrics(train_metrics)
+            span = counters["env_steps"] - log_start[0]
+            record.update(rates, updates=counters["updates"], replay_size=len(replay),
+                          updates_per_env_step=(counters["updates"] - log_start[1]) / span if span else 0.0)
+            log_start = (counters["env_steps"], counters["updates"])
             logger.log("train", counters["env_steps"], counters["agent_steps"], record)
             train_metrics.clear()
             next_log += cfg.log_every
         if next_save is not None and counters["env_steps"] >= next_save:
+            agent.check_finite()
             checkpoint.save(run_dir, agent, replay, counters)
             next_save += cfg.save_every
         if next_eval is not None and counters["env_steps"] >= next_eval:

@@ -1,14 +1,23 @@
-"""DreamerV3 world model: encoder -> RSSM -> pixel decoder, reward and continue heads (Hafner et al. 2023,
+"""DreamerV3 world model: encoders -> RSSM -> decoders, reward and continue heads (Hafner et al. 2023,
 Sec. 2, Eq. 4-5).
+
+Observations (``cfg.obs``): ``pixels`` (an image encoder and the pixel decoder), ``state`` (the proprioceptive
+vector through an MLP encoder with symlog inputs and an MLP decoder with symlog squared error: the reference
+code's ``mlp_keys`` path, DreamerV3's ``dmc_proprio``) or ``pixels+state`` (both encoded, embeddings
+concatenated, both reconstructed), as danijar/dreamerv3 ``rssm.Encoder``/``rssm.Decoder``.
 
 Batch layout (from :class:`mbrl.replay.Replay`), ``B`` sequences of ``T`` steps:
 
-- ``image`` ``(B, T, H, W, 3)`` uint8: observation x_t.
+- ``image`` ``(B, T, H, W, 3)`` uint8: observation x_t (pixel runs).
+- ``state`` ``(B, T, D)`` float32: proprioceptive observation (state runs).
 - ``action`` ``(B, T, A)`` float: action a_t taken after seeing x_t.
 - ``reward`` ``(B, T)`` float: reward r_t received on arriving at x_t (0 at an episode start).
 - ``is_first`` ``(B, T)`` bool, ``is_terminal`` ``(B, T)`` bool.
 - optional ``features`` ``(B, T, F)``: cached backbone features of a frozen encoder (used instead of ``image``
   for the embedding; the decoder still reconstructs ``image``).
+
+Precision: under ``torch.autocast`` (``precision=bf16``) the networks run in bf16 while every distribution, the
+KL, the two-hot and the reconstruction errors are computed from fp32 casts of the network outputs.
 """
 
 from __future__ import annotations
@@ -19,72 +28,162 @@ from torch import Tensor, nn
 
 from encoders.base import Encoder
 from mbrl.config import LossConfig, ModelConfig
-from mbrl.distributions import TwoHot, twohot_bins
-from mbrl.nets import MLP, ConvDecoder
+from mbrl.distributions import TwoHot, symlog, twohot_bins
+from mbrl.nets import MLP, ConvDecoder, DenseBlock
 from mbrl.rssm import RSSM, State
 
 
-class WorldModel(nn.Module):
-    """Encoder, RSSM, decoder and heads, with the world-model loss.
+class StateEncoder(nn.Module):
+    """MLP encoder of proprioceptive vectors: ``symlog`` then ``layers`` x (linear, norm, SiLU) of ``units``
+    (reference ``rssm.Encoder`` vector branch, ``symlog: True``).
 
-    Args:
-        encoder: an :class:`encoders.base.Encoder` (``(N, 3, H, W) uint8 -> (N, E)``).
-        action_dim: ``A``.
-        image_size: side of the square images in pixels.
+    Forward: ``(..., D)`` float -> ``(..., units)`` float.
     """
 
-    def __init__(self, encoder: Encoder, action_dim: int, image_size: int, model: ModelConfig,
-                 loss: LossConfig) -> None:
+    def __init__(self, state_dim: int, units: int, layers: int, norm: str = "rms") -> None:
         super().__init__()
+        dims = [state_dim] + [units] * layers
+        self.net = nn.Sequential(*[DenseBlock(a, b, norm) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+        self.out_dim = units
+
+    def forward(self, state: Tensor) -> Tensor:
+        return self.net(symlog(state.to(torch.float32)))
+
+
+class StateDecoder(nn.Module):
+    """MLP decoder of proprioceptive vectors predicting ``symlog(state)`` (reference ``rssm.Decoder`` vector
+    branch with ``symlog_mse``).
+
+    Forward: ``(..., F)`` model features -> ``(..., D)`` prediction in symlog space.
+    """
+
+    def __init__(self, feat_dim: int, state_dim: int, units: int, layers: int, norm: str = "rms") -> None:
+        super().__init__()
+        self.net = MLP(feat_dim, state_dim, units, layers, norm)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.net(feat)
+
+    def loss(self, feat: Tensor, target: Tensor) -> Tensor:
+        """Symlog squared error summed over the ``D`` dims: ``(..., F), (..., D) -> (...)`` (reference
+        ``outs.MSE(pred, symlog)`` aggregated by sum)."""
+        pred = self(feat).to(torch.float32)
+        return (pred - symlog(target.to(torch.float32))).pow(2).sum(-1)
+
+
+class WorldModel(nn.Module):
+    """Encoders, RSSM, decoders and heads, with the world-model loss.
+
+    Args:
+        encoder: an :class:`encoders.base.Encoder` (``(N, 3, H, W) uint8 -> (N, E)``), or None for a run without
+            pixels (``obs=state``).
+        action_dim: ``A``.
+        image_size: side of the square images in pixels.
+        state_dim: ``D`` of the proprioceptive observation; 0 for a run without it.
+
+    Raises:
+        ValueError: neither an image encoder nor a state dimension.
+    """
+
+    def __init__(self, encoder: Encoder | None, action_dim: int, image_size: int, model: ModelConfig,
+                 loss: LossConfig, state_dim: int = 0) -> None:
+        super().__init__()
+        if encoder is None and state_dim <= 0:
+            raise ValueError("a world model needs an image encoder, a state vector or both")
         self.encoder = encoder
         self.loss_cfg = loss
-        self.rssm = RSSM(action_dim, encoder.out_dim, model.deter, model.hidden, model.stoch, model.classes,
+        self.state_dim = state_dim
+        self.state_encoder = StateEncoder(state_dim, model.units, model.mlp_layers, model.norm) if state_dim else None
+        embed_dim = (encoder.out_dim if encoder is not None else 0) + (model.units if state_dim else 0)
+        self.rssm = RSSM(action_dim, embed_dim, model.deter, model.hidden, model.stoch, model.classes,
                          model.blocks, model.norm, model.unimix)
         feat = self.rssm.feat_dim
-        self.decoder = ConvDecoder(feat, image_size, model.cnn_depth, tuple(model.cnn_mults), model.cnn_norm)
+        self.decoder = None
+        if encoder is not None:
+            self.decoder = ConvDecoder(feat, image_size, model.cnn_depth, tuple(model.cnn_mults), model.cnn_norm)
+        self.state_decoder = StateDecoder(feat, state_dim, model.units, model.mlp_layers, model.norm) \
+            if state_dim else None
         self.reward_head = MLP(feat, model.bins, model.units, model.head_layers, model.norm, outscale=0.0)
         self.cont_head = MLP(feat, 1, model.units, model.head_layers, model.norm)
+        self.twohot = model.twohot
         self.register_buffer("bins", twohot_bins(model.bins), persistent=False)
 
-    def embed(self, image: Tensor, features: Tensor | None = None) -> Tensor:
-        """``(B, T, H, W, 3)`` uint8 -> ``(B, T, E)`` embeddings. With ``features`` ``(B, T, F)`` (the frozen
-        encoder's cached backbone output) only the encoder's trainable head runs."""
-        b = image.shape[0]
-        if features is not None:
-            return einops.rearrange(self.encoder.head(features.flatten(0, 1)), "(b t) e -> b t e", b=b)
-        x = einops.rearrange(image, "b t h w c -> (b t) c h w")
-        return einops.rearrange(self.encoder(x), "(b t) e -> b t e", b=b)
+    @property
+    def obs_keys(self) -> tuple[str, ...]:
+        """Observation keys this model reads: ``image`` and/or ``state``."""
+        return (("image",) if self.encoder is not None else ()) + (("state",) if self.state_dim else ())
+
+    def embed(self, obs: dict[str, Tensor] | Tensor) -> Tensor:
+        """Embeddings of observations with any leading dims ``...``.
+
+        Args:
+            obs: ``image`` ``(..., H, W, 3)`` uint8 and/or ``state`` ``(..., D)`` float; optionally
+                ``features`` ``(..., F)`` (the frozen encoder's cached backbone output, then only the encoder's
+                trainable head runs). A bare tensor is taken as ``image``.
+
+        Returns:
+            ``(..., E)`` embeddings (image and state embeddings concatenated).
+        """
+        if isinstance(obs, Tensor):
+            obs = {"image": obs}
+        parts = []
+        if self.encoder is not None:
+            features = obs.get("features")
+            if features is not None:
+                lead = features.shape[:-1]
+                x = self.encoder.head(features.reshape(-1, features.shape[-1]))
+            else:
+                image = obs["image"]
+                lead = image.shape[:-3]
+                x = self.encoder(einops.rearrange(image.reshape(-1, *image.shape[-3:]), "n h w c -> n c h w"))
+            parts.append(x.reshape(*lead, x.shape[-1]))
+        if self.state_encoder is not None:
+            parts.append(self.state_encoder(obs["state"]))
+        return parts[0] if len(parts) == 1 else torch.cat([p.to(parts[-1].dtype) for p in parts], -1)
 
     def reward(self, feat: Tensor) -> TwoHot:
-        """Reward distribution for ``(..., F)`` features."""
-        return TwoHot(self.reward_head(feat), self.bins)
+        """Reward distribution for ``(..., F)`` features (logits cast to fp32)."""
+        return TwoHot(self.reward_head(feat).to(torch.float32), self.bins, self.twohot)
 
     def cont_logits(self, feat: Tensor) -> Tensor:
-        """``(...)`` logits of the continue flag (1 - terminal)."""
-        return self.cont_head(feat).squeeze(-1)
+        """``(...)`` fp32 logits of the continue flag (1 - terminal)."""
+        return self.cont_head(feat).squeeze(-1).to(torch.float32)
 
-    def loss(self, data: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, State, dict[str, float]]:
+    def loss(self, data: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, State, dict[str, Tensor]]:
         """World-model loss (DreamerV3 Eq. 4-5) on a batch (see the module docstring for the layout).
 
         Returns:
             ``(loss, post, metrics)``: scalar loss (mean over ``B, T`` of the scaled terms), posterior states
-            ``(B, T, ...)`` and float metrics.
+            ``(B, T, ...)`` and metrics as detached 0-d tensors (fetched by the caller at log time, so an update
+            never waits for the device).
         """
         cfg = self.loss_cfg
-        image, action = data["image"], data["action"]
-        embed = self.embed(image, data.get("features"))
+        action = data["action"]
+        embed = self.embed(data)
         prev_action = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)
         post, prior = self.rssm.observe(embed, prev_action, data["is_first"], state)
         feat = self.rssm.features(post)
-        b = image.shape[0]
-        recon = self.decoder(einops.rearrange(feat, "b t f -> (b t) f"))
-        target = einops.rearrange(image, "b t h w c -> (b t) c h w").to(torch.float32) / 255.0
-        rec = einops.rearrange((recon - target).pow(2).sum((1, 2, 3)), "(b t) -> b t", b=b)
+        b = action.shape[0]
+        rec = torch.zeros(action.shape[:2], device=action.device)
+        metrics: dict[str, Tensor] = {}
+        if self.decoder is not None:
+            recon = self.decoder(einops.rearrange(feat, "b t f -> (b t) f")).to(torch.float32)
+            target = einops.rearrange(data["image"], "b t h w c -> (b t) c h w").to(torch.float32) / 255.0
+            rec_image = einops.rearrange((recon - target).pow(2).sum((1, 2, 3)), "(b t) -> b t", b=b)
+            rec = rec + rec_image
+            metrics["wm/rec_image"] = rec_image.detach().mean()
+        if self.state_decoder is not None:
+            rec_state = self.state_decoder.loss(feat, data["state"])
+            rec = rec + rec_state
+            metrics["wm/rec_state"] = rec_state.detach().mean()
         rew = -self.reward(feat).log_prob(data["reward"])
         cont = 1.0 - data["is_terminal"].to(torch.float32)
         con = nn.functional.binary_cross_entropy_with_logits(self.cont_logits(feat), cont, reduction="none")
         dyn, rep, kl = self.rssm.kl_loss(post, prior, cfg.free_nats)
         total = cfg.rec * rec + cfg.rew * rew + cfg.con * con + cfg.dyn * dyn + cfg.rep * rep
-        metrics = {"wm/loss": total.mean().item(), "wm/rec": rec.mean().item(), "wm/rew": rew.mean().item(),
-                   "wm/con": con.mean().item(), "wm/kl": kl.mean().item()}
+        metrics.update({"wm/loss": total.detach().mean(), "wm/rec": rec.detach().mean(),
+                        "wm/rew": rew.detach().mean(), "wm/con": con.detach().mean(), "wm/kl": kl.mean(),
+                        "wm/dyn": dyn.detach().mean(), "wm/rep": rep.detach().mean(),
+                        "wm/prior_ent": self.rssm.entropy(prior).detach().mean(),
+                        "wm/post_ent": self.rssm.entropy(post).detach().mean()})
         return total.mean(), post, metrics

@@ -128,10 +128,13 @@ def parse_shift(text: str, seed: int = 0) -> Shift:
 
 
 class ShiftWrapper(gymnasium.Wrapper):
-    """Apply shifts to an env's ``obs["image"]``.
+    """Apply shifts to an env's ``obs["image"]``; every other key (e.g. ``obs["state"]``) passes through unchanged.
 
     Every shift gets ``on_reset(env.unwrapped, rng)`` after every reset (if any is scene-level, the first frame
     is rendered again with the edits); pixel-level shifts map every frame. Severity-0 shifts are dropped.
+    With an env without images (``make_env(..., obs="state")``) nothing is rendered: scene shifts still edit
+    the (visual-only) model and install their hooks, which only affect explicit :meth:`render` calls, and
+    observations are returned as they are.
 
     Args:
         env: a gymnasium env from :func:`envs.make_env`.
@@ -146,6 +149,8 @@ class ShiftWrapper(gymnasium.Wrapper):
         self._step = 0
 
     def _apply(self, obs: dict[str, Any]) -> dict[str, Any]:
+        if "image" not in obs:  # obs="state": nothing to shift
+            return obs
         image = obs["image"]
         for shift in self.pixel:
             image = shift.apply(image, self._step)
@@ -156,7 +161,7 @@ class ShiftWrapper(gymnasium.Wrapper):
         self._step = 0
         for shift in self.shifts:
             shift.on_reset(self.env.unwrapped, shift.episode_rng(seed))
-        if self.scene:  # the first frame was rendered before the edits: render it again (once per episode)
+        if self.scene and "image" in obs:  # the first frame predates the edits: render it again (once per episode)
             obs = {**obs, "image": self.env.unwrapped.render()}
         return self._apply(obs), info
 

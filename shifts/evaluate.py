@@ -50,7 +50,6 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     """
     from encoders.registry import resolve_mode
     from mbrl import checkpoint, io
-    from mbrl.agent import Agent
     from mbrl.config import model_hash
     from mbrl.errors import ConfigError
     from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
@@ -66,7 +65,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         import torch
 
         torch.set_num_threads(cfg.threads)
-    agent = Agent(cfg, state["action_dim"])
+    agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     agent = agent.to(resolve_device(device))
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,

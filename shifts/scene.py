@@ -258,12 +258,17 @@ class Texture(SceneShift):
 
 
 def _upload_textures(env: Any, model: Any) -> None:
-    """Upload all of ``model``'s textures to the env's GL context (dm_control ``physics.contexts``)."""
+    """Upload all of ``model``'s textures to the env's GL context (dm_control ``physics.contexts``).
+
+    Nothing to do while the env has no GL context yet (e.g. ``obs="state"`` before any ``render()``): creating
+    the context later uploads the model's current textures, so none is created here."""
     import mujoco
 
     physics = getattr(env, "physics", None)
     if physics is None:
         raise ShiftError("shift 'texture' needs a dm_control env (physics.contexts) to upload textures")
+    if getattr(physics, "_contexts", True) is None:  # dm_control creates it lazily on first access
+        return
     contexts = physics.contexts
     with contexts.gl.make_current() as ctx:
         for tex in range(model.ntex):

@@ -51,8 +51,14 @@ def test_twohot_bins_layout():
     bins = twohot_bins(255)
     assert bins.shape == (255,)
     assert bins[0].item() == -20.0 and bins[-1].item() == 20.0
-    assert bins[127].item() == pytest.approx(0.0, abs=1e-6)  # zero is a bin for an odd count
+    assert bins[127].item() == 0.0  # zero is exactly a bin for an odd count
+    assert torch.equal(bins, -bins.flip(0))  # exactly antisymmetric (torch.linspace alone is not)
     assert torch.all(bins[1:] > bins[:-1])
+    torch.testing.assert_close(bins, torch.linspace(-20.0, 20.0, 255))  # the even grid, up to rounding
+    raw = symexp(bins)
+    assert torch.equal(raw, -raw.flip(0))
+    assert raw[-1].item() == pytest.approx(math.expm1(20.0), rel=1e-6)  # reference bins reach symexp(20)
+    assert raw[128].item() == pytest.approx(math.expm1(20.0 / 127), rel=1e-5)  # linspace(-20, 0, 128) steps
 
 
 def test_twohot_weights_sum_to_one():
@@ -93,41 +99,107 @@ def test_twohot_batch_shape():
     assert w.shape == (2, 3, 4, 5)
 
 
-def test_twohot_mean_round_trip():
+GRID3 = torch.tensor([-1.0, 0.0, 1.0])  # symlog-space grid; raw bins symexp(.) = [-(e - 1), 0, e - 1]
+PROBS3 = torch.tensor([0.25, 0.25, 0.5])
+
+
+def test_twohot_symexp_mean_is_raw_space_expectation():
+    # reference outs.TwoHot.pred: sum_i p_i * symexp(grid_i) = 0.25 * -(e - 1) + 0.5 * (e - 1) = 0.25 (e - 1)
+    dist = TwoHot(torch.log(PROBS3), GRID3, "symexp")
+    assert dist.mean.item() == pytest.approx(0.25 * (math.e - 1.0), rel=1e-6)
+    torch.testing.assert_close(dist.bins, torch.tensor([-(math.e - 1.0), 0.0, math.e - 1.0]))
+    assert TwoHot(torch.log(PROBS3), GRID3).mode == "symexp"  # the reference semantics are the default
+
+
+def test_twohot_symlog_mean_is_symexp_of_symlog_expectation():
+    # 2023 paper/code: symexp(sum_i p_i * grid_i) = symexp(0.25) = e^0.25 - 1
+    dist = TwoHot(torch.log(PROBS3), GRID3, "symlog")
+    assert dist.mean.item() == pytest.approx(math.exp(0.25) - 1.0, rel=1e-6)
+
+
+def test_twohot_symexp_log_prob_interpolates_in_raw_space():
+    # target 1.0 lies between raw bins 0 and e - 1: weight 1 / (e - 1) on the upper bin
+    w_hi = 1.0 / (math.e - 1.0)
+    expected = (1.0 - w_hi) * math.log(0.25) + w_hi * math.log(0.5)
+    lp = TwoHot(torch.log(PROBS3), GRID3, "symexp").log_prob(torch.tensor(1.0))
+    assert lp.item() == pytest.approx(expected, rel=1e-6)
+    # a target beyond the last raw bin is one-hot on it
+    assert TwoHot(torch.log(PROBS3), GRID3, "symexp").log_prob(torch.tensor(5.0)).item() == pytest.approx(
+        math.log(0.5), rel=1e-6)
+
+
+def test_twohot_symlog_log_prob_interpolates_in_symlog_space():
+    # symlog(1.0) = ln 2 lies between grid bins 0 and 1: weight ln 2 on the upper bin
+    w_hi = math.log(2.0)
+    expected = (1.0 - w_hi) * math.log(0.25) + w_hi * math.log(0.5)
+    lp = TwoHot(torch.log(PROBS3), GRID3, "symlog").log_prob(torch.tensor(1.0))
+    assert lp.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["symexp", "symlog"])
+def test_twohot_uniform_predicts_exactly_zero(mode):
+    # zero-initialised heads predict exactly 0 (reference: symmetric summation in outs.TwoHot.pred)
+    dist = TwoHot(torch.zeros(4, 255), twohot_bins(255), mode)
+    assert torch.equal(dist.mean, torch.zeros(4))
+
+
+def test_twohot_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="symexp"):
+        TwoHot(torch.zeros(3), GRID3, "linear")
+
+
+@pytest.mark.parametrize("mode", ["symexp", "symlog"])
+def test_twohot_mean_round_trip(mode):
     bins = twohot_bins(255)
     x = torch.tensor([-1000.0, -3.5, -0.01, 0.0, 0.7, 12.0, 5e4])
-    logits = torch.log(twohot_encode(symlog(x), bins).clamp(min=1e-30))
-    mean = TwoHot(logits, bins).mean
+    space = symexp(bins) if mode == "symexp" else bins
+    target = x if mode == "symexp" else symlog(x)
+    logits = torch.log(twohot_encode(target, space).clamp(min=1e-30))
+    mean = TwoHot(logits, bins, mode).mean
     assert mean.shape == x.shape
+    # the two-hot target's expectation is the value itself in the space it was interpolated in
     torch.testing.assert_close(mean, x, rtol=1e-4, atol=1e-5)
 
 
-def test_twohot_log_prob_maximised_at_target():
+def test_twohot_modes_differ_between_bins():
+    # the same two-hot logits mean different values: the target 0.7 encoded in symlog space and read as raw-space
+    # probabilities overshoots, since raw bins are convex in the grid
+    bins = twohot_bins(255)
+    logits = torch.log(twohot_encode(symlog(torch.tensor(0.7)), bins).clamp(min=1e-30))
+    assert TwoHot(logits, bins, "symlog").mean.item() == pytest.approx(0.7, rel=1e-4)
+    assert TwoHot(logits, bins, "symexp").mean.item() > 0.7 + 1e-3
+
+
+@pytest.mark.parametrize("mode", ["symexp", "symlog"])
+def test_twohot_log_prob_maximised_at_target(mode):
     bins = twohot_bins(31)
+    space = symexp(bins) if mode == "symexp" else bins
+    fwd = (lambda v: v) if mode == "symexp" else symlog
     target = torch.tensor(3.0)
-    best = torch.log(twohot_encode(symlog(target), bins).clamp(min=1e-30))
-    best_lp = TwoHot(best, bins).log_prob(target)
+    best = torch.log(twohot_encode(fwd(target), space).clamp(min=1e-30))
+    best_lp = TwoHot(best, bins, mode).log_prob(target)
     # Gibbs: any other distribution gives a lower log-likelihood of the target.
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
         other = best.clamp(min=-20) + 0.5 * torch.randn(31, generator=gen)
-        assert TwoHot(other, bins).log_prob(target) < best_lp
+        assert TwoHot(other, bins, mode).log_prob(target) < best_lp
     # For a peaked distribution, the log-likelihood over candidate targets peaks at the peak bin.
     logits = torch.zeros(31)
     logits[20] = 10.0
     candidates = symexp(torch.linspace(bins[0].item(), bins[-1].item(), 301))
-    lp = TwoHot(logits, bins).log_prob(candidates)
+    lp = TwoHot(logits, bins, mode).log_prob(candidates)
     assert lp.shape == (301,)
     assert candidates[lp.argmax()].item() == pytest.approx(symexp(bins[20]).item(), rel=1e-4)
 
 
-def test_twohot_log_prob_is_minus_cross_entropy():
+@pytest.mark.parametrize("mode", ["symexp", "symlog"])
+def test_twohot_log_prob_is_minus_cross_entropy(mode):
     bins = twohot_bins(31)
     logits = torch.randn(4, 31, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([-2.0, 0.0, 0.3, 40.0])
-    q = twohot_encode(symlog(target), bins)
+    q = twohot_encode(target, symexp(bins)) if mode == "symexp" else twohot_encode(symlog(target), bins)
     expected = (q * torch.log_softmax(logits, -1)).sum(-1)
-    torch.testing.assert_close(TwoHot(logits, bins).log_prob(target), expected)
+    torch.testing.assert_close(TwoHot(logits, bins, mode).log_prob(target), expected)
 
 
 # ---------------------------------------------------------------- one-hot categorical

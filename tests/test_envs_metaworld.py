@@ -31,7 +31,7 @@ def _rollout(env: gymnasium.Env, seed: int, actions: np.ndarray) -> tuple[np.nda
 
 @pytest.fixture
 def reach():
-    env = make_env(REACH, size=64, seed=0, options={"state": True})
+    env = make_env(REACH, size=64, seed=0, obs="pixels+state")
     yield env
     env.close()
 
@@ -82,8 +82,9 @@ def test_without_metaworld_list_envs_works_and_make_env_names_pip(monkeypatch):
         ({"size": 0}, "size must be"),
         ({"time_limit": 0}, "time_limit must be an integer >= 1"),
         ({"seed": -1}, "seed must be None or an integer"),
-        ({"options": {"stat": True}}, "unknown option.*stat.*allowed: state, goal"),
-        ({"options": {"state": 1}}, "state must be a bool"),
+        ({"options": {"stat": True}}, "unknown option.*stat.*allowed: goal"),
+        ({"options": {"state": True}}, r"option 'state' of metaworld:reach was replaced by .*obs='pixels\+state'"),
+        ({"obs": "proprio"}, "obs must be one of 'pixels', 'state', 'pixels\\+state', got 'proprio'"),
         ({"options": {"goal": 50}}, r"goal must be None or an MT1 goal index in \[0, 50\), got 50"),
     ],
 )
@@ -120,7 +121,7 @@ def test_task_resets_steps_and_renders(task):
 @needs_metaworld
 @pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value is:UserWarning")
 def test_state_observation_and_gymnasium_checker():
-    env = make_env(REACH, size=16, seed=0, options={"state": True})
+    env = make_env(REACH, size=16, seed=0, obs="pixels+state")
     obs, _ = env.reset()
     assert obs["state"].shape == (39,) and obs["state"].dtype == np.float32
     # MT1 is goal-observable: the last 3 entries are the goal, Meta-World's own goal
@@ -134,7 +135,7 @@ def test_state_observation_and_gymnasium_checker():
 @needs_metaworld
 def test_seeding_reproduces_pixels_and_seeds_pick_goals():
     actions = np.random.default_rng(1).uniform(-1, 1, size=(8, 4)).astype(np.float32)
-    env_a = make_env(REACH, size=64, options={"state": True})
+    env_a = make_env(REACH, size=64, obs="pixels+state")
     env_b = make_env(REACH, size=64, seed=3)
     images_a, rewards_a = _rollout(env_a, 3, actions)
     images_b, rewards_b = _rollout(env_b, 3, actions)
@@ -172,7 +173,7 @@ def test_seeding_reproduces_pixels_and_seeds_pick_goals():
 
 @needs_metaworld
 def test_pinned_goal_is_used_for_every_episode():
-    env = make_env(REACH, size=8, seed=0, options={"goal": 7, "state": True})
+    env = make_env(REACH, size=8, seed=0, obs="pixels+state", options={"goal": 7})
     goals = []
     for seed in (None, 1, 2, None):
         obs, _ = env.reset(seed=seed)
@@ -302,7 +303,7 @@ def test_scene_shifts_run_on_metaworld():
 # ------------------------------------------------------------- vector env
 @needs_metaworld
 def test_vector_env_with_two_metaworld_envs():
-    venv = make_vector_env(REACH, 2, seed=5, size=16, time_limit=4, options={"state": True})
+    venv = make_vector_env(REACH, 2, seed=5, size=16, time_limit=4, obs="pixels+state")
     try:
         assert isinstance(venv, gymnasium.vector.AsyncVectorEnv)
         obs, info = venv.reset()

@@ -8,7 +8,7 @@ import torch
 from encoders.cnn import ConvEncoder
 from encoders.registry import available, build_encoder
 from mbrl.errors import ConfigError
-from mbrl.nets import MLP, BlockLinear, ConvDecoder, make_norm
+from mbrl.nets import MLP, BlockLinear, ConvDecoder, Linear, init_linear_, make_norm
 from mbrl.optim import LaProp, Optimizer, adaptive_clip_
 from mbrl.rssm import RSSM
 
@@ -49,6 +49,47 @@ def test_mlp_shapes_and_zero_outscale():
     assert torch.equal(zero(torch.randn(6, 10)), torch.zeros(6, 5))
     with pytest.raises(ValueError):
         make_norm("batch", 4)
+
+
+def _init(shape, fan_in, scale, mode, seed=0):
+    w = torch.empty(shape)
+    torch.manual_seed(seed)
+    init_linear_(w, fan_in, scale, mode)
+    return w
+
+
+def test_init_linear_unit_scale_std_and_truncation():
+    fan_in = 400
+    w = _init((400, 500), fan_in, 1.0, "weight")
+    # reference Initializer('trunc_normal', 'in'): truncated_normal(-2, 2) * 1.1368 * sqrt(1 / fan_in) has std
+    # sqrt(1 / fan_in) = 0.05 and is bounded by 2 * 0.05 / 0.8796 (1.1368 = 1 / 0.8796, the std of a unit normal
+    # truncated at 2 sigma)
+    assert w.std().item() == pytest.approx(0.05, rel=0.02)
+    assert w.abs().max().item() <= 2 * 0.05 / 0.87962566103423978 + 1e-6
+    assert torch.equal(_init((400, 500), fan_in, 1.0, "variance"), w)  # the modes agree at scale 1
+
+
+def test_init_linear_outscale_multiplies_weights():
+    unit = _init((64, 32), 32, 1.0, "weight")
+    # reference nets.Linear._scaled_winit: init(winit)(...) * outscale
+    torch.testing.assert_close(_init((64, 32), 32, 0.01, "weight"), 0.01 * unit)
+    # 2023 code Initializer(scale=outscale): variance scale / fan, i.e. std sqrt(0.01) = 0.1 times the unit draw
+    torch.testing.assert_close(_init((64, 32), 32, 0.01, "variance"), 0.1 * unit)
+    assert torch.equal(_init((4, 3), 3, 0.0, "weight"), torch.zeros(4, 3))
+    assert torch.equal(_init((4, 3), 3, 0.0, "variance"), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="weight"):
+        _init((4, 3), 3, 1.0, "fan_avg")
+
+
+def test_linear_outscale_std():
+    torch.manual_seed(0)
+    layer = Linear(1024, 2048, outscale=0.01)  # the policy output layer of a 1024-unit actor
+    assert layer.weight.std().item() == pytest.approx(0.01 / 32, rel=0.02)  # 0.01 * sqrt(1 / 1024)
+    assert torch.equal(layer.bias, torch.zeros(2048))
+    old = Linear(1024, 2048, outscale=0.01, outscale_mode="variance")
+    assert old.weight.std().item() == pytest.approx(0.1 / 32, rel=0.02)  # sqrt(0.01 / 1024): 10x larger
+    mlp = MLP(8, 4, units=1024, layers=1, outscale=0.01)
+    assert mlp.out.weight.std().item() == pytest.approx(0.01 / 32, rel=0.05)
 
 
 # ---------------------------------------------------------------- encoder / decoder

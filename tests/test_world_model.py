@@ -48,8 +48,8 @@ def test_world_model_loss_finite_scalar_and_metrics(agent):
     loss, post, metrics = agent.wm.loss(batch)
     assert loss.shape == () and torch.isfinite(loss)
     assert set(metrics) >= {"wm/loss", "wm/rec", "wm/rew", "wm/con", "wm/kl"}
-    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-    assert metrics["wm/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and math.isfinite(v) for v in metrics.values())
+    assert float(metrics["wm/loss"]) == pytest.approx(loss.item(), rel=1e-5)
     assert metrics["wm/rec"] > 0 and metrics["wm/kl"] >= 0
     cfg = agent.cfg.model
     assert post["deter"].shape == (B, T, cfg.deter)
@@ -119,7 +119,8 @@ def _start(agent):
 @pytest.mark.parametrize("grad", ["reinforce", "backprop"])
 def test_actor_critic_imagine_and_loss(tiny_cfg, grad):
     torch.manual_seed(0)
-    agent = Agent(tiny_cfg(loss__actor_grad=grad), action_dim=A)
+    # imag_cont=mode (2023 code): start flags from the data; the default (prob) is tested in test_actor_critic.py
+    agent = Agent(tiny_cfg(loss__actor_grad=grad, loss__imag_cont="mode"), action_dim=A)
     start, start_cont = _start(agent)
     horizon, n = 5, B * T
     with torch.set_grad_enabled(grad == "backprop"):
@@ -139,7 +140,6 @@ def test_actor_critic_imagine_and_loss(tiny_cfg, grad):
     assert actor_loss.requires_grad and critic_loss.requires_grad
     assert all(math.isfinite(v) for v in metrics.values())
     assert metrics["ac/retnorm_scale"] >= agent.cfg.loss.retnorm_limit
-    assert bool(agent.ac.retnorm_init)
     actor_loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.ac.actor.parameters())
     assert all(p.grad is None for p in agent.ac.critic.parameters())  # actor loss does not train the critic

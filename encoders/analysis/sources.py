@@ -106,14 +106,13 @@ def from_run(run_dir: Path | str, analysis: str, with_random: bool = False, seed
     """
     from encoders.registry import resolve_mode
     from mbrl import checkpoint
-    from mbrl.agent import Agent
     from mbrl.config import model_hash
     from mbrl.merge import pretrained_encoder_state
 
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
     cfg.device = "cpu"
-    agent = Agent(cfg, state["action_dim"])
+    agent = checkpoint.build_agent(state, cfg)
     require_pretrained(agent.wm.encoder, cfg.encoder, analysis)
     agent.load_state_dict(state["agent"])
     agent.eval()

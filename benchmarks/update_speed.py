@@ -1,0 +1,160 @@
+"""Update speed of one agent configuration against another, measured in the same process.
+
+    python benchmarks/update_speed.py                                       # CPU: S fp32 vs S bf16, size1m state
+    python benchmarks/update_speed.py --variants S:pixels:fp32:off,S:pixels:bf16:on --device cuda --updates 50
+    python benchmarks/update_speed.py --json runs/update_speed.json
+
+A *variant* is ``SIZE:OBS:PRECISION:COMPILE`` (e.g. ``S:pixels:bf16:on``, ``size1m:state:fp32:off``). For each
+variant one :class:`mbrl.agent.Agent` is built and trained on synthetic replay (random uint8 frames / random
+state vectors, random actions and rewards, ``--batch`` x ``--length`` sequences, the 16 x 64 of DreamerV3):
+
+- ``first_update_s``: wall time from building the agent to the end of its first update (includes
+  ``torch.compile`` for ``compile=on``; run twice to see the warm inductor cache);
+- ``s_per_update``: mean wall time of ``--updates`` timed updates after ``--warmup`` untimed ones (replay
+  sampling included, the device synchronised after each update);
+- ``ratio``: ``s_per_update`` of the first variant of the same observation type divided by this one's (> 1 is
+  faster), measured in this run;
+- ``cuda_peak_mib``: ``torch.cuda.max_memory_allocated`` during the variant (CUDA only).
+
+No assertions: targets are read off the printed ratios. ``--json`` writes the rows atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mbrl import io  # noqa: E402
+from mbrl.agent import Agent  # noqa: E402
+from mbrl.config import build_config  # noqa: E402
+from mbrl.replay import Replay  # noqa: E402
+
+DEFAULT_VARIANTS = "S:pixels:fp32:off,S:pixels:bf16:off,size1m:state:fp32:off,size1m:state:bf16:off"
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    """``"S:pixels:bf16:on"`` -> ``{"size": "S", "obs": "pixels", "precision": "bf16", "compile": "on"}``.
+
+    Raises:
+        SystemExit: not four ``:``-separated fields (an ``error:`` line, exit 2).
+    """
+    parts = text.split(":")
+    if len(parts) != 4:
+        sys.exit(f"error: variant {text!r} must be SIZE:OBS:PRECISION:COMPILE, e.g. S:pixels:bf16:off")
+    return dict(zip(("size", "obs", "precision", "compile"), parts, strict=True))
+
+
+def synthetic_replay(steps: int, image_size: int, action_dim: int, state_dim: int, obs: str, seed: int) -> Replay:
+    """A replay of ``steps`` random steps holding what ``obs`` needs."""
+    rng = np.random.default_rng(seed)
+    shape = (image_size, image_size, 3) if "pixels" in obs else None
+    replay = Replay(steps, 1, shape, action_dim, seed=seed, state_dim=state_dim if "state" in obs else 0)
+    for t in range(steps):
+        step: dict[str, Any] = {"action": rng.uniform(-1, 1, action_dim).astype(np.float32),
+                                "reward": np.float32(rng.uniform()), "is_first": t % 500 == 0, "is_terminal": False}
+        if shape is not None:
+            step["image"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        if "state" in obs:
+            step["state"] = rng.normal(size=state_dim).astype(np.float32)
+        replay.add(0, step)
+    return replay
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Build, warm up and time one variant; returns its row."""
+    cfg = build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
+                        f"compile={variant['compile']}", f"image_size={args.image_size}",
+                        f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
+                        f"device={device.type}"])
+    replay = synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
+                              args.seed)
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    agent = Agent(cfg, args.action_dim, args.state_dim if "state" in variant["obs"] else 0).to(device)
+    agent.train_step(replay.sample(args.batch, args.length, device))
+    sync(device)
+    first = time.perf_counter() - start
+    for _ in range(args.warmup):
+        agent.train_step(replay.sample(args.batch, args.length, device))
+    sync(device)
+    times = []
+    history = []
+    for _ in range(args.updates):
+        t0 = time.perf_counter()
+        history.append(agent.train_step(replay.sample(args.batch, args.length, device)))
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    agent.check_finite()
+    mean = float(np.mean(times))
+    from mbrl.agent import fetch_metrics
+
+    loss = fetch_metrics(history).get("wm/loss", float("nan"))
+    return {"variant": ":".join(variant.values()), **variant, "first_update_s": first, "s_per_update": mean,
+            "s_per_update_min": float(np.min(times)), "updates_per_s": 1.0 / mean, "updates": args.updates,
+            "wm_loss": loss,
+            "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated SIZE:OBS:PRECISION:COMPILE")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--updates", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--action-dim", type=int, default=6)
+    p.add_argument("--state-dim", type=int, default=24)
+    p.add_argument("--replay-steps", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="write the rows here")
+    args = p.parse_args(argv)
+    if args.updates < 1 or args.warmup < 0:
+        sys.exit("error: --updates must be >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but no CUDA device is available; use --device cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    variants = [parse_variant(v) for v in args.variants.split(",") if v]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPUs"
+    print(f"update speed | device {args.device} ({name}) | torch {torch.__version__} threads "
+          f"{torch.get_num_threads()} | B x T {args.batch} x {args.length} | {args.image_size} px | "
+          f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    rows, base = [], {}
+    header = f"{'variant':<26} {'first update s':>14} {'s/update':>10} {'updates/s':>10} {'ratio':>7} {'peak MiB':>9}"
+    print(header, flush=True)
+    for v in variants:
+        row = measure(v, args, device)
+        base.setdefault(v["obs"], row["s_per_update"])
+        row["ratio"] = base[v["obs"]] / row["s_per_update"]
+        rows.append(row)
+        peak = "-" if row["cuda_peak_mib"] is None else f"{row['cuda_peak_mib']:.0f}"
+        print(f"{row['variant']:<26} {row['first_update_s']:>14.1f} {row['s_per_update']:>10.4f} "
+              f"{row['updates_per_s']:>10.2f} {row['ratio']:>7.2f} {peak:>9}", flush=True)
+    print("ratio: s/update of the first variant with the same obs divided by this one's (> 1 = faster), this run")
+    if args.json:
+        io.write_json(args.json, {"device": args.device, "device_name": name, "torch": torch.__version__,
+                                  "args": vars(args), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
