@@ -3,17 +3,29 @@
     python benchmarks/update_speed.py                                       # CPU: S fp32 vs S bf16, size1m state
     python benchmarks/update_speed.py --variants S:pixels:fp32:off,S:pixels:bf16:on --device cuda --updates 50
     python benchmarks/update_speed.py --json runs/update_speed.json
+    python benchmarks/update_speed.py --variants size1m:pixels:fp32:off:efficientnet-lite0:pixels,\
+size1m:pixels:fp32:off:efficientnet-lite0:features --updates 3           # decoder=features vs pixels
 
-A *variant* is ``SIZE:OBS:PRECISION:COMPILE`` (e.g. ``S:pixels:bf16:on``, ``size1m:state:fp32:off``). For each
-variant one :class:`mbrl.agent.Agent` is built and trained on synthetic replay (random uint8 frames / random
-state vectors, random actions and rewards, ``--batch`` x ``--length`` sequences, the 16 x 64 of DreamerV3):
+A *variant* is ``SIZE:OBS:PRECISION:COMPILE`` (e.g. ``S:pixels:bf16:on``, ``size1m:state:fp32:off``), optionally
+followed by ``:ENCODER`` and ``:DECODER`` (``S:pixels:fp32:off:efficientnet-lite0:features``; default ``cnn`` and
+``pixels``; an encoder name with a ``:`` variant such as ``dinov2:small`` is taken whole, the decoder is the last
+field). For each variant one :class:`mbrl.agent.Agent` is built and trained on synthetic replay (random uint8
+frames / random state vectors, random actions and rewards, ``--batch`` x ``--length`` sequences, the 16 x 64 of
+DreamerV3; for a frozen pretrained encoder with the feature cache, random float16 backbone features of its
+``feature_dim`` as well, so an update runs only the encoder head, as in training). ``--input-size`` sets
+``encoder_input_size`` of pretrained encoders.
 
 - ``first_update_s``: wall time from building the agent to the end of its first update (includes
   ``torch.compile`` for ``compile=on``; run twice to see the warm inductor cache);
 - ``s_per_update``: mean wall time of ``--updates`` timed updates after ``--warmup`` untimed ones (replay
   sampling included, the device synchronised after each update);
-- ``ratio``: ``s_per_update`` of the first variant of the same observation type divided by this one's (> 1 is
-  faster), measured in this run;
+- ``wm_s_per_update``: the same for ``--updates`` world-model-only updates (loss, backward, optimiser step; no
+  imagination or actor-critic): the part a decoder change touches;
+- ``ratio``: ``s_per_update`` of the first variant of the same observation type and encoder divided by this
+  one's (> 1 is faster), measured in this run;
+- ``decoder_ratio`` / ``wm_decoder_ratio`` (``decoder=features`` rows): this one's ``s_per_update`` /
+  ``wm_s_per_update`` divided by that of the ``decoder=pixels`` variant with the same other fields in this run
+  (features ÷ pixels; < 1 is faster).
 - ``cuda_peak_mib``: ``torch.cuda.max_memory_allocated`` during the variant (CUDA only).
 
 No assertions: targets are read off the printed ratios. ``--json`` writes the rows atomically.
@@ -40,23 +52,38 @@ from mbrl.replay import Replay  # noqa: E402
 DEFAULT_VARIANTS = "S:pixels:fp32:off,S:pixels:bf16:off,size1m:state:fp32:off,size1m:state:bf16:off"
 
 
+FIELDS = ("size", "obs", "precision", "compile")
+
+
 def parse_variant(text: str) -> dict[str, str]:
-    """``"S:pixels:bf16:on"`` -> ``{"size": "S", "obs": "pixels", "precision": "bf16", "compile": "on"}``.
+    """``"S:pixels:bf16:on"`` -> ``{"size": "S", "obs": "pixels", "precision": "bf16", "compile": "on"}``;
+    ``"S:pixels:fp32:off:efficientnet-lite0:features"`` adds ``"encoder"`` and ``"decoder"`` (the decoder is the
+    last field, the encoder everything between, so ``dinov2:small`` works).
 
     Raises:
-        SystemExit: not four ``:``-separated fields (an ``error:`` line, exit 2).
+        SystemExit: fewer than four or exactly five ``:``-separated fields, or a decoder other than ``pixels`` /
+            ``features`` (an ``error:`` line, exit 2).
     """
     parts = text.split(":")
-    if len(parts) != 4:
-        sys.exit(f"error: variant {text!r} must be SIZE:OBS:PRECISION:COMPILE, e.g. S:pixels:bf16:off")
-    return dict(zip(("size", "obs", "precision", "compile"), parts, strict=True))
+    if len(parts) < 4 or len(parts) == 5:
+        sys.exit(f"error: variant {text!r} must be SIZE:OBS:PRECISION:COMPILE[:ENCODER:DECODER], e.g. "
+                 f"S:pixels:bf16:off or S:pixels:fp32:off:efficientnet-lite0:features")
+    out = dict(zip(FIELDS, parts[:4], strict=True))
+    if len(parts) > 4:
+        out["encoder"], out["decoder"] = ":".join(parts[4:-1]), parts[-1]
+        if out["decoder"] not in ("pixels", "features"):
+            sys.exit(f"error: variant {text!r}: decoder {out['decoder']!r}; allowed: pixels, features")
+    return out
 
 
-def synthetic_replay(steps: int, image_size: int, action_dim: int, state_dim: int, obs: str, seed: int) -> Replay:
-    """A replay of ``steps`` random steps holding what ``obs`` needs."""
+def synthetic_replay(steps: int, image_size: int, action_dim: int, state_dim: int, obs: str, seed: int,
+                     feature_dim: int = 0) -> Replay:
+    """A replay of ``steps`` random steps holding what ``obs`` needs (and ``feature_dim`` float16 cached backbone
+    features per step when > 0)."""
     rng = np.random.default_rng(seed)
     shape = (image_size, image_size, 3) if "pixels" in obs else None
-    replay = Replay(steps, 1, shape, action_dim, seed=seed, state_dim=state_dim if "state" in obs else 0)
+    replay = Replay(steps, 1, shape, action_dim, seed=seed, state_dim=state_dim if "state" in obs else 0,
+                    feature_dim=feature_dim)
     for t in range(steps):
         step: dict[str, Any] = {"action": rng.uniform(-1, 1, action_dim).astype(np.float32),
                                 "reward": np.float32(rng.uniform()), "is_first": t % 500 == 0, "is_terminal": False}
@@ -64,6 +91,8 @@ def synthetic_replay(steps: int, image_size: int, action_dim: int, state_dim: in
             step["image"] = rng.integers(0, 256, shape, dtype=np.uint8)
         if "state" in obs:
             step["state"] = rng.normal(size=state_dim).astype(np.float32)
+        if feature_dim:  # non-negative, like post-activation pooled features
+            step["features"] = np.abs(rng.normal(size=feature_dim)).astype(np.float16)
         replay.add(0, step)
     return replay
 
@@ -75,20 +104,25 @@ def sync(device: torch.device) -> None:
 
 def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Build, warm up and time one variant; returns its row."""
+    extra = [f"encoder={variant['encoder']}", f"decoder={variant['decoder']}",
+             f"encoder_input_size={args.input_size}"] if "encoder" in variant else []
     cfg = build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
                         f"compile={variant['compile']}", f"image_size={args.image_size}",
                         f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
-                        f"device={device.type}"])
-    replay = synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
-                              args.seed)
+                        f"device={device.type}", *extra])
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     agent = Agent(cfg, args.action_dim, args.state_dim if "state" in variant["obs"] else 0).to(device)
+    build = time.perf_counter() - start
+    feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0  # the replay is built untimed
+    replay = synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
+                              args.seed, feature_dim)
+    start = time.perf_counter()
     agent.train_step(replay.sample(args.batch, args.length, device))
     sync(device)
-    first = time.perf_counter() - start
+    first = build + time.perf_counter() - start
     for _ in range(args.warmup):
         agent.train_step(replay.sample(args.batch, args.length, device))
     sync(device)
@@ -99,6 +133,16 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
         history.append(agent.train_step(replay.sample(args.batch, args.length, device)))
         sync(device)
         times.append(time.perf_counter() - t0)
+    wm_times = []
+    for _ in range(args.updates):
+        t0 = time.perf_counter()
+        batch = replay.sample(args.batch, args.length, device)
+        agent.train()
+        with agent.autocast():
+            wm_loss = agent.wm.loss(batch)[0]
+        agent.wm_opt.step(wm_loss)
+        sync(device)
+        wm_times.append(time.perf_counter() - t0)
     agent.check_finite()
     mean = float(np.mean(times))
     from mbrl.agent import fetch_metrics
@@ -106,19 +150,22 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
     loss = fetch_metrics(history).get("wm/loss", float("nan"))
     return {"variant": ":".join(variant.values()), **variant, "first_update_s": first, "s_per_update": mean,
             "s_per_update_min": float(np.min(times)), "updates_per_s": 1.0 / mean, "updates": args.updates,
+            "wm_s_per_update": float(np.mean(wm_times)),
             "wm_loss": loss,
             "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated SIZE:OBS:PRECISION:COMPILE")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS,
+                   help="comma-separated SIZE:OBS:PRECISION:COMPILE[:ENCODER:DECODER]")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--updates", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--input-size", type=int, default=224, help="encoder_input_size of pretrained encoders")
     p.add_argument("--action-dim", type=int, default=6)
     p.add_argument("--state-dim", type=int, default=24)
     p.add_argument("--replay-steps", type=int, default=2000)
@@ -138,18 +185,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"update speed | device {args.device} ({name}) | torch {torch.__version__} threads "
           f"{torch.get_num_threads()} | B x T {args.batch} x {args.length} | {args.image_size} px | "
           f"load avg {os.getloadavg()[0]:.2f}", flush=True)
-    rows, base = [], {}
-    header = f"{'variant':<26} {'first update s':>14} {'s/update':>10} {'updates/s':>10} {'ratio':>7} {'peak MiB':>9}"
+    rows, base, pixels = [], {}, {}
+    width = max(26, *(len(":".join(v.values())) for v in variants))
+    header = (f"{'variant':<{width}} {'first update s':>14} {'s/update':>10} {'updates/s':>10} {'ratio':>7} "
+              f"{'peak MiB':>9} {'wm s/update':>11}")
     print(header, flush=True)
     for v in variants:
         row = measure(v, args, device)
-        base.setdefault(v["obs"], row["s_per_update"])
-        row["ratio"] = base[v["obs"]] / row["s_per_update"]
+        base.setdefault((v["obs"], v.get("encoder", "cnn")), row["s_per_update"])
+        row["ratio"] = base[(v["obs"], v.get("encoder", "cnn"))] / row["s_per_update"]
+        same = tuple((k, x) for k, x in v.items() if k != "decoder")
+        if v.get("decoder", "pixels") == "pixels":
+            pixels.setdefault(same, (row["s_per_update"], row["wm_s_per_update"]))
+        elif same in pixels:
+            row["decoder_ratio"] = row["s_per_update"] / pixels[same][0]
+            row["wm_decoder_ratio"] = row["wm_s_per_update"] / pixels[same][1]
         rows.append(row)
         peak = "-" if row["cuda_peak_mib"] is None else f"{row['cuda_peak_mib']:.0f}"
-        print(f"{row['variant']:<26} {row['first_update_s']:>14.1f} {row['s_per_update']:>10.4f} "
-              f"{row['updates_per_s']:>10.2f} {row['ratio']:>7.2f} {peak:>9}", flush=True)
-    print("ratio: s/update of the first variant with the same obs divided by this one's (> 1 = faster), this run")
+        extra = (f"   features / pixels: update {row['decoder_ratio']:.3f}, world model "
+                 f"{row['wm_decoder_ratio']:.3f}") if "decoder_ratio" in row else ""
+        print(f"{row['variant']:<{width}} {row['first_update_s']:>14.1f} {row['s_per_update']:>10.4f} "
+              f"{row['updates_per_s']:>10.2f} {row['ratio']:>7.2f} {peak:>9} {row['wm_s_per_update']:>11.4f}{extra}",
+              flush=True)
+    print("ratio: s/update of the first variant with the same obs and encoder divided by this one's (> 1 = faster), "
+          "this run")
+    if any("decoder_ratio" in r for r in rows):
+        print("features / pixels: s/update (whole update; world-model-only update) with decoder=features divided "
+              "by the same variant's with decoder=pixels (< 1 = faster), this run")
     if args.json:
         io.write_json(args.json, {"device": args.device, "device_name": name, "torch": torch.__version__,
                                   "args": vars(args), "rows": rows})

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mbrl.errors import ConfigError
-from mbrl.io import atomic_write, torch_save, write_json
+from mbrl.io import atomic_write, check_output_dir, torch_save, write_json
 
 ARCHS: dict[str, dict[str, Any]] = {
     "vit-tiny": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "mlp_ratio": 2},
@@ -169,9 +169,7 @@ def validate(cfg: PretrainConfig) -> list[str]:
     if cfg.n_local < 0 or not cfg.lr > 0:
         raise ConfigError(f"--n-local must be >= 0 and --lr > 0, got {cfg.n_local} and {cfg.lr}")
     envs = expand_envs(cfg.envs)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {cfg.out!r} exists and is not a directory")
+    out = check_output_dir(cfg.out, "--out")  # a file, a file parent or an unwritable directory
     if is_finished(out):
         if cfg.resume:
             raise ConfigError(f"--out {cfg.out!r} already holds a finished model; nothing to resume (choose "

@@ -171,8 +171,9 @@ def display_table(summ: pd.DataFrame, conds: pd.DataFrame, env: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def _plots(summ: pd.DataFrame, conds: pd.DataFrame, env: str, out: Path) -> dict[str, str]:
-    """Write robustness and IQM plots of one env (PNG + SVG); returns {name: svg text} for the HTML page."""
+def _plots(summ: pd.DataFrame, conds: pd.DataFrame, env: str, files: dict[str, bytes]) -> dict[str, str]:
+    """Render the robustness and IQM plots of one env (PNG + SVG) into ``files`` (name -> bytes, written later);
+    returns {name: svg text} for the HTML page."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +202,7 @@ def _plots(summ: pd.DataFrame, conds: pd.DataFrame, env: str, out: Path) -> dict
         axes[0][-1].legend(fontsize=7, loc="best")
         fig.suptitle(f"{env}: robustness curves (mean ± SE over seeds)", fontsize=10)
         fig.tight_layout()
-        svgs["robustness"] = _save(fig, out / f"robustness-{_slug(env)}")
+        svgs["robustness"] = _render(fig, f"robustness-{_slug(env)}", files)
         plt.close(fig)
     valid = s[~s["iqm"].isna()]
     if len(valid):
@@ -215,20 +216,20 @@ def _plots(summ: pd.DataFrame, conds: pd.DataFrame, env: str, out: Path) -> dict
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(env, fontsize=10)
         fig.tight_layout()
-        svgs["iqm"] = _save(fig, out / f"iqm-{_slug(env)}")
+        svgs["iqm"] = _render(fig, f"iqm-{_slug(env)}", files)
         plt.close(fig)
     return svgs
 
 
-def _save(fig: Any, stem: Path) -> str:
+def _render(fig: Any, stem: str, files: dict[str, bytes]) -> str:
+    """``fig`` as ``<stem>.png`` and ``<stem>.svg`` into ``files``; returns the inline ``<svg>`` element."""
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    png = buf.getvalue()
-    io.atomic_write(stem.with_suffix(".png"), lambda f: f.write(png))
+    files[f"{stem}.png"] = buf.getvalue()
     svg_buf = _io.StringIO()
     fig.savefig(svg_buf, format="svg")
     svg = svg_buf.getvalue()
-    io.atomic_write(stem.with_suffix(".svg"), lambda f: f.write(svg.encode()))
+    files[f"{stem}.svg"] = svg.encode()
     return svg[svg.index("<svg"):]
 
 
@@ -267,35 +268,38 @@ def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
 def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[str, Path]:
     """Read every record under ``results_dir`` and write the leaderboard files into ``out``; returns their paths.
 
+    Everything is read, checked and rendered in memory first: bad input leaves no ``out`` directory (or an
+    existing one unchanged).
+
     Raises:
-        ResultsError: no results, or a malformed file (names the file and line).
+        ResultsError: no results, a malformed file or record (non-UTF-8, not JSON, a field out of range such as
+            a non-finite return, an episode recorded twice; names the file and line).
     """
     records = read_dir(results_dir)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     seeds = per_seed(records)
     conds = conditions(seeds)
     summ = summary(seeds, reps=reps)
     envs = list(dict.fromkeys(summ["env"]))
     tables = {env: display_table(summ, conds, env) for env in envs}
-    svgs = {env: _plots(summ, conds, env, out) for env in envs}
+    plots: dict[str, bytes] = {}
+    svgs = {env: _plots(summ, conds, env, plots) for env in envs}
     meta = {"results_dir": str(results_dir), "n_records": len(records), "code_version": code_version(),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    paths = {
-        "csv": io.atomic_write(out / "leaderboard.csv", lambda f: f.write(summ.to_csv(index=False).encode())),
-        "conditions": io.atomic_write(out / "conditions.csv", lambda f: f.write(conds.to_csv(index=False).encode())),
-    }
     norm = {env: (c._asdict() if (c := constants(env)) else None) for env in envs}
-    paths["json"] = io.write_json(out / "leaderboard.json", {
-        **meta, "schema": 1, "baseline": BASELINE, "normalisation": norm, "summary": _jsonable(summ),
-        "conditions": _jsonable(conds)})
+    board = json.dumps({**meta, "schema": 1, "baseline": BASELINE, "normalisation": norm,
+                        "summary": _jsonable(summ), "conditions": _jsonable(conds)}, indent=2, sort_keys=True)
     md = [f"# dreamshift leaderboard\n\n{meta['n_records']} episode records; code {meta['code_version']}. "
           f"Cells: mean ± SE over seeds of the score (normalised return where the env has constants). "
           f"IQM over seeds × shifted conditions, 95 % stratified-bootstrap CI.\n"]
     for env, table in tables.items():
         md.append(f"\n## {env}\n\n{table.to_markdown(index=False)}\n")
-    paths["md"] = io.atomic_write(out / "leaderboard.md", lambda f: f.write("".join(md).encode()))
-    page = _html(tables, svgs, meta)
-    paths["html"] = io.atomic_write(out / "index.html", lambda f: f.write(page.encode()))
-    return paths
-
+    texts = {"csv": ("leaderboard.csv", summ.to_csv(index=False)),
+             "conditions": ("conditions.csv", conds.to_csv(index=False)),
+             "json": ("leaderboard.json", board + "\n"), "md": ("leaderboard.md", "".join(md)),
+             "html": ("index.html", _html(tables, svgs, meta))}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in plots.items():
+        io.atomic_write(out / name, lambda f, data=data: f.write(data))
+    return {key: io.atomic_write(out / name, lambda f, text=text: f.write(text.encode()))
+            for key, (name, text) in texts.items()}

@@ -33,7 +33,6 @@ import gzip
 import io as _io
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from mbrl import io as mio
 from mbrl.errors import ConfigError
 
 WINDOW = 10_000  # env steps averaged by the smoothed return curves
@@ -272,14 +272,7 @@ def check_out(out: Path | str) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: expected a file name ending in {', '.join(FORMATS)}")
-    if out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a directory; give a file name ending in {', '.join(FORMATS)}")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {str(out)!r} is not writable ({str(parent)!r} is not a writable directory)")
-    return out
+    return mio.check_output_file(out, "--out")
 
 
 def pyplot() -> Any:
@@ -376,8 +369,6 @@ def panels_present(runs: list[Run]) -> list[Panel]:
 
 def save_figure(fig: Any, out: Path | str) -> Path:
     """Render ``fig`` in the format of ``out``'s suffix and write it atomically; closes the figure."""
-    from mbrl import io as mio
-
     out = Path(out)
     buf = _io.BytesIO()
     try:

@@ -32,11 +32,19 @@ code_version       str          ``dreamshift`` version and git commit of the cod
 config_hash        str          :func:`mbrl.config.model_hash` of the run (experiment-defining settings)
 trial              str          sweep trial id (the run directory name outside sweeps)
 ================== ============ ==========================================================================
+
+Values: ``return`` must be finite with ``|return| <=`` :data:`MAX_ABS_RETURN` (1e9: no benchmark task comes near
+it, so a larger value is a bug or a corrupt file, and NaN/Infinity would silently skew or break the statistics);
+the other int fields except ``schema`` and ``severity`` must lie in ``[0, 2**63 - 1]``. Files are UTF-8. A file
+with no records is an error, and so is a second record of the same episode (same ``trial``, ``env``, ``label``,
+``encoder_mode``, ``seed``, ``shift``, ``severity``, ``eval_seed`` and ``episode_seed``), in one file or across
+the files :func:`read_dir` reads: it would be counted twice.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from collections.abc import Iterable
 from functools import lru_cache
@@ -55,6 +63,12 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "episode_seed": (int,), "return": (float, int), "success": (bool, type(None)), "length": (int,),
     "env_steps_trained": (int,), "code_version": (str,), "config_hash": (str,), "trial": (str,),
 }
+
+
+MAX_ABS_RETURN = 1e9  # |return| above this is refused (see the module docstring)
+MAX_INT = 2**63 - 1  # int fields (seeds, lengths, steps) must fit an int64 column
+# the fields that identify one evaluation episode: a second record with the same values is a duplicate
+EPISODE_KEY = ("trial", "env", "label", "encoder_mode", "seed", "shift", "severity", "eval_seed", "episode_seed")
 
 
 class ResultsError(DreamshiftError):
@@ -106,6 +120,14 @@ def validate(record: Any, where: str) -> dict[str, Any]:
     if record["schema"] != SCHEMA_VERSION:
         raise ResultsError(f"{where}: schema version {record['schema']} is not supported (this code reads "
                            f"{SCHEMA_VERSION})")
+    ret = record["return"]
+    if (isinstance(ret, float) and not math.isfinite(ret)) or abs(ret) > MAX_ABS_RETURN:
+        bound = f"{MAX_ABS_RETURN:.0e}".replace("e+0", "e")
+        raise ResultsError(f"{where}: field 'return' must be a finite number with |return| <= {bound}, got "
+                           f"{_short(ret)}")
+    for key, types in FIELDS.items():
+        if types == (int,) and key not in ("schema", "severity") and not 0 <= record[key] <= MAX_INT:
+            raise ResultsError(f"{where}: field {key!r} must be in [0, 2**63 - 1], got {_short(record[key])}")
     if not 0 <= record["severity"] <= 5:
         raise ResultsError(f"{where}: severity must be in 0..5, got {record['severity']}")
     if (record["shift"] == "none") != (record["severity"] == 0):
@@ -116,32 +138,75 @@ def validate(record: Any, where: str) -> dict[str, Any]:
     return record
 
 
+def _short(value: Any) -> str:
+    """A value as JSON, cut to 40 characters (a 400-digit number stays readable on one line)."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(file:line, record)`` of every record of one file, validated."""
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ResultsError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                           f"results files are UTF-8 JSON Lines") from None
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, or an int literal of more than 4300 digits
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(";")[0]
+            raise ResultsError(f"{where}: not valid JSON ({msg})") from None
+        except RecursionError:
+            raise ResultsError(f"{where}: not valid JSON (nested too deeply)") from None
+        out.append((where, validate(record, where)))
+    if not out:
+        raise ResultsError(f"{path}: no records (an empty results file); a results file holds one JSON record per "
+                           f"evaluation episode")
+    return out
+
+
+def _check_duplicates(located: list[tuple[str, dict[str, Any]]]) -> None:
+    seen: dict[tuple[Any, ...], str] = {}
+    for where, record in located:
+        key = tuple(record[k] for k in EPISODE_KEY)
+        if key in seen:
+            cond = "clean" if record["shift"] == "none" else f"{record['shift']}@{record['severity']}"
+            raise ResultsError(f"{where}: duplicate record of trial {record['trial']!r}, {cond}, episode_seed "
+                               f"{record['episode_seed']} (first at {seen[key]}); each episode must be recorded "
+                               f"once, or it is counted twice")
+        seen[key] = where
+
+
 def read(path: Path | str) -> list[dict[str, Any]]:
     """Read and validate one JSONL results file.
 
     Raises:
-        ResultsError: the file is missing, a line is not JSON, or a record breaks the schema (names file:line).
+        ResultsError: the file is missing, not UTF-8 or empty, a line is not JSON, a record breaks the schema or
+            repeats an episode (names file:line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"{path}: no such results file")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        records.append(validate(record, f"{path}:{number}"))
-    return records
+    located = _records(Path(path))
+    _check_duplicates(located)
+    return [r for _, r in located]
 
 
 def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
     """All records of every ``*.jsonl`` file under ``results_dir`` (recursively, sorted by path).
 
     Raises:
-        ResultsError: the directory does not exist or holds no results file, or see :func:`read`.
+        ResultsError: the directory does not exist or holds no results file, an episode is recorded twice (in one
+            file or two), or see :func:`read`.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -150,7 +215,9 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
     files = [f for f in files if f.parent.name != "wandb" and "metrics" not in f.name]
     if not files:
         raise ResultsError(f"{root}: no results files (*.jsonl) found; run `dreamshift sweep` first")
-    return [r for f in files for r in read(f)]
+    located = [item for f in files for item in _records(f)]
+    _check_duplicates(located)
+    return [r for _, r in located]
 
 
 def write(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:

@@ -3,12 +3,12 @@
 A grid is ``envs × encoders × modes × seeds``; each trial trains one agent on the clean env, then evaluates it
 under every condition of a shift suite. File format (every key but ``envs`` and ``encoders`` is optional)::
 
-    name: quick                       # default: the file name
+    name: quick                       # default: the file name; letters, digits, '.', '_', '-' (a directory name)
     envs: [dmc:cartpole_balance]
     encoders:                         # a name, or a mapping with modes / overrides / label
       - cnn                           #   modes default to [auto] (cnn: full, pretrained: frozen)
       - {name: efficientnet-lite0, modes: [frozen, partial:1, full], overrides: {encoder_input_size: 128}}
-    seeds: [0, 1]                     # or an int n: seeds 0 .. n-1
+    seeds: [0, 1]                     # or an int n >= 1: seeds 0 .. n-1
     steps: 3000                       # env steps of training
     overrides: {size: XS, prefill: 1000}   # `dreamshift train` keys, applied to every trial
     evaluation: {suite: quick, episodes: 2, seed: 0, alphas: [0.5]}   # alphas: also evaluate WiSE-FT merges
@@ -82,6 +82,37 @@ class Sweep:
     description: str = ""
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_sweep_name(name: str, where: str) -> str:
+    """A sweep name is a directory under ``runs/sweeps/``: a plain name (letters, digits, ``.``, ``_``, ``-``; not
+    starting with ``.``; no ``..``), so that it cannot point outside it.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: name {name!r} must be a plain directory name (letters, digits, '.', '_', '-'; "
+                          f"not starting with '.', no '..' or '/'); set `name:` in the file")
+    return name
+
+
+def _seeds(where: str, value: Any) -> list[int]:
+    """``seeds: n`` (n >= 1: seeds 0 .. n-1) or a non-empty list of distinct ints >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"{where}: seeds must be a number of seeds >= 1 or a list of seeds >= 0, got {value}")
+        return list(range(value))
+    seeds = _list(f"{where}: seeds", value, int)
+    bad = [s for s in seeds if s < 0]
+    if bad:
+        raise ConfigError(f"{where}: seeds must be >= 0, got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds repeat a seed: {seeds}")
+    return seeds
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
 
@@ -112,14 +143,20 @@ def load(path: Path | str) -> Sweep:
     """Parse and validate a grid file; returns its trials (ids unique, configs checked).
 
     Raises:
-        ConfigError: missing file, YAML error, unknown key, wrong type, an invalid trial configuration, or two
-            trials with the same id.
+        ConfigError: missing or unreadable file, not UTF-8, YAML error, unknown key, wrong type, no seeds, a name
+            that is not a plain directory name, an invalid trial configuration, or two trials with the same id.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} not found (the grids that ship are in experiments/*.yaml)")
+        what = "is a directory, not a grid file" if path.is_dir() else "not found"
+        raise ConfigError(f"sweep file {str(path)!r} {what} (the grids that ship are in experiments/*.yaml)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"sweep file {str(path)!r} is not UTF-8 text (byte {exc.start}); give a YAML grid "
+                          f"file") from None
+    except OSError as exc:
+        raise ConfigError(f"sweep file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -130,9 +167,8 @@ def load(path: Path | str) -> Sweep:
         if key not in data:
             raise ConfigError(f"{where}: missing key {key!r}")
     env_names = _list(f"{where}: envs", data["envs"], str)
-    seeds_raw = data.get("seeds", [0])
-    seeds = list(range(seeds_raw)) if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) \
-        else _list(f"{where}: seeds", seeds_raw, int)
+    sweep_name = check_sweep_name(str(data.get("name", path.stem)), where)
+    seeds = _seeds(where, data.get("seeds", [0]))
     common = _str_overrides(f"{where}: overrides", data.get("overrides"))
     for reserved in ("env", "encoder", "encoder_mode", "seed", "run_dir"):
         if reserved in common:
@@ -205,6 +241,6 @@ def load(path: Path | str) -> Sweep:
     for key, value in (("retries", retries), ("backend.workers", workers), ("backend.threads", threads)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "backend.workers" else 0):
             raise ConfigError(f"{where}: {key} must be a non-negative int (workers >= 1), got {value!r}")
-    return Sweep(name=str(data.get("name", path.stem)), path=str(path), trials=trials, retries=retries,
+    return Sweep(name=sweep_name, path=str(path), trials=trials, retries=retries,
                  backend=name, workers=workers, threads=threads, slurm=dict(slurm),
                  description=str(data.get("description", "")))

@@ -74,8 +74,9 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
 
     Raises:
         SweepError: one or more trials failed after their retries (the others' results are kept).
+        OutputPathError: ``out`` cannot be created or written (before any trial runs).
     """
-    out = Path(out)
+    out = io.check_output_dir(out, "sweep directory")  # before any trial: a file or an unwritable directory
     backend = backend or sweep.backend
     workers = workers or sweep.workers
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))

@@ -88,8 +88,9 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
         if p["run"].exists():  # killed before its first checkpoint: nothing to resume
             shutil.rmtree(p["run"])
         train(cfg)
+    eval_threads = cfg.threads or threads or None  # as the trial trained (mbrl.evaluate.resolve_threads)
     summary_path = evaluate_suite(p["run"], trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
-                                  progress=lambda line: print(line, flush=True))
+                                  progress=lambda line: print(line, flush=True), threads=eval_threads)
     records = results.from_suite(json.loads(summary_path.read_text()), trial["id"], trial.get("label"))
     for alpha in trial.get("alphas", []):  # WiSE-FT: evaluate (1 - a) * pretrained + a * fine-tuned encoders
         from mbrl.merge import merge_run
@@ -98,7 +99,7 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
         if not checkpoint.checkpoint_path(merged).exists():
             merge_run(p["run"], alpha, merged)
         merged_summary = evaluate_suite(merged, trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
-                                        progress=lambda line: print(line, flush=True))
+                                        progress=lambda line: print(line, flush=True), threads=eval_threads)
         for r in results.from_suite(json.loads(merged_summary.read_text()), trial["id"],
                                     trial.get("label")):
             records.append({**r, "encoder_mode": f"{r['encoder_mode']}+merge:{alpha:g}"})

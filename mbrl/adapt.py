@@ -45,7 +45,7 @@ from mbrl import checkpoint, io
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.errors import CheckpointError, ConfigError
-from mbrl.replay import MixedReplay, Replay
+from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.train import env_kwargs, make_replay, resolve_device, run_loop
 
 #: One evaluation/training condition: the shifts applied together, ``()`` for the clean env.
@@ -195,11 +195,11 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / state["replay_file"]
     if not path.is_file():
         raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
-    with np.load(path) as data:  # read once: the feature width sizes the buffer the arrays then fill
-        arrays = {k: data[k] for k in data.files}
+    arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
     features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
-    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), state["action_dim"],
-                    seed=cfg.seed, feature_dim=features)
+    image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, state["action_dim"], seed=cfg.seed,
+                    feature_dim=features, state_dim=state.get("state_dim", 0))
     replay.load_state_dict(arrays)
     return replay
 
@@ -331,7 +331,7 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
     np.random.seed(cfg.seed)
     ref = base_state if base_state is not None else resume_state
     assert ref is not None
-    agent = Agent(cfg, ref["action_dim"]).to(device)
+    agent = Agent(cfg, ref["action_dim"], ref.get("state_dim", 0)).to(device)
     target = make_replay(cfg, agent)
     counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
     if resume_state is not None:
@@ -356,25 +356,32 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
 
 # ----------------------------------------------------------------------------------------------- evaluation
 def evaluate_agent(agent: Agent, cfg: Config, conditions: list[Condition], episodes: int, seed: int = 0,
-                   progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                   progress: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> list[dict[str, Any]]:
     """Returns of ``agent`` (policy mean) under each condition, the same episode seeds for all
-    (``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``, as :mod:`shifts.evaluate`).
+    (``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``, as :mod:`shifts.evaluate`), each episode's random
+    draws seeded from its episode seed (:func:`mbrl.evaluate.run_episodes`): reproducible bit for bit.
+
+    Args:
+        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the run's ``cfg.threads``,
+            else all cores); restored on return.
 
     Returns:
         one record per condition: ``condition`` (name), ``shifts`` (``[[kind, severity], ...]``), ``n``,
         ``returns``, ``return_mean``, ``return_stderr``.
 
     Raises:
-        ConfigError: ``episodes`` < 1.
+        ConfigError: ``episodes`` < 1, ``threads`` < 0.
     """
-    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
+    from mbrl.evaluate import EVAL_SEED_OFFSET, resolve_threads, run_episodes
 
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
+    n = resolve_threads(cfg, threads)
     out = []
     for cond in conditions:
         results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed,
-                               wrap=wrapper(cond, seed) if cond else None)
+                               wrap=wrapper(cond, seed) if cond else None, threads=n)
         returns = np.array([r["return"] for r in results], dtype=np.float64)
         rec = {"condition": condition_name(cond), "shifts": [list(c) for c in cond], "n": len(returns),
                "returns": returns.tolist(), "return_mean": float(returns.mean()),
@@ -386,15 +393,14 @@ def evaluate_agent(agent: Agent, cfg: Config, conditions: list[Condition], episo
 
 
 def load_agent(run_dir: Path | str, device: str = "cpu") -> tuple[Agent, Config, dict[str, Any]]:
-    """``(agent, cfg, state)`` of a run's checkpoint (torch threads set to the run's ``threads``).
+    """``(agent, cfg, state)`` of a run's checkpoint. Leaves torch's threads alone: :func:`evaluate_agent` sets
+    them for the rollouts.
 
     Raises:
         CheckpointError: no checkpoint.
     """
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     return agent.to(resolve_device(device)), cfg, state
@@ -434,12 +440,18 @@ def data_used(meta: dict[str, Any], counters: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: bool = True,
-                 device: str = "cpu", progress: Callable[[str], None] | None = None) -> Path:
+                 device: str = "cpu", progress: Callable[[str], None] | None = None,
+                 threads: int | None = None) -> Path:
     """Evaluate an adapted run (:func:`report_conditions`) and write ``RUN/eval/adapt-report.json`` atomically;
-    returns its path. See :func:`format_report` for the printed table.
+    returns its path. See :func:`format_report` for the printed table. Reproducible bit for bit
+    (:func:`evaluate_agent`).
+
+    Args:
+        threads: torch CPU threads of the evaluation (:func:`mbrl.evaluate.resolve_threads`: default the run's
+            ``threads``, else all cores).
 
     Raises:
-        ConfigError: the run was not adapted, or ``episodes`` < 1. CheckpointError: no checkpoint.
+        ConfigError: the run was not adapted, ``episodes`` < 1 or ``threads`` < 0. CheckpointError: no checkpoint.
     """
     meta = read_meta(run_dir)
     if "adapted_from" not in meta:
@@ -448,7 +460,7 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
     agent, cfg, state = load_agent(run_dir, device)
     roles = report_conditions(meta, levels)
-    results = evaluate_agent(agent, cfg, [c for _, c in roles], episodes, seed, progress)
+    results = evaluate_agent(agent, cfg, [c for _, c in roles], episodes, seed, progress, threads)
     for (role, _), rec in zip(roles, results, strict=True):
         rec["role"] = role
     report = {"run": str(run_dir), "adapted_from": meta["adapted_from"], "target": meta["target"],
@@ -477,18 +489,25 @@ def format_report(report: dict[str, Any]) -> str:
 
 def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str], episodes: int = 3,
                 seed: int = 0, levels: bool = False, device: str = "cpu",
-                progress: Callable[[str], None] | None = None) -> Path:
+                progress: Callable[[str], None] | None = None, threads: int | None = None) -> Path:
     """Evaluate the merged agents ``(1 - alpha) * base + alpha * adapted`` (per module, :mod:`mbrl.merge`) for
     each alpha spec on the adapted run's target, the clean env and earlier targets (and the target's other
     levels with ``levels``); writes ``ADAPTED/eval/alpha-sweep.json`` atomically and returns its path.
 
     Args:
         alphas: specs of :func:`mbrl.merge.parse_alpha`, e.g. ``["0", "0.5", "1", "encoder=0,world_model=1"]``.
+        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the adapted run's
+            ``threads``, else all cores); restored on return.
+
+    Every merged agent is evaluated on the same seeded episodes (:func:`evaluate_agent`): reproducible bit for
+    bit, and differences between alphas come from the weights alone.
 
     Raises:
-        ConfigError: a bad alpha spec, incompatible runs, an adapted run without adaptation metadata, or
-            ``episodes`` < 1 (all before any evaluation). CheckpointError: a missing checkpoint.
+        ConfigError: a bad alpha spec, incompatible runs, an adapted run without adaptation metadata,
+            ``episodes`` < 1 or ``threads`` < 0 (all before any evaluation). CheckpointError: a missing
+            checkpoint.
     """
+    from mbrl.evaluate import eval_threads, resolve_threads
     from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 
     if not alphas:
@@ -496,6 +515,7 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     specs = [parse_alpha(a) for a in alphas]
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
+    resolve_threads(None, threads)
     meta = read_meta(adapted_run)
     if "conditions" not in meta:
         raise ConfigError(f"{str(adapted_run)!r} is not an adapted run (no target in its config.json)")
@@ -503,20 +523,19 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     adapted = checkpoint.load_state(adapted_run)
     check_mergeable(base, adapted, str(base_run), str(adapted_run))
     cfg = checkpoint.config_of(adapted)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     roles = report_conditions(meta, levels)
     rows = []
-    for spec in specs:
-        agent = Agent(cfg, adapted["action_dim"])
-        agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], spec))
-        if progress is not None:
-            progress(f"alpha {format_alpha(spec)}")
-        results = evaluate_agent(agent.to(resolve_device(device)), cfg, [c for _, c in roles], episodes, seed,
-                                 progress)
-        for (role, _), rec in zip(roles, results, strict=True):
-            rec["role"] = role
-        rows.append({"alpha": spec, "alpha_name": format_alpha(spec), "results": results})
+    with eval_threads(cfg, threads) as n:
+        for spec in specs:
+            agent = checkpoint.build_agent(adapted, cfg)
+            agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], spec))
+            if progress is not None:
+                progress(f"alpha {format_alpha(spec)}")
+            results = evaluate_agent(agent.to(resolve_device(device)), cfg, [c for _, c in roles], episodes,
+                                     seed, progress, n)
+            for (role, _), rec in zip(roles, results, strict=True):
+                rec["role"] = role
+            rows.append({"alpha": spec, "alpha_name": format_alpha(spec), "results": results})
     out = {"base": str(base_run), "adapted": str(adapted_run), "target": meta["target"], "eval_seed": seed,
            "episodes_per_condition": episodes, "data": data_used(meta, adapted["counters"]), "sweep": rows}
     return io.write_json(Path(adapted_run) / "eval" / "alpha-sweep.json", out)

@@ -28,7 +28,7 @@ from mbrl.config import Config
 from mbrl.errors import ConfigError
 from mbrl.optim import Optimizer
 from mbrl.rssm import State
-from mbrl.world_model import WorldModel
+from mbrl.world_model import WorldModel, check_decoder
 
 PolicyState = tuple[State, Tensor]
 
@@ -42,7 +42,8 @@ class Agent(nn.Module):
         state_dim: ``D`` of the proprioceptive observation; required (> 0) when ``cfg.obs`` includes ``state``.
 
     Raises:
-        ConfigError: ``cfg.obs`` includes ``state`` but ``state_dim`` is 0.
+        ConfigError: ``cfg.obs`` includes ``state`` but ``state_dim`` is 0; ``decoder=features`` without a frozen
+            encoder whose features are cached (:func:`mbrl.world_model.check_decoder`).
     """
 
     def __init__(self, cfg: Config, action_dim: int, state_dim: int = 0) -> None:
@@ -52,9 +53,13 @@ class Agent(nn.Module):
         pixels, state = "pixels" in cfg.obs, "state" in cfg.obs
         if state and state_dim <= 0:
             raise ConfigError(f"obs={cfg.obs} needs the env's state dimension (got {state_dim})")
+        check_decoder(cfg)
         self.state_dim = state_dim if state else 0
         encoder = build_encoder(cfg.encoder, image_size=cfg.image_size, cfg=cfg) if pixels else None
-        self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss, self.state_dim)
+        if cfg.decoder == "features" and not getattr(encoder, "cacheable", False):
+            raise ConfigError(f"decoder=features needs an encoder whose frozen backbone features can be cached; "
+                              f"encoder {cfg.encoder} has none; use decoder=pixels")
+        self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss, self.state_dim, cfg.decoder)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, action_dim, cfg.model, cfg.loss)
         o = cfg.optim
         enc_list = encoder.encoder_parameters() if encoder is not None else []
@@ -64,6 +69,10 @@ class Agent(nn.Module):
         betas = (o.beta1, o.beta2)
         self.wm_opt = Optimizer([(enc_list, enc_lr), (rest, o.lr)], o.name, o.eps, betas,
                                 o.agc, o.clip, o.warmup)
+        self.wm_opt.parts = {name: list(module.parameters()) for name, module in (
+            ("encoder", encoder), ("state_encoder", self.wm.state_encoder), ("rssm", self.wm.rssm),
+            ("decoder", self.wm.decoder), ("state_decoder", self.wm.state_decoder),
+            ("reward_head", self.wm.reward_head), ("cont_head", self.wm.cont_head)) if module is not None}
         self.actor_opt = Optimizer([(list(self.ac.actor.parameters()), o.actor_lr)], o.name, o.ac_eps, betas,
                                    o.agc, o.ac_clip, o.warmup)
         self.critic_opt = Optimizer([(list(self.ac.critic.parameters()), o.critic_lr)], o.name, o.ac_eps, betas,
@@ -90,6 +99,13 @@ class Agent(nn.Module):
             return
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
                               os.path.join(os.path.expanduser("~"), ".cache", "dreamshift", "inductor"))
+        # Each compiled function is specialised per input shape, grad mode and autocast state (acting, observing,
+        # imagining, the losses); all MLP heads share one ``forward`` code object, so the default limit of 8
+        # variants would silently fall back to eager.
+        dynamo = torch._dynamo.config
+        for key in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo, key):
+                setattr(dynamo, key, max(getattr(dynamo, key), 64))
         rssm = self.wm.rssm
         rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
         rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
@@ -134,6 +150,7 @@ class Agent(nn.Module):
         if joint:
             metrics["wm/grad_norm"] = self.wm_opt.step(wm_loss + lcfg.repval * rv_wm)
         metrics["ac/critic_grad_norm"] = self.critic_opt.step(critic_loss)
+        metrics.update({f"wm/grad_norm/{name}": n for name, n in self.wm_opt.part_norms.items()})
         self.ac.update_slow_critic()
         return metrics
 

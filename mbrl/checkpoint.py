@@ -78,6 +78,8 @@ def load_state(run_dir: Path | str) -> dict[str, Any]:
             file was looked for).
     """
     path = checkpoint_path(run_dir)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise CheckpointError(f"{str(run_dir)!r} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
     if not path.is_file():

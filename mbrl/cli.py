@@ -1,14 +1,15 @@
 """The ``dreamshift`` command line.
 
     dreamshift train [key=value ...] [--resume RUN_DIR]
-    dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1]
-    dreamshift evaluate RUN_DIR --suite quick [--episodes N]   # every (shift, severity) of a suite
+    dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1] [--device D] [--threads N]
+    dreamshift evaluate RUN_DIR --suite quick [--episodes N] [--threads N]  # every (shift, severity) of a suite
     dreamshift merge RUN_DIR --alpha A [--out DIR]              # encoder vs its pretrained weights (WiSE-FT)
     dreamshift merge BASE ADAPTED --alpha encoder=a,world_model=b,actor_critic=c [--out DIR]
     dreamshift demo [key=value ...]
     dreamshift envs list
     dreamshift shifts list                  # suites and shift kinds
     dreamshift shifts gallery [--env dmc:walker_walk] [--out gallery.png] [--suite standard] [--seed 0] [--size 64]
+                              [--scale 0]     # size 16-1024, scale 1-16 (0: automatic), size x scale <= 1024
     dreamshift config [key=value ...]       # print the resolved configuration
 
 Commands in their own modules (``COMMAND_MODULES``): ``sweep``/``leaderboard`` (mbrl/cli_sweep.py),
@@ -16,8 +17,9 @@ Commands in their own modules (``COMMAND_MODULES``): ``sweep``/``leaderboard`` (
 (mbrl/cli_adapt.py), ``plot`` (experiments/plot.py: learning curves and diagnostics of runs, optionally over
 reference curves).
 
-Bad input (unknown env, key, type, missing checkpoint, incompatible resume) prints one ``error:`` line and
-exits with status 2; nothing is written.
+Bad input (unknown env, key, type, missing checkpoint, incompatible resume, an output path that cannot be
+written, an unknown option) prints one ``error:`` line and exits with status 2; nothing is written. Ctrl-C prints
+one line saying what was saved and how to continue (``--resume``), exit status 130.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from mbrl.config import allowed_keys, build_config, parse_overrides, to_dict
+from mbrl import cli_common, io
+from mbrl.config import allowed_keys, build_config, check_env_encoder, parse_overrides, to_dict
 from mbrl.errors import DreamshiftError
 
 # The embedded default of `dreamshift demo`: scratch CNN vs two pretrained encoders that exist offline, the
@@ -55,7 +58,7 @@ COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "m
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dreamshift", description="DreamerV3 agents under graded visual shift.")
+    p = cli_common.Parser(prog="dreamshift", description="DreamerV3 agents under graded visual shift.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an agent from pixels")
     t.add_argument("overrides", nargs="*", help="key=value settings, e.g. env=dmc:walker_walk size=S steps=1e5")
@@ -64,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    cli_common.add_threads(e)
     e.add_argument("--alpha", default="", help="comma-separated weight-merging alphas to sweep (e.g. 0,0.5,1)")
     e.add_argument("--suite", help="evaluate under every (shift, severity) of a suite (quick, paper, standard) or "
                    "of a list KIND[:SEVERITIES],... e.g. fog:1+5,contrast:3; writes RUN_DIR/eval/suite-<name>.json")
@@ -88,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="gallery.png")
     g.add_argument("--suite", default="standard")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", type=int, default=64)
-    g.add_argument("--scale", type=int, default=0, help="cell upscaling factor (default: cells of ~128 px)")
+    g.add_argument("--size", type=int, default=64, help="frame side in pixels, 16-1024")
+    g.add_argument("--scale", type=int, default=0, help="cell upscaling factor 1-16, at most 1024 px a cell "
+                   "(default: cells of ~128 px)")
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return p
@@ -106,7 +111,15 @@ def _train(overrides: list[str], resume: str | None) -> Path:
     return run_dir
 
 
-def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str = "") -> None:
+def _check_eval_run(run_dir: str, device: str) -> None:
+    """Before evaluating: ``run_dir`` is a run directory whose ``eval/`` can be written, ``device`` is valid."""
+    io.check_run_dir(run_dir)
+    io.check_output_dir(Path(run_dir) / "eval", "results directory")
+    cli_common.check_device(device)
+
+
+def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str = "",
+              threads: int | None = None) -> None:
     from mbrl.errors import ConfigError
     from mbrl.evaluate import evaluate
 
@@ -114,8 +127,10 @@ def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
         sweep = [float(a) for a in alphas.split(",") if a.strip()] or [None]
     except ValueError:
         raise ConfigError(f"--alpha {alphas!r}: expected comma-separated numbers in [0, 1]") from None
+    _check_eval_run(run_dir, device)
     for alpha in sweep:
-        path = evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha)
+        path = evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha,
+                        **cli_common.threads_kwargs(evaluate, threads))
         summary = json.loads(path.read_text())
         tag = "" if alpha is None else f" (alpha {alpha:g})"
         print(f"{summary['env']}{tag}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
@@ -126,6 +141,7 @@ def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
 def _demo(given: dict[str, str]) -> None:
     """Train and evaluate each demo encoder; ``given`` overrides apply to all (``encoder=`` runs only that one)."""
     build_config({**DEMO_OVERRIDES, **given})  # bad overrides fail before anything is trained
+    io.check_output_dir(given.get("run_dir") or "runs", "run_dir")
     variants = [{}] if "encoder" in given else DEMO_ENCODERS
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = []
@@ -139,11 +155,14 @@ def _demo(given: dict[str, str]) -> None:
     print("demo runs: " + ", ".join(str(r) for r in runs))
 
 
-def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str) -> None:
+def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str,
+                    threads: int | None = None) -> None:
     from shifts.evaluate import evaluate_suite, format_table
 
+    _check_eval_run(run_dir, device)
     path = evaluate_suite(run_dir, suite, episodes=episodes, seed=seed, device=device,
-                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+                          progress=lambda line: print(line, file=sys.stderr, flush=True),
+                          **cli_common.threads_kwargs(evaluate_suite, threads))
     summary = json.loads(path.read_text())
     print(f"{summary['env']} {summary['encoder']} ({summary['encoder_mode']}), suite {summary['suite']}, "
           f"{episodes} episode(s) per condition; cells: mean return (change vs clean)")
@@ -168,11 +187,7 @@ def _shifts(args: argparse.Namespace) -> None:
         for kind in suites.ordered_kinds():
             print(f"  {kind:<15} {make_shift(kind, 0).level}")
     elif args.action == "gallery":
-        from mbrl.errors import ConfigError
         from shifts.gallery import write_gallery
-
-        if args.scale < 0:
-            raise ConfigError(f"--scale must be >= 1 (0 = automatic), got {args.scale}")
 
         path = write_gallery(args.out, env_name=args.env, suite=args.suite, seed=args.seed, size=args.size,
                              scale=args.scale or None)
@@ -181,7 +196,8 @@ def _shifts(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dreamshift`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = cli_common.parse_args(parser, argv)
     # transformers draws a progress bar per weight load (read when it is imported); runs show their own
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
@@ -198,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 
                     raise ConfigError("--suite and --alpha cannot be combined; evaluate a merged run "
                                       "(dreamshift merge) with --suite instead")
-                _evaluate_suite(args.run_dir, args.suite, args.episodes, args.seed, args.device)
+                _evaluate_suite(args.run_dir, args.suite, args.episodes, args.seed, args.device, args.threads)
             else:
-                _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha)
+                _evaluate(args.run_dir, args.episodes, args.seed, args.device, args.alpha, args.threads)
         elif args.command == "demo":
             _demo(parse_overrides(args.overrides))
         elif args.command == "merge":
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if len(args.run_dirs) > 2:
                 raise ConfigError(f"merge takes RUN or BASE ADAPTED, got {len(args.run_dirs)} run directories")
+            for run in args.run_dirs:
+                io.check_run_dir(run)
             if len(args.run_dirs) == 1:
                 try:
                     alpha = float(args.alpha)
@@ -216,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                     raise ConfigError(f"--alpha {args.alpha!r}: merging one run's encoder takes one number in "
                                       f"[0, 1]; per-module alphas need two runs (BASE ADAPTED)") from None
                 out = args.out or f"{args.run_dirs[0].rstrip('/')}-merged-a{alpha:g}"
+                io.check_output_dir(out, "--out")
                 print(f"merged run: {merge_run(args.run_dirs[0], alpha, out)}")
             else:
                 alphas = parse_alpha(args.alpha)
                 out = args.out or f"{args.run_dirs[1].rstrip('/')}-merged-a{format_alpha(alphas)}"
+                io.check_output_dir(out, "--out")
                 print(f"merged run: {merge_runs(args.run_dirs[0], args.run_dirs[1], alphas, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
@@ -230,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "shifts":
             _shifts(args)
         elif args.command == "config":
-            print(json.dumps(to_dict(build_config(args.overrides)), indent=2))
+            cfg = build_config(args.overrides)
+            check_env_encoder(cfg)  # the names train would refuse: env, obs, encoder, mode, decoder, encoder_path
+            print(json.dumps(to_dict(cfg), indent=2))
             print("allowed keys: " + " ".join(allowed_keys()), file=sys.stderr)
     except (DreamshiftError, ValueError) as exc:
         # EnvError and ShiftError are ValueErrors (so that library callers can catch them as such)
@@ -238,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: what was saved and how to continue, not a traceback
+        print(cli_common.interrupted_message(args, argv if argv is not None else sys.argv[1:], exc), file=sys.stderr)
+        return cli_common.INTERRUPTED_STATUS
     return 0
 
 

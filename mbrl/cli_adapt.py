@@ -1,21 +1,29 @@
 """`dreamshift` sub-commands for adapting a trained agent to a shifted domain (registered by :mod:`mbrl.cli`).
 
     dreamshift adapt RUN --target color:5 --steps 5000 [--mix 0.5] [--lr-scale 0.1] --out RUN2 [--seed S]
-                     [--eval-episodes 3] [--no-levels] [--set key=value ...]  # keys: mbrl.adapt.ADAPT_KEYS
+                     [--eval-episodes 3] [--no-levels] [--threads N] [--set key=value ...]  # keys: ADAPT_KEYS
     dreamshift adapt --resume RUN2 [--steps N]
-    dreamshift adapt-eval BASE ADAPTED --alpha 0,0.5,1 [--episodes 3]   # merged agents on target and clean
+    dreamshift adapt-eval BASE ADAPTED --alpha 0,0.5,1 [--episodes 3] [--threads N]  # merged agents
     dreamshift continual RUN --stages "color:5;gaussian_noise:5" --steps 5000 [--mix 0.5] --out DIR [--resume]
+                         [--threads N]
 
 Bad input raises :class:`~mbrl.errors.ConfigError` / ``CheckpointError``: the CLI prints one ``error:`` line and
-exits with status 2, before anything is written.
+exits with status 2, before anything is written (run directories and ``--out`` are checked first, with
+:mod:`mbrl.io`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from mbrl import io
+from mbrl.cli_common import add_threads, check_device, threads_kwargs
 from mbrl.config import parse_overrides
 from mbrl.errors import ConfigError
 
@@ -32,6 +40,15 @@ def _split_args(tokens: list[str], what: str) -> tuple[str | None, dict[str, str
     return (runs[0] if runs else None), parse_overrides([t for t in tokens if "=" in t])
 
 
+def _threads(fn: Callable[..., Any], threads: int | None, overrides: dict[str, str]) -> dict[str, Any]:
+    """``--threads N``: the adapted runs' ``threads`` setting (their training, unless ``threads=`` is also given
+    as a setting) and ``threads=`` of ``fn`` (its evaluations) when ``fn`` takes it."""
+    if threads is None:
+        return {}
+    overrides.setdefault("threads", str(threads))
+    return {"threads": threads} if "threads" in inspect.signature(fn).parameters else {}
+
+
 def _adapt(args: argparse.Namespace) -> None:
     from mbrl.adapt import adapt, format_report, stage_report
 
@@ -39,7 +56,9 @@ def _adapt(args: argparse.Namespace) -> None:
     if args.resume is not None:
         if run is not None:
             raise ConfigError("adapt --resume OUT takes no RUN (the run to adapt is stored in OUT)")
-        out = adapt(None, None, args.steps, overrides=overrides, resume=args.resume)
+        io.check_run_dir(args.resume, "--resume", writable=True)
+        threads = _threads(adapt, args.threads, overrides)
+        out = adapt(None, None, args.steps, overrides=overrides, resume=args.resume, **threads)
     else:
         missing = [n for n, v in (("RUN", run), ("--target", args.target), ("--steps", args.steps),
                                   ("--out", args.out)) if v is None]
@@ -47,10 +66,14 @@ def _adapt(args: argparse.Namespace) -> None:
             raise ConfigError(f"adapt needs {', '.join(missing)} (or --resume OUT)")
         if args.eval_episodes < 0:
             raise ConfigError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-        out = adapt(run, args.target, args.steps, args.mix, args.lr_scale, args.out, args.seed, overrides)
+        io.check_run_dir(run)
+        io.check_output_dir(args.out, "--out")
+        threads = _threads(adapt, args.threads, overrides)
+        out = adapt(run, args.target, args.steps, args.mix, args.lr_scale, args.out, args.seed, overrides, **threads)
     print(f"adapted run: {out}")
     if args.eval_episodes > 0:
-        path = stage_report(out, args.eval_episodes, 0, not args.no_levels, progress=_say)
+        path = stage_report(out, args.eval_episodes, 0, not args.no_levels, progress=_say,
+                            **threads_kwargs(stage_report, args.threads))
         print(format_report(json.loads(path.read_text())))
         print(f"report: {path}")
 
@@ -62,8 +85,12 @@ def _adapt_eval(args: argparse.Namespace) -> None:
     specs = [t.strip() for t in (text.split(";") if "=" in text else text.split(",")) if t.strip()]
     if not specs:
         raise ConfigError("--alpha: give alphas, e.g. 0,0.5,1 or 'encoder=0.5,world_model=1;0.5'")
+    io.check_run_dir(args.base, "BASE run directory")
+    io.check_run_dir(args.adapted, "ADAPTED run directory")
+    io.check_output_dir(Path(args.adapted) / "eval", "results directory")
+    check_device(args.device)
     path = alpha_sweep(args.base, args.adapted, specs, args.episodes, args.seed, args.levels, args.device,
-                       progress=_say)
+                       progress=_say, **threads_kwargs(alpha_sweep, args.threads))
     print(format_sweep(json.loads(path.read_text())))
     print(f"results: {path}")
 
@@ -74,8 +101,11 @@ def _continual(args: argparse.Namespace) -> None:
     run, overrides = _split_args(args.args + args.set, "continual")
     if run is None:
         raise ConfigError("continual needs RUN (the trained run to start from)")
+    io.check_run_dir(run)
+    io.check_output_dir(args.out, "--out")  # before the base run's evaluation (stage 0)
+    threads = _threads(continual, args.threads, overrides)
     path = continual(run, args.stages, args.steps, args.mix, args.lr_scale, args.out, args.seed, args.eval_episodes,
-                     not args.no_levels, overrides, args.resume, progress=_say)
+                     not args.no_levels, overrides, args.resume, progress=_say, **threads)
     print(format_summary(json.loads(path.read_text())))
     print(f"results: {path}")
 
@@ -83,7 +113,7 @@ def _continual(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``adapt``, ``adapt-eval`` and ``continual`` to ``sub``; each binds ``set_defaults(handler=fn)``."""
     a = sub.add_parser("adapt", help="continue a trained run on a shifted env, mixing in its old replay")
-    a.add_argument("args", nargs="*", metavar="RUN [key=value ...]",
+    a.add_argument("args", nargs="*", default=[], metavar="RUN [key=value ...]",
                    help="trained run directory, then optional key=value settings (train_ratio, threads, prefill, ...)")
     a.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="settings anywhere on the line (key=value right after RUN works too)")
@@ -96,6 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--resume", metavar="OUT", help="continue a killed adaptation from its checkpoint")
     a.add_argument("--eval-episodes", type=int, default=3, help="episodes per condition of the report (0: none)")
     a.add_argument("--no-levels", action="store_true", help="do not evaluate the target kind's other severities")
+    add_threads(a)
     a.set_defaults(handler=_adapt)
 
     e = sub.add_parser("adapt-eval", help="evaluate merged agents (1-a)*BASE + a*ADAPTED on target and clean")
@@ -106,11 +137,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--episodes", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--levels", action="store_true", help="also the target kind's other severities")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help="auto | cpu | cuda")
+    add_threads(e)
     e.set_defaults(handler=_adapt_eval)
 
     c = sub.add_parser("continual", help="adapt through a sequence of shifts, evaluating every earlier condition")
-    c.add_argument("args", nargs="*", metavar="RUN [key=value ...]")
+    c.add_argument("args", nargs="*", default=[], metavar="RUN [key=value ...]")
     c.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     c.add_argument("--stages", required=True, help="KIND:SEVERITY;KIND:SEVERITY;... (one lineage, in order)")
     c.add_argument("--steps", type=int, required=True, help="target env steps per stage")
@@ -121,4 +153,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-episodes", type=int, default=3)
     c.add_argument("--no-levels", action="store_true")
     c.add_argument("--resume", action="store_true", help="continue a killed sequence in --out")
+    add_threads(c)
     c.set_defaults(handler=_continual)

@@ -4,7 +4,9 @@
     dreamshift analyze forgetting  RUN_DIR | encoder=NAME ...  [--dataset DIR|hf:NAME] [--k 5]
     dreamshift analyze drift       RUN_DIR | encoder=NAME ...  [--env E] [--frames 32]
     dreamshift analyze calibration [RUN_DIR] [--env E1,E2] [--suite standard] [--frames 16] [--no-reference]
-    dreamshift analyze wm          RUN_DIR [--suite quick] [--episodes 2] [--max-steps 100]
+    dreamshift analyze wm          RUN_DIR [--suite quick] [--episodes 2] [--max-steps 100] [--device cpu]
+
+Every analysis takes ``--threads N`` (torch CPU threads; default: the run's ``threads`` setting).
 
 Each writes ``<analysis>.json`` (summary + records) and ``<analysis>.jsonl`` (one measurement a line: analysis,
 env, encoder, encoder_mode, metric, value, n, config_hash, and what locates it) atomically into
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from mbrl import io
+from mbrl.cli_common import add_threads, check_device
 from mbrl.errors import ConfigError
 
 ANALYSES = {
@@ -36,6 +40,9 @@ ANALYSES = {
     "wm": "world-model reconstruction, reward and posterior-prior KL errors under each shift",
 }
 ROLE_ORDER = ("pretrained", "finetuned", "random")
+# What each analysis reads (the message of `dreamshift analyze` without an analysis).
+REQUIRES = ("jaccard, forgetting and drift take RUN_DIR or encoder=NAME, calibration an optional RUN_DIR, "
+            "wm a RUN_DIR")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="encoder and world-model analyses (jaccard, forgetting, drift, calibration, "
                        "wm)", description="\n".join(f"{k}: {v}" for k, v in ANALYSES.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("analysis", help=f"one of: {', '.join(ANALYSES)}")
-    p.add_argument("targets", nargs="*", metavar="RUN_DIR|key=value",
+    p.add_argument("analysis", nargs="?", help=f"one of: {', '.join(ANALYSES)}")
+    p.add_argument("targets", nargs="*", default=[], metavar="RUN_DIR|key=value",
                    help="a trained run directory, or encoder=NAME and other train settings (no run)")
     p.add_argument("--out", help="output directory (default RUN_DIR/analysis, or ./analysis without a run)")
     p.add_argument("--env", help="env(s) whose frames are used (calibration: comma-separated list); default: the "
@@ -65,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reference", action="store_true", help="calibration: skip the reference-encoder distance")
     p.add_argument("--reference-size", type=int, default=224, help="calibration: reference encoder input side")
     p.add_argument("--device", default="cpu", help="wm: cpu | cuda | auto")
+    add_threads(p)
     p.set_defaults(handler=handle)
 
 
@@ -80,8 +88,9 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
     if run is not None:
         from mbrl.checkpoint import checkpoint_path
 
-        if not run.is_dir():
+        if not run.exists():
             raise ConfigError(f"run directory {str(run)!r} does not exist; pass a trained run or encoder=NAME")
+        io.check_run_dir(run)  # a file: say so
         if not checkpoint_path(run).is_file():
             raise ConfigError(f"run directory {str(run)!r} has no checkpoint/agent.pt; train it first")
         if overrides:
@@ -101,11 +110,13 @@ def _roles(encoders: dict[str, Any]) -> list[str]:
     return [r for r in ROLE_ORDER if r in encoders]
 
 
-def _set_threads(cfg: Any) -> None:
-    if getattr(cfg, "threads", 0):
+def _set_threads(cfg: Any, threads: int | None = None) -> None:
+    """torch CPU threads: ``threads`` (``--threads``) if given, else the run's ``threads`` setting."""
+    threads = threads or getattr(cfg, "threads", 0)
+    if threads:
         import torch
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(threads)
 
 
 def run_jaccard(eset: Any, env: str, frames: int, size: int, seed: int, stride: int, mass: float, png: Path,
@@ -211,12 +222,20 @@ def handle(args: argparse.Namespace) -> None:
     from encoders.analysis.report import write_csv, write_report
 
     analysis = args.analysis
+    if analysis is None:
+        raise ConfigError(f"analyze needs ANALYSIS [RUN_DIR|key=value ...]: {REQUIRES}")
     if analysis not in ANALYSES:
         raise ConfigError(f"unknown analysis {analysis!r}; allowed: {', '.join(ANALYSES)}")
     run, overrides = _split_targets(args.targets)
     out = Path(args.out) if args.out else (run / "analysis" if run is not None else Path("analysis"))
     if args.frames < 0 or args.size < 0 or args.stride < 1:
         raise ConfigError("--frames and --size must be >= 0 (0 = default) and --stride >= 1")
+    io.check_output_dir(out, "--out" if args.out else "output directory")
+    if analysis == "jaccard" and args.png:
+        io.check_output_file(args.png, "--png")
+    if analysis == "wm":
+        check_device(args.device)
+    _set_threads(None, args.threads)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -255,7 +274,7 @@ def handle(args: argparse.Namespace) -> None:
                   f"reward_mae {row['reward_mae']:.3f}  return {row['return_mean']:.1f}")
     else:
         eset = _encoders(analysis, run, overrides, args.seed)
-        _set_threads(eset.cfg)
+        _set_threads(eset.cfg, args.threads)
         env = args.env or eset.cfg.env
         size = args.size or eset.cfg.image_size
         if analysis == "jaccard":

@@ -3,6 +3,9 @@
     dreamshift sweep experiments/quick.yaml [--out DIR] [--backend local|slurm|submitit-local] [--workers N]
                      [--wandb offline|online|disabled] [--dry-run]
     dreamshift leaderboard RESULTS_DIR [--out DIR] [--screenshot] [--reps N]
+
+``--out`` (or the default) is checked before anything runs (:func:`mbrl.io.check_output_dir`), ``--dry-run``
+included; Ctrl-C during a sweep prints one line (finished trials are kept; rerunning resumes), exit 130.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from mbrl.io import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +43,7 @@ def _sweep(args: argparse.Namespace) -> None:
     sweep = spec.load(args.file)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    out = Path(args.out or f"runs/sweeps/{sweep.name}")
+    out = check_output_dir(args.out or Path("runs") / "sweeps" / sweep.name, "--out" if args.out else "sweep directory")
     if args.dry_run:
         for t in sweep.trials:
             print(f"{t.id}: " + " ".join(f"{k}={v}" for k, v in t.overrides.items())
@@ -56,7 +61,8 @@ def _leaderboard(args: argparse.Namespace) -> None:
 
     if args.reps < 100:
         raise ConfigError(f"--reps must be >= 100, got {args.reps}")
-    out = Path(args.out or Path(args.results_dir).resolve().parent / "leaderboard")
+    out = check_output_dir(args.out or Path(args.results_dir).resolve().parent / "leaderboard",
+                           "--out" if args.out else "leaderboard directory")
     paths = build(args.results_dir, out, reps=args.reps)
     if args.screenshot:
         from experiments.screenshot import screenshot

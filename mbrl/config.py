@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +88,8 @@ class LossConfig:
     imag_cont: str = "prob"
     repval: float = 0.3  # scale of the critic's replay value loss (reference loss_scales.repval; 2023: 0 = off)
     repval_grad: bool = True  # the repval loss also trains the world model via the posterior (reference)
+    # decoder=features: loss of the feature reconstruction (mbrl.world_model.FeatureDecoder has the comparison)
+    feat_loss: str = "symlog_mse"  # symlog_mse (squared error of symlog features, summed) | cosine (F * (1 - cos))
 
 
 @dataclass
@@ -122,6 +126,9 @@ class Config:
     encoder_token_dim: int = 32  # per-token projection size of encoder_feature=patch
     encoder_adapter_dim: int = 64  # bottleneck size of adapters
     encoder_cache: bool = True  # frozen encoders: store features in replay instead of re-running the backbone
+    # pixels (ConvDecoder reconstructs the image, every encoder) | features (an MLP reconstructs the cached backbone
+    # features; frozen cacheable pretrained encoders only, mbrl.world_model.check_decoder)
+    decoder: str = "pixels"
     size: str = "S"
     algo: str = "dreamerv3"
     steps: int = 100_000  # env steps
@@ -199,11 +206,100 @@ def algo_preset(name: str) -> dict[str, dict[str, Any]]:
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig}
 OBS: tuple[str, ...] = ("pixels", "state", "pixels+state")
 _CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"), "obs": OBS,
+            "decoder": ("pixels", "features"), "loss.feat_loss": ("symlog_mse", "cosine"),
             "precision": ("fp32", "bf16"), "compile": ("off", "on"),
             "device": ("auto", "cpu", "cuda"), "model.norm": ("rms", "layer", "none"),
             "model.cnn_norm": ("rms", "layer", "none"), "model.twohot": ("symexp", "symlog"),
             "model.outscale_mode": ("weight", "variance"), "loss.imag_cont": ("prob", "mode"),
-            "loss.actor_grad": ("reinforce", "backprop"), "optim.name": ("laprop", "adam")}
+            "loss.actor_grad": ("reinforce", "backprop"), "optim.name": ("laprop", "adam"),
+            "encoder_feature": ("auto", "cls", "mean", "patch", "patch_flatten")}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one numeric config key: ``lo`` .. ``hi``, each bound inclusive unless ``lo_open`` /
+    ``hi_open``; a float must also be finite (NaN and +-inf are never allowed). ``note`` says why, or what a
+    special value means, and ends the error message. A ``tuple[int, ...]`` key's range applies to each element."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    note: str = ""
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` (an int or a finite float) lies in the range."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        """``"> 0"``, ``">= 1"``, ``"in [0, 1)"`` or ``"a finite number"``."""
+        lo, hi = self.lo != -math.inf, self.hi != math.inf
+        if lo and hi:
+            return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+        if lo:
+            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        if hi:
+            return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
+        return "a finite number"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+_POS = Range(0, lo_open=True)
+_NONNEG = Range(0)
+_ONE = Range(1)
+_SCALE = Range(0, note="a loss scale; 0 turns the term off")
+_RATE = Range(0, lo_open=True)
+_FRACTION = Range(0, 1)
+# Seeds derived from ``seed`` must stay within dm_control's 2**32 - 1: sub-env i gets seed + i, periodic evaluation
+# 10000 + seed, a resumed run resets with seed + 7919 x episodes; 2**31 - 1 leaves them 2**31 of room.
+MAX_SEED = 2**31 - 1
+
+#: The allowed range of every numeric (int, float, tuple-of-int) key of :class:`Config` and its sections;
+#: :func:`validate` checks each, then the cross-field rules (``model.minstd < model.maxstd``,
+#: ``loss.perclo < loss.perchi``, ``model.deter % model.blocks == 0``, ``image_size`` a power of two,
+#: ``replay_capacity >= batch_length x num_envs``, ``seed + num_envs - 1 <= MAX_SEED``).
+RANGES: dict[str, Range] = {
+    "encoder_input_size": Range(8), "encoder_token_dim": _ONE, "encoder_adapter_dim": _ONE,
+    "steps": _ONE,
+    "seed": Range(0, MAX_SEED, note="derived env seeds must stay below dm_control's 2**32"),
+    "image_size": Range(8, note="a power of two"),
+    "action_repeat": _ONE,
+    "time_limit": Range(0, note="0 = the suite's standard episode length"),
+    "camera": Range(-1, note="-1 = the env's default camera"),
+    "num_envs": _ONE, "batch_size": _ONE,
+    "batch_length": Range(2, note="the replayed value loss needs a next step"),
+    "train_ratio": Range(0, lo_open=True, note="replayed agent steps per agent step"),
+    "prefill": _NONNEG, "replay_capacity": _ONE, "log_every": _ONE,
+    "save_every": Range(0, note="0 = only at the end"), "eval_every": Range(0, note="0 = no periodic evaluation"),
+    "eval_episodes": _ONE, "threads": Range(0, note="0 = torch's default"),
+    # model
+    "model.deter": _ONE, "model.hidden": _ONE, "model.stoch": _ONE, "model.classes": _ONE, "model.blocks": _ONE,
+    "model.units": _ONE, "model.head_layers": _NONNEG, "model.ac_layers": _NONNEG, "model.cnn_depth": _ONE,
+    "model.cnn_mults": Range(1, note="each multiplier"), "model.mlp_layers": _NONNEG,
+    "model.unimix": Range(0, 1, hi_open=True), "model.bins": Range(2, note="two-hot needs two bins"),
+    "model.minstd": _POS, "model.maxstd": _POS, "model.actor_outscale": _NONNEG,
+    # loss
+    "loss.rec": _SCALE, "loss.rew": _SCALE, "loss.con": _SCALE, "loss.dyn": _SCALE, "loss.rep": _SCALE,
+    "loss.free_nats": _NONNEG, "loss.imag_horizon": _ONE, "loss.lam": _FRACTION,
+    "loss.horizon": Range(1, lo_open=True, note="the discount 1 - 1/horizon must be in (0, 1)"),
+    "loss.actent": _SCALE, "loss.slowreg": _SCALE, "loss.slow_rate": _FRACTION, "loss.retnorm_rate": _FRACTION,
+    "loss.retnorm_limit": Range(0, lo_open=True, note="returns are divided by max(limit, P95 - P5)"),
+    "loss.perclo": Range(0, 100), "loss.perchi": Range(0, 100), "loss.repval": _SCALE,
+    # optim
+    "optim.lr": _RATE, "optim.actor_lr": _RATE, "optim.critic_lr": _RATE,
+    "optim.encoder_lr": Range(note="< 0 = automatic: lr for cnn, 0.1 x lr for pretrained backbones"),
+    "optim.eps": _POS, "optim.ac_eps": _POS,
+    "optim.beta1": Range(0, 1, hi_open=True), "optim.beta2": Range(0, 1, hi_open=True),
+    "optim.agc": Range(0, note="0 disables"), "optim.clip": Range(0, note="0 disables"),
+    "optim.ac_clip": Range(0, note="0 disables"), "optim.warmup": Range(0, note="updates; 0 = none"),
+}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -221,7 +317,11 @@ def _convert(key: str, raw: str, typ: Any) -> Any:
                 return False
             raise ValueError(raw)
         if typ is int:
-            value = float(raw)
+            try:  # exact for any size (float() would round 2**53 + 1)
+                return int(raw)
+            except ValueError:
+                pass
+            value = float(raw)  # "1e5"
             if not value.is_integer():
                 raise ValueError(raw)
             return int(value)
@@ -306,40 +406,92 @@ def _check_choice(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(_CHOICES[key])}")
 
 
+def numeric_keys() -> list[str]:
+    """Every int, float and tuple-of-int key of :class:`Config` and its sections (each has a :data:`RANGES` entry)."""
+    out = []
+    sections = [("", Config), *((f"{sec}.", cls) for sec, cls in _SECTIONS.items())]
+    for prefix, cls in sections:
+        for name, typ in _field_types(cls).items():
+            if typ in (int, float) or (typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is int):
+                out.append(prefix + name)
+    return out
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_range(key: str, value: Any) -> None:
+    rng = RANGES[key]
+    values = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and not value:
+        raise ConfigError(f"{key}=() must hold at least one value, e.g. 1,2,4,8")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number {rng.describe()}")
+        if not rng.contains(v):
+            allowed = rng.describe()
+            if isinstance(v, float) and not math.isfinite(v) and allowed != "a finite number":
+                allowed = f"a finite number {allowed}"
+            note = f" ({rng.note})" if rng.note else ""
+            raise ConfigError(f"{key}={value} must be {allowed}{note}")
+
+
 def validate(cfg: Config) -> None:
-    """Check value ranges and choices; raises :class:`ConfigError` naming the key and what is allowed."""
+    """Check every choice (:data:`_CHOICES`), every numeric range (:data:`RANGES`: NaN and +-inf are refused for
+    every float) and the cross-field rules; raises :class:`ConfigError` naming the key and what is allowed."""
     for key in _CHOICES:
-        obj = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            obj = getattr(obj, p)
-        _check_choice(key, getattr(obj, parts[-1]))
-    positive = {"steps": cfg.steps, "action_repeat": cfg.action_repeat,
-                "num_envs": cfg.num_envs, "batch_size": cfg.batch_size, "batch_length": cfg.batch_length,
-                "image_size": cfg.image_size, "eval_episodes": cfg.eval_episodes, "log_every": cfg.log_every,
-                "replay_capacity": cfg.replay_capacity, "model.deter": cfg.model.deter,
-                "model.stoch": cfg.model.stoch, "model.classes": cfg.model.classes,
-                "model.blocks": cfg.model.blocks, "model.cnn_depth": cfg.model.cnn_depth,
-                "loss.imag_horizon": cfg.loss.imag_horizon, "model.bins": cfg.model.bins}
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}={value} must be > 0")
-    nonneg = {"time_limit": cfg.time_limit, "prefill": cfg.prefill, "save_every": cfg.save_every,
-              "eval_every": cfg.eval_every, "train_ratio": cfg.train_ratio, "threads": cfg.threads}
-    for key, value in nonneg.items():
-        if value < 0:
-            raise ConfigError(f"{key}={value} must be >= 0")
-    if cfg.model.deter % cfg.model.blocks:
-        raise ConfigError(f"model.deter={cfg.model.deter} must be divisible by model.blocks={cfg.model.blocks}")
-    if cfg.image_size < 8 or cfg.image_size & (cfg.image_size - 1):
+        _check_choice(key, _get(cfg, key))
+    for key in RANGES:
+        _check_range(key, _get(cfg, key))
+    m, loss = cfg.model, cfg.loss
+    if m.deter % m.blocks:
+        raise ConfigError(f"model.deter={m.deter} must be divisible by model.blocks={m.blocks}")
+    if cfg.image_size & (cfg.image_size - 1):
         raise ConfigError(f"image_size={cfg.image_size} must be a power of two >= 8 (the CNN encoder and the "
                           f"pixel decoder halve/double it down to 4x4), e.g. 64")
-    if not 0.0 <= cfg.model.unimix < 1.0:
-        raise ConfigError(f"model.unimix={cfg.model.unimix} must be in [0, 1)")
-    if not 0.0 <= cfg.loss.lam <= 1.0:
-        raise ConfigError(f"loss.lam={cfg.loss.lam} must be in [0, 1]")
+    if m.minstd >= m.maxstd:
+        raise ConfigError(f"model.minstd={m.minstd} must be < model.maxstd={m.maxstd} (the policy's std bounds)")
+    if loss.perclo >= loss.perchi:
+        raise ConfigError(f"loss.perclo={loss.perclo} must be < loss.perchi={loss.perchi} (the return "
+                          f"normaliser's percentiles, in [0, 100])")
+    if cfg.seed + cfg.num_envs - 1 > MAX_SEED:
+        raise ConfigError(f"seed={cfg.seed} with num_envs={cfg.num_envs}: seed + num_envs - 1 must be <= {MAX_SEED} "
+                          f"(sub-env i is seeded seed + i)")
     if cfg.replay_capacity < cfg.batch_length * cfg.num_envs:
         raise ConfigError(f"replay_capacity={cfg.replay_capacity} must hold at least batch_length x num_envs steps")
+
+
+def check_env_encoder(cfg: Config) -> None:
+    """Check the names a run refers to, as ``dreamshift train`` does before it writes anything: ``env`` (a known
+    ``suite:task`` whose suite is installed), ``obs`` on that suite, ``encoder`` (a registered name),
+    ``encoder_mode`` (a valid mode for it; ``cnn``: full or frozen), ``decoder`` with that encoder
+    (:func:`mbrl.world_model.check_decoder`) and ``encoder_path`` (exists, if given). :func:`validate` leaves these
+    out: they need the env and encoder registries, which import torch and gym, and ``mbrl.world_model`` imports
+    this module, so they are imported inside the function (no import cycle, and ``import mbrl.config`` stays light).
+
+    Raises:
+        ConfigError, envs.EnvError: the first bad name, with what is allowed.
+    """
+    import envs.registry
+    import envs.validation
+    from encoders.finetune import parse_mode
+    from encoders.registry import check_name, resolve_mode, split_name
+    from mbrl.world_model import check_decoder
+
+    envs.registry.parse_env_name(cfg.env)
+    envs.validation.check_obs(cfg.obs, cfg.env)
+    check_name(cfg.encoder)
+    mode = parse_mode(resolve_mode(cfg))
+    if split_name(cfg.encoder)[0] == "cnn" and mode.kind not in ("full", "frozen"):
+        raise ConfigError(f"encoder cnn supports encoder_mode full or frozen (random features), got {mode}")
+    check_decoder(cfg)
+    if cfg.encoder_path and not os.path.exists(os.path.expanduser(cfg.encoder_path)):
+        raise ConfigError(f"encoder_path={cfg.encoder_path!r} does not exist; give a local directory (or a .pth "
+                          f"file for efficientnet-lite0) of pretrained weights, or leave it empty")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

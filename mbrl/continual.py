@@ -63,7 +63,7 @@ def _finished(run_dir: Path, steps: int) -> bool:
 def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: float = 0.5, lr_scale: float = 0.1,
               out: Path | str | None = None, seed: int | None = None, eval_episodes: int = 3, levels: bool = True,
               overrides: dict[str, str] | None = None, resume: bool = False,
-              progress: Callable[[str], None] | None = None) -> Path:
+              progress: Callable[[str], None] | None = None, threads: int | None = None) -> Path:
     """Adapt through ``stages`` one after another; returns the path of ``OUT/continual.json``.
 
     Args:
@@ -73,6 +73,9 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         eval_episodes: evaluation episodes per condition after each stage (>= 1).
         levels: also evaluate the other severities of each stage's kind.
         resume: continue a killed sequence in ``out``.
+        threads: torch CPU threads of the evaluations (:func:`mbrl.evaluate.resolve_threads`: default each
+            evaluated run's ``threads``, else all cores); the adaptations train with their config's ``threads``
+            (``overrides``). Every evaluation is reproducible bit for bit (:func:`mbrl.adapt.evaluate_agent`).
 
     Returns:
         ``OUT/continual.json``: ``stages`` (one record per stage: run, target, data, results per condition with
@@ -80,10 +83,11 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         ``{stage name: {condition: mean return}}``.
 
     Raises:
-        ConfigError: bad stages, mix, lr_scale, steps or episodes; ``out`` existing and not empty without
-            ``resume``. CheckpointError: a missing run. All checked before anything is written.
+        ConfigError: bad stages, mix, lr_scale, steps, episodes or threads; ``out`` existing and not empty
+            without ``resume``. CheckpointError: a missing run. All checked before anything is written.
     """
     from mbrl.adapt import read_meta
+    from mbrl.evaluate import resolve_threads
 
     if out is None:
         raise ConfigError("continual needs --out DIR")
@@ -95,6 +99,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         raise ConfigError("--stages names no stage")
     if eval_episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {eval_episodes}")
+    resolve_threads(None, threads)
     if not 0.0 <= mix <= 1.0:
         raise ConfigError(f"--mix must be in [0, 1], got {mix}")
     if not 0.0 < lr_scale <= 1.0:
@@ -116,7 +121,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
     say(f"stage 0 (base {run}): evaluating on clean + {len(conds)} target(s)")
     agent, cfg, _ = load_agent(run)
     base_conds = [CLEAN, *conds]
-    base_results = evaluate_agent(agent, cfg, base_conds, eval_episodes, 0, say)
+    base_results = evaluate_agent(agent, cfg, base_conds, eval_episodes, 0, say, threads)
     for rec, cond in zip(base_results, base_conds, strict=True):
         rec["role"] = "clean" if cond == CLEAN else "later"
     summary["stages"].append({"stage": 0, "run": str(run), "target": "clean", "results": base_results,
@@ -137,7 +142,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
             say(f"stage {i} ({condition_name(cond)}): adapting {parent} for {steps} env steps")
             adapt(parent, cond, steps, mix, lr_scale, sdir, seed, overrides)
         if not (sdir / "eval" / REPORT_FILE).exists():
-            stage_report(sdir, eval_episodes, 0, levels, progress=say)
+            stage_report(sdir, eval_episodes, 0, levels, progress=say, threads=threads)
         report = json.loads((sdir / "eval" / REPORT_FILE).read_text())
         meta = read_meta(sdir)
         summary["stages"].append({"stage": i, "run": str(sdir), "target": meta["target"], "data": report["data"],

@@ -10,7 +10,8 @@ reports, averaged over the steps:
 
 - ``recon_mse``: mean squared error of the decoded image vs the observation, per pixel value in ``[0, 1]``
   units; ``recon_sse``: the same summed over the image (the training loss's reconstruction term,
-  DreamerV3 Eq. 4);
+  DreamerV3 Eq. 4); for a ``decoder=features`` run they measure the decoder's own target instead: ``recon_sse``
+  is its feature loss (``loss.feat_loss``) and ``recon_mse`` that divided by the feature size ``F``;
 - ``reward_mae``: ``|E[r_hat] - r|`` of the reward head's two-hot mean vs the env reward (steps after the
   first: the first observation has no reward); ``reward_nll``: its negative log-likelihood (the loss term);
 - ``kl``: ``KL(posterior || prior)`` in nats summed over the stochastic latents (the raw KL of DreamerV3 Eq. 5
@@ -33,6 +34,8 @@ import einops
 import numpy as np
 import torch
 
+from mbrl.evaluate import episode_rng_seed, seeded_rng
+
 METRICS = ("recon_mse", "recon_sse", "reward_mae", "reward_nll", "kl")
 
 
@@ -44,6 +47,11 @@ def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str =
         ``reward`` ``(T,)`` float32 (received on arriving at each frame; 0 at the first), ``is_first`` and
         ``is_terminal`` ``(T,)`` bool, ``return`` (scalar array).
     """
+    with seeded_rng(episode_rng_seed(seed), agent.device):  # the same episode for the same seed, as evaluation
+        return _collect(agent, env, seed, max_steps, mode)
+
+
+def _collect(agent: Any, env: Any, seed: int, max_steps: int, mode: str) -> dict[str, np.ndarray]:
     obs, _ = env.reset(seed=seed)
     state = agent.initial_state(1)
     images, actions, rewards, terminal = [obs["image"]], [], [0.0], [False]
@@ -91,16 +99,22 @@ def world_model_errors(agent: Any, episode: dict[str, np.ndarray]) -> dict[str, 
     is_first = torch.from_numpy(episode["is_first"])[None].to(dev)
     post, prior = wm.rssm.observe(embed, prev_action, is_first)
     feat = wm.rssm.features(post)
-    recon = wm.decoder(einops.rearrange(feat, "b t f -> (b t) f"))
-    target = einops.rearrange(image, "b t h w c -> (b t) c h w").to(torch.float32) / 255.0
-    sq = (recon - target).pow(2).flatten(1)
+    if wm.feature_decoder is not None:  # decoder=features: the error of the reconstructed backbone features
+        feats = agent.encode_features(image[0])
+        sse = wm.feature_decoder.loss(feat[0], feats)
+        mse = sse / wm.feature_decoder.feature_dim
+    else:
+        recon = wm.decoder(einops.rearrange(feat, "b t f -> (b t) f"))
+        target = einops.rearrange(image, "b t h w c -> (b t) c h w").to(torch.float32) / 255.0
+        sq = (recon - target).pow(2).flatten(1)
+        mse, sse = sq.mean(1), sq.sum(1)
     reward = torch.from_numpy(episode["reward"])[None].to(dev)
     dist = wm.reward(feat)
     mae = (dist.mean - reward).abs()[0, 1:]
     nll = -dist.log_prob(reward)[0, 1:]
     kl = categorical_kl(post["logits"], prior["logits"])[0, 1:]
     as_np = lambda x: x.double().cpu().numpy()  # noqa: E731
-    return {"recon_mse": as_np(sq.mean(1)), "recon_sse": as_np(sq.sum(1)), "reward_mae": as_np(mae),
+    return {"recon_mse": as_np(mse), "recon_sse": as_np(sse), "reward_mae": as_np(mae),
             "reward_nll": as_np(nll), "kl": as_np(kl)}
 
 

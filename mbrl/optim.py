@@ -193,6 +193,8 @@ class Optimizer:
         warmup: linear warm-up of the learning rate over this many updates (0 disables).
 
     Attributes:
+        parts: optional ``{module name: parameters}`` set by the caller; each update then fills ``part_norms``
+            (``{module name: 0-d tensor}``, the pre-clipping gradient norm of those parameters, on the device).
         updates: updates attempted so far (host int; skipped ones included).
         nonfinite: 0-d bool device tensor, whether the last gradient norm was non-finite (None before the first
             update); nonfinite_count: 0-d int64, updates skipped so far; first_nonfinite: 0-d int64, the update
@@ -207,6 +209,8 @@ class Optimizer:
             if params:
                 param_groups.append({"params": params, "lr": lr, "base_lr": lr})
         self.params = [p for g in param_groups for p in g["params"]]
+        self.parts: dict[str, list[nn.Parameter]] = {}
+        self.part_norms: dict[str, Tensor] = {}
         self.agc, self.clip, self.warmup = agc, clip, warmup
         self.updates = 0
         self.nonfinite: Tensor | None = None
@@ -248,7 +252,13 @@ class Optimizer:
         with torch.no_grad():
             grads = [p.grad for p in params]
             grad_norms = list(torch._foreach_norm(grads))
-            norm = torch.linalg.vector_norm(torch.stack(grad_norms))
+            stacked = torch.stack(grad_norms)
+            norm = torch.linalg.vector_norm(stacked)
+            if self.parts:
+                where = {id(p): i for i, p in enumerate(params)}
+                picked = {name: [grad_norms[where[id(p)]] for p in ps if id(p) in where]
+                          for name, ps in self.parts.items()}
+                self.part_norms = {name: torch.linalg.vector_norm(torch.stack(ns)) for name, ns in picked.items() if ns}
             found = ~torch.isfinite(norm)
             self._record(found)
             if self.agc > 0:

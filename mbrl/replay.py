@@ -12,11 +12,14 @@ bool; optionally ``features`` ``(F,)`` float16, the frozen encoder's output for 
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mbrl.errors import CheckpointError
 from mbrl.io import atomic_write
 
 KEYS = ("image", "action", "reward", "is_first", "is_terminal")
@@ -140,9 +143,28 @@ class Replay:
         atomic_write(path, lambda f: np.savez(f, **self.state_dict()))
 
     def load(self, path: Path) -> None:
-        """Load a buffer written by :meth:`save`."""
-        with np.load(path) as data:
-            self.load_state_dict({k: data[k] for k in data.files})
+        """Load a buffer written by :meth:`save`.
+
+        Raises:
+            CheckpointError: the file is missing, truncated or corrupt.
+            ValueError: a replay of another layout (:meth:`load_state_dict`).
+        """
+        self.load_state_dict(read_npz(path))
+
+
+def read_npz(path: Path | str) -> dict[str, np.ndarray]:
+    """Every array of a replay ``.npz`` (read fully, the file closed).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt (the message names it).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise CheckpointError(f"replay file {str(path)!r} is unreadable ({reason}); the checkpoint is damaged, "
+                              f"restart the run or restore the file") from None
 
 
 class MixedReplay:

@@ -17,17 +17,29 @@ import numpy as np
 import torch
 
 import envs
-from encoders.finetune import parse_mode
 from mbrl import checkpoint, io
 from mbrl.agent import Agent, fetch_metrics
-from mbrl.config import Config, incompatible_keys, model_hash, to_dict
+from mbrl.config import Config, check_env_encoder, incompatible_keys, model_hash, to_dict
 from mbrl.errors import ConfigError
 from mbrl.logger import Logger
 from mbrl.replay import Replay
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C in :func:`run_loop`, after the checkpoint was saved: ``checkpoint`` is the path of ``agent.pt``
+    written at ``env_steps`` (None when no env step was taken, so nothing was saved). A ``KeyboardInterrupt``, so
+    callers that catch that keep working; the CLI turns it into one line naming the ``--resume`` command."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
+        super().__init__(f"interrupted at {env_steps} env steps")
+        self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; raises :class:`ConfigError` for cuda without a GPU."""
+    """``auto`` -> cuda if available else cpu; raises :class:`ConfigError` for cuda without a GPU or another
+    name."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not allowed; allowed: auto, cpu, cuda")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -55,13 +67,9 @@ def default_run_dir(cfg: Config) -> Path:
 
 def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[str, Any] | None]:
     """Validate everything that can fail before any file is written; returns (cfg, run_dir, ckpt state)."""
-    envs.registry.parse_env_name(cfg.env)  # unknown env -> EnvError before anything is created
-    envs.validation.check_obs(cfg.obs, cfg.env)  # obs=state on a suite without a state vector
-    from encoders.registry import check_name, resolve_mode
-
-    check_name(cfg.encoder)
-    parse_mode(resolve_mode(cfg))
+    check_env_encoder(cfg)  # env, obs, encoder, mode, decoder, encoder_path: EnvError/ConfigError before any write
     if resume is not None:
+        io.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
         state = checkpoint.load_state(resume)
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
@@ -72,6 +80,8 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    io.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
+    io.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     if checkpoint.checkpoint_path(run_dir).exists():
         raise ConfigError(f"run directory {str(run_dir)!r} already holds a checkpoint; continue it with "
                           f"`dreamshift train --resume {run_dir}` or choose another run_dir")
@@ -153,8 +163,8 @@ def make_replay(cfg: Config, agent: Agent) -> Replay:
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
              device: torch.device, resumed: bool = False, random_prefill: bool = True) -> None:
     """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
-    then write the final checkpoint; on Ctrl-C a checkpoint is written first (when any step was taken).
-    Closes ``venv`` and the logger.
+    then write the final checkpoint; on Ctrl-C a checkpoint is written first (when any step was taken) and
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised. Closes ``venv`` and the logger.
 
     Args:
         venv: vector env (``obs["image"]`` ``(N, H, W, 3)`` uint8, SAME_STEP autoreset, :mod:`envs.vector`).
@@ -174,9 +184,8 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
         _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
         checkpoint.save(run_dir, agent, replay, counters)
     except KeyboardInterrupt:
-        if counters["env_steps"] > 0:
-            checkpoint.save(run_dir, agent, replay, counters)
-        raise
+        saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
+        raise TrainingInterrupted(run_dir, saved, counters["env_steps"]) from None
     finally:
         venv.close()
         if logger is not None:

@@ -14,7 +14,12 @@ Batch layout (from :class:`mbrl.replay.Replay`), ``B`` sequences of ``T`` steps:
 - ``reward`` ``(B, T)`` float: reward r_t received on arriving at x_t (0 at an episode start).
 - ``is_first`` ``(B, T)`` bool, ``is_terminal`` ``(B, T)`` bool.
 - optional ``features`` ``(B, T, F)``: cached backbone features of a frozen encoder (used instead of ``image``
-  for the embedding; the decoder still reconstructs ``image``).
+  for the embedding; with ``decoder=pixels`` the decoder still reconstructs ``image``, with ``decoder=features``
+  the :class:`FeatureDecoder` reconstructs ``features`` and ``image`` is not read by the loss).
+
+Decoders (``cfg.decoder``): ``pixels`` (default, every encoder; Jones et al. 2025 reconstruct pixels for every
+encoder) or ``features`` (frozen cacheable pretrained encoders only, :func:`check_decoder`): an MLP reconstructs
+the cached backbone features instead of the image, so an update skips the transposed-convolution decoder.
 
 Precision: under ``torch.autocast`` (``precision=bf16``) the networks run in bf16 while every distribution, the
 KL, the two-hot and the reconstruction errors are computed from fp32 casts of the network outputs.
@@ -27,8 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Encoder
-from mbrl.config import LossConfig, ModelConfig
+from mbrl.config import Config, LossConfig, ModelConfig
 from mbrl.distributions import TwoHot, symlog, twohot_bins
+from mbrl.errors import ConfigError
 from mbrl.nets import MLP, ConvDecoder, DenseBlock
 from mbrl.rssm import RSSM, State
 
@@ -71,6 +77,79 @@ class StateDecoder(nn.Module):
         return (pred - symlog(target.to(torch.float32))).pow(2).sum(-1)
 
 
+DECODERS = ("pixels", "features")
+FEAT_LOSSES = ("symlog_mse", "cosine")
+
+
+def check_decoder(cfg: Config) -> None:
+    """Refuse ``decoder=features`` where there are no cached frozen backbone features to reconstruct.
+
+    ``decoder=features`` needs ``obs`` with ``pixels``, a pretrained encoder (not ``cnn``), the ``frozen`` mode
+    (``encoder_mode=frozen``, or ``auto`` for a pretrained encoder) and ``encoder_cache=true``. Call before anything
+    is written (:func:`mbrl.train._prepare_run`) and when an agent is built.
+
+    Raises:
+        ConfigError: one line naming what was given and what is allowed.
+    """
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"decoder={cfg.decoder!r} is not allowed; allowed: {', '.join(DECODERS)}")
+    if cfg.decoder == "pixels":
+        return
+    from encoders.registry import resolve_mode, split_name
+
+    mode = resolve_mode(cfg)
+    problems = []
+    if "pixels" not in cfg.obs:
+        problems.append(f"obs={cfg.obs}")
+    if split_name(cfg.encoder)[0] == "cnn":
+        problems.append(f"encoder={cfg.encoder}")
+    if mode != "frozen":
+        problems.append(f"encoder_mode={mode}")
+    if not cfg.encoder_cache:
+        problems.append("encoder_cache=false")
+    if problems:
+        raise ConfigError(f"decoder=features reconstructs the cached features of a frozen pretrained encoder, but "
+                          f"got {', '.join(problems)}; allowed: obs=pixels or pixels+state, encoder="
+                          f"efficientnet-lite0|dreamshift-vit|dinov2|clip|hf:<id> with encoder_mode=frozen (or auto) "
+                          f"and encoder_cache=true; otherwise use decoder=pixels")
+
+
+class FeatureDecoder(nn.Module):
+    """MLP decoder of a frozen encoder's cached backbone features (``decoder=features``): ``mlp_layers`` x
+    (linear, norm, SiLU) of ``units``, then a linear layer to ``F``.
+
+    Forward: ``(..., feat_dim)`` model state -> ``(..., F)`` prediction (in symlog space for ``symlog_mse``).
+
+    Losses (``loss.feat_loss``), both ``(...)`` per step:
+
+    - ``symlog_mse``: squared error to ``symlog(features)`` summed over ``F`` (as :class:`StateDecoder`).
+    - ``cosine``: ``F * (1 - cos(pred, features))``. The factor ``F`` is fixed per encoder: it is half the summed
+      squared error of the two vectors after each is rescaled to unit RMS per dim (``||a - b||^2 = 2F(1 - cos)``),
+      so the term weighs like a sum over ``F`` dims, as the pixel and ``symlog_mse`` terms do.
+
+    Default ``symlog_mse`` (MEASUREMENT)
+    """
+
+    def __init__(self, feat_dim: int, feature_dim: int, units: int, layers: int, norm: str = "rms",
+                 loss: str = "symlog_mse") -> None:
+        super().__init__()
+        if loss not in FEAT_LOSSES:
+            raise ConfigError(f"loss.feat_loss={loss!r} is not allowed; allowed: {', '.join(FEAT_LOSSES)}")
+        self.net = MLP(feat_dim, feature_dim, units, layers, norm)
+        self.feature_dim, self.kind = feature_dim, loss
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.net(feat)
+
+    def loss(self, feat: Tensor, target: Tensor) -> Tensor:
+        """``(..., feat_dim), (..., F) -> (...)`` fp32 reconstruction loss of the backbone features."""
+        pred = self(feat).to(torch.float32)
+        target = target.to(torch.float32)
+        if self.kind == "cosine":
+            return self.feature_dim * (1.0 - nn.functional.cosine_similarity(pred, target, dim=-1, eps=1e-6))
+        return (pred - symlog(target)).pow(2).sum(-1)
+
+
 class WorldModel(nn.Module):
     """Encoders, RSSM, decoders and heads, with the world-model loss.
 
@@ -80,13 +159,17 @@ class WorldModel(nn.Module):
         action_dim: ``A``.
         image_size: side of the square images in pixels.
         state_dim: ``D`` of the proprioceptive observation; 0 for a run without it.
+        decoder: ``pixels`` (a :class:`~mbrl.nets.ConvDecoder` of the image) or ``features`` (a
+            :class:`FeatureDecoder` of the encoder's ``feature_dim`` backbone features, which every batch must then
+            carry as ``features``).
 
     Raises:
-        ValueError: neither an image encoder nor a state dimension.
+        ValueError: neither an image encoder nor a state dimension; ``decoder=features`` without an image encoder
+            that has backbone features.
     """
 
     def __init__(self, encoder: Encoder | None, action_dim: int, image_size: int, model: ModelConfig,
-                 loss: LossConfig, state_dim: int = 0) -> None:
+                 loss: LossConfig, state_dim: int = 0, decoder: str = "pixels") -> None:
         super().__init__()
         if encoder is None and state_dim <= 0:
             raise ValueError("a world model needs an image encoder, a state vector or both")
@@ -99,7 +182,14 @@ class WorldModel(nn.Module):
                          model.blocks, model.norm, model.unimix)
         feat = self.rssm.feat_dim
         self.decoder = None
-        if encoder is not None:
+        self.feature_decoder = None
+        if decoder == "features":
+            feature_dim = getattr(encoder, "feature_dim", 0)
+            if not feature_dim:
+                raise ValueError("decoder=features needs an image encoder with backbone features (feature_dim)")
+            self.feature_decoder = FeatureDecoder(feat, feature_dim, model.units, model.mlp_layers, model.norm,
+                                                  loss.feat_loss)
+        elif encoder is not None:
             self.decoder = ConvDecoder(feat, image_size, model.cnn_depth, tuple(model.cnn_mults), model.cnn_norm)
         self.state_decoder = StateDecoder(feat, state_dim, model.units, model.mlp_layers, model.norm) \
             if state_dim else None
@@ -172,6 +262,12 @@ class WorldModel(nn.Module):
             rec_image = einops.rearrange((recon - target).pow(2).sum((1, 2, 3)), "(b t) -> b t", b=b)
             rec = rec + rec_image
             metrics["wm/rec_image"] = rec_image.detach().mean()
+        if self.feature_decoder is not None:
+            if "features" not in data:
+                raise KeyError("decoder=features needs the cached backbone features in the batch (key 'features')")
+            rec_feat = self.feature_decoder.loss(feat, data["features"])
+            rec = rec + rec_feat
+            metrics["wm/rec_features"] = rec_feat.detach().mean()
         if self.state_decoder is not None:
             rec_state = self.state_decoder.loss(feat, data["state"])
             rec = rec + rec_state

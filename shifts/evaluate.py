@@ -32,7 +32,8 @@ def drop_pct(clean: float, shifted: float) -> float | None:
 
 
 def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10, seed: int = 0,
-                   device: str = "auto", progress: Callable[[str], None] | None = None) -> Path:
+                   device: str = "auto", progress: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> Path:
     """Evaluate the checkpoint of ``run_dir`` on every condition of ``suite``; returns the JSON path.
 
     Args:
@@ -40,31 +41,46 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         episodes: episodes per condition.
         seed: evaluation seed (episode seeds and shift seed).
         progress: called with one line per finished condition.
+        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the run's ``threads``, else
+            all cores); restored on return.
 
-    Sets torch's CPU threads to the run's ``threads`` (when set), as training does.
+    Every condition runs through :func:`mbrl.evaluate.run_episodes`, which seeds each episode's random draws from
+    its episode seed: the same run, suite, episodes, seed and threads give the same file, bit for bit.
 
     Raises:
         ShiftError: unknown suite/kind or a kind that is not registered (before anything is loaded).
-        ConfigError: ``episodes`` < 1.
+        ConfigError: ``episodes`` < 1, ``threads`` < 0.
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from encoders.registry import resolve_mode
     from mbrl import checkpoint, io
-    from mbrl.config import model_hash
     from mbrl.errors import ConfigError
-    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
-    from mbrl.train import resolve_device
+    from mbrl.evaluate import eval_threads, resolve_threads
 
     name, conditions = parse_suite(suite)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    resolve_threads(None, threads)  # validate before loading
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
     conditions = for_env(name, conditions, cfg.env)
-    if cfg.threads:  # as training: the run's torch CPU threads
-        import torch
+    with eval_threads(cfg, threads) as n:
+        base, records = _run_conditions(state, cfg, conditions, episodes, seed, device, progress, n)
+    summary = aggregate(records)
+    out = {**base, "suite": name, "episodes_per_condition": episodes,
+           "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
+    return io.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
 
-        torch.set_num_threads(cfg.threads)
+
+def _run_conditions(state: dict[str, Any], cfg: Any, conditions: list[tuple[str, int]], episodes: int, seed: int,
+                    device: str, progress: Callable[[str], None] | None,
+                    threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(fields common to all records, one record per episode of every condition)``."""
+    from encoders.registry import resolve_mode
+    from mbrl import checkpoint
+    from mbrl.config import model_hash
+    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
+    from mbrl.train import resolve_device
+
     agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     agent = agent.to(resolve_device(device))
@@ -78,18 +94,14 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         if kind != "none":
             def wrap(env: Any, kind: str = kind, severity: int = severity) -> ShiftWrapper:
                 return ShiftWrapper(env, [make_shift(kind, severity, seed)])
-        results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap)
+        results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap, threads=threads)
         for r in results:
             records.append({**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"],
                             "return": r["return"], "success": r.get("success"), "length": r["length"]})
         if progress is not None:
             mean = float(np.mean([r["return"] for r in results]))
             progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {mean:.1f}")
-
-    summary = aggregate(records)
-    out = {**base, "suite": name, "episodes_per_condition": episodes,
-           "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
-    return io.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
+    return base, records
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,30 @@ import numpy as np
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
 
+SIZE_RANGE = (16, 1024)  # frame side in pixels
+MAX_SCALE = 16  # cell upscaling factor
+MAX_CELL = 1024  # side of an upscaled cell (size * scale) in pixels: the grid stays a few hundred MB at most
+
+
+def check_dimensions(size: int, scale: int | None) -> None:
+    """Bound the frame ``size`` and the cell ``scale`` (None or 0 = automatic) so that the grid fits in memory.
+
+    Raises:
+        ConfigError: ``size`` outside :data:`SIZE_RANGE`, ``scale`` outside ``[1, MAX_SCALE]`` or a cell of more
+            than :data:`MAX_CELL` pixels.
+    """
+    from mbrl.errors import ConfigError
+
+    lo, hi = SIZE_RANGE
+    if not lo <= size <= hi:
+        raise ConfigError(f"--size must be in [{lo}, {hi}] pixels, got {size}")
+    if scale is not None and scale != 0:
+        if not 1 <= scale <= MAX_SCALE:
+            raise ConfigError(f"--scale must be in [1, {MAX_SCALE}] (0 = automatic), got {scale}")
+        if size * scale > MAX_CELL:
+            raise ConfigError(f"--size x --scale must be at most {MAX_CELL} pixels per cell, got {size} x {scale} = "
+                              f"{size * scale}")
+
 
 def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
     """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``."""
@@ -86,10 +110,14 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
 
     Raises:
         ShiftError: unknown suite/kind or unregistered kinds.
-        EnvError: unknown env or bad size.
+        EnvError: unknown env.
+        ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
+            (:func:`mbrl.io.check_output_file`); all before anything is rendered.
     """
     from mbrl import io as mio
 
+    check_dimensions(size, scale)
+    mio.check_output_file(out, "--out")
     name, conditions = parse_suite(suite)
     conditions = for_env(name, conditions, env_name)
     kinds = list(dict.fromkeys(k for k, _ in conditions if k != "none"))

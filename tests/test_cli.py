@@ -59,7 +59,7 @@ BAD_OVERRIDES = [
     pytest.param(["progress=maybe"], ("progress", "expected bool"), id="wrong-bool"),
     pytest.param(["size=XXL"], ("size", "XXL", "allowed:", "XS", "size200m"), id="bad-choice"),
     pytest.param(["model.norm=batch"], ("model.norm", "rms"), id="bad-section-choice"),
-    pytest.param(["steps=0"], ("steps", "> 0"), id="out-of-range"),
+    pytest.param(["steps=0"], ("steps", ">= 1"), id="out-of-range"),
     pytest.param(["image_size=48"], ("image_size", "power of two"), id="bad-image-size"),
     pytest.param(["steps"], ("'steps'", "key=value"), id="token-without-equals"),
     pytest.param(["encoder=vit_huge"], ("encoder", "allowed:", "cnn"), id="unknown-encoder"),

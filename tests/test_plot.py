@@ -96,7 +96,7 @@ def test_plot_reference_without_the_task_is_a_note(cli, runs):
     pytest.param(["empty"], ("'empty'", "no metrics.jsonl"), id="no-metrics"),
     pytest.param(["a", "--out", "p.jpg"], ("p.jpg", ".png", ".svg", ".pdf"), id="bad-suffix"),
     pytest.param(["a", "--out", "p"], ("'p'", ".png"), id="no-suffix"),
-    pytest.param(["a", "--out", "a.txt/p.png"], ("a.txt/p.png", "not writable"), id="parent-is-a-file"),
+    pytest.param(["a", "--out", "a.txt/p.png"], ("a.txt/p.png", "is a file, not a directory"), id="parent-is-a-file"),
     pytest.param(["a", "--out", "outdir.png"], ("outdir.png", "is a directory"), id="out-is-a-dir"),
     pytest.param(["a", "--reference", "nope.json.gz"], ("nope.json.gz", "does not exist"), id="missing-reference"),
     pytest.param(["a", "--reference", "bad.json.gz"], ("bad.json.gz", "not a gzipped JSON list"), id="bad-reference"),

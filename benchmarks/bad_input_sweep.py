@@ -1,0 +1,303 @@
+"""Run a table of bad ``dreamshift`` invocations as a user would (subprocesses of the installed console script)
+and check the README's promise for each: exit status 2, exactly one ``error:`` line on stderr, no traceback,
+and nothing written. Prints one row per case and ``N of M still fail``.
+
+    python benchmarks/bad_input_sweep.py                 # every case, 2 at a time
+    python benchmarks/bad_input_sweep.py --jobs 1 -k sweep --verbose
+
+Each case runs in its own copy of a scratch directory (a file ``f``, a directory ``d``, a tiny run ``run`` with
+a real checkpoint, grid files, results files), so a case that writes is caught (``tree`` before and after) and
+cannot disturb the others. Cases that would train use a tiny model and must fail before training; a case that
+runs past ``--timeout`` fails. One case sends Ctrl-C (SIGINT) to a training run once its first checkpoint
+exists and expects status 130, one line naming ``--resume`` and a loadable checkpoint instead.
+
+Exit status: 0 when every case passes, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# a tiny model and budget (tests/conftest.py TINY_RUN): cases that would train fail before, or end in seconds
+TINY = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.stoch=4",
+        "model.classes=4", "model.blocks=4", "model.units=32", "model.cnn_depth=4", "model.bins=31", "image_size=32",
+        "batch_size=2", "batch_length=8", "train_ratio=4", "prefill=50", "steps=200", "time_limit=100",
+        "log_every=50", "save_every=100", "replay_capacity=5000", "wandb_mode=disabled", "progress=false",
+        "threads=1", "device=cpu"]
+GRID = """name: {name}
+envs: [dmc:cartpole_balance]
+encoders: [cnn]
+seeds: {seeds}
+steps: 150
+overrides: {{size: XS, image_size: 32, model.deter: 64, model.hidden: 32, model.units: 32, model.cnn_depth: 4,
+            prefill: 50, batch_size: 2, batch_length: 8, train_ratio: 4, threads: 1}}
+evaluation: {{suite: "contrast:5", episodes: 1}}
+retries: 0
+"""
+
+
+@dataclass
+class Case:
+    """One bad invocation: ``args`` after ``dreamshift`` (``{RUN}`` = the tiny run); the error line must contain
+    every ``must`` and none of ``must_not``; ``usage``: stderr must show this sub-command's usage."""
+
+    name: str
+    item: str
+    args: list[str]
+    must: list[str] = field(default_factory=list)
+    must_not: list[str] = field(default_factory=list)
+    usage: str | None = None
+
+
+CASES = [
+    # --- item 3: output paths (a file where a directory is wanted, a parent that is a file, the reverse) ---
+    Case("train run_dir=FILE", "3", ["train", *TINY, "run_dir=f"], ["run_dir", "is a file"]),
+    Case("train run_dir=FILE/x", "3", ["train", *TINY, "run_dir=f/run"], ["run_dir", "'f' is a file"]),
+    Case("train --resume FILE", "3", ["train", "--resume", "f", *TINY], ["is a file, not a run directory"]),
+    Case("demo run_dir=FILE", "3", ["demo", "run_dir=f"], ["run_dir", "is a file"]),
+    Case("merge --out FILE", "3", ["merge", "{RUN}", "--alpha", "0.5", "--out", "f"], ["--out", "is a file"]),
+    Case("merge --out FILE/x", "3", ["merge", "{RUN}", "--alpha", "0.5", "--out", "f/m"], ["--out", "'f' is a file"]),
+    Case("merge A B --out FILE", "3", ["merge", "{RUN}", "{RUN}", "--alpha", "0.5", "--out", "f"], ["--out"]),
+    Case("merge FILE", "3", ["merge", "f", "--alpha", "0.5"], ["is a file, not a run directory"], ["does not exist"]),
+    Case("adapt --out FILE", "3", ["adapt", "{RUN}", "--target", "color:5", "--steps", "10", "--out", "f"],
+         ["--out", "is a file"]),
+    Case("adapt --out FILE/x", "3", ["adapt", "{RUN}", "--target", "color:5", "--steps", "10", "--out", "f/a"],
+         ["--out", "'f' is a file"]),
+    Case("adapt FILE", "3", ["adapt", "f", "--target", "color:5", "--steps", "10", "--out", "new"],
+         ["is a file, not a run directory"], ["does not exist"]),
+    Case("adapt --resume FILE", "3", ["adapt", "--resume", "f"], ["is a file, not a run directory"]),
+    Case("continual --out FILE", "3", ["continual", "{RUN}", "--stages", "color:5", "--steps", "10", "--out", "f"],
+         ["--out", "is a file"]),
+    Case("continual --out FILE/x", "3",
+         ["continual", "{RUN}", "--stages", "color:5", "--steps", "10", "--out", "f/c"], ["--out", "'f' is a file"]),
+    Case("pretrain --out FILE", "3", ["pretrain", "--envs", "dmc:cartpole_balance", "--frames", "4", "--out", "f"],
+         ["--out", "is a file"]),
+    Case("pretrain --out FILE/x", "3",
+         ["pretrain", "--envs", "dmc:cartpole_balance", "--frames", "4", "--out", "f/p"], ["--out", "'f' is a file"]),
+    Case("analyze --out FILE", "3", ["analyze", "calibration", "--out", "f"], ["--out", "is a file"]),
+    Case("analyze --out FILE/x", "3", ["analyze", "calibration", "--out", "f/a"], ["--out", "'f' is a file"]),
+    Case("analyze wm FILE", "3", ["analyze", "wm", "f"], ["is a file, not a run directory"]),
+    Case("gallery --out FILE/x.png", "3", ["shifts", "gallery", "--out", "f/g.png"], ["--out", "'f' is a file"]),
+    Case("gallery --out DIR", "3", ["shifts", "gallery", "--out", "d"], ["--out", "is a directory"]),
+    Case("leaderboard --out FILE", "3", ["leaderboard", "results", "--out", "f"], ["--out", "is a file"]),
+    Case("sweep --out FILE", "3", ["sweep", "good.yaml", "--out", "f"], ["--out", "is a file"]),
+    Case("sweep --out FILE/x --dry-run", "3", ["sweep", "good.yaml", "--out", "f/s", "--dry-run"], ["--out"]),
+    Case("plot --out FILE/x.png", "3", ["plot", "{RUN}", "--out", "f/p.png"], ["--out"]),
+    Case("evaluate FILE", "3", ["evaluate", "f"], ["is a file, not a run directory"], ["does not exist"]),
+    Case("evaluate FILE --suite", "3", ["evaluate", "f", "--suite", "quick"], ["is a file, not a run directory"]),
+    Case("evaluate RUN (eval/ is a file)", "3", ["evaluate", "evalfile_run", "--episodes", "1"], ["eval", "is a file"]),
+    # --- item 6: sweep grids ---
+    Case("sweep seeds: -3", "6", ["sweep", "seeds_neg.yaml"], ["seeds", "-3"]),
+    Case("sweep seeds: 0 --dry-run", "6", ["sweep", "seeds_zero.yaml", "--dry-run"], ["seeds"]),
+    Case("sweep seeds: [0, -1]", "6", ["sweep", "seeds_list.yaml", "--dry-run"], ["seeds", "-1"]),
+    Case("sweep non-UTF-8 file", "6", ["sweep", "latin1.yaml"], ["UTF-8"]),
+    Case("sweep name: ../../../escape", "6", ["sweep", "escape.yaml"], ["name", "../../../escape"]),
+    Case("sweep name: ../../../escape --dry-run", "6", ["sweep", "escape.yaml", "--dry-run"], ["name"]),
+    Case("sweep name: a/b", "6", ["sweep", "slash.yaml", "--dry-run"], ["name", "a/b"]),
+    # --- item 8: smaller ones ---
+    Case("train --bogus", "8", ["train", "--bogus"], ["--bogus"], usage="dreamshift train"),
+    Case("evaluate RUN --bogus", "8", ["evaluate", "{RUN}", "--bogus"], ["--bogus"], usage="dreamshift evaluate"),
+    Case("shifts gallery --bogus", "8", ["shifts", "gallery", "--bogus"], ["--bogus"],
+         usage="dreamshift shifts gallery"),
+    Case("evaluate --device foo", "8", ["evaluate", "{RUN}", "--device", "foo"], ["--device", "foo", "cpu"]),
+    Case("analyze wm --device foo", "8", ["analyze", "wm", "{RUN}", "--device", "foo"], ["--device", "foo"]),
+    Case("adapt-eval /nope RUN", "8", ["adapt-eval", "/nope", "{RUN}"], ["/nope"]),
+    Case("analyze (no arguments)", "8", ["analyze"], ["calibration", "wm"], ["required"]),
+    Case("train --resume (truncated replay)", "8", ["train", "--resume", "trunc_run", *TINY],
+         ["replay file", "trunc_run"]),
+    Case("gallery --size 100000", "8", ["shifts", "gallery", "--size", "100000"], ["--size", "1024"]),
+    Case("gallery --scale 100000", "8", ["shifts", "gallery", "--scale", "100000"], ["--scale", "16"]),
+    Case("evaluate --threads 0", "8", ["evaluate", "{RUN}", "--threads", "0"], ["--threads"],
+         usage="dreamshift evaluate"),
+    # --- other helpers' items (config ranges, leaderboard inputs) ---
+    Case("train optim.lr=nan", "cfg", ["train", *TINY, "optim.lr=nan"], ["optim.lr"]),
+    Case("train model.units=-1", "cfg", ["train", *TINY, "model.units=-1"], ["model.units"]),
+    Case("train seed=-1", "cfg", ["train", *TINY, "seed=-1"], ["seed"]),
+    Case("leaderboard empty .jsonl", "lb", ["leaderboard", "empty_results", "--out", "lb"], []),
+]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
+
+
+def make_scratch(root: Path) -> Path:
+    """The scratch directory copied for every case: ``f``, ``d``, ``run`` (tiny checkpoint), grids, results."""
+    import numpy as np
+    import torch
+
+    from mbrl import checkpoint, io
+    from mbrl.agent import Agent
+    from mbrl.config import build_config, model_hash, to_dict
+    from mbrl.replay import Replay
+
+    base = root / "scratch"
+    base.mkdir()
+    (base / "f").write_text("a file\n")
+    (base / "d").mkdir()
+    run_dir = base / "run"
+    cfg = build_config(TINY + [f"run_dir={run_dir}"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, action_dim=1)
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
+    replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
+                   "is_first": True, "is_terminal": False})
+    io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
+    shutil.copytree(run_dir, base / "evalfile_run")
+    (base / "evalfile_run" / "eval").write_text("not a directory\n")
+    shutil.copytree(run_dir, base / "trunc_run")
+    npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    for name, stem, seeds in (("good", "good", "[0]"), ("seeds_neg", "t", "-3"), ("seeds_zero", "t", "0"),
+                              ("seeds_list", "t", "[0, -1]"), ("escape", '"../../../escape"', "[0]"),
+                              ("slash", '"a/b"', "[0]")):
+        (base / f"{name}.yaml").write_text(GRID.format(name=stem, seeds=seeds))
+    (base / "latin1.yaml").write_bytes(GRID.format(name="t", seeds="[0]").encode() + "# caf\xe9\n".encode("latin-1"))
+    (base / "results").mkdir()
+    (base / "empty_results").mkdir()
+    (base / "empty_results" / "t.jsonl").write_text("")
+    return base
+
+
+def exe_path(given: str | None) -> str:
+    if given:
+        return given
+    local = Path(sys.executable).parent / "dreamshift"
+    return str(local) if local.exists() else "dreamshift"
+
+
+def run_case(case: Case, scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str, str, str]:
+    """``(verdict, rc, reason)`` of one case, run in a fresh copy of ``scratch``."""
+    cwd = work / case.name.replace("/", "_").replace(" ", "_")
+    shutil.copytree(scratch, cwd, symlinks=True)
+    before = tree(cwd)
+    args = [a.replace("{RUN}", "run") for a in case.args]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    t0 = time.time()
+    try:
+        res = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return "FAIL", "-", f"ran past {timeout:.0f} s (did work instead of refusing)"
+    took = time.time() - t0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    reasons = []
+    if res.returncode != 2:
+        reasons.append(f"exit {res.returncode}")
+    if "Traceback" in res.stderr:
+        last = [line for line in res.stderr.splitlines() if line.strip()][-1:]
+        reasons.append(f"traceback ({last[0][:80] if last else ''})")
+    if len(errors) != 1:
+        reasons.append(f"{len(errors)} error: lines")
+    line = errors[0] if errors else ""
+    reasons += [f"error line lacks {m!r}" for m in case.must if errors and m not in line]
+    reasons += [f"error line says {m!r}" for m in case.must_not if m in line]
+    if case.usage and f"usage: {case.usage} " not in res.stderr:
+        reasons.append(f"usage is not {case.usage!r}'s")
+    after = tree(cwd)
+    if after != before:
+        changed = sorted(set(after.items()) ^ set(before.items()))
+        reasons.append("wrote " + ", ".join(sorted({p for p, _ in changed}))[:80])
+    shutil.rmtree(cwd, ignore_errors=True)
+    detail = line[len("error: "):] if line else (res.stderr.strip().splitlines() or [""])[-1]
+    return ("FAIL", str(res.returncode), "; ".join(reasons)) if reasons else ("OK", "2", f"{detail} ({took:.0f} s)")
+
+
+def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str, str, str]:
+    """Ctrl-C (SIGINT) to ``dreamshift train`` once its first checkpoint exists: status 130, one line naming
+    ``--resume``, no traceback, and a checkpoint that loads."""
+    cwd = work / "ctrl_c"
+    cwd.mkdir()
+    args = [exe, "train", *[a for a in TINY if not a.startswith(("steps=", "save_every="))], "steps=100000",
+            "save_every=100", "run_dir=r"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ckpt = cwd / "r" / "checkpoint" / "agent.pt"
+    t0 = time.time()
+    while not ckpt.exists() and proc.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.5)
+    if proc.poll() is not None or not ckpt.exists():
+        proc.kill()
+        out, err = proc.communicate()
+        return "FAIL", str(proc.returncode), f"no checkpoint appeared ({(err.strip().splitlines() or [''])[-1]})"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return "FAIL", "-", "did not stop after SIGINT"
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    reasons = []
+    if proc.returncode != 130:
+        reasons.append(f"exit {proc.returncode}")
+    if "Traceback" in err:
+        reasons.append("traceback")
+    if len(lines) != 1 or "--resume" not in lines[0]:
+        reasons.append(f"{len(lines)} 'interrupted' lines" + ("" if lines and "--resume" in lines[0] else
+                                                              ", no --resume"))
+    from mbrl import checkpoint
+
+    try:
+        steps = checkpoint.load_state(cwd / "r")["counters"]["env_steps"]
+    except Exception as exc:  # noqa: BLE001 - any failure to load is this case's failure
+        reasons.append(f"checkpoint does not load: {exc}")
+        steps = None
+    shutil.rmtree(cwd, ignore_errors=True)
+    if reasons:
+        return "FAIL", str(proc.returncode), "; ".join(reasons)
+    return "OK", "130", f"{lines[0]} (checkpoint at {steps} env steps)"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--exe", help="the dreamshift executable (default: next to this Python, else on PATH)")
+    p.add_argument("--jobs", type=int, default=2, help="cases run at once")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds a case may run")
+    p.add_argument("-k", default="", help="only cases whose name contains this")
+    p.add_argument("--no-ctrl-c", action="store_true", help="skip the Ctrl-C case (it trains for ~20 s)")
+    p.add_argument("--verbose", action="store_true", help="print the error line of passing cases too")
+    args = p.parse_args()
+    exe = exe_path(args.exe)
+    cases = [c for c in CASES if args.k in c.name]
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="dreamshift-bad-input-") as tmp:
+        root = Path(tmp)
+        scratch = make_scratch(root)
+        work = root / "cases"
+        work.mkdir()
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = [pool.submit(run_case, c, scratch, work, exe, args.timeout) for c in cases]
+            ctrl_c = None
+            if not args.no_ctrl_c and args.k in "ctrl-c train":
+                ctrl_c = pool.submit(run_ctrl_c, scratch, work, exe, args.timeout)
+            rows = [(c.item, c.name, *f.result()) for c, f in zip(cases, futures, strict=True)]
+            if ctrl_c is not None:
+                rows.append(("7", "Ctrl-C during train (SIGINT)", *ctrl_c.result()))
+    width = max(len(r[1]) for r in rows)
+    print(f"{'item':<4} {'case':<{width}}  {'rc':>3}  result")
+    for item, name, verdict, rc, reason in rows:
+        text = reason if verdict == "FAIL" or args.verbose else ""
+        print(f"{item:<4} {name:<{width}}  {rc:>3}  {verdict}{'  ' + text if text else ''}")
+    failed = sum(r[2] == "FAIL" for r in rows)
+    print(f"{failed} of {len(rows)} still fail ({time.time() - t0:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
