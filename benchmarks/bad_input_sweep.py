@@ -226,7 +226,7 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str
             "save_every=100", "run_dir=r"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    ckpt = cwd / "r" / "checkpoint" / "agent.pt"
+    ckpt = cwd / "r" / "checkpoint" / "checkpoint.json"
     t0 = time.time()
     while not ckpt.exists() and proc.poll() is None and time.time() - t0 < timeout:
         time.sleep(0.5)

@@ -190,7 +190,8 @@ def plan(check: Check, seeds: list[int], steps: int, runs_root: Path, extra: dic
             for seed in seeds:
                 name = run_name(task, variant, seed)
                 run_dir = runs_root / check.name / name
-                has_ckpt = (run_dir / "checkpoint" / "agent.pt").exists()
+                # checkpoint.json, or an older run's agent.pt (its resume then names `dreamshift convert-run`)
+                has_ckpt = any((run_dir / "checkpoint" / f).exists() for f in ("checkpoint.json", "agent.pt"))
                 status = "resume" if has_ckpt else "new"
                 if has_ckpt and furthest_step(run_dir) >= steps:
                     status = "done"

@@ -9,11 +9,11 @@ size1m:pixels:fp32:off:efficientnet-lite0:features --updates 3           # decod
 A *variant* is ``SIZE:OBS:PRECISION:COMPILE`` (e.g. ``S:pixels:bf16:on``, ``size1m:state:fp32:off``), optionally
 followed by ``:ENCODER`` and ``:DECODER`` (``S:pixels:fp32:off:efficientnet-lite0:features``; default ``cnn`` and
 ``pixels``; an encoder name with a ``:`` variant such as ``dinov2:small`` is taken whole, the decoder is the last
-field). For each variant one :class:`mbrl.agent.Agent` is built and trained on synthetic replay (random uint8
-frames / random state vectors, random actions and rewards, ``--batch`` x ``--length`` sequences, the 16 x 64 of
-DreamerV3; for a frozen pretrained encoder with the feature cache, random float16 backbone features of its
-``feature_dim`` as well, so an update runs only the encoder head, as in training). ``--input-size`` sets
-``encoder_input_size`` of pretrained encoders.
+field when it is ``pixels`` or ``features``). For each variant one :class:`mbrl.agent.Agent` is built and trained
+on synthetic replay (random uint8 frames / random state vectors, random actions and rewards, ``--batch`` x
+``--length`` sequences, the 16 x 64 of DreamerV3; for a frozen pretrained encoder with the feature cache, random
+float16 backbone features of its ``feature_dim`` as well, so an update runs only the encoder head, as in
+training). ``--input-size`` sets ``encoder_input_size`` of pretrained encoders.
 
 - ``first_update_s``: wall time from building the agent to the end of its first update (includes
   ``torch.compile`` for ``compile=on``; run twice to see the warm inductor cache);
@@ -57,22 +57,22 @@ FIELDS = ("size", "obs", "precision", "compile")
 
 def parse_variant(text: str) -> dict[str, str]:
     """``"S:pixels:bf16:on"`` -> ``{"size": "S", "obs": "pixels", "precision": "bf16", "compile": "on"}``;
-    ``"S:pixels:fp32:off:efficientnet-lite0:features"`` adds ``"encoder"`` and ``"decoder"`` (the decoder is the
-    last field, the encoder everything between, so ``dinov2:small`` works).
+    ``"S:pixels:fp32:off:efficientnet-lite0:features"`` adds ``"encoder"`` and ``"decoder"``. The decoder is the
+    last field when it is ``pixels`` or ``features`` (else ``pixels``), the encoder everything between, so
+    ``S:pixels:fp32:off:dinov2:small`` and ``S:pixels:fp32:off:dinov2:small:features`` both work.
 
     Raises:
-        SystemExit: fewer than four or exactly five ``:``-separated fields, or a decoder other than ``pixels`` /
-            ``features`` (an ``error:`` line, exit 2).
+        SystemExit: fewer than four fields (an ``error:`` line, exit 2).
     """
     parts = text.split(":")
-    if len(parts) < 4 or len(parts) == 5:
-        sys.exit(f"error: variant {text!r} must be SIZE:OBS:PRECISION:COMPILE[:ENCODER:DECODER], e.g. "
+    if len(parts) < 4 or any(not p for p in parts):
+        sys.exit(f"error: variant {text!r} must be SIZE:OBS:PRECISION:COMPILE[:ENCODER[:DECODER]], e.g. "
                  f"S:pixels:bf16:off or S:pixels:fp32:off:efficientnet-lite0:features")
     out = dict(zip(FIELDS, parts[:4], strict=True))
-    if len(parts) > 4:
-        out["encoder"], out["decoder"] = ":".join(parts[4:-1]), parts[-1]
-        if out["decoder"] not in ("pixels", "features"):
-            sys.exit(f"error: variant {text!r}: decoder {out['decoder']!r}; allowed: pixels, features")
+    rest = parts[4:]
+    if rest:
+        decoder = rest.pop() if len(rest) > 1 and rest[-1] in ("pixels", "features") else "pixels"
+        out["encoder"], out["decoder"] = ":".join(rest), decoder
     return out
 
 

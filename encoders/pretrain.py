@@ -48,9 +48,12 @@ lr 5e-4 regardless of batch size (the papers scale a base lr by batch/256 over h
 Output directory ``OUT`` (see :func:`pretrain`): ``config.json``, ``model.safetensors``,
 ``preprocessor_config.json``, ``train_log.jsonl`` (one record per logged step), ``loss_curve.png``,
 ``pretrain_summary.json`` (arguments, data size, wall time, CPU load, final loss; ``finished: true`` marks a
-finished model), ``MODEL_CARD.md``. While training: ``frames.npz`` (the collected data) and
-``checkpoint.pt`` (every ``save_every`` steps), both written atomically (temp file + rename) and removed when
-the run finishes (``keep_cache`` keeps them). A ``frames.npz`` collected with the same ``envs``, ``frames``,
+finished model), ``MODEL_CARD.md``. While training: ``frames.npz`` (the collected data) and a checkpoint
+(every ``save_every`` steps): ``checkpoint-<step>.safetensors`` (model, optimiser and RNG tensors) and
+``checkpoint.json`` (arguments, optimiser step counts and hyper-parameters, log records, counters, written last:
+it names the tensor file), all written atomically (temp file + rename) and removed when the run finishes
+(``keep_cache`` keeps them). No pickle is written or read; an older ``checkpoint.pt`` (a pickle) is refused,
+not opened. A ``frames.npz`` collected with the same ``envs``, ``frames``,
 ``diversity``, ``seed`` and ``episode_len`` is reused (also by a fresh, non-resumed run into the same ``OUT``).
 """
 
@@ -72,8 +75,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbrl import safe_state
 from mbrl.errors import ConfigError
-from mbrl.io import atomic_write, check_output_dir, torch_save, write_json
+from mbrl.io import atomic_write, check_output_dir, write_json
 
 ARCHS: dict[str, dict[str, Any]] = {
     "vit-tiny": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "mlp_ratio": 2},
@@ -84,7 +88,10 @@ IMAGE_SIZE = 64
 PATCH_SIZE = 8
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 SUMMARY = "pretrain_summary.json"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.json"  # the commit point of a checkpoint; it names its tensor file
+CHECKPOINT_TENSORS = "checkpoint-{step}.safetensors"
+LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle written by earlier versions: never opened
+CHECKPOINT_FORMAT = "dreamshift-pretrain-checkpoint"
 FRAMES = "frames.npz"
 LOG = "train_log.jsonl"
 CURVE = "loss_curve.png"
@@ -111,8 +118,8 @@ class PretrainConfig:
             teacher temperature (linear warm-up from 0.04 over 30 % of the steps).
         episode_len: agent steps per collection episode.
         log_every, save_every: steps between log records / checkpoints.
-        threads: ``torch.set_num_threads``; resume: continue from ``OUT/checkpoint.pt``.
-        keep_cache: keep ``frames.npz`` and ``checkpoint.pt`` after finishing.
+        threads: ``torch.set_num_threads``; resume: continue from the checkpoint in ``OUT``.
+        keep_cache: keep ``frames.npz`` and the checkpoint after finishing.
         progress: show a rich progress bar (``None``: when stderr is a terminal; else a text line per log).
         command: the command line recorded in the summary and model card.
     """
@@ -176,6 +183,11 @@ def validate(cfg: PretrainConfig) -> list[str]:
                               f"another --out)")
         raise ConfigError(f"--out {cfg.out!r} already holds a finished model; choose another --out or delete it")
     ckpt = out / CHECKPOINT
+    legacy = out / LEGACY_CHECKPOINT
+    if legacy.is_file() and not ckpt.is_file():
+        raise ConfigError(f"{str(legacy)!r} is an old-format checkpoint (a pickle, which can run arbitrary code when "
+                          f"opened); it was not opened. Delete it and run without --resume (the collected "
+                          f"{FRAMES} is reused), or choose another --out")
     if cfg.resume:
         if not ckpt.is_file():
             raise ConfigError(f"--resume: no checkpoint {str(ckpt)!r} to resume from")
@@ -588,8 +600,8 @@ def _progress(enabled: bool | None) -> tuple[Any, bool]:
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Collect frames, train ``cfg.objective`` and save the backbone into ``cfg.out`` (see the module docstring).
 
-    Resumable: ``cfg.resume`` continues from ``OUT/checkpoint.pt`` (model, optimiser, DINO center, RNG states,
-    log) with the collected ``OUT/frames.npz``; the result equals that of an uninterrupted run up to float
+    Resumable: ``cfg.resume`` continues from the checkpoint in ``OUT`` (model, optimiser, DINO center, RNG
+    states, log) with the collected ``OUT/frames.npz``; the result equals that of an uninterrupted run up to float
     non-associativity across thread counts.
 
     Returns:
@@ -609,7 +621,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     args = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
-        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(out)
         diff = [k for k in _RESUME_KEYS if ckpt["args"].get(k) != args.get(k)]
         if diff:
             raise ConfigError("--resume with different arguments than the checkpoint: " + ", ".join(
@@ -663,10 +675,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     freeze_last = total // 100
 
     def save_checkpoint() -> None:
-        torch_save(out / CHECKPOINT, {"args": args, "model": obj.state_dict(), "optim": opt.state_dict(),
-                                      "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                      "records": records, "step": step, "train_s": train_s,
-                                      "collect_s": collect_s, "load_samples": load_samples})
+        write_checkpoint(out, {"args": args, "model": obj.state_dict(), "optim": opt.state_dict(),
+                               "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                               "records": records, "step": step, "train_s": train_s,
+                               "collect_s": collect_s, "load_samples": load_samples})
         _write_log(out, records)
 
     prog, interactive = _progress(cfg.progress)
@@ -735,7 +747,48 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if not cfg.keep_cache:
         for name in (CHECKPOINT, FRAMES):
             (out / name).unlink(missing_ok=True)
+        for path in out.glob(CHECKPOINT_TENSORS.format(step="*")):
+            path.unlink()
     return summary
+
+
+def write_checkpoint(out: Path, state: dict[str, Any]) -> Path:
+    """Write a pretraining checkpoint without pickle: every tensor of ``state`` (model, optimiser, RNG states)
+    into ``OUT/checkpoint-<step>.safetensors``, the rest (arguments, optimiser step counts and hyper-parameters,
+    records, counters) with tensor references into ``OUT/checkpoint.json``, written last (the commit point); the
+    tensor files it no longer names are removed. Returns the JSON's path."""
+    tensors: dict[str, Tensor] = {}
+    name = CHECKPOINT_TENSORS.format(step=int(state["step"]))
+    doc = {"format": CHECKPOINT_FORMAT, "version": 1, "tensors_file": name,
+           "state": safe_state.split(state, "state", tensors)}
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    safe_state.write_tensors(out / name, tensors, metadata={"format": CHECKPOINT_FORMAT})
+    path = atomic_write(out / CHECKPOINT, lambda f: f.write(text.encode()))
+    for old in out.glob(CHECKPOINT_TENSORS.format(step="*")):
+        if old.name != name:
+            old.unlink()
+    return path
+
+
+def load_checkpoint(out: Path) -> dict[str, Any]:
+    """Read what :func:`write_checkpoint` wrote (nothing in it can run code).
+
+    Raises:
+        ConfigError: a missing, unreadable or damaged checkpoint (the message names the file).
+    """
+    path = out / CHECKPOINT
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT or doc.get("version") != 1:
+            raise ValueError(f"not a {CHECKPOINT_FORMAT} version 1")
+        name = doc["tensors_file"]
+        if not isinstance(name, str) or "/" in name or "\\" in name or not name.startswith("checkpoint-"):
+            raise ValueError(f"bad tensors_file {name!r}")
+        state = safe_state.join(doc["state"], safe_state.read_tensors(out / name))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"pretraining checkpoint {str(path)!r} is unreadable or damaged ({exc}); run without "
+                          f"--resume (the collected {FRAMES} is reused)") from None
+    return state
 
 
 PROBE_BEGIN, PROBE_END = "<!-- probe:begin -->", "<!-- probe:end -->"

@@ -1,8 +1,8 @@
 """CARLA client env (names ``carla:<Town>``, e.g. ``carla:Town04``); needs a running CARLA 0.9.16 server.
 
-Same interface as :class:`envs.DMCEnv`: constructor keywords ``size``, ``action_repeat``, ``camera``,
-``seed``, ``time_limit``, ``fast_render``; ``obs == {"image": (H, W, 3) uint8}``; ``info`` has
-``"discount"`` and ``"env_steps"``; ``image_hooks``.
+A :class:`envs.base.BaseEnv` like :class:`envs.DMCEnv`: constructor keywords ``size``, ``action_repeat``,
+``camera``, ``seed``, ``time_limit``, ``fast_render``, ``obs`` (``"pixels"`` only); ``obs == {"image": (H, W,
+3) uint8}``; ``info`` has ``"discount"`` and ``"env_steps"``; ``image_hooks``.
 
 Setup (the Python client is the PyPI wheel ``carla==0.9.16``, cp311 manylinux_2_31 x86_64; the server is
 the CARLA 0.9.16 release, which needs a GPU)::
@@ -55,15 +55,15 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-import gymnasium
 import numpy as np
-from gymnasium import spaces
 
+from envs.base import BaseEnv
 from envs.errors import EnvError
-from envs.validation import check_int, check_seed, check_size
+from envs.registry import CARLA_TOWNS
+from envs.validation import check_int
 
 __all__ = [
     "CARLA_PIN",
@@ -77,9 +77,6 @@ __all__ = [
     "start_hint",
     "weather_parameters",
 ]
-
-Obs = dict[str, np.ndarray]
-ImageHook = Callable[[np.ndarray], np.ndarray]
 
 #: The client package this env is written against.
 CARLA_PIN = "carla==0.9.16"
@@ -224,8 +221,11 @@ def _probe_tcp(host: str, port: int, timeout: float) -> None:
         raise EnvError(f"no CARLA server at {host}:{port} ({type(exc).__name__}: {exc}); {start_hint(port)}") from None
 
 
-class CarlaEnv(gymnasium.Env):
+class CarlaEnv(BaseEnv):
     """Ego-vehicle driving in a CARLA town from a forward RGB camera (see the module docstring).
+
+    The agent-facing behaviour (action clipping, action repeat, time limit, ``info`` basics, seeding, errors,
+    ``image_hooks``) is :class:`envs.base.BaseEnv`'s; ``render_hooks`` are not supported (the server renders).
 
     ``info`` (reset and step): ``"discount"`` (0.0 on a terminating step, else 1.0), ``"env_steps"``,
     ``"speed"`` (m/s), ``"collision_intensity"`` (summed over the step) and ``"termination"``
@@ -240,6 +240,7 @@ class CarlaEnv(gymnasium.Env):
         time_limit: episode length in env steps.
         fast_render: accepted for interface compatibility; no effect (render quality is a server flag,
             ``-quality-level=Low``).
+        obs: ``"pixels"`` only (no state vector).
         host, port: server address; default ``$CARLA_HOST``/``$CARLA_PORT`` or ``localhost:2000``.
         timeout: seconds for connecting and for every RPC/tick before an EnvError.
         load_timeout: seconds for loading another town.
@@ -251,7 +252,9 @@ class CarlaEnv(gymnasium.Env):
         EnvError: invalid argument, ``carla`` missing, no/unresponsive server, unknown blueprint.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
+    suite: ClassVar[str] = "carla"
+    default_time_limit: ClassVar[int] = 1000
+    action_doc: ClassVar[str] = " (steer, throttle_brake)"
 
     def __init__(
         self,
@@ -263,6 +266,7 @@ class CarlaEnv(gymnasium.Env):
         seed: int | None = None,
         time_limit: int = 1000,
         fast_render: bool = True,
+        obs: str = "pixels",
         host: str | None = None,
         port: int | None = None,
         timeout: float = 10.0,
@@ -275,16 +279,9 @@ class CarlaEnv(gymnasium.Env):
         self._actors: list[Any] = []
         self._original_settings: Any = None
         self.town = str(town)
-        self.size: tuple[int, int] = check_size(size)
-        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
-        self.time_limit = check_int("time_limit", time_limit, minimum=1)
-        self._first_seed = check_seed(seed)
-        if camera is not None and check_int("camera", camera, minimum=0) != 0:
-            raise EnvError(f"camera must be None or 0 for carla (one forward camera), got {camera!r}")
-        if not isinstance(fast_render, bool):
-            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
-        self.camera = 0
-        self.fast_render = fast_render
+        super().__init__(f"carla:{self.town}", size=size, action_repeat=action_repeat, time_limit=time_limit,
+                         seed=seed, fast_render=fast_render, obs=obs)
+        self.camera = self._resolve_camera(camera, default=0, count=1)
         self.host = os.environ.get("CARLA_HOST", "localhost") if host is None else str(host)
         env_port = os.environ.get("CARLA_PORT", "2000")
         try:
@@ -302,21 +299,14 @@ class CarlaEnv(gymnasium.Env):
         self.fov = float(fov)
         self.vehicle_blueprint = str(vehicle)
         self._weather = weather_parameters(weather)
-        self.render_mode = "rgb_array"
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / (DT * self.action_repeat))}
-        height, width = self.size
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-        self.observation_space = spaces.Dict({"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)})
-        self.image_hooks: list[ImageHook] = []
         self.tracker = TerminationTracker()
         self._images: queue.Queue[Any] = queue.Queue()
         self._collision_lock = threading.Lock()
         self._collision_sum = 0.0
         self._vehicle: Any = None
         self._last_image: np.ndarray | None = None
-        self._env_steps = 0
-        self._needs_reset = True
-        self._started = False
+        self._pending_frame: int | None = None  # tick whose camera image is fetched at the next frame
+        self._setup_spaces(env_dt=DT)
 
         self._carla = _import_carla()
         try:
@@ -324,6 +314,17 @@ class CarlaEnv(gymnasium.Env):
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def task_names(cls) -> tuple[str, ...]:
+        return CARLA_TOWNS
+
+    @classmethod
+    def parse_task(cls, name: str, task: str) -> tuple[str, str]:
+        if task in CARLA_TOWNS:
+            return "town", task
+        raise EnvError(f"unknown env {name!r}; known carla towns (need a running CARLA server): "
+                       f"{', '.join(f'carla:{t}' for t in CARLA_TOWNS)}")
 
     # --------------------------------------------------------------- server
     @property
@@ -376,81 +377,66 @@ class CarlaEnv(gymnasium.Env):
         """The current weather as a full ``WeatherParameters`` keyword dict."""
         return dict(self._weather)
 
-    # ------------------------------------------------------------------ API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
-        """Respawn the ego vehicle and its sensors at a spawn point drawn from the episode RNG."""
-        del options
-        self._world_or_raise()
-        seed = check_seed(seed)
-        if seed is None and not self._started:
-            seed = self._first_seed
-        super().reset(seed=seed)
-        self._started = True
+    # ------------------------------------------------------------ primitives
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return -np.ones(2), np.ones(2)
+
+    def _sim_action(self, action: np.ndarray) -> tuple[Any, float, float]:
+        """``(VehicleControl, throttle, steer)`` (the last two for the reward)."""
+        steer, pedal = (float(x) for x in action)
+        throttle, brake = max(pedal, 0.0), max(-pedal, 0.0)
+        return self._carla.VehicleControl(throttle=throttle, steer=steer, brake=brake), throttle, steer
+
+    def _reset_sim(self, seed: int | None) -> None:
+        """Respawn the ego vehicle and its sensors at a spawn point drawn from ``np_random`` (reseeded by
+        :meth:`BaseEnv.reset`)."""
+        del seed
         self._destroy_actors()
         try:
             self._spawn()
             frame = self._tick()
-            image = self._image_for(frame)
+            self._last_image = self._image_for(frame)
+            self._pending_frame = None
         except BaseException:
             self._destroy_actors()
             raise
         self._take_collisions()
         self.tracker.reset()
-        self._env_steps = 0
-        self._needs_reset = False
-        info = {"discount": 1.0, "env_steps": 0, "speed": self._speed(), "collision_intensity": 0.0,
-                "termination": ""}
-        return {"image": self._finish(image)}, info
 
-    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
-        """Apply ``(steer, throttle_brake)`` for ``action_repeat`` ticks; see the module doc for the reward."""
-        self._world_or_raise()
-        if self._needs_reset:
-            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
-        act = np.asarray(action, dtype=np.float64)
-        if act.shape != (2,):
-            raise ValueError(f"action must have shape (2,) (steer, throttle_brake) for carla, got shape {act.shape}")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"action must be finite, got {act.tolist()}")
-        steer, pedal = (float(x) for x in np.clip(act, -1.0, 1.0))
-        throttle, brake = max(pedal, 0.0), max(-pedal, 0.0)
-        control = self._carla.VehicleControl(throttle=throttle, steer=steer, brake=brake)
-        reward = 0.0
-        collision_total = 0.0
-        reason: str | None = None
-        speed = 0.0
-        frame = None
-        for _ in range(min(self.action_repeat, self.time_limit - self._env_steps)):
-            try:
-                self._vehicle.apply_control(control)
-            except RuntimeError as exc:
-                raise self._rpc_error("applying the control", exc) from exc
-            frame = self._tick()
-            speed = self._speed()
-            intensity = self._take_collisions()
-            collision_total += intensity
-            reward += carla_reward(speed, throttle, steer, intensity)
-            self._env_steps += 1
-            reason = self.tracker.update(speed, intensity > 0)
-            if reason is not None:
-                break
-        terminated = reason is not None
-        truncated = not terminated and self._env_steps >= self.time_limit
-        self._needs_reset = terminated or truncated
-        image = self._image_for(frame)
-        info = {"discount": 0.0 if terminated else 1.0, "env_steps": self._env_steps, "speed": speed,
-                "collision_intensity": collision_total, "termination": reason or ""}
-        return {"image": self._finish(image)}, reward, terminated, truncated, info
+    def _step_sim(self, sim_action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        control, throttle, steer = sim_action
+        try:
+            self._vehicle.apply_control(control)
+        except RuntimeError as exc:
+            raise self._rpc_error("applying the control", exc) from exc
+        self._pending_frame = self._tick()
+        speed = self._speed()
+        intensity = self._take_collisions()
+        reason = self.tracker.update(speed, intensity > 0)
+        info = {"speed": speed, "collision_intensity": intensity, "termination": reason or ""}
+        return carla_reward(speed, throttle, steer, intensity), reason is not None, False, info
 
-    def render(self) -> np.ndarray:
-        """The last camera frame ``(H, W, 3) uint8`` (image hooks applied)."""
+    def _reset_info(self) -> dict[str, Any]:
+        return {"speed": self._speed(), "collision_intensity": 0.0, "termination": ""}
+
+    def _merge_step_info(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
+        total = 0.0
+        for info in infos:
+            total += info["collision_intensity"]
+        return {**infos[-1], "collision_intensity": total}
+
+    def _render_rgb(self) -> np.ndarray:
+        """The last camera frame (fetched from the sensor queue after a step)."""
+        if self._pending_frame is not None:
+            frame, self._pending_frame = self._pending_frame, None
+            self._last_image = self._image_for(frame)
         if self._last_image is None:
             raise RuntimeError("render() called before reset()")
-        return self._apply_hooks(self._last_image)
+        return self._last_image.copy()
 
-    def close(self) -> None:
-        """Destroy the ego vehicle and sensors and restore the world's settings. Idempotent; never raises
-        for a lost server."""
+    def _close_sim(self) -> None:
+        """Destroy the ego vehicle and sensors and restore the world's settings; never raises for a lost
+        server."""
         try:
             self._destroy_actors()
         finally:
@@ -464,11 +450,6 @@ class CarlaEnv(gymnasium.Env):
                     pass  # server gone: nothing to restore
 
     # ------------------------------------------------------------ internals
-    def _world_or_raise(self) -> Any:
-        if self._world is None:
-            raise RuntimeError("this CarlaEnv is closed")
-        return self._world
-
     def _spawn(self) -> None:
         carla, world = self._carla, self._world
         try:
@@ -557,12 +538,3 @@ class CarlaEnv(gymnasium.Env):
         bgra = np.frombuffer(image.raw_data, dtype=np.uint8).reshape(int(image.height), int(image.width), 4)
         return np.ascontiguousarray(bgra[:, :, 2::-1])
 
-    def _finish(self, image: np.ndarray) -> np.ndarray:
-        self._last_image = image
-        return self._apply_hooks(image)
-
-    def _apply_hooks(self, image: np.ndarray) -> np.ndarray:
-        image = image.copy()
-        for hook in self.image_hooks:
-            image = hook(image)
-        return image

@@ -31,32 +31,18 @@ Step units (used everywhere in this package):
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-import gymnasium
 import numpy as np
-from gymnasium import spaces
 
+from envs.base import ImageHook, MujocoEnv, RenderHook
 from envs.compat import patch_dm_control
 from envs.errors import EnvError
-from envs.registry import default_camera, dmc_domains
-from envs.rendering import check_renders, select_gl_backend
-from envs.validation import check_int, check_obs, check_seed, check_size
+from envs.registry import default_camera, dmc_domains, dmc_task_names, parse_dmc_task
+from envs.rendering import select_gl_backend
+from envs.validation import check_int
 
 __all__ = ["DMCEnv", "ImageHook", "RenderHook", "flatten_observation"]
-
-Obs = dict[str, np.ndarray]
-#: ``hook(model, data, scene)`` with the raw ``mujoco.MjModel``, ``mujoco.MjData`` and ``mujoco.MjvScene``:
-#: called after ``mjv_updateScene`` and before the GL render of every frame (RGB and segmentation).
-RenderHook = Callable[[Any, Any, Any], None]
-#: ``hook(image) -> image``: maps every rendered ``(H, W, 3) uint8`` RGB frame (in list order).
-ImageHook = Callable[[np.ndarray], np.ndarray]
-
-# Fast headless rendering settings (see DMCEnv ``fast_render``).
-_FAST_SHADOWSIZE = 512
-_FAST_OFFSAMPLES = 0
 
 
 def flatten_observation(observation: Any) -> np.ndarray:
@@ -66,8 +52,11 @@ def flatten_observation(observation: Any) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
-class DMCEnv(gymnasium.Env):
+class DMCEnv(MujocoEnv):
     """dm_control task with RGB image and/or state observations and actions in ``[-1, 1]``.
+
+    The agent-facing behaviour (obs modes, action clipping, action repeat, time limit, ``info``, seeding,
+    errors, hooks) is :class:`envs.base.BaseEnv`'s; this class only drives dm_control.
 
     Observation (``observation_space`` is a ``spaces.Dict`` with exactly these keys):
 
@@ -147,8 +136,9 @@ class DMCEnv(gymnasium.Env):
             are asked for).
     """
 
-    # Replaced per instance in __init__ (render_fps depends on the task and action_repeat).
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012
+    suite: ClassVar[str] = "dmc"
+    has_state: ClassVar[bool] = True
+    default_time_limit: ClassVar[int] = 1000
 
     def __init__(
         self,
@@ -163,80 +153,48 @@ class DMCEnv(gymnasium.Env):
         fast_render: bool = True,
         obs: str = "pixels",
     ) -> None:
-        self._pixels, self._state = check_obs(obs)  # before the (slow) dm_control import
-        self.obs = obs
+        super().__init__(f"dmc:{domain}_{task}", size=size, action_repeat=action_repeat, time_limit=time_limit,
+                         seed=seed, fast_render=fast_render, obs=obs)  # before the (slow) dm_control import
+        self._env: Any = None
         domains = dmc_domains()
         if domain not in domains:
-            raise EnvError(
-                f"unknown dmc domain {domain!r}; known domains: {', '.join(domains)}"
-            )
+            raise EnvError(f"unknown dmc domain {domain!r}; known domains: {', '.join(domains)}")
         if task not in domains[domain]:
-            raise EnvError(
-                f"unknown task {task!r} for dmc domain {domain!r}; "
-                f"known tasks: {', '.join(domains[domain])}"
-            )
+            raise EnvError(f"unknown task {task!r} for dmc domain {domain!r}; "
+                           f"known tasks: {', '.join(domains[domain])}")
         self.domain = domain
         self.task = task
-        self.size: tuple[int, int] = check_size(size)
-        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
-        self.time_limit = check_int("time_limit", time_limit, minimum=1)
-        seed = check_seed(seed)
-        self.camera = (
-            default_camera(domain)
-            if camera is None
-            else check_int("camera", camera, minimum=0)
-        )
-        if not isinstance(fast_render, bool):
-            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
-        self.fast_render = fast_render
-        self.render_mode = "rgb_array"
-
+        if camera is not None:
+            check_int("camera", camera, minimum=0)  # type errors before the slow load
         if self._pixels:
             select_gl_backend()  # raises EnvError if no headless backend works
         from dm_control import suite  # lazy: MUJOCO_GL must be set first
 
         patch_dm_control()
-
-        self._camera: Any = None
-        self._camera_model: Any = None
-        self.render_hooks: list[RenderHook] = []
-        self.image_hooks: list[ImageHook] = []
         # dm_control's own time limit is disabled; ``time_limit`` is ours.
-        self._env: Any = suite.load(
-            domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
-        )
-        ncam = self._env.physics.model.ncam
-        if self.camera >= ncam:
+        self._env = suite.load(domain, task, task_kwargs={"random": self._first_seed, "time_limit": float("inf")})
+        self._timestep: Any = None
+        try:
+            self.camera = self.camera_id = self._resolve_camera(
+                camera, default=default_camera(domain), count=self._env.physics.model.ncam)
+        except EnvError:
             self.close()
-            raise EnvError(
-                f"camera {self.camera} out of range for dmc domain {domain!r}: "
-                f"it has {ncam} cameras (ids 0..{ncam - 1})"
-            )
+            raise
+        dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
+        self._setup_spaces(env_dt=float(self._env.control_timestep()), state_dim=dim)
 
-        spec = self._env.action_spec()
-        self._act_low = np.asarray(spec.minimum, dtype=np.float64)
-        self._act_high = np.asarray(spec.maximum, dtype=np.float64)
-        height, width = self.size
-        self.action_space = spaces.Box(-1.0, 1.0, spec.shape, dtype=np.float32)
-        obs_spaces: dict[str, spaces.Space] = {}
-        if self._pixels:
-            obs_spaces["image"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
-        if self._state:
-            dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
-            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
-        self.observation_space = spaces.Dict(obs_spaces)
-        control_dt = float(self._env.control_timestep())
-        self.metadata = {
-            "render_modes": ["rgb_array"],
-            "render_fps": round(1.0 / (control_dt * self.action_repeat)),
-        }
+    @classmethod
+    def task_names(cls) -> tuple[str, ...]:
+        return dmc_task_names()
 
-        self._env_steps = 0
-        self._needs_reset = True
-        if self._pixels:
-            check_renders(self, f"dmc:{domain}_{task}")  # fail here, not at the first reset
+    @classmethod
+    def parse_task(cls, name: str, task: str) -> tuple[str, str]:
+        return parse_dmc_task(name, task)
 
-    # ------------------------------------------------------------------ API
+    @classmethod
+    def from_task(cls, domain: str, task: str, **kwargs: Any) -> DMCEnv:
+        return cls(domain, task, **kwargs)
+
     @property
     def physics(self) -> Any:
         """The live ``dm_control.mujoco.Physics`` (for visual-shift wrappers).
@@ -244,182 +202,31 @@ class DMCEnv(gymnasium.Env):
         If a wrapper reloads the model (new ``physics.model`` object), the
         renderer is rebuilt automatically at the next frame.
         """
-        return self._dm_env().physics
+        self._check_open()
+        return self._env.physics
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Obs, dict[str, Any]]:
-        """Start a new episode.
+    # ------------------------------------------------------------ primitives
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        spec = self._env.action_spec()
+        return (np.broadcast_to(np.asarray(spec.minimum, dtype=np.float64), spec.shape),
+                np.broadcast_to(np.asarray(spec.maximum, dtype=np.float64), spec.shape))
 
-        Args:
-            seed: if given, reseed the task RNG so the episode is deterministic.
-            options: unused (accepted for gymnasium compatibility).
-
-        Returns:
-            ``(obs, info)`` with ``obs["image"]`` ``(H, W, 3) uint8`` and/or
-            ``obs["state"]`` ``(D,) float32`` (per ``obs``) and
-            ``info == {"discount": 1.0, "env_steps": 0}``.
-
-        Raises:
-            EnvError: invalid ``seed``.
-        """
-        del options
-        env = self._dm_env()
-        seed = check_seed(seed)
-        super().reset(seed=seed)
+    def _reset_sim(self, seed: int | None) -> None:
         if seed is not None:
-            env.task.random.seed(seed)
-        ts = env.reset()
-        self._env_steps = 0
-        self._needs_reset = False
-        return self._obs(ts), {"discount": 1.0, "env_steps": 0}
+            self._env.task.random.seed(seed)
+        self._timestep = self._env.reset()
 
-    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
-        """Apply ``action`` for ``action_repeat`` env steps.
+    def _step_sim(self, sim_action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        ts = self._timestep = self._env.step(sim_action)
+        discount = 1.0 if ts.discount is None else float(ts.discount)
+        last = ts.last()
+        return float(ts.reward or 0.0), last and discount == 0.0, last and discount != 0.0, {"discount": discount}
 
-        Args:
-            action: array-like of shape ``(A,)`` in ``[-1, 1]`` (clipped).
+    def _state_vector(self) -> np.ndarray:
+        return flatten_observation(self._timestep.observation)
 
-        Returns:
-            ``(obs, reward, terminated, truncated, info)``: ``obs`` after the last
-            env step (``"image"`` ``(H, W, 3) uint8`` and/or ``"state"``
-            ``(D,) float32``, per ``obs``); ``reward`` is the sum of
-            the dm_control rewards of the env steps taken (float; each in
-            ``[0, 1]`` for the standard tasks); see the class doc for
-            ``terminated``/``truncated`` and ``info``.
-
-        Raises:
-            ValueError: action has the wrong shape or contains NaN/inf.
-            RuntimeError: called before ``reset()`` or after the episode ended.
-        """
-        env = self._dm_env()
-        if self._needs_reset:
-            raise RuntimeError(
-                "step() called before reset() or after the episode ended; call reset() first"
-            )
-        act = np.asarray(action, dtype=np.float64)
-        if act.shape != self.action_space.shape:
-            raise ValueError(
-                f"action must have shape {self.action_space.shape} for dmc:"
-                f"{self.domain}_{self.task}, got shape {act.shape}"
-            )
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"action must be finite, got {act.tolist()}")
-        act = np.clip(act, -1.0, 1.0)
-        scaled = self._act_low + (act + 1.0) * 0.5 * (self._act_high - self._act_low)
-
-        reward = 0.0
-        discount = 1.0
-        dm_last = False
-        for _ in range(min(self.action_repeat, self.time_limit - self._env_steps)):
-            ts = env.step(scaled)
-            self._env_steps += 1
-            reward += float(ts.reward or 0.0)
-            discount = 1.0 if ts.discount is None else float(ts.discount)
-            if ts.last():
-                dm_last = True
-                break
-        terminated = dm_last and discount == 0.0
-        truncated = not terminated and (dm_last or self._env_steps >= self.time_limit)
-        self._needs_reset = terminated or truncated
-        info = {"discount": discount, "env_steps": self._env_steps}
-        return self._obs(ts), reward, terminated, truncated, info
-
-    def render(self) -> np.ndarray:
-        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``; image hooks applied).
-
-        Also works with ``obs="state"``: the renderer (GL context, camera) is then created on the first call.
-        """
-        self._dm_env()
-        return self._render_image()
-
-    def render_segmentation(self) -> np.ndarray:
-        """Segmentation of the current frame (render hooks applied, image hooks not).
-
-        Returns:
-            ``(H, W, 2) int32``: per pixel ``(object id, mujoco.mjtObj type)`` as
-            dm_control's ``Camera.render(segmentation=True)``; model geoms are
-            ``(geom id, mjOBJ_GEOM)``, the skybox/empty background ``(-1, -1)``.
-            Costs one extra render.
-        """
-        self._dm_env()
-        return np.ascontiguousarray(self._ensure_camera().render(segmentation=True))
-
-    def close(self) -> None:
-        """Free the renderer and the physics (GL context). Idempotent."""
-        if self._camera is not None:
-            self._camera.scene.free()
-            self._camera = None
-        env = getattr(self, "_env", None)
-        if env is not None:
-            env.physics.free()
+    def _close_sim(self) -> None:
+        self._free_camera()
+        if self._env is not None:
+            self._env.physics.free()
             self._env = None
-
-    # ------------------------------------------------------------ internals
-    def _dm_env(self) -> Any:
-        if self._env is None:
-            raise RuntimeError("this DMCEnv is closed")
-        return self._env
-
-    def _obs(self, ts: Any) -> Obs:
-        """The observation dict of dm_control TimeStep ``ts`` (renders only if pixels are asked for)."""
-        obs: Obs = {}
-        if self._pixels:
-            obs["image"] = self._render_image()
-        if self._state:
-            obs["state"] = flatten_observation(ts.observation)
-        return obs
-
-    def _ensure_camera(self) -> Any:
-        """Return a persistent ``dm_control`` Camera, (re)building it if needed."""
-        physics = self._env.physics
-        model = physics.model
-        if self._camera is not None and self._camera_model is model:
-            return self._camera
-        import mujoco  # lazy: MUJOCO_GL must be set first
-        from dm_control.mujoco import engine
-
-        if self._camera is not None:
-            self._camera.scene.free()
-            self._camera = None
-        height, width = self.size
-        # These affect the GL context, so set them before it is created.
-        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
-        model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
-        if self.fast_render:
-            model.vis.quality.shadowsize = _FAST_SHADOWSIZE
-            model.vis.quality.offsamples = _FAST_OFFSAMPLES
-        camera = engine.Camera(
-            physics,
-            height=height,
-            width=width,
-            camera_id=self.camera,
-            scene_callback=_HookCaller(self),
-        )
-        if self.fast_render:
-            camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            camera.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self._camera = camera
-        self._camera_model = model
-        return camera
-
-    def _render_image(self) -> np.ndarray:
-        # Camera.render returns a flipped *view* of a reused buffer: copy it.
-        image = np.ascontiguousarray(self._ensure_camera().render())
-        for hook in self.image_hooks:
-            image = hook(image)
-        return image
-
-
-class _HookCaller:
-    """dm_control ``scene_callback`` running ``env.render_hooks``; holds the env weakly (no env <-> camera
-    reference cycle, so an unclosed env is still freed promptly)."""
-
-    def __init__(self, env: Any) -> None:
-        self._env = weakref.ref(env)
-
-    def __call__(self, physics: Any, scene: Any) -> None:
-        env = self._env()
-        if env is not None:
-            for hook in env.render_hooks:
-                hook(physics.model.ptr, physics.data.ptr, scene.ptr)

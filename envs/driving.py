@@ -1,9 +1,9 @@
 """Server-free driving: gymnasium's Box2D ``CarRacing-v3`` as a pixel env (name ``driving:carracing``).
 
-Same interface as :class:`envs.DMCEnv` (constructor keywords ``size``, ``action_repeat``, ``camera``,
-``seed``, ``time_limit``, ``fast_render``; ``obs == {"image": (H, W, 3) uint8}``; ``info`` keys
-``"discount"`` and ``"env_steps"``; ``image_hooks``), so the trainer, the vector env and pixel-level shifts
-work unchanged.
+A :class:`envs.base.BaseEnv` like :class:`envs.DMCEnv` (constructor keywords ``size``, ``action_repeat``,
+``camera``, ``seed``, ``time_limit``, ``fast_render``, ``obs`` (``"pixels"`` only); ``obs == {"image": (H, W,
+3) uint8}``; ``info`` keys ``"discount"`` and ``"env_steps"``; ``image_hooks``), so the trainer, the vector env
+and pixel-level shifts work unchanged.
 
 Step units: one **env step** = one CarRacing physics step (1/50 s); one **agent step** = one
 :meth:`CarRacingEnv.step` call = ``action_repeat`` env steps. ``time_limit`` (default 1000, CarRacing-v3's
@@ -21,8 +21,8 @@ completed or the car leaves the playfield; ``truncated`` at ``time_limit``.
 Pixels: the 1000x800 CarRacing canvas (including the HUD bar at the bottom) is scaled straight to
 ``size`` with ``pygame.transform.smoothscale`` -- at ``size=96`` exactly CarRacing's 96x96 state, at
 other sizes one resample (no 96 -> size double resampling). Only the frame returned to the agent is
-rendered; the intermediate env steps of an action repeat skip rendering (CarRacing renders every
-physics step), which roughly halves the cost at ``action_repeat=2`` without changing any pixel, and
+rendered, once after the action repeat (CarRacing itself renders inside every physics step; that is
+skipped), which roughly halves the cost at ``action_repeat=2`` without changing any pixel, and
 polygons far off-screen are culled with one numpy test before CarRacing's own per-polygon Python test
 (~3x faster; frames stay bit-identical to CarRacing's, which the tests check at size 96). This overrides
 CarRacing's private ``_render``/``_render_road``/``_create_image_array`` (gymnasium 1.x).
@@ -47,20 +47,16 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
-from gymnasium import spaces
 
+from envs.base import BaseEnv
 from envs.errors import EnvError
-from envs.validation import check_int, check_seed, check_size
+from envs.registry import DRIVING_TASKS
 
 __all__ = ["DEFAULT_APPEARANCE", "Appearance", "CarRacingEnv"]
-
-Obs = dict[str, np.ndarray]
-ImageHook = Callable[[np.ndarray], np.ndarray]
 
 FPS = 50  # CarRacing physics steps per second
 _INSTALL_HINT = 'install it with `pip install "gymnasium[box2d]"` (Box2D wheel + pygame-ce)'
@@ -222,10 +218,12 @@ def _car_racing_class() -> type:
     return _CarRacing
 
 
-class CarRacingEnv(gymnasium.Env):
+class CarRacingEnv(BaseEnv):
     """gymnasium ``CarRacing-v3`` with ``{"image": (H, W, 3) uint8}`` observations and a 2-D action.
 
-    See the module docstring for units, the action mapping, reward, termination and appearance.
+    The agent-facing behaviour (action clipping, action repeat, time limit, ``info`` basics, seeding, errors,
+    ``image_hooks``) is :class:`envs.base.BaseEnv`'s; see the module docstring for units, the action mapping,
+    reward, termination and appearance.
 
     ``info`` (reset and step): ``"discount"`` (1.0; 0.0 on the terminating step), ``"env_steps"`` (env
     steps in this episode), ``"tiles_visited"`` (int) and ``"lap_finished"`` (bool).
@@ -236,7 +234,9 @@ class CarRacingEnv(gymnasium.Env):
     continues the env's random stream.
 
     ``image_hooks``: ``hook(image) -> image`` callables run on every returned frame (after the
-    appearance's brightness/tint), as in :class:`envs.DMCEnv`. There are no MuJoCo ``render_hooks``.
+    appearance's brightness/tint), as in :class:`envs.DMCEnv`. ``render_hooks`` are not supported (2-D
+    pygame drawing has no scene stage; rendering raises ``EnvError`` if any are installed): scene-level
+    changes go through :attr:`appearance`.
 
     Args:
         size: image size, ``s`` or ``(height, width)``.
@@ -245,6 +245,7 @@ class CarRacingEnv(gymnasium.Env):
         seed: seed of the first episode (``None`` = OS entropy), in ``[0, 2**32)``.
         time_limit: episode length in env steps (>= 1); default 1000.
         fast_render: accepted for interface compatibility; no effect (rendering is 2-D pygame).
+        obs: ``"pixels"`` only (CarRacing has no state vector).
         appearance: initial :class:`Appearance` (default: CarRacing's standard look).
         lap_complete_percent: fraction of tiles to visit before crossing the start ends the lap.
 
@@ -252,7 +253,9 @@ class CarRacingEnv(gymnasium.Env):
         EnvError: invalid argument, or Box2D/pygame missing (message names the pip install).
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": FPS}  # noqa: RUF012
+    suite: ClassVar[str] = "driving"
+    default_time_limit: ClassVar[int] = 1000
+    action_doc: ClassVar[str] = " (steer, throttle_brake)"
 
     def __init__(
         self,
@@ -263,39 +266,39 @@ class CarRacingEnv(gymnasium.Env):
         seed: int | None = None,
         time_limit: int = 1000,
         fast_render: bool = True,
+        obs: str = "pixels",
         appearance: Appearance | None = None,
         lap_complete_percent: float = 0.95,
     ) -> None:
-        self.size: tuple[int, int] = check_size(size)
-        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
-        self.time_limit = check_int("time_limit", time_limit, minimum=1)
-        self._first_seed = check_seed(seed)
-        if camera is not None and check_int("camera", camera, minimum=0) != 0:
-            raise EnvError(f"camera must be None or 0 for driving:carracing (one camera), got {camera!r}")
-        self.camera = 0
-        if not isinstance(fast_render, bool):
-            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
-        self.fast_render = fast_render
+        super().__init__("driving:carracing", size=size, action_repeat=action_repeat, time_limit=time_limit,
+                         seed=seed, fast_render=fast_render, obs=obs)
+        self._env: Any = None
+        self.camera = self._resolve_camera(camera, default=0, count=1)
         appearance = DEFAULT_APPEARANCE if appearance is None else appearance
         if not isinstance(appearance, Appearance):
             raise EnvError(f"appearance must be an envs.driving.Appearance, got {type(appearance).__name__}")
         if not (isinstance(lap_complete_percent, (int, float)) and 0 < lap_complete_percent <= 1):
             raise EnvError(f"lap_complete_percent must be in (0, 1], got {lap_complete_percent!r}")
-        self.render_mode = "rgb_array"
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(FPS / self.action_repeat)}
         height, width = self.size
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-        self.observation_space = spaces.Dict({"image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)})
-        self.image_hooks: list[ImageHook] = []
         self._appearance = appearance  # applies from the next reset
         self._active = appearance  # what frames are drawn with now
-        self._env: Any = _car_racing_class()(
+        self._env = _car_racing_class()(
             (width, height), lap_complete_percent=float(lap_complete_percent), continuous=True
         )
         self._apply_appearance(appearance, live=False)
-        self._env_steps = 0
-        self._needs_reset = True
-        self._started = False
+        self._setup_spaces(env_dt=1.0 / FPS)
+
+    @classmethod
+    def task_names(cls) -> tuple[str, ...]:
+        return DRIVING_TASKS
+
+    @classmethod
+    def parse_task(cls, name: str, task: str) -> tuple[str, str]:
+        return "box2d", super().parse_task(name, task)[1]
+
+    @classmethod
+    def from_task(cls, domain: str, task: str, **kwargs: Any) -> CarRacingEnv:
+        return cls(**kwargs)
 
     # ------------------------------------------------------------ appearance
     @property
@@ -326,7 +329,8 @@ class CarRacingEnv(gymnasium.Env):
             self._apply_appearance(appearance, live=self._started)
 
     def _apply_appearance(self, appearance: Appearance, *, live: bool) -> None:
-        env = self._env_or_raise()
+        self._check_open()
+        env = self._env
         old_road = np.asarray(env.road_color, dtype=np.float64)
         env.road_color = np.array(appearance.road_color)
         env.bg_color = np.array(appearance.bg_color)
@@ -340,105 +344,42 @@ class CarRacingEnv(gymnasium.Env):
                 tile.color[:] = tile.color + delta
         self._active = appearance
 
-    # ------------------------------------------------------------------ API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
-        """Start a new episode (new track) with the current :attr:`appearance`.
-
-        Returns:
-            ``(obs, info)``; ``info["discount"] == 1.0``, ``info["env_steps"] == 0``.
-
-        Raises:
-            EnvError: invalid ``seed``.
-        """
-        del options
-        env = self._env_or_raise()
-        seed = check_seed(seed)
-        if seed is None and not self._started:
-            seed = self._first_seed
-        super().reset(seed=seed)
-        self._apply_appearance(self._appearance, live=False)
-        env.reset(seed=seed)  # generates the track (from env.np_random) and takes one no-action step
-        self._started = True
-        self._env_steps = 0
-        self._needs_reset = False
-        return {"image": self._frame()}, self._info(discount=1.0)
-
-    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
-        """Apply ``action`` for ``action_repeat`` env steps (fewer at the time limit or episode end).
-
-        Returns:
-            ``(obs, reward, terminated, truncated, info)`` as described in the class/module doc.
-
-        Raises:
-            ValueError: action of the wrong shape or not finite.
-            RuntimeError: called before ``reset()`` or after the episode ended.
-        """
-        env = self._env_or_raise()
-        if self._needs_reset:
-            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
-        act = np.asarray(action, dtype=np.float64)
-        if act.shape != (2,):
-            raise ValueError(f"action must have shape (2,) (steer, throttle_brake) for driving:carracing, "
-                             f"got shape {act.shape}")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"action must be finite, got {act.tolist()}")
-        steer, pedal = np.clip(act, -1.0, 1.0)
-        car_action = np.array([steer, max(pedal, 0.0), max(-pedal, 0.0)], dtype=np.float64)
-        reward = 0.0
-        terminated = False
-        image = None
-        repeats = min(self.action_repeat, self.time_limit - self._env_steps)
-        for i in range(repeats):
-            env.render_frames = i == repeats - 1  # CarRacing renders inside step: only the last one
-            try:
-                image, r, term, _, _ = env.step(car_action)
-            finally:
-                env.render_frames = False
-            self._env_steps += 1
-            reward += float(r)
-            if term:
-                terminated = True
-                break
-        truncated = not terminated and self._env_steps >= self.time_limit
-        self._needs_reset = terminated or truncated
-        info = self._info(discount=0.0 if terminated else 1.0)
-        image = self._frame() if image is None else self._finish(image)  # None: ended before the last repeat
-        return {"image": image}, reward, terminated, truncated, info
-
-    def render(self) -> np.ndarray:
-        """Render the current state: ``(H, W, 3) uint8`` (active appearance and image hooks applied)."""
-        self._env_or_raise()
-        if not self._started:
-            raise RuntimeError("render() called before reset()")
-        return self._frame()
-
-    def close(self) -> None:
-        """Free the Box2D world. Idempotent."""
-        env = getattr(self, "_env", None)
-        if env is not None:
-            env.close()
-            self._env = None
-
-    # ------------------------------------------------------------ internals
     @property
     def car_racing(self) -> Any:
         """The underlying gymnasium ``CarRacing`` instance (for inspection; do not step it directly)."""
-        return self._env_or_raise()
-
-    def _env_or_raise(self) -> Any:
-        if getattr(self, "_env", None) is None:
-            raise RuntimeError("this CarRacingEnv is closed")
+        self._check_open()
         return self._env
 
-    def _info(self, *, discount: float) -> dict[str, Any]:
+    # ------------------------------------------------------------ primitives
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return -np.ones(2), np.ones(2)
+
+    def _sim_action(self, action: np.ndarray) -> np.ndarray:
+        steer, pedal = action
+        return np.array([steer, max(pedal, 0.0), max(-pedal, 0.0)], dtype=np.float64)  # (steer, gas, brake)
+
+    def _reset_sim(self, seed: int | None) -> None:
+        self._apply_appearance(self._appearance, live=False)
+        self._env.reset(seed=seed)  # generates the track (from its np_random) and takes one no-action step
+
+    def _step_sim(self, sim_action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        # CarRacing renders inside step unless render_frames: skipped, the obs frame is rendered once after
+        _, reward, terminated, _, _ = self._env.step(sim_action)
+        return float(reward), bool(terminated), False, self._track_info()
+
+    def _reset_info(self) -> dict[str, Any]:
+        return self._track_info()
+
+    def _track_info(self) -> dict[str, Any]:
         env = self._env
-        return {"discount": discount, "env_steps": self._env_steps,
-                "tiles_visited": int(env.tile_visited_count),
+        return {"tiles_visited": int(env.tile_visited_count),
                 "lap_finished": bool(env.new_lap or env.tile_visited_count == len(env.track))}
 
-    def _frame(self) -> np.ndarray:
-        """Render the current state as CarRacing's step does: its HUD score is drawn before the step's
-        -0.1 is subtracted, so add it back while rendering (then ``render()`` equals the last obs)."""
+    def _render_rgb(self) -> np.ndarray:
+        """Render the current state as CarRacing's step does (its HUD score is drawn before the step's -0.1 is
+        subtracted, so add it back while rendering), with the active brightness/tint."""
+        if not self._started:
+            raise RuntimeError("render() called before reset()")
         env = self._env
         env.render_frames = True
         saved = env.reward
@@ -449,13 +390,12 @@ class CarRacingEnv(gymnasium.Env):
         finally:
             env.render_frames = False
             env.reward = saved
-        return self._finish(image)
-
-    def _finish(self, image: np.ndarray) -> np.ndarray:
-        """Apply the active brightness/tint and the image hooks to a rendered frame."""
         gain = self._active.gain
         if gain is not None:
             image = np.clip(np.rint(image.astype(np.float32) * gain), 0, 255).astype(np.uint8)
-        for hook in self.image_hooks:
-            image = hook(image)
         return image
+
+    def _close_sim(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None

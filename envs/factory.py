@@ -1,4 +1,5 @@
-"""``make_env``: build a single environment from a ``"suite:task"`` name."""
+"""``make_env``: build a single environment from a ``"suite:task"`` name (any suite of
+:data:`envs.registry.SUITE_CLASSES`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Any
 
 import gymnasium
 
-from envs.dmc import DMCEnv
 from envs.errors import EnvError
-from envs.metaworld import DEFAULT_TIME_LIMIT as _METAWORLD_TIME_LIMIT
-from envs.metaworld import MetaWorldEnv
-from envs.registry import parse_env_name
+from envs.registry import parse_env_name, suite_class
 from envs.validation import check_obs
 
-__all__ = ["make_env"]
+__all__ = ["COMMON_KWARGS", "make_env"]
+
+#: Keywords every suite's env class takes (the arguments of :func:`make_env` other than ``name``/``options``).
+COMMON_KWARGS: tuple[str, ...] = ("size", "action_repeat", "camera", "seed", "time_limit", "fast_render", "obs")
 
 
 def make_env(
@@ -48,10 +49,10 @@ def make_env(
             DreamerV3 default of the domain; metaworld: ``"corner2"``).
         seed: seed of the first episode, ``None`` or an int in ``[0, 2**32)``.
         time_limit: episode length in **env steps** (>= 1), not agent steps; ``None``: the suite's
-            standard episode (metaworld: 500, every other suite: 1000).
+            standard episode (its class's ``default_time_limit``: metaworld 500, every other suite 1000).
         fast_render: cheaper rendering without shadows/reflections/MSAA.
-        options: extra keyword arguments of the suite's env class, e.g.
-            ``{"port": 2002, "weather": "hard_low_light"}`` for ``carla:`` or
+        options: extra keyword arguments of the suite's env class (its keyword-only parameters beyond the
+            common ones), e.g. ``{"port": 2002, "weather": "hard_low_light"}`` for ``carla:`` or
             ``{"appearance": Appearance(zoom=4.0)}`` for ``driving:``
             (:class:`envs.carla.CarlaEnv`, :class:`envs.driving.CarRacingEnv`), or
             ``{"goal": 3}`` for ``metaworld:`` (:class:`envs.metaworld.MetaWorldEnv`).
@@ -60,7 +61,8 @@ def make_env(
 
     Returns:
         A gymnasium env (:class:`envs.DMCEnv` for ``dmc:``, :class:`envs.metaworld.MetaWorldEnv`,
-        :class:`envs.driving.CarRacingEnv`, :class:`envs.carla.CarlaEnv`); see it for obs/action/info details.
+        :class:`envs.driving.CarRacingEnv`, :class:`envs.carla.CarlaEnv`; all :class:`envs.base.BaseEnv`); see it
+        for obs/action/info details.
 
     Raises:
         EnvError: unknown suite or task (message lists the allowed ones), invalid
@@ -71,51 +73,18 @@ def make_env(
     check_obs(obs)  # the mode itself first: cheap, no simulator import
     suite, domain, task = parse_env_name(name)
     check_obs(obs, name)  # a state mode for a suite without a state vector
-    if time_limit is None:
-        time_limit = _METAWORLD_TIME_LIMIT if suite == "metaworld" else 1000
-    if suite == "metaworld":
-        extra = dict(options or {})
-        if "state" in extra:
-            raise EnvError(f"option 'state' of {name} was replaced by make_env(..., obs='pixels+state') "
-                           "(or obs='state' without images)")
-        unknown = sorted(set(extra) - {"goal"})
-        if unknown:
-            raise EnvError(f"unknown option(s) {', '.join(map(str, unknown))} for {name}; allowed: goal")
-        return MetaWorldEnv(task, size=size, action_repeat=action_repeat, camera=camera, seed=seed,
-                            time_limit=time_limit, fast_render=fast_render, obs=obs, **extra)
-    if suite in ("driving", "carla"):
-        return _make_driving_env(suite, task, dict(
-            size=size, action_repeat=action_repeat, camera=camera, seed=seed,
-            time_limit=time_limit, fast_render=fast_render), options)
-    if options:
-        raise EnvError(f"options are not supported for {suite}: envs, got {dict(options)!r}")
-    assert suite == "dmc", suite  # parse_env_name only accepts known suites
-    return DMCEnv(
-        domain,
-        task,
-        size=size,
-        action_repeat=action_repeat,
-        camera=camera,
-        seed=seed,
-        time_limit=time_limit,
-        fast_render=fast_render,
-        obs=obs,
-    )
-
-
-def _make_driving_env(suite: str, task: str, kwargs: dict[str, Any],
-                      options: Mapping[str, Any] | None) -> gymnasium.Env:
-    """Build a ``driving:`` or ``carla:`` env (imported lazily: Box2D/pygame, carla)."""
-    if suite == "driving":
-        from envs.driving import CarRacingEnv as cls
-    else:
-        from envs.carla import CarlaEnv as cls
-    options = dict(options or {})
-    allowed = [p for p in inspect.signature(cls).parameters if p not in kwargs and p != "town"]
-    unknown = sorted(set(options) - set(allowed))
+    cls = suite_class(suite)
+    extra = dict(options or {})
+    allowed = [p.name for p in inspect.signature(cls).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_KWARGS]
+    if "state" in extra and cls.has_state and "state" not in allowed:
+        raise EnvError(f"option 'state' of {name} was replaced by make_env(..., obs='pixels+state') "
+                       "(or obs='state' without images)")
+    unknown = sorted(set(extra) - set(allowed))
     if unknown:
-        raise EnvError(f"unknown option(s) {', '.join(map(str, unknown))} for {suite}:{task}; "
-                       f"allowed: {', '.join(allowed)}")
-    if suite == "carla":
-        return cls(task, **kwargs, **options)
-    return cls(**kwargs, **options)
+        raise EnvError(f"unknown option(s) {', '.join(map(str, unknown))} for {name}; "
+                       f"allowed: {', '.join(allowed) or 'none'}")
+    if time_limit is None:
+        time_limit = cls.default_time_limit
+    return cls.from_task(domain, task, size=size, action_repeat=action_repeat, camera=camera, seed=seed,
+                         time_limit=time_limit, fast_render=fast_render, obs=obs, **extra)

@@ -39,22 +39,17 @@ hook then see the same, right-side-up view.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
-import gymnasium
 import numpy as np
-from gymnasium import spaces
-from gymnasium.utils import seeding
 
-from envs.dmc import ImageHook, RenderHook, _HookCaller
+from envs.base import MujocoEnv
 from envs.errors import EnvError
-from envs.registry import metaworld_tasks
-from envs.rendering import check_renders, select_gl_backend
-from envs.validation import check_int, check_obs, check_seed, check_size
+from envs.registry import metaworld_available, metaworld_tasks, parse_metaworld_task
+from envs.rendering import select_gl_backend
+from envs.validation import check_int
 
 __all__ = ["DEFAULT_CAMERA", "DEFAULT_TIME_LIMIT", "MT1_SEED", "MetaWorldEnv", "mt1_tasks"]
-
-Obs = dict[str, np.ndarray]
 
 #: Camera used when ``camera=None``.
 DEFAULT_CAMERA = "corner2"
@@ -65,10 +60,6 @@ MT1_SEED = 0
 #: Size of Meta-World's state observation (hand, gripper, objects, previous frame, goal).
 STATE_DIM = 39
 
-# Fast headless rendering settings (as envs.dmc).
-_FAST_SHADOWSIZE = 512
-_FAST_OFFSAMPLES = 0
-
 
 @functools.cache
 def mt1_tasks(task: str) -> tuple[Any, ...]:
@@ -78,8 +69,11 @@ def mt1_tasks(task: str) -> tuple[Any, ...]:
     return tuple(metaworld.MT1(f"{task}-v3", seed=MT1_SEED).train_tasks)
 
 
-class MetaWorldEnv(gymnasium.Env):
+class MetaWorldEnv(MujocoEnv):
     """Meta-World v3 MT1 task with RGB image and/or state observations and actions in ``[-1, 1]^4``.
+
+    The agent-facing behaviour (obs modes, action clipping, action repeat, time limit, ``info``, seeding,
+    errors, hooks) is :class:`envs.base.BaseEnv`'s; this class only drives Meta-World.
 
     Observation (``observation_space`` is a ``spaces.Dict`` with exactly these keys): ``"image": (H, W, 3)
     uint8`` rendered from a fixed camera after every (re)set/step when ``obs`` is ``"pixels"`` or
@@ -131,8 +125,9 @@ class MetaWorldEnv(gymnasium.Env):
             cameras) or no working OpenGL backend (only checked when pixels are asked for).
     """
 
-    # Replaced per instance in __init__ (render_fps depends on action_repeat).
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 40}  # noqa: RUF012
+    suite: ClassVar[str] = "metaworld"
+    has_state: ClassVar[bool] = True
+    default_time_limit: ClassVar[int] = DEFAULT_TIME_LIMIT
 
     def __init__(
         self,
@@ -147,29 +142,19 @@ class MetaWorldEnv(gymnasium.Env):
         obs: str = "pixels",
         goal: int | None = None,
     ) -> None:
-        self._pixels, self._state = check_obs(obs)
-        self.obs = obs
+        super().__init__(f"metaworld:{task}", size=size, action_repeat=action_repeat, time_limit=time_limit,
+                         seed=seed, fast_render=fast_render, obs=obs)
+        self._mw: Any = None
+        self._physics: Any = None
         tasks = metaworld_tasks()  # EnvError naming the pip command if metaworld is missing
         if task not in tasks:
             raise EnvError(f"unknown metaworld task {task!r}; known tasks: {', '.join(tasks)}")
         self.task = task
-        self.size: tuple[int, int] = check_size(size)
-        self.action_repeat = check_int("action_repeat", action_repeat, minimum=1)
-        self.time_limit = check_int("time_limit", time_limit, minimum=1)
-        seed = check_seed(seed)
-        if camera is None:
-            camera = DEFAULT_CAMERA
-        elif not isinstance(camera, str):
-            camera = check_int("camera", camera, minimum=0)
-        if not isinstance(fast_render, bool):
-            raise EnvError(f"fast_render must be a bool, got {fast_render!r}")
-        self.fast_render = fast_render
+        if camera is not None and not isinstance(camera, str):
+            check_int("camera", camera, minimum=0)
         if goal is not None:
             goal = check_int("goal", goal, minimum=0)
         self.goal = goal
-        self.render_mode = "rgb_array"
-        self.render_hooks: list[RenderHook] = []
-        self.image_hooks: list[ImageHook] = []
         self.task_index = -1  # goal index (into mt1_tasks(task)) of the current episode
 
         if self._pixels:
@@ -177,51 +162,35 @@ class MetaWorldEnv(gymnasium.Env):
         from dm_control.mujoco import engine, wrapper  # lazy: MUJOCO_GL must be set first
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-        self._camera: Any = None
-        self._physics: Any = None
         self._goals = mt1_tasks(task)
         if goal is not None and goal >= len(self._goals):
             raise EnvError(f"goal must be None or an MT1 goal index in [0, {len(self._goals)}), got {goal}")
-        self._mw: Any = ALL_V3_ENVIRONMENTS[f"{task}-v3"]()
+        self._mw = ALL_V3_ENVIRONMENTS[f"{task}-v3"]()
         self._mw.max_path_length = self.time_limit  # Meta-World refuses to step past it
         self._mw.set_task(self._goals[0])  # goal-observable state, as MT1
         model, data = self._mw.model, self._mw.data
         names = [model.camera(i).name for i in range(model.ncam)]
-        if isinstance(camera, str):
-            if camera not in names:
-                self.close()
-                raise EnvError(f"unknown camera {camera!r} for metaworld:{task}; cameras: "
-                               f"{', '.join(f'{n} ({i})' for i, n in enumerate(names))}")
-            self.camera_id = names.index(camera)
-        else:
-            if camera >= model.ncam:
-                self.close()
-                raise EnvError(f"camera {camera} out of range for metaworld:{task}: it has {model.ncam} cameras "
-                               f"(ids 0..{model.ncam - 1}: {', '.join(names)})")
-            self.camera_id = camera
+        try:
+            self.camera_id = self._resolve_camera(camera, default=DEFAULT_CAMERA, count=model.ncam, names=names)
+        except EnvError:
+            self.close()
+            raise
         self.camera = names[self.camera_id]
         self.camera_rolled = _make_camera_upright(model, data, self.camera_id)
         # dm_control Physics sharing Meta-World's MjModel/MjData (wrapper.MjData wraps, does not copy)
         self._physics = engine.Physics(wrapper.MjData(data))
         assert self._physics.model.ptr is model and self._physics.data.ptr is data
+        self._mw_state: Any = None
+        self._setup_spaces(env_dt=float(self._mw.dt), state_dim=STATE_DIM)
 
-        height, width = self.size
-        self.action_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
-        obs_spaces: dict[str, spaces.Space] = {}
-        if self._pixels:
-            obs_spaces["image"] = spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
-        if self._state:
-            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32)
-        self.observation_space = spaces.Dict(obs_spaces)
-        self.metadata = {"render_modes": ["rgb_array"],
-                         "render_fps": round(1.0 / (float(self._mw.dt) * self.action_repeat))}
-        self._np_random, self._np_random_seed = seeding.np_random(seed)
-        self._env_steps = 0
-        self._needs_reset = True
-        if self._pixels:
-            check_renders(self, f"metaworld:{task}")  # fail here, not at the first reset
+    @classmethod
+    def task_names(cls) -> tuple[str, ...]:
+        return metaworld_tasks() if metaworld_available() else ()
 
-    # ------------------------------------------------------------------ API
+    @classmethod
+    def parse_task(cls, name: str, task: str) -> tuple[str, str]:
+        return "mt1", parse_metaworld_task(name, task)
+
     @property
     def physics(self) -> Any:
         """A ``dm_control.mujoco.Physics`` sharing Meta-World's model and data (for visual-shift wrappers):
@@ -236,128 +205,41 @@ class MetaWorldEnv(gymnasium.Env):
         self._check_open()
         return self._mw
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
-        """Start a new episode with the next goal of the stream (``seed``: reseed the stream first; a pinned
-        ``goal`` is used instead).
+    # ------------------------------------------------------------ primitives
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return -np.ones(4), np.ones(4)
 
-        Returns:
-            ``(obs, info)``: ``obs["image"]`` ``(H, W, 3) uint8`` and/or ``obs["state"]`` ``(39,) float32`` (per
-            ``obs``), ``info == {"discount": 1.0, "env_steps": 0, "success": 0.0}``.
+    def _sim_action(self, action: np.ndarray) -> np.ndarray:
+        return action  # Meta-World's own action space is [-1, 1]^4
 
-        Raises:
-            EnvError: invalid ``seed``.
-        """
-        del options
-        self._check_open()
-        seed = check_seed(seed)
-        super().reset(seed=seed)
+    def _reset_sim(self, seed: int | None) -> None:
+        del seed  # np_random is already reseeded by BaseEnv.reset
         index = self.np_random.integers(len(self._goals))  # drawn even for a pinned goal: same stream
         self.task_index = int(index) if self.goal is None else self.goal
         self._mw.set_task(self._goals[self.task_index])
-        state, _ = self._mw.reset()
-        self._env_steps = 0
-        self._needs_reset = False
-        return self._obs(state), {"discount": 1.0, "env_steps": 0, "success": 0.0}
+        self._mw_state, _ = self._mw.reset()
 
-    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
-        """Apply ``action`` for ``action_repeat`` env steps.
+    def _step_sim(self, sim_action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        self._mw_state, reward, _, _, info = self._mw.step(sim_action)
+        return float(reward), False, False, {"success": float(info["success"])}
 
-        Returns:
-            ``(obs, reward, terminated, truncated, info)``; see the class docstring.
+    def _reset_info(self) -> dict[str, Any]:
+        return {"success": 0.0}
 
-        Raises:
-            ValueError: action has the wrong shape or contains NaN/inf.
-            RuntimeError: called before ``reset()`` or after the episode ended.
-        """
-        self._check_open()
-        if self._needs_reset:
-            raise RuntimeError("step() called before reset() or after the episode ended; call reset() first")
-        act = np.asarray(action, dtype=np.float64)
-        if act.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape} for metaworld:{self.task}, "
-                             f"got shape {act.shape}")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"action must be finite, got {act.tolist()}")
-        act = np.clip(act, -1.0, 1.0)
-        reward, success = 0.0, 0.0
-        state = None
-        for _ in range(min(self.action_repeat, self.time_limit - self._env_steps)):
-            state, r, _, _, info = self._mw.step(act)
-            self._env_steps += 1
-            reward += float(r)
-            success = max(success, float(info["success"]))
-        truncated = self._env_steps >= self.time_limit
-        self._needs_reset = truncated
-        info = {"discount": 1.0, "env_steps": self._env_steps, "success": success}
-        return self._obs(state), reward, False, truncated, info
+    def _merge_step_info(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"success": max([0.0] + [info["success"] for info in infos])}
 
-    def render(self) -> np.ndarray:
-        """Render the current state: ``(H, W, 3) uint8`` (render_mode ``"rgb_array"``; image hooks applied); with
-        ``obs="state"`` the renderer is created on the first call."""
-        self._check_open()
-        return self._render_image()
+    def _state_vector(self) -> np.ndarray:
+        return self._mw_state
 
-    def render_segmentation(self) -> np.ndarray:
-        """Segmentation of the current frame (render hooks applied, image hooks not): ``(H, W, 2) int32`` per
-        pixel ``(object id, mujoco.mjtObj type)``, as :meth:`envs.DMCEnv.render_segmentation`."""
-        self._check_open()
-        return np.ascontiguousarray(self._ensure_camera().render(segmentation=True))
-
-    def close(self) -> None:
-        """Free the renderer, the GL context and the simulation. Idempotent."""
-        if getattr(self, "_camera", None) is not None:
-            self._camera.scene.free()
-            self._camera = None
+    def _close_sim(self) -> None:
+        self._free_camera()
         if getattr(self, "_physics", None) is not None:
             self._physics.free()
             self._physics = None
         if getattr(self, "_mw", None) is not None:
             self._mw.close()
             self._mw = None
-
-    # ------------------------------------------------------------ internals
-    def _check_open(self) -> None:
-        if getattr(self, "_mw", None) is None:
-            raise RuntimeError("this MetaWorldEnv is closed")
-
-    def _obs(self, state: np.ndarray) -> Obs:
-        """The observation dict of Meta-World's ``(39,)`` observation ``state`` (renders only for pixels)."""
-        obs: Obs = {}
-        if self._pixels:
-            obs["image"] = self._render_image()
-        if self._state:
-            obs["state"] = np.asarray(state, dtype=np.float32)
-        return obs
-
-    def _ensure_camera(self) -> Any:
-        """Return the persistent ``dm_control`` Camera, building it on first use."""
-        if self._camera is not None:
-            return self._camera
-        import mujoco
-        from dm_control.mujoco import engine
-
-        model = self._physics.model
-        height, width = self.size
-        # These affect the GL context, so set them before it is created.
-        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
-        model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
-        if self.fast_render:
-            model.vis.quality.shadowsize = _FAST_SHADOWSIZE
-            model.vis.quality.offsamples = _FAST_OFFSAMPLES
-        camera = engine.Camera(self._physics, height=height, width=width, camera_id=self.camera_id,
-                               scene_callback=_HookCaller(self))
-        if self.fast_render:
-            camera.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            camera.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self._camera = camera
-        return camera
-
-    def _render_image(self) -> np.ndarray:
-        # Camera.render returns a flipped *view* of a reused buffer: copy it.
-        image = np.ascontiguousarray(self._ensure_camera().render())
-        for hook in self.image_hooks:
-            image = hook(image)
-        return image
 
 
 def _make_camera_upright(model: Any, data: Any, camera_id: int) -> bool:

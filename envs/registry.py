@@ -22,6 +22,11 @@ Suites:
   the names are listed even without either. :func:`parse_env_name` returns
   ``("carla", "town", "<Town>")``.
 
+Each suite is one :class:`envs.base.BaseEnv` subclass, registered by one line of :data:`SUITE_CLASSES`
+(``suite -> "module:Class"``, imported on first use); the class lists and parses its task names
+(``task_names``/``parse_task``), says whether it has a state vector (``has_state``) and its standard episode
+length (``default_time_limit``), and :func:`envs.make_env` builds it with ``from_task``.
+
 The dmc table is derived lazily from ``dm_control.suite.ALL_TASKS`` and the
 metaworld table from ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` on first use
 (each import takes ~1-2 s) and cached. Without the metaworld package,
@@ -33,14 +38,28 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+from typing import TYPE_CHECKING
 
 from envs.errors import EnvError
 
-__all__ = ["METAWORLD_PIP", "SUITES", "default_camera", "dmc_domains", "list_envs", "metaworld_available",
-           "metaworld_tasks", "parse_env_name", "CARLA_TOWNS", "DRIVING_TASKS"]
+if TYPE_CHECKING:
+    from envs.base import BaseEnv
 
+__all__ = ["CARLA_TOWNS", "DRIVING_TASKS", "METAWORLD_PIP", "SUITES", "SUITE_CLASSES", "default_camera",
+           "dmc_domains", "dmc_task_names", "list_envs", "metaworld_available", "metaworld_tasks",
+           "parse_dmc_task", "parse_env_name", "parse_metaworld_task", "state_suites", "suite_class"]
+
+#: The env class of every suite, ``suite -> "module:Class"`` (a :class:`envs.base.BaseEnv` subclass, imported
+#: lazily). Adding a suite = its env module + one line here.
+SUITE_CLASSES: dict[str, str] = {
+    "dmc": "envs.dmc:DMCEnv",
+    "metaworld": "envs.metaworld:MetaWorldEnv",
+    "driving": "envs.driving:CarRacingEnv",
+    "carla": "envs.carla:CarlaEnv",
+}
 #: Known suite prefixes.
-SUITES: tuple[str, ...] = ("dmc", "metaworld", "driving", "carla")
+SUITES: tuple[str, ...] = tuple(SUITE_CLASSES)
 #: Tasks of the ``driving`` suite (no server needed).
 DRIVING_TASKS: tuple[str, ...] = ("carracing",)
 #: Towns of the ``carla`` suite (the maps of the standard CARLA 0.9.16 package; need a running server).
@@ -69,8 +88,9 @@ def dmc_domains() -> dict[str, tuple[str, ...]]:
     return {d: tuple(sorted(ts)) for d, ts in sorted(table.items())}
 
 
-def _dmc_names() -> list[str]:
-    return [f"dmc:{d}_{t}" for d, ts in dmc_domains().items() for t in ts]
+def dmc_task_names() -> tuple[str, ...]:
+    """The ``<domain>_<task>`` parts of the ``dmc:`` names."""
+    return tuple(f"{d}_{t}" for d, ts in dmc_domains().items() for t in ts)
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,16 +121,24 @@ def metaworld_tasks() -> tuple[str, ...]:
     return table
 
 
+def suite_class(suite: str) -> type[BaseEnv]:
+    """The env class of a known ``suite`` (see :data:`SUITE_CLASSES`); imports its module (cheap: no simulator
+    is imported at module import time)."""
+    module, _, name = SUITE_CLASSES[suite].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def state_suites() -> tuple[str, ...]:
+    """The suites with a state observation vector (``obs="state"`` / ``"pixels+state"``)."""
+    return tuple(s for s in SUITES if suite_class(s).has_state)
+
+
 def list_envs() -> list[str]:
     """Return every valid env name, sorted, e.g. ``["dmc:acrobot_swingup", ..., "metaworld:reach", ...]``.
 
     The ``metaworld:`` names are omitted when the metaworld package is not installed.
     """
-    names = _dmc_names()
-    if metaworld_available():
-        names += [f"metaworld:{t}" for t in metaworld_tasks()]
-    names += [f"driving:{t}" for t in DRIVING_TASKS] + [f"carla:{t}" for t in CARLA_TOWNS]
-    return sorted(names)
+    return sorted(f"{suite}:{task}" for suite in SUITES for task in suite_class(suite).task_names())
 
 
 def default_camera(domain: str) -> int:
@@ -118,7 +146,8 @@ def default_camera(domain: str) -> int:
     return _DEFAULT_CAMERA.get(domain, 0)
 
 
-def _parse_dmc(name: str, rest: str) -> tuple[str, str]:
+def parse_dmc_task(name: str, rest: str) -> tuple[str, str]:
+    """``(domain, task)`` of ``rest`` = ``<domain>_<task>`` (domains matched longest first); EnvError if unknown."""
     domains = dmc_domains()
     for domain in sorted(domains, key=len, reverse=True):
         if rest.startswith(domain + "_"):
@@ -130,11 +159,12 @@ def _parse_dmc(name: str, rest: str) -> tuple[str, str]:
     else:
         hint = ""
     raise EnvError(
-        f"unknown env {name!r}{hint}; known dmc tasks: {', '.join(_dmc_names())}"
+        f"unknown env {name!r}{hint}; known dmc tasks: {', '.join(f'dmc:{t}' for t in dmc_task_names())}"
     )
 
 
-def _parse_metaworld(name: str, rest: str) -> str:
+def parse_metaworld_task(name: str, rest: str) -> str:
+    """The MT1 task of ``rest`` (``-v3`` accepted); EnvError if unknown (with a close match) or not installed."""
     tasks = metaworld_tasks()
     task = rest.removesuffix("-v3")
     if task in tasks:
@@ -164,21 +194,7 @@ def parse_env_name(name: str) -> tuple[str, str, str]:
             f"known suites: {', '.join(SUITES)}"
         )
     suite, rest = name.split(":", 1)
-    if suite == "dmc":
-        domain, task = _parse_dmc(name, rest)
-        return suite, domain, task
-    if suite == "metaworld":
-        return suite, "mt1", _parse_metaworld(name, rest)
-    if suite == "driving":
-        if rest in DRIVING_TASKS:
-            return suite, "box2d", rest
-        raise EnvError(f"unknown env {name!r}; known driving tasks: "
-                       f"{', '.join(f'driving:{t}' for t in DRIVING_TASKS)}")
-    if suite == "carla":
-        if rest in CARLA_TOWNS:
-            return suite, "town", rest
-        raise EnvError(f"unknown env {name!r}; known carla towns (need a running CARLA server): "
-                       f"{', '.join(f'carla:{t}' for t in CARLA_TOWNS)}")
-    raise EnvError(
-        f"unknown suite {suite!r} in env name {name!r}; known suites: {', '.join(SUITES)}"
-    )
+    if suite not in SUITE_CLASSES:
+        raise EnvError(f"unknown suite {suite!r} in env name {name!r}; known suites: {', '.join(SUITES)}")
+    domain, task = suite_class(suite).parse_task(name, rest)
+    return suite, domain, task

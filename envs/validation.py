@@ -8,14 +8,12 @@ import numbers
 
 from envs.errors import EnvError
 
-__all__ = ["MAX_SEED", "OBS_MODES", "STATE_SUITES", "check_int", "check_obs", "check_seed", "check_size"]
+__all__ = ["MAX_SEED", "OBS_MODES", "check_int", "check_obs", "check_seed", "check_size"]
 
 #: Largest seed accepted (dm_control seeds a ``numpy.random.RandomState``).
 MAX_SEED = 2**32 - 1
 #: Allowed ``obs`` values: which observation keys an env returns (``"image"``, ``"state"`` or both).
 OBS_MODES: tuple[str, ...] = ("pixels", "state", "pixels+state")
-#: Suites with a state (proprioceptive) observation vector ``obs["state"]``.
-STATE_SUITES: tuple[str, ...] = ("dmc", "metaworld")
 
 
 def _is_int(value: object) -> bool:
@@ -77,7 +75,7 @@ def check_obs(obs: object, name: str | None = None) -> tuple[bool, bool]:
     Args:
         obs: ``"pixels"``, ``"state"`` or ``"pixels+state"`` (see :data:`OBS_MODES`).
         name: the env name ``"suite:task"``; when given, a state mode is refused for suites without a state
-            vector (only :data:`STATE_SUITES` have one).
+            vector (:func:`envs.registry.state_suites`: the env classes with ``has_state``).
 
     Raises:
         EnvError: ``obs`` is not one of :data:`OBS_MODES` (message lists them), or asks for ``state`` on a suite
@@ -86,7 +84,11 @@ def check_obs(obs: object, name: str | None = None) -> tuple[bool, bool]:
     if not isinstance(obs, str) or obs not in OBS_MODES:
         raise EnvError(f"obs must be one of {', '.join(repr(m) for m in OBS_MODES)}, got {obs!r}")
     state = obs != "pixels"
-    if state and name is not None and name.split(":", 1)[0] not in STATE_SUITES:
-        raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "
-                       f"{', '.join(STATE_SUITES)}")
+    if state and name is not None:
+        from envs.registry import state_suites  # lazy: the registry imports the env classes
+
+        suites = state_suites()
+        if name.split(":", 1)[0] not in suites:
+            raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "
+                           f"{', '.join(suites)}")
     return obs != "state", state

@@ -1,21 +1,46 @@
-"""Run checkpoints: agent weights, optimiser states, RNG states, step counters, config and replay.
+"""Run checkpoints: agent weights, optimiser states, RNG states, step counters, config and replay, stored so that
+opening a run directory never runs code (no pickle anywhere).
 
-Layout in ``RUN_DIR/checkpoint/``: ``replay-<n>.npz`` (``n`` = steps ever added to replay, which counts each
-episode's final observation too) is written first, then ``agent.pt``, which
-names that replay file; older replay files are removed last. Both writes are atomic, so a run killed at any
-moment resumes from a consistent (agent, replay) pair.
+Layout of ``RUN_DIR/checkpoint/`` (``<tag>`` = ``<env_steps>-<8 hex digits>``, new at every save):
+
+- ``replay-<n>.npz``: the replay buffer (``n`` = steps ever added, which counts each episode's final observation
+  too), plain numeric arrays read with ``np.load(..., allow_pickle=False)`` (:meth:`mbrl.replay.Replay.save`).
+- ``agent-<tag>.safetensors``: the agent's ``state_dict``, keys as in ``Agent.state_dict()`` (a plain weights
+  file any safetensors reader opens).
+- ``state-<tag>.safetensors``: every other tensor: the optimisers' per-parameter state (``optim/<wm|actor|
+  critic>/opt/state/<param index>/<m|v|step|exp_avg|exp_avg_sq>``) and the torch RNG state (``rng/torch``,
+  uint8).
+- ``checkpoint.json``: ``format`` (``"dreamshift-checkpoint"``), ``version`` (1), ``config``, ``action_dim``,
+  ``state_dim``, ``counters``, ``replay_file`` (or null), ``weights_file``, ``weights_strides`` (the memory
+  layout of weights that are not contiguous, e.g. channels_last convolutions), ``state_file``, ``optim`` (the
+  optimisers' state dicts with every tensor replaced by ``{"__tensor__": key}`` into ``state_file``: step
+  counts, parameter-group hyper-parameters, ``updates``; see :mod:`mbrl.safe_state`) and ``rng``: ``torch``
+  (a tensor reference), ``numpy`` (``np.random.get_state()`` as ``[name, keys, pos, has_gauss,
+  cached_gaussian]``), ``python`` (``random.getstate()`` as ``[version, internal state, gauss_next]``) and
+  ``replay`` (the replay sampler's ``bit_generator.state`` dict, or null).
+
+Write order: the replay, the two safetensors files, then ``checkpoint.json``, the commit point that names the
+other files; files no longer named are removed last. Every write is atomic (temp file + rename) and every file
+name is new, so a run killed at any moment resumes from a consistent (weights, optimiser, replay, counters) set.
+
+A run whose ``checkpoint/`` holds an older pickle checkpoint (``agent.pt``) and no ``checkpoint.json`` is refused
+with one :class:`CheckpointError` naming the converter (``dreamshift convert-run RUN``, :mod:`mbrl.convert`); the
+pickle is never opened here.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mbrl import io
+from mbrl import io, safe_state
 from mbrl.agent import Agent
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.errors import CheckpointError
@@ -23,26 +48,61 @@ from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
 
 CHECKPOINT_DIR = "checkpoint"
-AGENT_FILE = "agent.pt"
+CHECKPOINT_FILE = "checkpoint.json"
+FORMAT = "dreamshift-checkpoint"
+VERSION = 1
+# checkpoints of earlier versions: pickles, never opened outside `dreamshift convert-run`
+LEGACY_FILES = ("agent.pt",)
+CONVERT_COMMAND = "dreamshift convert-run"
+_NAMES = {"weights_file": re.compile(r"agent-[0-9]+-[0-9a-f]+\.safetensors"),
+          "state_file": re.compile(r"state-[0-9]+-[0-9a-f]+\.safetensors"),
+          "replay_file": re.compile(r"replay-[0-9]+\.npz")}
 
 
 def checkpoint_path(run_dir: Path | str) -> Path:
-    """``RUN_DIR/checkpoint/agent.pt``."""
-    return Path(run_dir) / CHECKPOINT_DIR / AGENT_FILE
+    """The file whose existence means ``run_dir`` holds a checkpoint: ``RUN_DIR/checkpoint/checkpoint.json``, or
+    an older run's ``agent.pt`` when only that exists (so that callers asking whether a run has a checkpoint see
+    old runs too; :func:`load_state` refuses those with the converter's name)."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    path = ckpt_dir / CHECKPOINT_FILE
+    if not path.exists():
+        legacy = legacy_path(run_dir)
+        if legacy is not None:
+            return legacy
+    return path
+
+
+def legacy_path(run_dir: Path | str) -> Path | None:
+    """``RUN_DIR/checkpoint/agent.pt`` (an older pickle checkpoint) if it exists, else None."""
+    for name in LEGACY_FILES:
+        path = Path(run_dir) / CHECKPOINT_DIR / name
+        if path.exists():
+            return path
+    return None
+
+
+def legacy_message(run_dir: Path | str, path: Path) -> str:
+    """The one-line refusal of an older (pickle) checkpoint, naming the converter."""
+    return (f"{str(path)!r} is an old-format checkpoint (a pickle, which can run arbitrary code when opened); it "
+            f"was not opened. If you trust where this run came from, convert it once with "
+            f"`{CONVERT_COMMAND} {run_dir}`")
 
 
 def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically; returns the path of ``agent.pt``.
+    """Write a checkpoint (layout and write order in the module docstring); returns the path of
+    ``checkpoint.json``.
 
     Args:
-        counters: step counters of the loop (``env_steps``, ``agent_steps``, ``updates``, episodes, ...).
+        counters: step counters of the loop (``env_steps``, ``agent_steps``, ``updates``, episodes, ...; JSON
+            values).
 
     Raises:
         mbrl.optim.NonFiniteError: an optimiser met a non-finite loss/gradient or a weight is NaN/inf; nothing
             is written, so the previous checkpoint stays the last good one.
     """
     agent.check_finite()
-    bad = [name for name, p in agent.state_dict().items() if p.is_floating_point() and not bool(p.isfinite().all())]
+    weights = agent.state_dict()
+    bad = [name for name, p in weights.items() if p.is_floating_point() and not bool(p.isfinite().all())]
     if bad:
         raise NonFiniteError(f"non-finite weights in {bad[0]} (and {len(bad) - 1} more tensors); not saving a "
                              f"checkpoint, the previous one in {str(run_dir)!r} stays loadable")
@@ -56,39 +116,165 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
         "config": to_dict(agent.cfg),
         "action_dim": agent.action_dim,
         "state_dim": agent.state_dim,
-        "agent": agent.state_dict(),
+        "agent": weights,
         "optim": agent.optim_state(),
         "counters": dict(counters),
         "replay_file": replay_name,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                 "replay": replay.rng.bit_generator.state if replay is not None else None},
     }
-    path = io.torch_save(ckpt_dir / AGENT_FILE, state)
-    for old in ckpt_dir.glob("replay-*.npz"):
-        if old.name != replay_name:
-            old.unlink()
+    return write_state(run_dir, state)
+
+
+def write_state(run_dir: Path | str, state: dict[str, Any]) -> Path:
+    """Write a checkpoint state (the dict :func:`load_state` returns; its replay file must already be in
+    ``RUN_DIR/checkpoint/``) as safetensors + ``checkpoint.json``, then remove the files it no longer names;
+    returns the path of ``checkpoint.json``. Used by :func:`save` and by the converter of older checkpoints.
+
+    Raises:
+        TypeError: a value of the state that JSON and safetensors cannot hold.
+    """
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    counters = dict(state["counters"])
+    tag = f"{int(counters.get('env_steps', 0))}-{secrets.token_hex(4)}"
+    weights_name, state_name = f"agent-{tag}.safetensors", f"state-{tag}.safetensors"
+    tensors: dict[str, torch.Tensor] = {}
+    rng = state["rng"]
+    np_state = rng["numpy"]
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": state["config"],
+        "action_dim": int(state["action_dim"]),
+        "state_dim": int(state.get("state_dim", 0)),
+        "counters": safe_state.split(counters, "counters", tensors),
+        "replay_file": state["replay_file"],
+        "weights_file": weights_name,
+        "weights_strides": {k: list(v.stride()) for k, v in state["agent"].items() if not v.is_contiguous()},
+        "state_file": state_name,
+        "optim": safe_state.split(state["optim"], "optim", tensors),
+        "rng": {
+            "torch": safe_state.split(rng["torch"], "rng/torch", tensors),
+            "numpy": [str(np_state[0]), np.asarray(np_state[1]).tolist(), *(x.item() if isinstance(x, np.generic)
+                                                                           else x for x in np_state[2:])],
+            "python": [rng["python"][0], list(rng["python"][1]), rng["python"][2]],
+            "replay": safe_state.split(rng["replay"], "rng/replay", tensors),
+        },
+    }
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"  # fails (TypeError) before anything is written
+    safe_state.write_tensors(ckpt_dir / weights_name, state["agent"], metadata={"format": "dreamshift-agent"})
+    safe_state.write_tensors(ckpt_dir / state_name, tensors, metadata={"format": "dreamshift-train-state"})
+    path = io.atomic_write(ckpt_dir / CHECKPOINT_FILE, lambda f: f.write(text.encode()))
+    keep = {weights_name, state_name, state["replay_file"]}
+    for pattern in ("agent-*.safetensors", "state-*.safetensors", "replay-*.npz"):
+        for old in ckpt_dir.glob(pattern):
+            if old.name not in keep:
+                old.unlink()
     return path
 
 
-def load_state(run_dir: Path | str) -> dict[str, Any]:
-    """Read ``agent.pt`` of a run.
-
-    Raises:
-        CheckpointError: the run directory or its checkpoint is missing or unreadable (the message says which
-            file was looked for).
-    """
-    path = checkpoint_path(run_dir)
+def _check_run_dir(run_dir: Path | str) -> Path:
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise CheckpointError(f"{str(run_dir)!r} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    path = Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
     if not path.is_file():
+        legacy = legacy_path(run_dir)
+        if legacy is not None:
+            raise CheckpointError(legacy_message(run_dir, legacy))
         raise CheckpointError(f"no checkpoint at {str(path)!r}; train first with `dreamshift train` "
                               f"or pass a run directory that has one")
+    return path
+
+
+def read_doc(run_dir: Path | str) -> dict[str, Any]:
+    """The parsed, checked ``checkpoint.json`` of a run (no tensor is read).
+
+    Raises:
+        CheckpointError: no run directory, no checkpoint, an older (pickle) checkpoint, or a ``checkpoint.json``
+            that is unreadable or not of this format.
+    """
+    path = _check_run_dir(run_dir)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a dreamshift checkpoint (no \"format\": {FORMAT!r})")
+    if doc.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version {doc.get('version')!r}; this dreamshift "
+                              f"reads version {VERSION} (a newer dreamshift wrote it?)")
+    missing = [k for k in ("config", "action_dim", "counters", "replay_file", "weights_file", "state_file", "optim",
+                           "rng") if k not in doc]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: no {', '.join(missing)}")
+    for key, pattern in _NAMES.items():
+        name = doc[key]
+        if not (name is None and key == "replay_file") and not (isinstance(name, str) and pattern.fullmatch(name)):
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: {key} {name!r} is not a file name it writes")
+    if not isinstance(doc["config"], dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: config is not an object")
+    return doc
+
+
+def read_config(run_dir: Path | str) -> Config:
+    """The :class:`Config` a run's checkpoint stores (only ``checkpoint.json`` is read).
+
+    Raises:
+        CheckpointError: see :func:`read_doc`, or a stored config this version cannot rebuild.
+    """
+    doc = read_doc(run_dir)
+    try:
+        return from_dict(doc["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the config stored in the checkpoint of {str(run_dir)!r} is not valid: {exc}") from None
+
+
+def load_state(run_dir: Path | str) -> dict[str, Any]:
+    """Read a run's checkpoint (nothing in it can run code): ``{"config", "action_dim", "state_dim", "agent"
+    (state_dict), "optim", "counters", "replay_file", "rng": {"torch", "numpy", "python", "replay"}}``, tensors
+    on the CPU.
+
+    Raises:
+        CheckpointError: the run directory or its checkpoint is missing, unreadable or damaged (the message says
+            which file), or it is an older pickle checkpoint (the message names ``dreamshift convert-run``).
+    """
+    doc = read_doc(run_dir)
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    tensors = {}
+    for key in ("weights_file", "state_file"):
+        path = ckpt_dir / doc[key]
+        try:
+            tensors[key] = safe_state.read_tensors(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint names {str(path)!r}, which is missing; the checkpoint is damaged, "
+                                  f"restore the file or restart the run") from None
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint file {str(path)!r} is unreadable: {exc}") from None
+    extra = tensors["state_file"]
+    try:
+        rng = doc["rng"]
+        strides = dict(doc.get("weights_strides", {}))
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        version, internal, gauss_next = rng["python"]
+        return {
+            "config": doc["config"],
+            "action_dim": int(doc["action_dim"]),
+            "state_dim": int(doc.get("state_dim", 0)),
+            "agent": {k: safe_state.join({"__tensor__": k, **({"stride": strides[k]} if k in strides else {})},
+                                         tensors["weights_file"]) for k in tensors["weights_file"]},
+            "optim": safe_state.join(doc["optim"], extra),
+            "counters": safe_state.join(doc["counters"], extra),
+            "replay_file": doc["replay_file"],
+            "rng": {"torch": safe_state.join(rng["torch"], extra),
+                    "numpy": (str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)),
+                    "python": (int(version), tuple(int(x) for x in internal), gauss_next),
+                    "replay": safe_state.join(rng["replay"], extra)},
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint of {str(run_dir)!r} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def config_of(state: dict[str, Any]) -> Config:

@@ -15,7 +15,10 @@
 Commands in their own modules (``COMMAND_MODULES``): ``sweep``/``leaderboard`` (mbrl/cli_sweep.py),
 ``pretrain`` (mbrl/cli_pretrain.py), ``analyze`` (mbrl/cli_analyze.py), ``adapt``/``adapt-eval``/``continual``
 (mbrl/cli_adapt.py), ``plot`` (experiments/plot.py: learning curves and diagnostics of runs, optionally over
-reference curves).
+reference curves), ``convert-run`` (mbrl/cli_convert.py: turn an older pickle checkpoint into the safe format).
+
+``train --resume RUN_DIR`` continues the run from its own stored config; ``key=value`` settings given with it may
+change only budgets, logging and device (``steps``, ``log_every``, ``device``, ...).
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume, an output path that cannot be
 written, an unknown option) prints one ``error:`` line and exits with status 2; nothing is written. Ctrl-C prints
@@ -54,7 +57,7 @@ DEMO_SUITE = "quick"
 # parser(s) to the sub-parser set and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command
 # and raises DreamshiftError (or EnvError/ShiftError) on bad input, like the built-in commands.
 COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "mbrl.cli_adapt",
-                   "experiments.plot")
+                   "experiments.plot", "mbrl.cli_convert")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an agent from pixels")
     t.add_argument("overrides", nargs="*", help="key=value settings, e.g. env=dmc:walker_walk size=S steps=1e5")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its checkpoint and its stored "
+                   "config (settings given with it may change only budgets, logging and device)")
     e = sub.add_parser("evaluate", help="evaluate a trained run on its clean env")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=10)
@@ -101,13 +105,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(overrides: list[str], resume: str | None) -> Path:
-    from mbrl.train import train
+    """``dreamshift train``: a new run from ``overrides``, or with ``resume`` the run's own stored config, where
+    ``overrides`` may change only budgets, logging and device (:func:`mbrl.train.resume_config`)."""
+    from mbrl.checkpoint import checkpoint_path
+    from mbrl.train import resume_config, train
 
-    cfg = build_config(overrides)
+    cfg = resume_config(resume, overrides) if resume is not None else build_config(overrides)
     run_dir = train(cfg, resume=resume)
     print(f"run directory: {run_dir}")
     print(f"  metrics:    {run_dir / 'metrics.jsonl'}")
-    print(f"  checkpoint: {run_dir / 'checkpoint' / 'agent.pt'}")
+    print(f"  checkpoint: {checkpoint_path(run_dir)}")
     return run_dir
 
 

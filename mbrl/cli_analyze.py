@@ -92,7 +92,7 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
             raise ConfigError(f"run directory {str(run)!r} does not exist; pass a trained run or encoder=NAME")
         io.check_run_dir(run)  # a file: say so
         if not checkpoint_path(run).is_file():
-            raise ConfigError(f"run directory {str(run)!r} has no checkpoint/agent.pt; train it first")
+            raise ConfigError(f"run directory {str(run)!r} has no checkpoint; train it first")
         if overrides:
             raise ConfigError(f"settings {', '.join(overrides)} apply only without RUN_DIR (the run's config is used)")
     return run, overrides

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
-    p.add_argument("--keep-cache", action="store_true", help="keep frames.npz and checkpoint.pt when finished")
+    p.add_argument("--keep-cache", action="store_true", help="keep frames.npz and the checkpoint when finished")
     p.set_defaults(handler=run)
 
 

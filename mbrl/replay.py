@@ -139,8 +139,13 @@ class Replay:
         self.total_added = int(state["total_added"])
 
     def save(self, path: Path) -> None:
-        """Write the buffer to ``path`` (``.npz``, uncompressed) atomically (temp file + rename)."""
-        atomic_write(path, lambda f: np.savez(f, **self.state_dict()))
+        """Write the buffer to ``path`` (``.npz``, uncompressed) atomically (temp file + rename). Every array is
+        numeric or bool, so :func:`read_npz` reads it back with ``allow_pickle=False``."""
+        arrays = self.state_dict()
+        odd = [k for k, v in arrays.items() if v.dtype.hasobject]
+        if odd:
+            raise TypeError(f"replay arrays {odd} hold Python objects, which cannot be stored without pickle")
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     def load(self, path: Path) -> None:
         """Load a buffer written by :meth:`save`.

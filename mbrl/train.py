@@ -8,6 +8,7 @@ steps. Updates happen so that ``updates * batch_size * batch_length ~= train_rat
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -19,16 +20,30 @@ import torch
 import envs
 from mbrl import checkpoint, io
 from mbrl.agent import Agent, fetch_metrics
-from mbrl.config import Config, check_env_encoder, incompatible_keys, model_hash, to_dict
-from mbrl.errors import ConfigError
+from mbrl.config import (
+    _RESUMABLE,
+    _SECTIONS,
+    Config,
+    _convert,
+    _field_types,
+    allowed_keys,
+    check_env_encoder,
+    incompatible_keys,
+    model_hash,
+    parse_overrides,
+    to_dict,
+    validate,
+)
+from mbrl.errors import CheckpointError, ConfigError
 from mbrl.logger import Logger
 from mbrl.replay import Replay
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C in :func:`run_loop`, after the checkpoint was saved: ``checkpoint`` is the path of ``agent.pt``
-    written at ``env_steps`` (None when no env step was taken, so nothing was saved). A ``KeyboardInterrupt``, so
-    callers that catch that keep working; the CLI turns it into one line naming the ``--resume`` command."""
+    """Ctrl-C in :func:`run_loop`, after the checkpoint was saved: ``checkpoint`` is the path of its
+    ``checkpoint.json`` written at ``env_steps`` (None when no env step was taken, so nothing was saved). A
+    ``KeyboardInterrupt``, so callers that catch that keep working; the CLI turns it into one line naming the
+    ``--resume`` command."""
 
     def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
@@ -82,11 +97,57 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     io.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
     io.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
-    if checkpoint.checkpoint_path(run_dir).exists():
+    existing = checkpoint.checkpoint_path(run_dir)
+    if existing.name in checkpoint.LEGACY_FILES:  # an older run (a pickle): say how to convert it, never open it
+        raise CheckpointError(checkpoint.legacy_message(run_dir, existing))
+    if existing.exists():
         raise ConfigError(f"run directory {str(run_dir)!r} already holds a checkpoint; continue it with "
                           f"`dreamshift train --resume {run_dir}` or choose another run_dir")
     cfg.run_dir = str(run_dir)
     return cfg, run_dir, None
+
+
+def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | None = None) -> Config:
+    """The configuration that continues ``run_dir``: the one stored in its checkpoint, with ``overrides`` applied
+    to the keys a resume may change (budgets, logging, device: ``mbrl.config._RESUMABLE``). An override of any
+    other key is accepted only when it repeats the stored value (so a full original command line with a larger
+    ``steps`` still works). ``run_dir`` in the result is ``run_dir`` itself.
+
+    Raises:
+        CheckpointError: no run directory or checkpoint, or an older (pickle) checkpoint (only its
+            ``checkpoint.json`` is read here).
+        ConfigError: an unknown key, a bad value, or overrides that would change the run (all named in one
+            message).
+    """
+    given = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    allowed = set(allowed_keys())
+    unknown = [k for k in given if k not in allowed]
+    if unknown:
+        top = ", ".join(k for k in allowed_keys() if "." not in k)
+        raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {top}, "
+                          f"{', '.join(f'{s}.*' for s in _SECTIONS)} (`dreamshift config` prints them)")
+    io.check_run_dir(run_dir, "--resume")
+    stored = checkpoint.read_config(run_dir)
+    cfg = copy.deepcopy(stored)
+    changed = []
+    for key, raw in given.items():
+        owner: Any = cfg
+        name = key
+        if "." in key:
+            sec, name = key.split(".", 1)
+            owner = getattr(cfg, sec)
+        value = _convert(key, raw, _field_types(type(owner))[name])
+        if key in _RESUMABLE:
+            setattr(owner, name, value)
+        elif value != getattr(owner, name):
+            changed.append(f"{key}={raw} (the run has {getattr(owner, name)!r})")
+    if changed:
+        may = ", ".join(sorted(_RESUMABLE - {"run_dir"}))
+        raise ConfigError(f"cannot resume {str(run_dir)!r} with {'; '.join(changed)}: a resumed run keeps the "
+                          f"settings stored in its checkpoint; only budgets, logging and device may change ({may})")
+    cfg.run_dir = str(run_dir)
+    validate(cfg)
+    return cfg
 
 
 def _check_cache_memory(cfg: Config, feature_dim: int) -> None:
@@ -118,7 +179,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     Args:
         cfg: validated configuration (:func:`mbrl.config.build_config`).
         resume: run directory of a killed run to continue; its config must match ``cfg`` except for budgets,
-            logging and device.
+            logging and device (:func:`resume_config` builds that ``cfg`` from the run itself).
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.

@@ -127,7 +127,31 @@ class FeatureDecoder(nn.Module):
       squared error of the two vectors after each is rescaled to unit RMS per dim (``||a - b||^2 = 2F(1 - cos)``),
       so the term weighs like a sum over ``F`` dims, as the pixel and ``symlog_mse`` terms do.
 
-    Default ``symlog_mse`` (MEASUREMENT)
+    Default ``symlog_mse``, measured (``benchmarks/feature_decoder.py --episodes 4 --length 32 --updates 600
+    --variants symlog_mse,cosine,pixels --seeds 0,1``, and ``--updates 300``: ``dmc:cartpole_swingup``,
+    ``efficientnet-lite0`` frozen, ``mean`` features (F = 1280) at 224 px, ``size1m``, lr 3e-4, world-model updates
+    of 16 x 32 windows of 3 random-action episodes, scored on a 4th held out; means of 2 seeds; probe: ``1 - MSE /
+    Var`` of a ridge probe from the model state to the true physics state):
+
+    ===============================  ==========  ======  ===================  ===============
+    metric, after N updates          symlog_mse  cosine  decoder=pixels, 600  untrained (N=0)
+    ===============================  ==========  ======  ===================  ===============
+    state probe, posterior, 600           0.205   0.069                0.171            0.210
+    state probe, posterior, 300           0.100   0.122
+    state probe, 10-step open, 600       -0.294  -0.250                0.279           -0.290
+    state probe, 10-step open, 300        0.100  -0.086
+    reward MAE, 600                       0.036   0.036                0.074            0.070
+    feature cosine, 600                   0.950   0.965
+    ===============================  ==========  ======  ===================  ===============
+
+    Reward and open-loop prediction tie within the seed spread; the posterior keeps more of the scene with
+    ``symlog_mse`` once trained longer (both seeds 0.20 vs 0.11 and 0.03), while ``cosine`` only wins on its own
+    objective. ``symlog_mse`` is also the reference's loss for vector targets (as :class:`StateDecoder`) and keeps
+    the features' magnitude, which ``cosine`` ignores; so it is the default. Short runs on one task: the pixel
+    decoder's open-loop states stay better, and pooled features (``mean``/``cls``) carry little position
+    information (cart position probes <= 0 with either loss); ``decoder=pixels`` stays the default (``patch``
+    features keep the token grid, not measured here). ``patch_flatten`` makes ``F`` large (``P * D``, 98 304 for
+    DINOv2-S), and this decoder's output layer with it.
     """
 
     def __init__(self, feat_dim: int, feature_dim: int, units: int, layers: int, norm: str = "rms",

@@ -99,7 +99,7 @@ def test_evaluate_missing_run_dir(cli, tmp_path):
 def test_evaluate_dir_without_checkpoint(cli, tmp_path):
     (tmp_path / "empty_run").mkdir()
     assert_user_error(cli("evaluate", "empty_run"), "no checkpoint",
-                      str(Path("empty_run") / "checkpoint" / "agent.pt"))
+                      str(Path("empty_run") / "checkpoint" / "checkpoint.json"))
     assert tree(tmp_path) == {"empty_run": "dir"}
 
 
@@ -123,8 +123,8 @@ def test_resume_missing_dir(cli, tmp_path):
 def test_resume_with_incompatible_config(cli, tmp_path, ckpt_run):
     before = tree(ckpt_run)
     line = assert_user_error(cli("train", "--resume", str(ckpt_run), *TINY, "model.deter=128", "seed=3"),
-                             "cannot resume", "model.deter", "checkpoint 64", "now 128", "seed")
-    assert "budgets/logging/device" in line
+                             "cannot resume", "model.deter=128 (the run has 64)", "seed=3 (the run has 0)")
+    assert "only budgets, logging and device may change" in line
     assert tree(ckpt_run) == before, "a refused resume must not touch the run"
     assert tree(tmp_path) == {}
 

@@ -358,5 +358,6 @@ def test_public_api_exports():
         "list_envs",
         "EnvError",
         "DMCEnv",
+        "BaseEnv",
     }
     assert issubclass(EnvError, ValueError)

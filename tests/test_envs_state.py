@@ -41,7 +41,7 @@ def no_rendering(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("rendered with obs='state'")
 
-    monkeypatch.setattr(DMCEnv, "_render_image", fail)
+    monkeypatch.setattr(DMCEnv, "_render_rgb", fail)
     monkeypatch.setattr(DMCEnv, "_ensure_camera", fail)
     monkeypatch.setattr(engine.Camera, "__init__", fail)
     monkeypatch.setattr(engine.Physics, "_make_rendering_contexts", fail)
@@ -72,7 +72,7 @@ def test_dmc_state_is_the_flattened_dm_control_observation():
     try:
         obs, _ = env.reset()
         physics = env.unwrapped.physics
-        task = env.unwrapped._dm_env().task
+        task = env.unwrapped._env.task
         expected = np.concatenate([np.asarray(v, np.float32).ravel() for v in task.get_observation(physics).values()])
         np.testing.assert_array_equal(obs["state"], expected)
         # key order: orientations (14), height (1), velocity (9)
@@ -129,12 +129,14 @@ def test_state_deterministic_under_seed_across_envs():
 # ----------------------------------------------------------- errors
 @pytest.mark.parametrize("obs", ["state", "pixels+state"])
 def test_suites_without_state_refuse(obs, monkeypatch):
-    import envs.factory
+    from envs.carla import CarlaEnv
+    from envs.driving import CarRacingEnv
 
     def built(*args, **kwargs):
         raise AssertionError("the env was built before obs was checked")
 
-    monkeypatch.setattr(envs.factory, "_make_driving_env", built)
+    monkeypatch.setattr(CarRacingEnv, "__init__", built)
+    monkeypatch.setattr(CarlaEnv, "__init__", built)
     for name in ("driving:carracing", "carla:Town04"):
         with pytest.raises(EnvError) as info:
             make_env(name, obs=obs)
@@ -187,7 +189,7 @@ def test_metaworld_state_39d_without_rendering(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("rendered with obs='state'")
 
-    monkeypatch.setattr(MetaWorldEnv, "_render_image", fail)
+    monkeypatch.setattr(MetaWorldEnv, "_render_rgb", fail)
     monkeypatch.setattr(MetaWorldEnv, "_ensure_camera", fail)
     state = make_env("metaworld:reach", seed=0, obs="state")
     try:

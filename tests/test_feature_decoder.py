@@ -149,7 +149,9 @@ def test_trains_end_to_end_on_dm_control_with_the_feature_cache(cli, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train" and "wm/rec_features" in r]
     assert train and all(math.isfinite(r["wm/rec_features"]) and "wm/rec_image" not in r for r in train)
-    weights = torch.load(run / "checkpoint" / "agent.pt", weights_only=False)["agent"]
+    from mbrl import checkpoint
+
+    weights = checkpoint.load_state(run)["agent"]
     assert any(k.startswith("wm.feature_decoder.") for k in weights)
     assert not any(k.startswith("wm.decoder.") for k in weights)
     res = cli("evaluate", "run", "--episodes", "1")
@@ -212,8 +214,11 @@ def test_update_speed_benchmark_variants_and_ratio(capsys):
     assert us.parse_variant("S:pixels:fp32:off") == {"size": "S", "obs": "pixels", "precision": "fp32",
                                                      "compile": "off"}
     assert us.parse_variant("S:pixels:fp32:off:dinov2:small:features")["encoder"] == "dinov2:small"
+    assert us.parse_variant("S:pixels:fp32:off:dinov2:small") == {**us.parse_variant("S:pixels:fp32:off"),
+                                                                  "encoder": "dinov2:small", "decoder": "pixels"}
+    assert us.parse_variant("S:pixels:fp32:off:cnn")["decoder"] == "pixels"
     with pytest.raises(SystemExit, match="error:"):
-        us.parse_variant("S:pixels:fp32:off:cnn")
+        us.parse_variant("S:pixels:fp32")
     variants = "XS:pixels:fp32:off:efficientnet-lite0:pixels,XS:pixels:fp32:off:efficientnet-lite0:features"
     assert us.main(["--variants", variants, "--updates", "1", "--warmup", "0", "--batch", "2", "--length", "8",
                     "--image-size", "32", "--input-size", "32", "--replay-steps", "40", "--threads", "1"]) == 0

@@ -112,7 +112,8 @@ def test_tiny_mae_run_lowers_its_loss(tmp_path, single_thread):
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "loss_curve.png",
                  "MODEL_CARD.md", "pretrain_summary.json"):
         assert (tmp_path / "mae" / name).is_file(), name
-    assert not (tmp_path / "mae" / "checkpoint.pt").exists() and not (tmp_path / "mae" / "frames.npz").exists()
+    assert not (tmp_path / "mae" / "checkpoint.json").exists() and not (tmp_path / "mae" / "frames.npz").exists()
+    assert not list((tmp_path / "mae").glob("checkpoint*"))
     assert "mae" in (tmp_path / "mae" / "MODEL_CARD.md").read_text()
 
 
@@ -130,7 +131,8 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, monkeypatch,
     monkeypatch.setattr(DINO, "loss", failing)
     with pytest.raises(KeyboardInterrupt):
         pretrain(_cfg(tmp_path / "run"))
-    assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoint.json").is_file() and not (tmp_path / "run" / "model.safetensors").exists()
+    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*.safetensors")] == ["checkpoint-3.safetensors"]
     with pytest.raises(ConfigError, match="--resume"):
         pretrain(_cfg(tmp_path / "run"))
     with pytest.raises(ConfigError, match="different arguments"):

@@ -83,7 +83,8 @@ def test_train_writes_config_metrics_and_checkpoint(trained):
     assert all(r["length"] == 100 and 0.0 <= r["return"] <= 100.0 for r in episodes)
 
     ckpt = trained / "checkpoint"
-    assert (ckpt / "agent.pt").is_file()
+    assert (ckpt / "checkpoint.json").is_file() and not (ckpt / "agent.pt").exists()
+    assert len(list(ckpt.glob("agent-*.safetensors"))) == len(list(ckpt.glob("state-*.safetensors"))) == 1
     replays = sorted(p.name for p in ckpt.glob("replay-*.npz"))
     assert len(replays) == 1
     assert not [p.name for p in trained.rglob(".*")], "temp files left behind"
@@ -139,15 +140,16 @@ def test_evaluate_writes_clean_json(trained, tmp_path):
 
 
 def _ckpt_counters(path: Path) -> dict | None:
+    """The counters of a run's ``checkpoint.json`` (None while there is none)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)["counters"]
-    except Exception:  # noqa: BLE001 - not written yet
+        return json.loads(path.read_text())["counters"]
+    except (OSError, ValueError, KeyError):  # not written yet
         return None
 
 
 def test_kill_and_resume_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
-    agent_pt = run_dir / "checkpoint" / "agent.pt"
+    agent_pt = run_dir / "checkpoint" / "checkpoint.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *BASE, "steps=100000", "save_every=200",

@@ -2,7 +2,7 @@
 
 - ``pretrained``: the encoder's pretrained end point, exactly what :func:`mbrl.merge.pretrained_encoder_state`
   gives WiSE-FT merging (backbone reloaded from its source, adapters/LoRA at their identity start).
-- ``finetuned``: the run's encoder as stored in ``RUN_DIR/checkpoint/agent.pt`` (only with a run).
+- ``finetuned``: the run's encoder as stored in ``RUN_DIR/checkpoint/`` (only with a run).
 - ``random``: the same architecture at random initialisation (a control: what the analysis gives without any
   pretraining). Hugging Face models are rebuilt from their config (``type(model)(config)``, the library's own
   initialisation); other backbones get ``reset_parameters()`` on every module (PyTorch defaults) and a
