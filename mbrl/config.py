@@ -154,7 +154,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
     precision: str = "fp32"  # fp32 | bf16 (autocast; fp32 master weights, optimiser state and distributions)
-    compile: str = "off"  # off | on: torch.compile of the RSSM steps, imagination and losses
+    compile: str = "off"  # off | on: torch.compile of the RSSM observe/imagine steps and the MLP heads
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

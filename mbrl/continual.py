@@ -12,6 +12,7 @@ stages are skipped, a killed stage is resumed from its checkpoint).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from mbrl.adapt import (
     CLEAN,
     REPORT_FILE,
     Condition,
+    _override,
     adapt,
     condition_name,
     evaluate_agent,
@@ -108,6 +110,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         raise ConfigError(f"--steps must be >= 1 target env steps, got {steps}")
     if len(set(conds)) != len(conds):
         raise ConfigError("--stages repeats a condition; each stage must be a new shift")
+    _override(copy.deepcopy(checkpoint.config_of(state)), dict(overrides or {}))  # --set fails before stage 0
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"--out {str(out)!r} already exists and is not empty; continue it with --resume or "
                           f"choose another --out")

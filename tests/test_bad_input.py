@@ -106,6 +106,19 @@ def test_evaluate_refuses_a_run_whose_eval_is_a_file(cli, tmp_path, ckpt_run):
     assert tree(tmp_path) == before
 
 
+def test_continual_checks_set_before_the_stage_0_evaluation(cli, tmp_path, ckpt_run, monkeypatch):
+    import mbrl.continual
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before --set was checked")
+
+    monkeypatch.setattr(mbrl.continual, "evaluate_agent", no_evaluation)
+    before = tree(tmp_path)
+    assert_user_error(cli("continual", str(ckpt_run), "--stages", "color:5", "--steps", "10", "--out", "seq",
+                          "--set", "model.deter=8"), "model.deter")
+    assert tree(tmp_path) == before
+
+
 RUN_FILE_CASES = [
     pytest.param(["evaluate", "f"], id="evaluate"),
     pytest.param(["evaluate", "f", "--suite", "quick"], id="evaluate-suite"),
