@@ -38,7 +38,7 @@ counts are printed), and sheeprl runs with its ``float32_matmul_precision: high`
 
 The table prints ``speed-up (sheeprl / ours)``: sheeprl's mean s/update divided by dreamshift's (> 1: dreamshift is
 faster). The load average is printed at the start and the end; when other work kept more than half the CPUs busy
-the numbers are pessimistic and noisy, and a warning says so. ``--json`` writes every row (``mbrl.io.write_json``).
+the numbers are pessimistic and noisy, and a warning says so. ``--json`` writes every row (``mbrl.files.write_json``).
 """
 
 from __future__ import annotations
@@ -287,11 +287,11 @@ def run(args: argparse.Namespace) -> int:
     if not python.exists():
         sys.exit(f"error: no sheeprl interpreter at {python}; run `python benchmarks/peers.py setup` first")
     if args.json:
-        from mbrl import io
+        from mbrl import files
 
         try:
-            io.check_output_file(args.json, "--json")
-        except io.OutputPathError as e:
+            files.check_output_file(args.json, "--json")
+        except files.OutputPathError as e:
             sys.exit(f"error: {e}")
     cpus = os.cpu_count() or 1
     load_start = os.getloadavg()[0]
@@ -331,9 +331,9 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(warning)
     if args.json:
-        from mbrl import io
+        from mbrl import files
 
-        io.write_json(args.json, {"cpus": cpus, "load_avg": {"start": load_start, "end": load_end},
+        files.write_json(args.json, {"cpus": cpus, "load_avg": {"start": load_start, "end": load_end},
                                   "warning": warning, "args": vars(args), "rows": rows, "table": lines})
         print(f"wrote {args.json}")
     return 1 if any(r.get("error") for r in rows) else 0

@@ -40,7 +40,7 @@ What is measured (all in one process, one phase after another, nothing overlappi
 
 The machine's load average is printed before and after: other processes competing for the CPU make every
 number here pessimistic. ``--json PATH`` writes all results (and the settings) atomically with
-:func:`mbrl.io.write_json`.
+:func:`mbrl.files.write_json`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import torch
 
 # Import ``envs`` before anything that imports dm_control (it selects the headless GL backend).
 import envs  # isort: skip
-from mbrl import io
+from mbrl import files
 from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
 from mbrl.errors import ConfigError  # noqa: E402
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             "s_per_update": "wall seconds per Replay.sample + Agent.train_step", "memory": "MiB (2**20 bytes)"}}
     report(results)
     if args.json:
-        io.write_json(args.json, results)
+        files.write_json(args.json, results)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mbrl import io  # noqa: E402
+from mbrl import files  # noqa: E402
 from mbrl.agent import Agent  # noqa: E402
 from mbrl.config import build_config  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print("features / pixels: s/update (whole update; world-model-only update) with decoder=features divided "
               "by the same variant's with decoder=pixels (< 1 = faster), this run")
     if args.json:
-        io.write_json(args.json, {"device": args.device, "device_name": name, "torch": torch.__version__,
+        files.write_json(args.json, {"device": args.device, "device_name": name, "torch": torch.__version__,
                                   "args": vars(args), "rows": rows})
     return 0
 

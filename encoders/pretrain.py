@@ -42,8 +42,9 @@ Objectives:
   against per-patch normalised pixels (``norm_pix_loss``). Augmentation: random resized crop (scale 0.5-1, no
   flip). AdamW betas (0.9, 0.95), weight decay 0.05, same lr schedule as DINO.
 
-Deviations from the papers, for a ~30 min CPU budget: a 6-block ViT at 64 px, small heads, few thousand steps,
-lr 5e-4 regardless of batch size (the papers scale a base lr by batch/256 over hundreds of epochs).
+Deviations from the papers, for a ~30 min CPU budget: a 4-block ViT (``vit-tiny``) at 64 px, small heads, few
+thousand steps, lr 5e-4 regardless of batch size (the papers scale a base lr by batch/256 over hundreds of
+epochs).
 
 Output directory ``OUT`` (see :func:`pretrain`): ``config.json``, ``model.safetensors``,
 ``preprocessor_config.json``, ``train_log.jsonl`` (one record per logged step), ``loss_curve.png``,
@@ -77,7 +78,7 @@ from torch import Tensor, nn
 
 from mbrl import safe_state
 from mbrl.errors import ConfigError
-from mbrl.io import atomic_write, check_output_dir, write_json
+from mbrl.files import atomic_write, check_output_dir, write_json
 
 ARCHS: dict[str, dict[str, Any]] = {
     "vit-tiny": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "mlp_ratio": 2},

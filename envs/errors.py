@@ -1,11 +1,19 @@
-"""The single exception type raised by the ``envs`` package for bad user input."""
+"""The error types of the lowest layer: the base of every dreamshift error, and the one raised by ``envs``.
+
+The house is one-way (``envs`` -> ``shifts`` -> ``encoders`` -> ``mbrl``), so the common base lives here,
+in the lowest package that raises it; ``mbrl.errors`` re-exports it.
+"""
 
 from __future__ import annotations
 
-__all__ = ["EnvError"]
+__all__ = ["DreamshiftError", "EnvError"]
 
 
-class EnvError(ValueError):
+class DreamshiftError(Exception):
+    """Base class of every user-facing dreamshift error: the CLI prints its message on one line and exits 2."""
+
+
+class EnvError(DreamshiftError, ValueError):
     """Invalid environment name/argument, or no usable headless renderer.
 
     Subclasses :class:`ValueError` so callers that already catch ``ValueError``

@@ -1,6 +1,7 @@
 """The generalization leaderboard: every results record under a directory -> tables and plots.
 
-``dreamshift leaderboard RESULTS_DIR --out DIR`` writes
+``dreamshift leaderboard RESULTS_DIR --out DIR`` (a sweep's ``results/``, or a run directory evaluated by
+``dreamshift evaluate RUN [--suite S]``) writes
 
 - ``leaderboard.csv``: one row per (env, encoder, mode): seeds, ID score, each (shift, severity) score,
   OOD score, drop %, severity AUC, IQM with 95 % CI, probability of improvement over the scratch ``cnn``;
@@ -33,8 +34,8 @@ import pandas as pd
 
 from experiments import metrics
 from experiments.normalisation import constants
-from experiments.results import code_version, read_dir
-from mbrl import io
+from experiments.results import code_version, read_dir, resolve_dir
+from mbrl import files
 
 BASELINE = "cnn"  # P(improvement) is measured against the scratch CNN
 
@@ -266,7 +267,9 @@ def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[str, Path]:
-    """Read every record under ``results_dir`` and write the leaderboard files into ``out``; returns their paths.
+    """Read every record under ``results_dir`` (a sweep's ``results/``, a run's ``eval/results`` or the run
+    directory itself: :func:`experiments.results.resolve_dir`) and write the leaderboard files into ``out``;
+    returns their paths.
 
     Everything is read, checked and rendered in memory first: bad input leaves no ``out`` directory (or an
     existing one unchanged).
@@ -275,7 +278,7 @@ def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[st
         ResultsError: no results, a malformed file or record (non-UTF-8, not JSON, a field out of range such as
             a non-finite return, an episode recorded twice; names the file and line).
     """
-    records = read_dir(results_dir)
+    records = read_dir(resolve_dir(results_dir))
     out = Path(out)
     seeds = per_seed(records)
     conds = conditions(seeds)
@@ -300,6 +303,6 @@ def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[st
              "html": ("index.html", _html(tables, svgs, meta))}
     out.mkdir(parents=True, exist_ok=True)
     for name, data in plots.items():
-        io.atomic_write(out / name, lambda f, data=data: f.write(data))
-    return {key: io.atomic_write(out / name, lambda f, text=text: f.write(text.encode()))
+        files.atomic_write(out / name, lambda f, data=data: f.write(data))
+    return {key: files.atomic_write(out / name, lambda f, text=text: f.write(text.encode()))
             for key, (name, text) in texts.items()}

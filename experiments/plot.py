@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from mbrl import io as mio
+from mbrl import files as mio
 from mbrl.errors import ConfigError
 
 WINDOW = 10_000  # env steps averaged by the smoothed return curves

@@ -1,8 +1,10 @@
 """The results schema: one JSON record per evaluation episode, in JSON Lines files.
 
 Every number on the leaderboard is computed from these records, and nothing else: a sweep writes one file per
-trial (``RESULTS_DIR/<trial>.jsonl``, atomically, once the trial's evaluation is complete), and
-``dreamshift leaderboard`` reads every ``*.jsonl`` under a directory. Paths are never hand-edited: a record says
+trial (``RESULTS_DIR/<trial>.jsonl``, atomically, once the trial's evaluation is complete), ``dreamshift evaluate
+RUN [--suite S]`` one file per condition under ``RUN/eval/results/`` (:func:`write_run`; the trial is the run
+directory's name), both built by :func:`episode_records`, and ``dreamshift leaderboard`` reads every ``*.jsonl``
+under a directory (a run directory stands for its ``eval/results``). Paths are never hand-edited: a record says
 what it measured.
 
 Schema version 1 (``"schema": 1``); each line is one object with exactly these fields:
@@ -51,7 +53,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mbrl import io
+from mbrl import files
 from mbrl.errors import DreamshiftError
 
 SCHEMA_VERSION = 1
@@ -214,7 +216,8 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
     files = sorted(root.rglob("*.jsonl"))
     files = [f for f in files if f.parent.name != "wandb" and "metrics" not in f.name]
     if not files:
-        raise ResultsError(f"{root}: no results files (*.jsonl) found; run `dreamshift sweep` first")
+        raise ResultsError(f"{root}: no results files (*.jsonl) found; run `dreamshift sweep` or `dreamshift "
+                           f"evaluate RUN` first")
     located = [item for f in files for item in _records(f)]
     _check_duplicates(located)
     return [r for _, r in located]
@@ -229,24 +232,84 @@ def write(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:
     path = Path(path)
     records = [validate(r, f"{path} (record {i + 1})") for i, r in enumerate(records)]
     payload = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records).encode()
-    return io.atomic_write(path, lambda f: f.write(payload))
+    return files.atomic_write(path, lambda f: f.write(payload))
+
+
+def episode_records(run: dict[str, Any], shift: str, severity: int, episodes: Iterable[dict[str, Any]],
+                    trial: str, label: str | None = None) -> list[dict[str, Any]]:
+    """Schema records of the episodes of one condition ``(shift, severity)`` of one evaluated run: the one place
+    where records are built (sweep trials via :func:`from_suite`, ``dreamshift evaluate [--suite]`` via
+    :func:`write_run`).
+
+    Args:
+        run: the run's config and metadata: ``env``, ``encoder``, ``encoder_mode``, ``size``, ``seed``,
+            ``eval_seed``, ``env_steps_trained``, ``config_hash`` (the fields :mod:`mbrl.evaluate` and
+            :mod:`shifts.evaluate` record).
+        episodes: :func:`mbrl.evaluate.run_episodes` records (``episode_seed``, ``return``, ``length``, optional
+            ``success`` in [0, 1]).
+        trial: the sweep trial id, or the run directory's name outside sweeps.
+        label: the method's name on the leaderboard (default: the encoder name).
+    """
+    suite, _, task = run["env"].partition(":")
+    out = []
+    for ep in episodes:
+        success = ep.get("success")
+        out.append({
+            "schema": SCHEMA_VERSION, "env": run["env"], "suite": suite, "task": task, "encoder": run["encoder"],
+            "label": label or run["encoder"], "encoder_mode": run["encoder_mode"], "size": run["size"],
+            "shift": shift, "severity": int(severity), "seed": int(run["seed"]), "eval_seed": int(run["eval_seed"]),
+            "episode_seed": int(ep["episode_seed"]), "return": float(ep["return"]),
+            "success": None if success is None else bool(success >= 0.5), "length": int(ep["length"]),
+            "env_steps_trained": int(run["env_steps_trained"]), "code_version": code_version(),
+            "config_hash": run["config_hash"], "trial": trial,
+        })
+    return out
 
 
 def from_suite(summary: dict[str, Any], trial: str, label: str | None = None) -> list[dict[str, Any]]:
     """Schema records from the summary that :func:`shifts.evaluate.evaluate_suite` writes
     (``RUN_DIR/eval/suite-<name>.json``); ``label`` defaults to the encoder name."""
-    out = []
-    for ep in summary["episodes"]:
-        suite, _, task = ep["env"].partition(":")
-        success = ep.get("success")
-        out.append({
-            "schema": SCHEMA_VERSION, "env": ep["env"], "suite": suite, "task": task, "encoder": ep["encoder"],
-            "label": label or ep["encoder"], "encoder_mode": ep["encoder_mode"], "size": ep["size"],
-            "shift": ep["shift"],
-            "severity": int(ep["severity"]), "seed": int(ep["seed"]), "eval_seed": int(ep["eval_seed"]),
-            "episode_seed": int(ep["episode_seed"]), "return": float(ep["return"]),
-            "success": None if success is None else bool(success >= 0.5), "length": int(ep["length"]),
-            "env_steps_trained": int(ep["env_steps_trained"]), "code_version": code_version(),
-            "config_hash": ep["config_hash"], "trial": trial,
-        })
-    return out
+    return [r for ep in summary["episodes"]
+            for r in episode_records(ep, ep["shift"], ep["severity"], [ep], trial, label)]
+
+
+# --- a plain run's results: RUN_DIR/eval/results/<shift>-<severity>-seed<eval_seed>[-merge<alpha>].jsonl ---------
+RUN_RESULTS = Path("eval") / "results"
+
+
+def run_results_dir(run_dir: Path | str) -> Path:
+    """Where ``dreamshift evaluate [--suite]`` writes a run's records: ``RUN_DIR/eval/results``."""
+    return Path(run_dir) / RUN_RESULTS
+
+
+def write_run(run_dir: Path | str, records: list[dict[str, Any]], tag: str = "") -> list[Path]:
+    """Write an evaluation's records under :func:`run_results_dir`, one file per condition and evaluation seed
+    (``<shift>-<severity>-seed<eval_seed><tag>.jsonl``, atomically); returns the paths.
+
+    A file is keyed by what identifies its episodes, so re-evaluating a condition (alone, in ``evaluate`` for the
+    clean env, or in any suite containing it) replaces its file: an episode is never recorded twice and the
+    directory always reads with :func:`read_dir`. ``tag`` separates variants of the agent (``-merge0.5``).
+    """
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["shift"], r["severity"], r["eval_seed"]), []).append(r)
+    root = run_results_dir(run_dir)
+    return [write(root / f"{_file_safe(shift)}-{severity}-seed{seed}{tag}.jsonl", recs)
+            for (shift, severity, seed), recs in groups.items()]
+
+
+def _file_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)
+
+
+def resolve_dir(path: Path | str) -> Path:
+    """The results directory that ``path`` names: a directory of ``*.jsonl`` results as is (a sweep's
+    ``results/``, a run's ``eval/results``), or a run directory -> its ``eval/results``."""
+    path = Path(path)
+    own = run_results_dir(path)
+    if own.is_dir():
+        return own
+    if (path / "eval").is_dir() or (path / "metrics.jsonl").is_file():
+        raise ResultsError(f"{path}: a run directory without results ({own} does not exist); evaluate it first: "
+                           f"`dreamshift evaluate {path} [--suite quick]`")
+    return path

@@ -29,7 +29,7 @@ import submitit
 
 from experiments.spec import Sweep
 from experiments.trial import is_complete, run_trial
-from mbrl import io
+from mbrl import files
 from mbrl.errors import DreamshiftError
 
 
@@ -76,12 +76,12 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
         SweepError: one or more trials failed after their retries (the others' results are kept).
         OutputPathError: ``out`` cannot be created or written (before any trial runs).
     """
-    out = io.check_output_dir(out, "sweep directory")  # before any trial: a file or an unwritable directory
+    out = files.check_output_dir(out, "sweep directory")  # before any trial: a file or an unwritable directory
     backend = backend or sweep.backend
     workers = workers or sweep.workers
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     out.mkdir(parents=True, exist_ok=True)
-    io.write_json(out / "sweep.json", {"name": sweep.name, "file": sweep.path, "description": sweep.description,
+    files.write_json(out / "sweep.json", {"name": sweep.name, "file": sweep.path, "description": sweep.description,
                                        "trials": [t.to_dict() for t in sweep.trials]})
     trials = [t.to_dict() for t in sweep.trials]
     todo = [t for t in trials if not is_complete(out, t)]

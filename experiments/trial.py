@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import results
-from mbrl import io
+from mbrl import files
 
 
 def paths(out: Path | str, trial_id: str) -> dict[str, Path]:
@@ -56,7 +56,7 @@ def read_status(out: Path | str, trial_id: str) -> dict[str, Any]:
 
 
 def _write_status(out: Path | str, trial_id: str, status: dict[str, Any]) -> None:
-    io.write_json(paths(out, trial_id)["status"], status)
+    files.write_json(paths(out, trial_id)["status"], status)
 
 
 def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0, wandb_mode: str | None = None,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import envs
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.errors import CheckpointError, ConfigError
@@ -345,7 +345,7 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
         if base_state is not None:
             _load_base_into(agent, base_state)
             out.mkdir(parents=True, exist_ok=True)
-            io.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg), **meta})
+            files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg), **meta})
     except BaseException:
         venv.close()
         raise
@@ -467,7 +467,7 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
               "env": cfg.env, "encoder": cfg.encoder, "mix": meta["mix"], "lr_scale": meta["lr_scale"],
               "eval_seed": seed, "episodes_per_condition": episodes, "data": data_used(meta, state["counters"]),
               "results": results}
-    return io.write_json(Path(run_dir) / "eval" / REPORT_FILE, report)
+    return files.write_json(Path(run_dir) / "eval" / REPORT_FILE, report)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -538,7 +538,7 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
             rows.append({"alpha": spec, "alpha_name": format_alpha(spec), "results": results})
     out = {"base": str(base_run), "adapted": str(adapted_run), "target": meta["target"], "eval_seed": seed,
            "episodes_per_condition": episodes, "data": data_used(meta, adapted["counters"]), "sweep": rows}
-    return io.write_json(Path(adapted_run) / "eval" / "alpha-sweep.json", out)
+    return files.write_json(Path(adapted_run) / "eval" / "alpha-sweep.json", out)
 
 
 def format_sweep(sweep: dict[str, Any]) -> str:

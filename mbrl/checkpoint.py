@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl import io, safe_state
+from mbrl import files, safe_state
 from mbrl.agent import Agent
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.errors import CheckpointError
@@ -165,7 +165,7 @@ def write_state(run_dir: Path | str, state: dict[str, Any]) -> Path:
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"  # fails (TypeError) before anything is written
     safe_state.write_tensors(ckpt_dir / weights_name, state["agent"], metadata={"format": "dreamshift-agent"})
     safe_state.write_tensors(ckpt_dir / state_name, tensors, metadata={"format": "dreamshift-train-state"})
-    path = io.atomic_write(ckpt_dir / CHECKPOINT_FILE, lambda f: f.write(text.encode()))
+    path = files.atomic_write(ckpt_dir / CHECKPOINT_FILE, lambda f: f.write(text.encode()))
     keep = {weights_name, state_name, state["replay_file"]}
     for pattern in ("agent-*.safetensors", "state-*.safetensors", "replay-*.npz"):
         for old in ckpt_dir.glob(pattern):

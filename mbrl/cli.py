@@ -34,8 +34,9 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from mbrl import cli_common, io
+from mbrl import cli_common, files
 from mbrl.config import allowed_keys, build_config, check_env_encoder, parse_overrides, to_dict
 from mbrl.errors import DreamshiftError
 
@@ -55,7 +56,7 @@ DEMO_SUITE = "quick"
 
 # Sub-commands that live in their own module (one job a file). Each module has ``register(sub)``, which adds its
 # parser(s) to the sub-parser set and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command
-# and raises DreamshiftError (or EnvError/ShiftError) on bad input, like the built-in commands.
+# and raises DreamshiftError (EnvError, ShiftError, ConfigError, ...) on bad input, like the built-in commands.
 COMMAND_MODULES = ("mbrl.cli_sweep", "mbrl.cli_pretrain", "mbrl.cli_analyze", "mbrl.cli_adapt",
                    "experiments.plot", "mbrl.cli_convert")
 
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value settings, e.g. env=dmc:walker_walk size=S steps=1e5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its checkpoint and its stored "
                    "config (settings given with it may change only budgets, logging and device)")
-    e = sub.add_parser("evaluate", help="evaluate a trained run on its clean env")
+    e = sub.add_parser("evaluate", help="evaluate a trained run on its clean env (records also go to "
+                       "RUN_DIR/eval/results/, read by `dreamshift leaderboard RUN_DIR`)")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0)
@@ -120,8 +122,8 @@ def _train(overrides: list[str], resume: str | None) -> Path:
 
 def _check_eval_run(run_dir: str, device: str) -> None:
     """Before evaluating: ``run_dir`` is a run directory whose ``eval/`` can be written, ``device`` is valid."""
-    io.check_run_dir(run_dir)
-    io.check_output_dir(Path(run_dir) / "eval", "results directory")
+    files.check_run_dir(run_dir)
+    files.check_output_dir(Path(run_dir) / "eval", "results directory")
     cli_common.check_device(device)
 
 
@@ -143,12 +145,30 @@ def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
         print(f"{summary['env']}{tag}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
               f"(stderr, {len(summary['episodes'])} episodes)")
         print(f"results: {path}")
+        run = {**summary, "eval_seed": seed}
+        if alpha is not None:  # the merged agent is a variant of the run's, as in a sweep's WiSE-FT records
+            run["encoder_mode"] = f"{summary['encoder_mode']}+merge:{alpha:g}"
+        _write_records(run_dir, [("none", 0, run, summary["episodes"])], "" if alpha is None else f"-merge{alpha:g}")
+
+
+def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]],
+                   tag: str = "") -> None:
+    """Write an evaluation's results-schema records (:func:`experiments.results.write_run`; the trial is the run
+    directory's name), which ``dreamshift leaderboard RUN_DIR`` reads. ``conditions``: ``(shift, severity, run
+    metadata, episode records)``."""
+    from experiments import results
+
+    trial = Path(run_dir).resolve().name
+    records = [r for shift, severity, run, episodes in conditions
+               for r in results.episode_records(run, shift, severity, episodes, trial)]
+    results.write_run(run_dir, records, tag)
+    print(f"records: {results.run_results_dir(run_dir)} (leaderboard: dreamshift leaderboard {run_dir})")
 
 
 def _demo(given: dict[str, str]) -> None:
     """Train and evaluate each demo encoder; ``given`` overrides apply to all (``encoder=`` runs only that one)."""
     build_config({**DEMO_OVERRIDES, **given})  # bad overrides fail before anything is trained
-    io.check_output_dir(given.get("run_dir") or "runs", "run_dir")
+    files.check_output_dir(given.get("run_dir") or "runs", "run_dir")
     variants = [{}] if "encoder" in given else DEMO_ENCODERS
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = []
@@ -175,6 +195,7 @@ def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: 
           f"{episodes} episode(s) per condition; cells: mean return (change vs clean)")
     print(format_table(summary))
     print(f"results: {path}")
+    _write_records(run_dir, [(ep["shift"], ep["severity"], ep, [ep]) for ep in summary["episodes"]])
 
 
 def _shifts(args: argparse.Namespace) -> None:
@@ -233,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(args.run_dirs) > 2:
                 raise ConfigError(f"merge takes RUN or BASE ADAPTED, got {len(args.run_dirs)} run directories")
             for run in args.run_dirs:
-                io.check_run_dir(run)
+                files.check_run_dir(run)
             if len(args.run_dirs) == 1:
                 try:
                     alpha = float(args.alpha)
@@ -241,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
                     raise ConfigError(f"--alpha {args.alpha!r}: merging one run's encoder takes one number in "
                                       f"[0, 1]; per-module alphas need two runs (BASE ADAPTED)") from None
                 out = args.out or f"{args.run_dirs[0].rstrip('/')}-merged-a{alpha:g}"
-                io.check_output_dir(out, "--out")
+                files.check_output_dir(out, "--out")
                 print(f"merged run: {merge_run(args.run_dirs[0], alpha, out)}")
             else:
                 alphas = parse_alpha(args.alpha)
                 out = args.out or f"{args.run_dirs[1].rstrip('/')}-merged-a{format_alpha(alphas)}"
-                io.check_output_dir(out, "--out")
+                files.check_output_dir(out, "--out")
                 print(f"merged run: {merge_runs(args.run_dirs[0], args.run_dirs[1], alphas, out)}")
         elif args.command == "envs":
             print("\n".join(envs.list_envs()))
@@ -261,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             check_env_encoder(cfg)  # the names train would refuse: env, obs, encoder, mode, decoder, encoder_path
             print(json.dumps(to_dict(cfg), indent=2))
             print("allowed keys: " + " ".join(allowed_keys()), file=sys.stderr)
-    except (DreamshiftError, ValueError) as exc:
-        # EnvError and ShiftError are ValueErrors (so that library callers can catch them as such)
-        if not isinstance(exc, DreamshiftError) and type(exc).__name__ not in ("EnvError", "ShiftError"):
-            raise
+    except DreamshiftError as exc:  # EnvError, ShiftError, ConfigError, CheckpointError, ...: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C: what was saved and how to continue, not a traceback

@@ -9,7 +9,7 @@
 
 Bad input raises :class:`~mbrl.errors.ConfigError` / ``CheckpointError``: the CLI prints one ``error:`` line and
 exits with status 2, before anything is written (run directories and ``--out`` are checked first, with
-:mod:`mbrl.io`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
+:mod:`mbrl.files`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbrl import io
+from mbrl import files
 from mbrl.cli_common import add_threads, check_device, threads_kwargs
 from mbrl.config import parse_overrides
 from mbrl.errors import ConfigError
@@ -56,7 +56,7 @@ def _adapt(args: argparse.Namespace) -> None:
     if args.resume is not None:
         if run is not None:
             raise ConfigError("adapt --resume OUT takes no RUN (the run to adapt is stored in OUT)")
-        io.check_run_dir(args.resume, "--resume", writable=True)
+        files.check_run_dir(args.resume, "--resume", writable=True)
         threads = _threads(adapt, args.threads, overrides)
         out = adapt(None, None, args.steps, overrides=overrides, resume=args.resume, **threads)
     else:
@@ -66,8 +66,8 @@ def _adapt(args: argparse.Namespace) -> None:
             raise ConfigError(f"adapt needs {', '.join(missing)} (or --resume OUT)")
         if args.eval_episodes < 0:
             raise ConfigError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-        io.check_run_dir(run)
-        io.check_output_dir(args.out, "--out")
+        files.check_run_dir(run)
+        files.check_output_dir(args.out, "--out")
         threads = _threads(adapt, args.threads, overrides)
         out = adapt(run, args.target, args.steps, args.mix, args.lr_scale, args.out, args.seed, overrides, **threads)
     print(f"adapted run: {out}")
@@ -85,9 +85,9 @@ def _adapt_eval(args: argparse.Namespace) -> None:
     specs = [t.strip() for t in (text.split(";") if "=" in text else text.split(",")) if t.strip()]
     if not specs:
         raise ConfigError("--alpha: give alphas, e.g. 0,0.5,1 or 'encoder=0.5,world_model=1;0.5'")
-    io.check_run_dir(args.base, "BASE run directory")
-    io.check_run_dir(args.adapted, "ADAPTED run directory")
-    io.check_output_dir(Path(args.adapted) / "eval", "results directory")
+    files.check_run_dir(args.base, "BASE run directory")
+    files.check_run_dir(args.adapted, "ADAPTED run directory")
+    files.check_output_dir(Path(args.adapted) / "eval", "results directory")
     check_device(args.device)
     path = alpha_sweep(args.base, args.adapted, specs, args.episodes, args.seed, args.levels, args.device,
                        progress=_say, **threads_kwargs(alpha_sweep, args.threads))
@@ -101,8 +101,8 @@ def _continual(args: argparse.Namespace) -> None:
     run, overrides = _split_args(args.args + args.set, "continual")
     if run is None:
         raise ConfigError("continual needs RUN (the trained run to start from)")
-    io.check_run_dir(run)
-    io.check_output_dir(args.out, "--out")  # before the base run's evaluation (stage 0)
+    files.check_run_dir(run)
+    files.check_output_dir(args.out, "--out")  # before the base run's evaluation (stage 0)
     threads = _threads(continual, args.threads, overrides)
     path = continual(run, args.stages, args.steps, args.mix, args.lr_scale, args.out, args.seed, args.eval_episodes,
                      not args.no_levels, overrides, args.resume, progress=_say, **threads)

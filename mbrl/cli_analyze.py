@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mbrl import io
+from mbrl import files
 from mbrl.cli_common import add_threads, check_device
 from mbrl.errors import ConfigError
 
@@ -90,7 +90,7 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
 
         if not run.exists():
             raise ConfigError(f"run directory {str(run)!r} does not exist; pass a trained run or encoder=NAME")
-        io.check_run_dir(run)  # a file: say so
+        files.check_run_dir(run)  # a file: say so
         if not checkpoint_path(run).is_file():
             raise ConfigError(f"run directory {str(run)!r} has no checkpoint; train it first")
         if overrides:
@@ -230,9 +230,9 @@ def handle(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else (run / "analysis" if run is not None else Path("analysis"))
     if args.frames < 0 or args.size < 0 or args.stride < 1:
         raise ConfigError("--frames and --size must be >= 0 (0 = default) and --stride >= 1")
-    io.check_output_dir(out, "--out" if args.out else "output directory")
+    files.check_output_dir(out, "--out" if args.out else "output directory")
     if analysis == "jaccard" and args.png:
-        io.check_output_file(args.png, "--png")
+        files.check_output_file(args.png, "--png")
     if analysis == "wm":
         check_device(args.device)
     _set_threads(None, args.threads)

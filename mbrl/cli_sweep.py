@@ -2,9 +2,9 @@
 
     dreamshift sweep experiments/quick.yaml [--out DIR] [--backend local|slurm|submitit-local] [--workers N]
                      [--wandb offline|online|disabled] [--dry-run]
-    dreamshift leaderboard RESULTS_DIR [--out DIR] [--screenshot] [--reps N]
+    dreamshift leaderboard RESULTS_DIR|RUN_DIR [--out DIR] [--screenshot] [--reps N]
 
-``--out`` (or the default) is checked before anything runs (:func:`mbrl.io.check_output_dir`), ``--dry-run``
+``--out`` (or the default) is checked before anything runs (:func:`mbrl.files.check_output_dir`), ``--dry-run``
 included; Ctrl-C during a sweep prints one line (finished trials are kept; rerunning resumes), exit 130.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mbrl.io import check_output_dir
+from mbrl.files import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     s.set_defaults(handler=_sweep)
     lb = sub.add_parser("leaderboard", help="CSV/Markdown/JSON/HTML leaderboard from a directory of results")
-    lb.add_argument("results_dir", help="directory searched recursively for *.jsonl results (a sweep's results/)")
-    lb.add_argument("--out", help="output directory (default RESULTS_DIR/../leaderboard)")
+    lb.add_argument("results_dir", help="directory searched recursively for *.jsonl results (a sweep's results/, "
+                    "a run's eval/results), or a run directory evaluated by `dreamshift evaluate RUN [--suite S]`")
+    lb.add_argument("--out", help="output directory (default RESULTS_DIR/../leaderboard; RUN/eval/leaderboard)")
     lb.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the CIs")
     lb.add_argument("--screenshot", action="store_true", help="also render index.html in headless Chromium")
     lb.set_defaults(handler=_leaderboard)
@@ -57,11 +58,12 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _leaderboard(args: argparse.Namespace) -> None:
     from experiments.leaderboard import build
+    from experiments.results import resolve_dir
     from mbrl.errors import ConfigError
 
     if args.reps < 100:
         raise ConfigError(f"--reps must be >= 100, got {args.reps}")
-    out = check_output_dir(args.out or Path(args.results_dir).resolve().parent / "leaderboard",
+    out = check_output_dir(args.out or resolve_dir(args.results_dir).resolve().parent / "leaderboard",
                            "--out" if args.out else "leaderboard directory")
     paths = build(args.results_dir, out, reps=args.reps)
     if args.screenshot:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.adapt import (
     CLEAN,
     REPORT_FILE,
@@ -151,7 +151,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         summary["stages"].append({"stage": i, "run": str(sdir), "target": meta["target"], "data": report["data"],
                                   "results": report["results"]})
         summary["matrix"] = _matrix(summary["stages"])
-        io.write_json(summary_path, summary)
+        files.write_json(summary_path, summary)
         parent = sdir
     return summary_path
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.errors import CheckpointError
 
 _KEYS = ("config", "action_dim", "agent", "optim", "counters", "replay_file", "rng")
@@ -39,10 +39,10 @@ def convert_run(run_dir: Path | str, warn: Callable[[str], None] = _warn) -> Pat
         CheckpointError: no run directory or no checkpoint, an unreadable pickle or one that is not a dreamshift
             checkpoint, a replay file holding Python objects, or a conversion that does not read back equal
             (``agent.pt`` is kept then).
-        mbrl.io.OutputPathError: the checkpoint directory is not writable.
+        mbrl.files.OutputPathError: the checkpoint directory is not writable.
     """
     run_dir = Path(run_dir)
-    io.check_run_dir(run_dir, "run directory")
+    files.check_run_dir(run_dir, "run directory")
     legacy = checkpoint.legacy_path(run_dir)
     if legacy is None or (legacy.parent / checkpoint.CHECKPOINT_FILE).exists():
         # nothing to convert (a checkpoint.json wins over a leftover agent.pt, which is then never opened);
@@ -52,7 +52,7 @@ def convert_run(run_dir: Path | str, warn: Callable[[str], None] = _warn) -> Pat
             warn(f"note: {str(legacy)!r} is left over next to {checkpoint.CHECKPOINT_FILE}, which is used; it was not "
                  f"opened, delete it")
         return None
-    io.check_output_dir(legacy.parent, "checkpoint directory")
+    files.check_output_dir(legacy.parent, "checkpoint directory")
     warn(f"warning: convert-run unpickles {str(legacy)!r} with torch.load(weights_only=False), which runs any code "
          f"the file carries; convert only runs you trust")
     try:

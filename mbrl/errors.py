@@ -1,9 +1,13 @@
-"""Error types of dreamshift. Every user-facing failure is one of these: the CLI prints its message on one line
-and exits non-zero."""
+"""Error types of dreamshift. Every user-facing failure is a :class:`DreamshiftError`: the CLI prints its
+message on one line and exits non-zero.
 
+:class:`DreamshiftError` itself lives in the lowest layer, :mod:`envs.errors` (``envs.EnvError`` and
+``shifts.base.ShiftError`` derive from it too); it is re-exported here.
+"""
 
-class DreamshiftError(Exception):
-    """Base class of the errors the CLI reports as a single line."""
+from envs.errors import DreamshiftError
+
+__all__ = ["CheckpointError", "ConfigError", "DreamshiftError"]
 
 
 class ConfigError(DreamshiftError, ValueError):

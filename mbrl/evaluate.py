@@ -31,7 +31,7 @@ import torch
 
 import envs
 from encoders.registry import resolve_mode
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.agent import Agent
 from mbrl.config import Config, model_hash
 from mbrl.errors import ConfigError
@@ -204,4 +204,4 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
         "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
     }
     name = "clean.json" if alpha is None else f"clean-alpha{alpha:g}.json"
-    return io.write_json(Path(run_dir) / "eval" / name, summary)
+    return files.write_json(Path(run_dir) / "eval" / name, summary)

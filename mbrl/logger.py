@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mbrl import io
+from mbrl import files
 
 
 def _decode(line: str) -> dict[str, Any] | None:
@@ -50,7 +50,7 @@ class Logger:
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if (rec := _decode(line)) is not None and rec.get("env_steps", 0) <= resume_step]
-            io.atomic_write(self.path, lambda f: f.write("".join(x + "\n" for x in kept).encode()))
+            files.atomic_write(self.path, lambda f: f.write("".join(x + "\n" for x in kept).encode()))
         self.file = open(self.path, "a")
         self.wandb = None
         if wandb_mode != "disabled":

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from encoders.finetune import merge_weights
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.agent import Agent
 from mbrl.config import model_hash, to_dict
 from mbrl.errors import ConfigError
@@ -74,7 +74,7 @@ def merge_run(run_dir: Path | str, alpha: float, out_dir: Path | str) -> Path:
     agent = merged_agent(run_dir, alpha)
     counters = dict(checkpoint.load_state(run_dir)["counters"])
     agent.cfg.run_dir = str(out_dir)
-    io.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
+    files.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
                                             "merged_from": str(run_dir), "alpha": alpha})
     checkpoint.save(out_dir, agent, None, counters)
     return out_dir
@@ -260,7 +260,7 @@ def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, 
     extra = {k: meta[k] for k in ("adapted_from", "target", "conditions", "lineage", "base_env_steps",
                                   "lineage_target_env_steps", "mix", "lr_scale", "shift_seed", "replay_sources")
              if k in meta}
-    io.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
+    files.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
                                             **extra, "merged_from": [str(base_run), str(adapted_run)],
                                             "alpha": alphas})
     checkpoint.save(out_dir, agent, None, dict(adapted["counters"]))

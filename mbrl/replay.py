@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mbrl.errors import CheckpointError
-from mbrl.io import atomic_write
+from mbrl.files import atomic_write
 
 KEYS = ("image", "action", "reward", "is_first", "is_terminal")
 

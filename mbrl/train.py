@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import envs
-from mbrl import checkpoint, io
+from mbrl import checkpoint, files
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
     _RESUMABLE,
@@ -84,7 +84,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     """Validate everything that can fail before any file is written; returns (cfg, run_dir, ckpt state)."""
     check_env_encoder(cfg)  # env, obs, encoder, mode, decoder, encoder_path: EnvError/ConfigError before any write
     if resume is not None:
-        io.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
+        files.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
         state = checkpoint.load_state(resume)
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
@@ -95,8 +95,8 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    io.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
-    io.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
+    files.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
+    files.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     existing = checkpoint.checkpoint_path(run_dir)
     if existing.name in checkpoint.LEGACY_FILES:  # an older run (a pickle): say how to convert it, never open it
         raise CheckpointError(checkpoint.legacy_message(run_dir, existing))
@@ -126,7 +126,7 @@ def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | N
         top = ", ".join(k for k in allowed_keys() if "." not in k)
         raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {top}, "
                           f"{', '.join(f'{s}.*' for s in _SECTIONS)} (`dreamshift config` prints them)")
-    io.check_run_dir(run_dir, "--resume")
+    files.check_run_dir(run_dir, "--resume")
     stored = checkpoint.read_config(run_dir)
     cfg = copy.deepcopy(stored)
     changed = []
@@ -200,7 +200,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
         if state is not None:
             counters = checkpoint.restore(run_dir, state, agent, replay)
         else:
-            io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+            files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     except BaseException:
         venv.close()
         raise

@@ -20,17 +20,20 @@ Two levels:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 
+from envs.errors import DreamshiftError
+
 SEVERITIES = (0, 1, 2, 3, 4, 5)
 
 
-class ShiftError(ValueError):
-    """Unknown shift kind, severity outside 0-5, or a shift that does not apply to the env."""
+class ShiftError(DreamshiftError, ValueError):
+    """Unknown shift kind, severity outside 0-5, or a shift that does not apply to the env.
+
+    A :class:`ValueError` too, so that library callers can catch it as such."""
 
 
 class Shift:
@@ -117,16 +120,6 @@ def supports(kind: str, env_name: str) -> bool:
     return kind == "none" or (kind in _REGISTRY and _REGISTRY[kind].supports(env_name))
 
 
-def parse_shift(text: str, seed: int = 0) -> Shift:
-    """``"color:3"`` -> ``make_shift("color", 3, seed)``; raises :class:`ShiftError` for a bad string."""
-    kind, _, sev = text.partition(":")
-    try:
-        severity = int(sev)
-    except ValueError:
-        raise ShiftError(f"bad shift {text!r}; expected KIND:SEVERITY with severity 0-5, e.g. color:3") from None
-    return make_shift(kind, severity, seed)
-
-
 class ShiftWrapper(gymnasium.Wrapper):
     """Apply shifts to an env's ``obs["image"]``; every other key (e.g. ``obs["state"]``) passes through unchanged.
 
@@ -181,9 +174,6 @@ class ShiftWrapper(gymnasium.Wrapper):
     def close(self) -> None:
         self.remove_shifts()
         super().close()
-
-
-Factory = Callable[..., Shift]
 
 
 def _load() -> None:

@@ -52,7 +52,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         ConfigError: ``episodes`` < 1, ``threads`` < 0.
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from mbrl import checkpoint, io
+    from mbrl import checkpoint, files
     from mbrl.errors import ConfigError
     from mbrl.evaluate import eval_threads, resolve_threads
 
@@ -68,7 +68,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     summary = aggregate(records)
     out = {**base, "suite": name, "episodes_per_condition": episodes,
            "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
-    return io.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
+    return files.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
 
 
 def _run_conditions(state: dict[str, Any], cfg: Any, conditions: list[tuple[str, int]], episodes: int, seed: int,

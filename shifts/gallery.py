@@ -112,9 +112,9 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
         ShiftError: unknown suite/kind or unregistered kinds.
         EnvError: unknown env.
         ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
-            (:func:`mbrl.io.check_output_file`); all before anything is rendered.
+            (:func:`mbrl.files.check_output_file`); all before anything is rendered.
     """
-    from mbrl import io as mio
+    from mbrl import files as mio
 
     check_dimensions(size, scale)
     mio.check_output_file(out, "--out")

@@ -28,10 +28,11 @@ saturate       (factor, offset) on HSV saturation     (.3,0) (.1,0) (2,0)       
 ============== ==================================== ============================== ================================
 
 Implementation notes (each op is numpy, written for speed at 64 x 64 -- a per-frame torch/kornia call costs more
-than the whole budget, see ``benchmarks/shifts.py``; wall time per 64-px frame on the loaded 2-core development
-machine: kornia's ``motion_blur`` ~2.9 ms, ``filter2d`` (9 x 9) ~1.3 ms, ``RandomGaussianNoise`` ~0.8 ms,
-``adjust_saturation`` ~0.5 ms, vs a ~5 ms (~2.9 ms CPU) walker_walk env step; these numpy versions take
-35-210 us CPU, ``jpeg`` (PIL) 200-330 us):
+than the whole budget; the kornia timings below were measured once and are not part of a benchmark, while the
+cost of every shift on an env step is measured by ``benchmarks/shift_cost.py``; wall time per 64-px frame on the
+loaded 2-core development machine: kornia's ``motion_blur`` ~2.9 ms, ``filter2d`` (9 x 9) ~1.3 ms,
+``RandomGaussianNoise`` ~0.8 ms, ``adjust_saturation`` ~0.5 ms, vs a ~5 ms (~2.9 ms CPU) walker_walk env step;
+these numpy versions take 35-210 us CPU, ``jpeg`` (PIL) 200-330 us):
 
 - Results are rounded to the nearest integer (ImageNet-C truncates with ``np.uint8``) and clipped to 0-255.
 - Noise (gaussian/shot/impulse) is drawn fresh for every frame from the episode's RNG, per pixel and channel,

@@ -269,13 +269,13 @@ def test_merge_cli_single_run_form_still_merges_with_pretrained_weights(base_run
 
 
 def test_merge_refuses_different_model_configs(base_run, tmp_path):
-    from mbrl import io
+    from mbrl import files
     from mbrl.agent import Agent
     from mbrl.config import model_hash, to_dict
 
     other = tmp_path / "other"
     cfg = build_config(TINY_RUN + ["model.deter=128", f"run_dir={other}"])
-    io.write_json(other / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    files.write_json(other / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(other, Agent(cfg, 1), None, {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
     with pytest.raises(ConfigError, match=r"model\.deter"):
         merged_agents(base_run, other, 0.5)

@@ -27,7 +27,7 @@ def ckpt_run(tmp_path_factory) -> Path:
     """A run directory with a real (untrained) checkpoint of the TINY config, written in-process."""
     import numpy as np
 
-    from mbrl import checkpoint, io
+    from mbrl import checkpoint, files
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay
@@ -39,7 +39,7 @@ def ckpt_run(tmp_path_factory) -> Path:
     replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
     replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
                    "is_first": True, "is_terminal": False})
-    io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
     return run_dir
 
@@ -144,30 +144,31 @@ def test_run_path_that_is_a_file_says_so(cli, tmp_path, ckpt_run, args):
 
 def test_writability_check_with_an_unwritable_directory(tmp_path, monkeypatch):
     """Tests run as root, where chmod cannot make a directory unwritable: patch ``os.access`` instead."""
-    from mbrl import io
+    from mbrl import files
 
     real = os.access
     locked = tmp_path / "locked"
     locked.mkdir()
-    monkeypatch.setattr(io.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
-    for check, path in ((io.check_output_dir, locked), (io.check_output_dir, locked / "a" / "b"),
-                        (io.check_output_file, locked / "x.json"), (io.check_output_file, locked / "a" / "x.json")):
-        with pytest.raises(io.OutputPathError, match="not writable") as info:
+    monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    for check, path in ((files.check_output_dir, locked), (files.check_output_dir, locked / "a" / "b"),
+                        (files.check_output_file, locked / "x.json"),
+                        (files.check_output_file, locked / "a" / "x.json")):
+        with pytest.raises(files.OutputPathError, match="not writable") as info:
             check(path, "--out")
         assert "\n" not in str(info.value) and "'--out'" not in str(info.value)
-    with pytest.raises(io.OutputPathError, match="not writable"):
-        io.check_run_dir(locked, writable=True)
-    io.check_run_dir(locked)  # reading it is fine
-    assert io.check_output_dir(tmp_path / "free" / "new") == tmp_path / "free" / "new"
-    assert io.check_output_file(tmp_path / "x.png") == tmp_path / "x.png"
+    with pytest.raises(files.OutputPathError, match="not writable"):
+        files.check_run_dir(locked, writable=True)
+    files.check_run_dir(locked)  # reading it is fine
+    assert files.check_output_dir(tmp_path / "free" / "new") == tmp_path / "free" / "new"
+    assert files.check_output_file(tmp_path / "x.png") == tmp_path / "x.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"], "a check must not create anything"
 
 
 def test_unwritable_output_through_the_cli(cli, tmp_path, monkeypatch):
-    from mbrl import io
+    from mbrl import files
 
     real = os.access
-    monkeypatch.setattr(io.os, "access", lambda p, mode: False if Path(p).resolve() == tmp_path else real(p, mode))
+    monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p).resolve() == tmp_path else real(p, mode))
     assert_user_error(cli("shifts", "gallery", "--out", "g.png"), "--out", "not writable")
     assert_user_error(cli("train", *TINY, "run_dir=runs/x"), "run_dir", "not writable")
     assert tree(tmp_path) == {}
@@ -352,14 +353,14 @@ def test_gallery_dimensions_are_bounded(cli, tmp_path, args, needles):
 
 
 def test_written_files_respect_the_umask(tmp_path, monkeypatch):
-    from mbrl import io
+    from mbrl import files
 
     old = os.umask(0o022)
     os.umask(old)
-    assert io.UMASK == old, "the umask is read once at import and must be the process's"
-    monkeypatch.setattr(io, "UMASK", 0o022)
-    assert stat.S_IMODE(io.write_json(tmp_path / "result.json", {"a": 1}).stat().st_mode) == 0o644
-    assert stat.S_IMODE(io.torch_save(tmp_path / "agent.pt", {"w": torch.zeros(1)}).stat().st_mode) == 0o644
-    monkeypatch.setattr(io, "UMASK", 0o077)
-    assert stat.S_IMODE(io.write_json(tmp_path / "private.json", {}).stat().st_mode) == 0o600
+    assert files.UMASK == old, "the umask is read once at import and must be the process's"
+    monkeypatch.setattr(files, "UMASK", 0o022)
+    assert stat.S_IMODE(files.write_json(tmp_path / "result.json", {"a": 1}).stat().st_mode) == 0o644
+    assert stat.S_IMODE(files.atomic_write(tmp_path / "agent.pt", lambda f: f.write(b"w")).stat().st_mode) == 0o644
+    monkeypatch.setattr(files, "UMASK", 0o077)
+    assert stat.S_IMODE(files.write_json(tmp_path / "private.json", {}).stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.pt", "private.json", "result.json"]

@@ -192,14 +192,14 @@ def test_a_kill_before_the_json_leaves_the_previous_checkpoint(tmp_path, tiny_cf
     _update(agent, replay)
     replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
                    "is_first": False, "is_terminal": False})
-    real = checkpoint.io.atomic_write
+    real = checkpoint.files.atomic_write
 
     def die_on_json(path, write):
         if Path(path).name == "checkpoint.json":
             raise KeyboardInterrupt  # killed after the replay and the tensors, before the commit point
         return real(path, write)
 
-    monkeypatch.setattr(checkpoint.io, "atomic_write", die_on_json)
+    monkeypatch.setattr(checkpoint.files, "atomic_write", die_on_json)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path / "run", agent, replay, {**_COUNTERS, "env_steps": 42})
     monkeypatch.undo()

@@ -31,7 +31,7 @@ def ckpt_run(tmp_path_factory) -> Path:
     """A run directory with a real (untrained) checkpoint of the TINY config, written in-process."""
     import numpy as np
 
-    from mbrl import checkpoint, io
+    from mbrl import checkpoint, files
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay
@@ -43,7 +43,7 @@ def ckpt_run(tmp_path_factory) -> Path:
     replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
     replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
                    "is_first": True, "is_terminal": False})
-    io.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
     return run_dir
 

@@ -112,7 +112,7 @@ def overlay_png(path: Path | str, image: np.ndarray, truth: np.ndarray,
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from mbrl import io
+    from mbrl import files
 
     try:
         font = ImageFont.load_default(size=12)
@@ -144,4 +144,4 @@ def overlay_png(path: Path | str, image: np.ndarray, truth: np.ndarray,
     def write(f: Any) -> None:
         canvas.save(f, format="PNG")
 
-    return io.atomic_write(path, write)
+    return files.atomic_write(path, write)

@@ -1,5 +1,5 @@
 """Output of the analyses: one summary JSON and one JSONL file of measurement records per analysis, both written
-atomically (:mod:`mbrl.io`) into ``RUN_DIR/analysis/`` (or another directory).
+atomically (:mod:`mbrl.files`) into ``RUN_DIR/analysis/`` (or another directory).
 
 A record is one measurement: ``{"analysis", "metric", "value", "n", "env", "encoder", "encoder_mode",
 "config_hash", ...}`` plus the keys that locate it (``weights`` = pretrained | finetuned | random, ``layer``,
@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mbrl import io
+from mbrl import files
 
 RECORD_KEYS = ("analysis", "env", "encoder", "encoder_mode", "metric", "value", "n", "config_hash")
 
@@ -46,9 +46,9 @@ def write_report(out_dir: Path | str, name: str, summary: dict[str, Any],
     line), each atomically; returns both paths."""
     out_dir = Path(out_dir)
     clean = [_clean(r) for r in records]
-    json_path = io.write_json(out_dir / f"{name}.json", _clean({**summary, "records": clean}))
+    json_path = files.write_json(out_dir / f"{name}.json", _clean({**summary, "records": clean}))
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in clean)
-    jsonl_path = io.atomic_write(out_dir / f"{name}.jsonl", lambda f: f.write(lines.encode()))
+    jsonl_path = files.atomic_write(out_dir / f"{name}.jsonl", lambda f: f.write(lines.encode()))
     return json_path, jsonl_path
 
 
@@ -59,4 +59,4 @@ def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) 
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    return io.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    return files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from mbrl.errors import CheckpointError, ConfigError
 
 
@@ -70,11 +68,6 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> Path:
 def write_json(path: Path | str, data: Any) -> Path:
     """Atomically write ``data`` as indented JSON."""
     return atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
-
-
-def torch_save(path: Path | str, obj: Any) -> Path:
-    """Atomically ``torch.save`` ``obj``."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # --- output-path checks -------------------------------------------------------------------------------------
