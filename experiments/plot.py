@@ -131,9 +131,10 @@ def _finite(v: Any) -> bool:
 
 
 def run_label(config: dict[str, Any], fallback: str) -> str:
-    """``env obs encoder s<seed>`` from a run's config (parts it lacks are left out; ``fallback`` if none)."""
+    """``env obs encoder s<seed>`` from a run's config (parts it lacks are left out, and the encoder of an
+    ``obs=state`` run, which has none; ``fallback`` if nothing is left)."""
     parts = [str(config[k]) for k in ("env", "obs") if config.get(k) not in (None, "")]
-    if config.get("encoder"):
+    if config.get("encoder") and config.get("obs") != "state":
         mode = config.get("encoder_mode")
         parts.append(config["encoder"] + (f"/{mode}" if mode not in (None, "", "auto") else ""))
     if config.get("seed") is not None:

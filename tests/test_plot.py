@@ -150,7 +150,7 @@ def test_reference_task_names_and_loading(tmp_path):
 
 def test_load_run_series_and_label(tmp_path):
     run = plot.load_run(write_run(tmp_path / "r", steps=5000))
-    assert run.label == "dmc:walker_stand state cnn s0"
+    assert run.label == "dmc:walker_stand state s0"  # a state run has no encoder
     assert run.furthest == 5000  # the cut-short last line is skipped
     xs, ys = run.series("episode", "return")
     assert xs.tolist() == [1000, 2000, 3000, 4000, 5000]
