@@ -85,3 +85,24 @@ def assert_user_error(res: Result, *needles: str) -> str:
         assert needle in errors[0], (needle, errors[0])
     assert "run directory:" not in res.stdout
     return errors[0]
+
+
+def write_untrained_run(run_dir: Path, overrides: list[str]) -> Path:
+    """A run directory with a real (untrained) checkpoint of ``overrides`` (e.g. ``TINY_RUN``), written in-process:
+    ``config.json`` and a checkpoint with one replay step. Returns ``run_dir``."""
+    import numpy as np
+
+    from mbrl import checkpoint, files
+    from mbrl.agent import Agent
+    from mbrl.config import build_config, model_hash, to_dict
+    from mbrl.replay import Replay
+
+    cfg = build_config([*overrides, f"run_dir={run_dir}"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, action_dim=1)
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
+    replay.add(0, {"image": np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8),
+                   "action": np.zeros(1, np.float32), "reward": 0.0, "is_first": True, "is_terminal": False})
+    files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+    checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
+    return run_dir

@@ -10,8 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, write_untrained_run
 
 from experiments import results
 from experiments.leaderboard import build
@@ -20,23 +19,7 @@ from experiments.leaderboard import build
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory with a real (untrained) checkpoint of the TINY config, written in-process."""
-    import numpy as np
-
-    from mbrl import checkpoint, files
-    from mbrl.agent import Agent
-    from mbrl.config import build_config, model_hash, to_dict
-    from mbrl.replay import Replay
-
-    run_dir = tmp_path_factory.mktemp("eval_results") / "run"
-    cfg = build_config(TINY_RUN + [f"run_dir={run_dir}"])
-    torch.manual_seed(0)
-    agent = Agent(cfg, action_dim=1)
-    replay = Replay(cfg.replay_capacity, cfg.num_envs, (cfg.image_size, cfg.image_size, 3), 1)
-    replay.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
-                   "is_first": True, "is_terminal": False})
-    files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
-    checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
-    return run_dir
+    return write_untrained_run(tmp_path_factory.mktemp("eval_results") / "run", TINY_RUN)
 
 
 def _md_columns(md: str) -> list[str]:
