@@ -32,27 +32,12 @@ import importlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from mbrl import cli_common, files
 from mbrl.config import allowed_keys, build_config, check_env_encoder, parse_overrides, to_dict
 from mbrl.errors import DreamshiftError
-
-# The embedded default of `dreamshift demo`: scratch CNN vs two pretrained encoders that exist offline, the
-# ImageNet efficientnet-lite0 and the bundled in-domain self-supervised dreamshift-vit (both frozen, features
-# cached), each trained briefly on clean pixels and evaluated under the `quick` shift suite. Minutes
-# on 2 CPU cores; it shows the pipeline, it is not a learning budget (see benchmarks/learning.py).
-DEMO_OVERRIDES = {
-    "env": "dmc:cartpole_balance", "size": "XS", "steps": "3000", "prefill": "1000", "batch_size": "8",
-    "batch_length": "32", "train_ratio": "16", "log_every": "1000", "save_every": "0", "eval_episodes": "1",
-    "replay_capacity": "100000",
-}
-DEMO_ENCODERS = ({"encoder": "cnn"},
-                 {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128"},
-                 {"encoder": "dreamshift-vit", "encoder_mode": "frozen"})
-DEMO_SUITE = "quick"
 
 # Sub-commands that live in their own module (one job a file). Each module has ``register(sub)``, which adds its
 # parser(s) to the sub-parser set and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command
@@ -166,20 +151,8 @@ def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any]
 
 
 def _demo(given: dict[str, str]) -> None:
-    """Train and evaluate each demo encoder; ``given`` overrides apply to all (``encoder=`` runs only that one)."""
-    build_config({**DEMO_OVERRIDES, **given})  # bad overrides fail before anything is trained
-    files.check_output_dir(given.get("run_dir") or "runs", "run_dir")
-    variants = [{}] if "encoder" in given else DEMO_ENCODERS
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = []
-    for variant in variants:
-        merged = {**DEMO_OVERRIDES, **variant, **given}
-        if "run_dir" not in given:
-            merged["run_dir"] = f"runs/demo-{stamp}/{merged['encoder']}"
-        run_dir = _train([f"{k}={v}" for k, v in merged.items()], None)
-        _evaluate_suite(str(run_dir), DEMO_SUITE, int(merged["eval_episodes"]), 0, "auto")
-        runs.append(run_dir)
-    print("demo runs: " + ", ".join(str(r) for r in runs))
+    """``dreamshift demo``: :func:`experiments.demo.run` (agents, budgets and the combined table live there)."""
+    importlib.import_module("experiments.demo").run(given)
 
 
 def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str,

