@@ -16,8 +16,8 @@ Each trained agent is evaluated on every condition of the ``quick`` suite (clean
 (:func:`shifts.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
 evaluate --suite`` writes them. The uniform-random policy plays the same episode seeds under the same
 conditions (:func:`random_policy_records`). :func:`combined_table` turns all records into one table: normalised
-return (:mod:`experiments.normalisation`) ID and OOD with the standard error, drop %, and the IQM over all
-conditions with a 95 % stratified-bootstrap CI (:mod:`experiments.leaderboard`, :mod:`experiments.metrics`).
+return (:mod:`experiments.normalisation`) ID and OOD with the standard error, drop %, and the mean over all
+conditions with a 95 % bootstrap CI over episodes (:mod:`experiments.leaderboard`, :mod:`experiments.metrics`).
 With one training seed per agent, the unit of every SE and CI is the evaluation episode: they say how well this
 agent's return is measured, not how another training seed would do. A row whose CI overlaps the random policy's
 is marked :data:`NOT_DISTINGUISHABLE`.
@@ -48,18 +48,29 @@ RANDOM_LABEL = "random policy"
 NOT_DISTINGUISHABLE = "not distinguishable from random"
 
 # Shared by every agent; ``key=value`` given to ``dreamshift demo`` override these and the agent's own settings.
+# B x T 16 x 32 at train ratio 512: one update per agent step (two env steps) after the 1000 env steps of
+# random-action prefill.
 COMMON_OVERRIDES = {
     "env": ENV, "size": "size1m", "batch_size": "16", "batch_length": "32", "train_ratio": "512",
-    "prefill": "1000", "steps": "3000", "eval_episodes": "5", "log_every": "1000", "save_every": "0",
-    "wandb_mode": "disabled", "replay_capacity": "100000",
+    "prefill": "1000", "eval_episodes": "5", "log_every": "500", "save_every": "0", "wandb_mode": "disabled",
+    "replay_capacity": "100000",
 }
-# (label, overrides): the label names the agent's row (the records' ``label``)
+# Each encoder's own settings, also when ``dreamshift demo encoder=NAME`` trains that one alone.
+ENCODER_OVERRIDES = {
+    "cnn": {"encoder": "cnn"},
+    "efficientnet-lite0": {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128",
+                           "decoder": "features"},
+    "dreamshift-vit": {"encoder": "dreamshift-vit", "encoder_mode": "frozen", "decoder": "features"},
+}
+STATE_STEPS, PIXEL_STEPS = "2400", "1500"  # env steps: 700 and 250 updates
+# (label, overrides) of the demo's agents; the label names the agent's row (the records' ``label``). The state
+# oracle gets the most updates (700: the cheapest per update and per evaluation episode), the pixel agents 250.
+# efficientnet-lite0 is left out: its evaluation alone (25 episodes at 128 px, ~9 s each) would take the demo
+# past 15 min; ``dreamshift demo encoder=efficientnet-lite0`` trains it with its settings above.
 AGENTS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("state oracle", {"obs": "state"}),
-    ("cnn", {"encoder": "cnn"}),
-    ("efficientnet-lite0", {"encoder": "efficientnet-lite0", "encoder_mode": "frozen", "encoder_input_size": "128",
-                            "decoder": "features"}),
-    ("dreamshift-vit", {"encoder": "dreamshift-vit", "encoder_mode": "frozen", "decoder": "features"}),
+    ("state oracle", {"obs": "state", "steps": STATE_STEPS}),
+    ("cnn", {**ENCODER_OVERRIDES["cnn"], "steps": PIXEL_STEPS}),
+    ("dreamshift-vit", {**ENCODER_OVERRIDES["dreamshift-vit"], "steps": PIXEL_STEPS}),
 )
 TIME_ESTIMATE = "to be measured"
 
@@ -68,9 +79,10 @@ def agent_configs(given: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
     """``(label, overrides)`` of every agent the demo trains with ``given`` applied on top; ``encoder=`` or
     ``obs=`` in ``given`` trains only that one agent (labelled by its encoder, or ``state oracle``)."""
     if "encoder" in given or "obs" in given:
-        own = dict(AGENTS).get(given.get("encoder", ""), {})
-        label = "state oracle" if given.get("obs") == "state" else given.get("encoder", "cnn")
-        return [(label, {**COMMON_OVERRIDES, **own, **given})]
+        if given.get("obs") == "state":
+            return [("state oracle", {**COMMON_OVERRIDES, **dict(AGENTS)["state oracle"], **given})]
+        own = ENCODER_OVERRIDES.get(given.get("encoder", "cnn"), {})
+        return [(given.get("encoder", "cnn"), {**COMMON_OVERRIDES, "steps": PIXEL_STEPS, **own, **given})]
     return [(label, {**COMMON_OVERRIDES, **own, **given}) for label, own in AGENTS]
 
 
@@ -141,18 +153,23 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
 
 
 def _interval(x: pd.DataFrame, reps: int) -> tuple[float, float, float]:
-    """IQM ``(point, lo, hi)`` of a ``(episodes, conditions)`` score matrix (stratified bootstrap)."""
-    return metrics.interval_estimates({"row": x.to_numpy()}, reps=reps)["row"]["iqm"]
+    """Mean ``(point, lo, hi)`` with a 95 % bootstrap CI over the rows (episode seeds) of a ``(episodes,
+    conditions)`` score matrix: each episode seed's mean over the conditions is one sample. An episode seed is
+    the independent unit: the random policy and the state oracle play it identically under every visual shift,
+    so resampling conditions independently (the leaderboard's stratified bootstrap over seeds) would count one
+    episode up to five times and narrow the CI."""
+    per_episode = x.to_numpy().mean(axis=1, keepdims=True)  # (episodes, 1)
+    return metrics.interval_estimates({"row": per_episode}, reps=reps)["row"]["mean"]
 
 
 def combined_table(records: Sequence[dict[str, Any]], reps: int = 2000) -> pd.DataFrame:
-    """One row per agent (records' ``label`` and ``encoder_mode``) of one env, best IQM first.
+    """One row per agent (records' ``label`` and ``encoder_mode``) of one env, best score first.
 
     The leaderboard's statistics (:func:`experiments.leaderboard.per_seed`, :func:`~experiments.leaderboard.summary`)
     with the evaluation episode as the unit in place of the training seed: ID and OOD are the mean ± SE over
     episodes of the score (normalised return where the env has constants; OOD: an episode seed's mean over the
-    shifted conditions), drop % compares them; ``iqm``/``iqm_lo``/``iqm_hi`` is the IQM of the ``(episodes, all
-    conditions)`` score matrix with its 95 % stratified-bootstrap CI. ``vs_random`` compares that CI with the
+    shifted conditions), drop % compares them; ``score``/``score_lo``/``score_hi`` is the mean score over all
+    conditions with a 95 % bootstrap CI over episode seeds (:func:`_interval`). ``vs_random`` compares that CI with the
     :data:`RANDOM_LABEL` row's: :data:`NOT_DISTINGUISHABLE` when they overlap, else ``above random`` / ``below
     random`` (the random row itself: ``reference``; no random row: ``-``).
 
@@ -162,7 +179,8 @@ def combined_table(records: Sequence[dict[str, Any]], reps: int = 2000) -> pd.Da
         reps: bootstrap replications.
 
     Returns:
-        Columns ``agent, mode, env_steps, episodes, id, id_se, ood, ood_se, drop_pct, iqm, iqm_lo, iqm_hi, vs_random,
+        Columns ``agent, mode, env_steps, episodes, id, id_se, ood, ood_se, drop_pct, score, score_lo, score_hi,
+        vs_random,
         normalised`` (``env_steps``: trained, from the records; ``episodes``: the fewest of any condition
         of the row).
 
@@ -190,22 +208,22 @@ def combined_table(records: Sequence[dict[str, Any]], reps: int = 2000) -> pd.Da
                      "env_steps": trained[(s["encoder"], s["encoder_mode"])],
                      "episodes": int(g.groupby(["shift", "severity"]).size().min()),
                      "id": s["id_score"], "id_se": s["id_se"], "ood": s["ood_score"], "ood_se": s["ood_se"],
-                     "drop_pct": s["drop_pct"], "iqm": point, "iqm_lo": lo, "iqm_hi": hi,
+                     "drop_pct": s["drop_pct"], "score": point, "score_lo": lo, "score_hi": hi,
                      "normalised": bool(s["normalised"])})
-    out = pd.DataFrame(rows).sort_values("iqm", ascending=False, na_position="last").reset_index(drop=True)
+    out = pd.DataFrame(rows).sort_values("score", ascending=False, na_position="last").reset_index(drop=True)
     rand = out[out["agent"] == RANDOM_LABEL]
     out["vs_random"] = [_verdict(r, rand.iloc[0] if len(rand) else None) for _, r in out.iterrows()]
     return out
 
 
 def _verdict(row: pd.Series, rand: pd.Series | None) -> str:
-    if rand is None or math.isnan(row["iqm_lo"]) or math.isnan(rand["iqm_lo"]):
+    if rand is None or math.isnan(row["score_lo"]) or math.isnan(rand["score_lo"]):
         return "-"
     if row["agent"] == RANDOM_LABEL:
         return "reference"
-    if row["iqm_lo"] > rand["iqm_hi"]:
+    if row["score_lo"] > rand["score_hi"]:
         return "above random"
-    if row["iqm_hi"] < rand["iqm_lo"]:
+    if row["score_hi"] < rand["score_lo"]:
         return "below random"
     return NOT_DISTINGUISHABLE
 
@@ -213,7 +231,7 @@ def _verdict(row: pd.Series, rand: pd.Series | None) -> str:
 def format_table(table: pd.DataFrame) -> str:
     """The combined table as Markdown: agent, mode, env steps trained, episodes per condition, ID and OOD
     (mean ± SE), drop % (``–`` for the random policy and the rows not distinguishable from it: a drop from a
-    random-level score measures noise), IQM [95 % CI], vs random."""
+    random-level score measures noise), score [95 % CI] (mean over all conditions), vs random."""
     digits = 2 if table["normalised"].all() else 1
 
     def pm(m: float, se: float) -> str:
@@ -230,8 +248,8 @@ def format_table(table: pd.DataFrame) -> str:
         "ID": [pm(r["id"], r["id_se"]) for _, r in table.iterrows()],
         "OOD": [pm(r["ood"], r["ood_se"]) for _, r in table.iterrows()],
         "drop %": [drop(r["drop_pct"], r["vs_random"]) for _, r in table.iterrows()],
-        "IQM [95% CI]": ["–" if math.isnan(r["iqm"]) else
-                         f"{r['iqm']:.{digits}f} [{r['iqm_lo']:.{digits}f}, {r['iqm_hi']:.{digits}f}]"
+        "score [95% CI]": ["–" if math.isnan(r["score"]) else
+                           f"{r['score']:.{digits}f} [{r['score_lo']:.{digits}f}, {r['score_hi']:.{digits}f}]"
                          for _, r in table.iterrows()],
         "vs random": table["vs_random"],
     })
@@ -245,7 +263,7 @@ def legend(env: str, episodes: int) -> str:
              f"R_random {c.r_random:g}, 1 = R_max {c.r_max:g}") if c else "score = raw return (no constants)"
     return (f"{env}, suite {SUITE}: {score}. ID: clean; OOD: mean over the shifted conditions; mean ± SE over "
             f"{episodes} evaluation episode(s) per condition; drop % = 100 (ID - OOD) / |ID| (– at the random "
-            f"level); IQM over episodes x all conditions with a 95 % stratified-bootstrap CI. One training seed "
+            f"level); score: mean over all conditions with a 95 % bootstrap CI over episode seeds. One training seed "
             f"per agent: SEs and CIs measure this agent's evaluation, not the spread over training seeds. A row "
             f"whose CI overlaps the random policy's is marked '{NOT_DISTINGUISHABLE}'; 'above random' is not "
             f"'solved' (a constant action can beat the random policy).")

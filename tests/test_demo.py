@@ -34,17 +34,17 @@ def test_combined_table_marks_the_random_level_row_and_not_the_better_one():
     assert table.loc["good", "vs_random"] == "above random"
     assert table.loc["worse", "vs_random"] == "below random"
     assert table.loc[demo.RANDOM_LABEL, "vs_random"] == "reference"
-    # the leaderboard's terms: normalised return, mean +- SE over episodes, IQM with a CI that contains it
+    # the leaderboard's terms: normalised return, mean +- SE over episodes, a CI that contains the score
     assert table.loc["good", "id"] == pytest.approx((np.mean([r["return"] for r in records if r["label"] == "good"
                                                               and r["shift"] == "none"]) - 40.0) / 960.0)
     assert table.loc["good", "id_se"] > 0 and table.loc["good", "episodes"] == 5
     for row in table.itertuples():
-        assert row.iqm_lo <= row.iqm <= row.iqm_hi
+        assert row.score_lo <= row.score <= row.score_hi
     text = demo.format_table(demo.combined_table(records, reps=500))
     lines = text.splitlines()
     assert [i for i, line in enumerate(lines) if demo.NOT_DISTINGUISHABLE in line] == \
         [i for i, line in enumerate(lines) if line.startswith("| flat")]
-    assert lines[2].startswith("| good")  # best IQM first
+    assert lines[2].startswith("| good")  # best score first
 
 
 def test_combined_table_refuses_mixed_envs():
@@ -61,7 +61,7 @@ def test_demo_end_to_end_prints_one_table_with_the_random_policy(cli, tmp_path, 
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     headers = [line for line in lines if line.startswith("| agent")]
-    assert len(headers) == 1 and "vs random" in headers[0] and "IQM [95% CI]" in headers[0]
+    assert len(headers) == 1 and "vs random" in headers[0] and "score [95% CI]" in headers[0]
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| agent")]
     assert sorted(row.split("|")[1].strip() for row in rows) == sorted(["state oracle", "cnn", demo.RANDOM_LABEL])
     assert any("wall time:" in line for line in lines)
