@@ -132,8 +132,9 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
                           overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Results records (:func:`experiments.results.episode_records`, label :data:`RANDOM_LABEL`) of the
     uniform-random policy on every condition of ``suite``, with the episode seeds and shift seed of
-    :func:`shifts.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state``: the policy reads no
-    observation and a visual shift cannot change a return, so nothing is rendered.
+    :func:`shifts.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state`` where its suite has a
+    state vector: the policy reads no observation and a visual shift cannot change a return, so nothing needs to
+    be rendered.
 
     Args:
         overrides: further config settings of the env (e.g. ``time_limit``).
@@ -142,6 +143,7 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
         ShiftError: unknown suite; ConfigError / EnvError: a bad env or override.
     """
     import envs
+    from envs.registry import state_suites
     from mbrl.config import build_config
     from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
     from mbrl.train import env_kwargs
@@ -149,7 +151,8 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
     from shifts.suites import for_env, parse_suite
 
     name, conditions = parse_suite(suite)
-    cfg = build_config({**(overrides or {}), "env": env, "obs": "state"})
+    has_state = env.partition(":")[0] in state_suites()  # else rendered pixels, which it ignores as well
+    cfg = build_config({**(overrides or {}), "env": env, "obs": "state" if has_state else "pixels"})
     conditions = for_env(name, conditions, cfg.env)
     probe = envs.make_env(cfg.env, **env_kwargs(cfg))
     try:
