@@ -37,10 +37,14 @@ dreamshift-vit, frozen          0.46                    5.3
 efficientnet-lite0, frozen      0.51                    8.9
 =============================== ======================= =========================
 
-Extrapolated: state oracle 700 x 0.42 + 25 x 1.05 = 320 s, cnn 250 x 0.76 + 25 x 2.0 = 240 s, dreamshift-vit
-250 x 0.46 + 25 x 5.3 = 250 s, prefill and setup ~10 s per agent, the random policy ~5 s, imports ~10 s: about
-850 s, 14 min of one core. efficientnet-lite0 would add 25 x 8.9 = 220 s of evaluation alone, so it is not a
-default agent.
+Extrapolated: state oracle 600 x 0.42 + 25 x 1.05 = 280 s, cnn 200 x 0.76 + 25 x 2.0 = 200 s, dreamshift-vit
+200 x 0.46 + 25 x 5.3 = 225 s, prefill and setup ~10 s per agent, the random policy ~5 s, imports ~10 s: about
+750 s, 12.5 min of one core; two threads on an idle machine make an update ~1.6x faster (docs/benchmarks.md:
+0.60 against 0.96 s for the state model). efficientnet-lite0 would add 25 x 8.9 = 220 s of evaluation alone,
+so it is not a default agent. Not measured end to end: a full run with an earlier budget (700 and 250 updates,
+``threads=1``) on the machine under load 5-7 ran out of its 60-min timeout in the cnn's training; its state
+oracle part (imports, 700 updates, 25 episodes) used 450 s of CPU against 330 s from the components, so CPU
+time measured under that load is about 1.35x the component estimate.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ NOT_DISTINGUISHABLE = "not distinguishable from random"
 COMMON_OVERRIDES = {
     "env": ENV, "size": "size1m", "batch_size": "16", "batch_length": "32", "train_ratio": "512",
     "prefill": "1000", "eval_episodes": "5", "log_every": "500", "save_every": "0", "wandb_mode": "disabled",
-    "replay_capacity": "100000",
+    "replay_capacity": "25000",
 }
 # Each encoder's own settings, also when ``dreamshift demo encoder=NAME`` trains that one alone.
 ENCODER_OVERRIDES = {
@@ -80,9 +84,9 @@ ENCODER_OVERRIDES = {
                            "decoder": "features"},
     "dreamshift-vit": {"encoder": "dreamshift-vit", "encoder_mode": "frozen", "decoder": "features"},
 }
-STATE_STEPS, PIXEL_STEPS = "2400", "1500"  # env steps: 700 and 250 updates
+STATE_STEPS, PIXEL_STEPS = "2200", "1400"  # env steps: 600 and 200 updates
 # (label, overrides) of the demo's agents; the label names the agent's row (the records' ``label``). The state
-# oracle gets the most updates (700: the cheapest per update and per evaluation episode), the pixel agents 250.
+# oracle gets the most updates (600: the cheapest per update and per evaluation episode), the pixel agents 200.
 # efficientnet-lite0 is left out: its evaluation alone (25 episodes at 128 px, ~9 s each) would take the demo
 # past 15 min; ``dreamshift demo encoder=efficientnet-lite0`` trains it with its settings above.
 AGENTS: tuple[tuple[str, dict[str, str]], ...] = (
