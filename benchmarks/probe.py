@@ -257,7 +257,7 @@ def _cell(v: float) -> str:
 def update_card(model_dir: str, report: dict, command: str) -> None:
     """Replace the probe section of ``MODEL_CARD.md`` (between the markers of :mod:`encoders.pretrain`)."""
     from encoders.pretrain import CARD, PROBE_BEGIN, PROBE_END
-    from mbrl.files import atomic_write
+    from envs.files import atomic_write
 
     path = Path(model_dir) / CARD
     text = path.read_text()
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = run(args.model, seed=args.seed, episodes=args.episodes, episode_len=args.episode_len)
-    from mbrl.files import write_json
+    from envs.files import write_json
 
     out = write_json(args.out or Path(args.model) / "probe.json", report)
     print(table(report))

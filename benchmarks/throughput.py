@@ -40,7 +40,7 @@ What is measured (all in one process, one phase after another, nothing overlappi
 
 The machine's load average is printed before and after: other processes competing for the CPU make every
 number here pessimistic. ``--json PATH`` writes all results (and the settings) atomically with
-:func:`mbrl.files.write_json`.
+:func:`envs.files.write_json`.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ import torch
 
 # Import ``envs`` before anything that imports dm_control (it selects the headless GL backend).
 import envs  # isort: skip
-from mbrl import files
+from envs import files
+from envs.errors import ConfigError  # noqa: E402
 from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
-from mbrl.errors import ConfigError  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
 from mbrl.train import resolve_device  # noqa: E402
 

@@ -16,7 +16,7 @@ Weights come from ``cfg.encoder_path`` (a local directory with ``config.json`` +
 model id through ``from_pretrained`` (the Hugging Face cache, downloading when online). Loading never hangs
 without network: the cache is tried first (``local_files_only``); if that misses and ``HF_HUB_OFFLINE`` /
 ``TRANSFORMERS_OFFLINE`` is set, or the Hub does not answer within a few seconds, a one-line
-:class:`mbrl.errors.ConfigError` says how to get the weights.
+:class:`envs.errors.ConfigError` says how to get the weights.
 
 ``transformers`` / ``peft`` / ``huggingface_hub`` are imported lazily inside functions, so importing this module
 is cheap and never fails.
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from encoders.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneEncoder
 from encoders.finetune import FinetuneMode, apply_mode, parse_mode
 from encoders.registry import register, resolve_mode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

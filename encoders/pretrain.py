@@ -76,9 +76,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from envs.errors import ConfigError
+from envs.files import atomic_write, check_output_dir, write_json
 from mbrl import safe_state
-from mbrl.errors import ConfigError
-from mbrl.files import atomic_write, check_output_dir, write_json
 
 ARCHS: dict[str, dict[str, Any]] = {
     "vit-tiny": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "mlp_ratio": 2},

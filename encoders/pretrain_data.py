@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 COLLECT_SUITES = ("dmc", "metaworld")
 ACTION_REPEAT = 2
@@ -55,8 +55,8 @@ class FrameSet:
     meta: dict | None = None
 
     def save(self, path: str) -> None:
-        """Write an ``.npz`` atomically (temp file + rename, :func:`mbrl.files.atomic_write`)."""
-        from mbrl.files import atomic_write
+        """Write an ``.npz`` atomically (temp file + rename, :func:`envs.files.atomic_write`)."""
+        from envs.files import atomic_write
 
         atomic_write(path, lambda f: np.savez(f, frames=self.frames, env_ids=self.env_ids, kinds=self.kinds,
                                               severities=self.severities, env_names=np.array(self.env_names),

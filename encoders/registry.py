@@ -16,7 +16,7 @@ from typing import Any
 from encoders.base import Encoder
 from encoders.cnn import ConvEncoder
 from encoders.finetune import parse_mode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 EncoderFactory = Callable[..., Encoder]
 

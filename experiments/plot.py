@@ -22,7 +22,7 @@ taken, so that both sides are the same statistic (with the default 10k window th
 are those quoted in the reference README).
 
 Bad input (missing run directory, no ``metrics.jsonl``, unreadable reference, unwritable ``--out`` or one
-without a known suffix) raises :class:`mbrl.errors.ConfigError` before anything is written: the CLI prints one
+without a known suffix) raises :class:`envs.errors.ConfigError` before anything is written: the CLI prints one
 ``error:`` line and exits with status 2.
 """
 
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from mbrl import files as mio
-from mbrl.errors import ConfigError
+from envs import files as mio
+from envs.errors import ConfigError
 
 WINDOW = 10_000  # env steps averaged by the smoothed return curves
 FORMATS = (".png", ".svg", ".pdf")

@@ -53,8 +53,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mbrl import files
-from mbrl.errors import DreamshiftError
+from envs import files
+from envs.errors import DreamshiftError
 
 SCHEMA_VERSION = 1
 

@@ -33,8 +33,8 @@ import yaml
 import envs
 from encoders.finetune import parse_mode
 from encoders.registry import check_name, resolve_mode
+from envs.errors import ConfigError
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
 
 BACKENDS = ("local", "slurm", "submitit-local")
 _TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "steps", "overrides", "evaluation",

@@ -24,8 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from envs import files
 from experiments import results
-from mbrl import files
 
 
 def paths(out: Path | str, trial_id: str) -> dict[str, Path]:

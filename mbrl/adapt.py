@@ -41,10 +41,11 @@ import numpy as np
 import torch
 
 import envs
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import CheckpointError, ConfigError
+from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.train import env_kwargs, make_replay, resolve_device, run_loop
 

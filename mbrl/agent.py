@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from encoders.registry import build_encoder
+from envs.errors import ConfigError
 from mbrl.actor_critic import ActorCritic, episode_last
 from mbrl.config import Config
-from mbrl.errors import ConfigError
 from mbrl.optim import Optimizer
 from mbrl.rssm import State
 from mbrl.world_model import WorldModel, check_decoder

@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl import files, safe_state
+from envs import files
+from envs.errors import CheckpointError
+from mbrl import safe_state
 from mbrl.agent import Agent
 from mbrl.config import Config, from_dict, to_dict
-from mbrl.errors import CheckpointError
 from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
 

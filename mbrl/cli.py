@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mbrl import cli_common, files
+from envs import files
+from envs.errors import DreamshiftError
+from mbrl import cli_common
 from mbrl.config import allowed_keys, build_config, check_env_encoder, parse_overrides, to_dict
-from mbrl.errors import DreamshiftError
 
 # The embedded default of `dreamshift demo`: scratch CNN vs two pretrained encoders that exist offline, the
 # ImageNet efficientnet-lite0 and the bundled in-domain self-supervised dreamshift-vit (both frozen, features
@@ -129,7 +130,7 @@ def _check_eval_run(run_dir: str, device: str) -> None:
 
 def _evaluate(run_dir: str, episodes: int, seed: int, device: str, alphas: str = "",
               threads: int | None = None) -> None:
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
     from mbrl.evaluate import evaluate
 
     try:
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             if args.suite is not None:
                 if args.alpha:
-                    from mbrl.errors import ConfigError
+                    from envs.errors import ConfigError
 
                     raise ConfigError("--suite and --alpha cannot be combined; evaluate a merged run "
                                       "(dreamshift merge) with --suite instead")
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             _demo(parse_overrides(args.overrides))
         elif args.command == "merge":
-            from mbrl.errors import ConfigError
+            from envs.errors import ConfigError
             from mbrl.merge import format_alpha, merge_run, merge_runs, parse_alpha
 
             if len(args.run_dirs) > 2:

@@ -7,9 +7,9 @@
     dreamshift continual RUN --stages "color:5;gaussian_noise:5" --steps 5000 [--mix 0.5] --out DIR [--resume]
                          [--threads N]
 
-Bad input raises :class:`~mbrl.errors.ConfigError` / ``CheckpointError``: the CLI prints one ``error:`` line and
+Bad input raises :class:`~envs.errors.ConfigError` / ``CheckpointError``: the CLI prints one ``error:`` line and
 exits with status 2, before anything is written (run directories and ``--out`` are checked first, with
-:mod:`mbrl.files`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
+:mod:`envs.files`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbrl import files
+from envs import files
+from envs.errors import ConfigError
 from mbrl.cli_common import add_threads, check_device, threads_kwargs
 from mbrl.config import parse_overrides
-from mbrl.errors import ConfigError
 
 
 def _say(line: str) -> None:

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from mbrl import files
+from envs import files
+from envs.errors import ConfigError
 from mbrl.cli_common import add_threads, check_device
-from mbrl.errors import ConfigError
 
 ANALYSES = {
     "jaccard": "CLS-attention mask vs ground-truth foreground mask (Jaccard), ViT encoders",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Convert each run; raises :class:`mbrl.errors.CheckpointError` (one line, exit 2) on the first failure."""
+    """Convert each run; raises :class:`envs.errors.CheckpointError` (one line, exit 2) on the first failure."""
     from mbrl.convert import convert_run
 
     for run_dir in args.run_dirs:

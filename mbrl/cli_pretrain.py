@@ -4,7 +4,7 @@
         --out DIR [--diversity 0.5] [--seed 0] [--steps N | --epochs E] [--batch-size 64] [--resume]
 
 Bad input (unknown env glob, arch or objective, ``--frames < 1``, an ``--out`` holding a finished model, or an
-unfinished one without ``--resume``) raises :class:`mbrl.errors.ConfigError`: one ``error:`` line, exit 2.
+unfinished one without ``--resume``) raises :class:`envs.errors.ConfigError`: one ``error:`` line, exit 2.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``dreamshift pretrain``; raises :class:`mbrl.errors.ConfigError` on bad input."""
+    """Run ``dreamshift pretrain``; raises :class:`envs.errors.ConfigError` on bad input."""
     from encoders.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(envs=args.envs, frames=args.frames, arch=args.arch, objective=args.objective,

@@ -4,7 +4,7 @@
                      [--wandb offline|online|disabled] [--dry-run]
     dreamshift leaderboard RESULTS_DIR|RUN_DIR [--out DIR] [--screenshot] [--reps N]
 
-``--out`` (or the default) is checked before anything runs (:func:`mbrl.files.check_output_dir`), ``--dry-run``
+``--out`` (or the default) is checked before anything runs (:func:`envs.files.check_output_dir`), ``--dry-run``
 included; Ctrl-C during a sweep prints one line (finished trials are kept; rerunning resumes), exit 130.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mbrl.files import check_output_dir
+from envs.files import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from envs.errors import ConfigError
     from experiments import spec
     from experiments.sweep import run
-    from mbrl.errors import ConfigError
 
     sweep = spec.load(args.file)
     if args.workers is not None and args.workers < 1:
@@ -57,9 +57,9 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _leaderboard(args: argparse.Namespace) -> None:
+    from envs.errors import ConfigError
     from experiments.leaderboard import build
     from experiments.results import resolve_dir
-    from mbrl.errors import ConfigError
 
     if args.reps < 100:
         raise ConfigError(f"--reps must be >= 100, got {args.reps}")

@@ -31,7 +31,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 @dataclass

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import ConfigError
+from mbrl import checkpoint
 from mbrl.adapt import (
     CLEAN,
     REPORT_FILE,
@@ -31,7 +33,6 @@ from mbrl.adapt import (
     parse_target,
     stage_report,
 )
-from mbrl.errors import ConfigError
 
 SUMMARY_FILE = "continual.json"
 

@@ -134,9 +134,9 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
     """
     import envs
     from encoders.registry import resolve_mode
+    from envs.errors import ConfigError
     from mbrl import checkpoint
     from mbrl.config import model_hash
-    from mbrl.errors import ConfigError
     from mbrl.evaluate import EVAL_SEED_OFFSET
     from mbrl.train import env_kwargs, resolve_device
     from shifts.base import ShiftWrapper, make_shift

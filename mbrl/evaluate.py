@@ -31,10 +31,11 @@ import torch
 
 import envs
 from encoders.registry import resolve_mode
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import ConfigError
+from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, model_hash
-from mbrl.errors import ConfigError
 from mbrl.train import env_kwargs, resolve_device
 
 EVAL_SEED_OFFSET = 10_000  # episode seeds of evaluation never coincide with training seeds

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mbrl.errors import CheckpointError
-from mbrl.files import atomic_write
+from envs.errors import CheckpointError
+from envs.files import atomic_write
 
 KEYS = ("image", "action", "reward", "is_first", "is_terminal")
 

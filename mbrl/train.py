@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import envs
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import CheckpointError, ConfigError
+from mbrl import checkpoint
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
     _RESUMABLE,
@@ -34,7 +36,6 @@ from mbrl.config import (
     to_dict,
     validate,
 )
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.logger import Logger
 from mbrl.replay import Replay
 

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Encoder
+from envs.errors import ConfigError
 from mbrl.config import Config, LossConfig, ModelConfig
 from mbrl.distributions import TwoHot, symlog, twohot_bins
-from mbrl.errors import ConfigError
 from mbrl.nets import MLP, ConvDecoder, DenseBlock
 from mbrl.rssm import RSSM, State
 

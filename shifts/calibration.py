@@ -150,7 +150,7 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
         EnvError: unknown env.
     """
     import envs
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
 
     if frames < 1 or episodes < 1 or stride < 1:
         raise ConfigError(f"--frames, --episodes and --stride must be >= 1, got {frames}, {episodes}, {stride}")

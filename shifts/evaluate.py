@@ -52,8 +52,9 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         ConfigError: ``episodes`` < 1, ``threads`` < 0.
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from mbrl import checkpoint, files
-    from mbrl.errors import ConfigError
+    from envs import files
+    from envs.errors import ConfigError
+    from mbrl import checkpoint
     from mbrl.evaluate import eval_threads, resolve_threads
 
     name, conditions = parse_suite(suite)

@@ -28,7 +28,7 @@ def check_dimensions(size: int, scale: int | None) -> None:
         ConfigError: ``size`` outside :data:`SIZE_RANGE`, ``scale`` outside ``[1, MAX_SCALE]`` or a cell of more
             than :data:`MAX_CELL` pixels.
     """
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
 
     lo, hi = SIZE_RANGE
     if not lo <= size <= hi:
@@ -112,9 +112,9 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
         ShiftError: unknown suite/kind or unregistered kinds.
         EnvError: unknown env.
         ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
-            (:func:`mbrl.files.check_output_file`); all before anything is rendered.
+            (:func:`envs.files.check_output_file`); all before anything is rendered.
     """
-    from mbrl import files as mio
+    from envs import files as mio
 
     check_dimensions(size, scale)
     mio.check_output_file(out, "--out")

@@ -92,7 +92,8 @@ def write_untrained_run(run_dir: Path, overrides: list[str]) -> Path:
     ``config.json`` and a checkpoint with one replay step. Returns ``run_dir``."""
     import numpy as np
 
-    from mbrl import checkpoint, files
+    from envs import files
+    from mbrl import checkpoint
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay

@@ -17,12 +17,12 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint
 from mbrl.adapt import adapt, alpha_sweep, other_levels, parse_target, stage_report
 from mbrl.cli import main
 from mbrl.config import build_config
 from mbrl.continual import continual
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.merge import MODULES, merge_agent_states, merged_agents, module_of, parse_alpha
 from mbrl.replay import MixedReplay, Replay
 from mbrl.train import train
@@ -269,7 +269,7 @@ def test_merge_cli_single_run_form_still_merges_with_pretrained_weights(base_run
 
 
 def test_merge_refuses_different_model_configs(base_run, tmp_path):
-    from mbrl import files
+    from envs import files
     from mbrl.agent import Agent
     from mbrl.config import model_hash, to_dict
 

@@ -17,8 +17,8 @@ from encoders.analysis.cka import linear_cka
 from encoders.analysis.jaccard import jaccard_index, jaccard_per_frame
 from encoders.analysis.knn import knn_accuracy
 from encoders.analysis.report import RECORD_KEYS
+from envs.errors import ConfigError
 from mbrl.cli import main
-from mbrl.errors import ConfigError
 
 pytest.importorskip("transformers")
 pytest.importorskip("skimage")

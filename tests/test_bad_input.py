@@ -127,7 +127,7 @@ def test_run_path_that_is_a_file_says_so(cli, tmp_path, ckpt_run, args):
 
 def test_writability_check_with_an_unwritable_directory(tmp_path, monkeypatch):
     """Tests run as root, where chmod cannot make a directory unwritable: patch ``os.access`` instead."""
-    from mbrl import files
+    from envs import files
 
     real = os.access
     locked = tmp_path / "locked"
@@ -148,7 +148,7 @@ def test_writability_check_with_an_unwritable_directory(tmp_path, monkeypatch):
 
 
 def test_unwritable_output_through_the_cli(cli, tmp_path, monkeypatch):
-    from mbrl import files
+    from envs import files
 
     real = os.access
     monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p).resolve() == tmp_path else real(p, mode))
@@ -336,7 +336,7 @@ def test_gallery_dimensions_are_bounded(cli, tmp_path, args, needles):
 
 
 def test_written_files_respect_the_umask(tmp_path, monkeypatch):
-    from mbrl import files
+    from envs import files
 
     old = os.umask(0o022)
     os.umask(old)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, tree
 
+from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import build_config, to_dict
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.replay import Replay
 
 

@@ -9,6 +9,7 @@ import math
 import pytest
 from conftest import assert_user_error
 
+from envs.errors import ConfigError
 from mbrl.config import (
     MAX_SEED,
     RANGES,
@@ -19,7 +20,6 @@ from mbrl.config import (
     numeric_keys,
     validate,
 )
-from mbrl.errors import ConfigError
 
 
 def test_every_numeric_field_has_a_range():

@@ -176,8 +176,8 @@ def _placeholder(value: str) -> bool:
 
 
 def test_config_keys_and_values_exist():
+    from envs.errors import ConfigError
     from mbrl.config import allowed_keys, build_config
-    from mbrl.errors import ConfigError
 
     allowed = set(allowed_keys())
     found = _overrides()

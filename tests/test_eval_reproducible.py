@@ -20,9 +20,9 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from envs.errors import ConfigError
 from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
 from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate, resolve_threads, run_episodes
 from mbrl.train import train
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import TINY, TINY_RUN, assert_user_error, tree
 
+from envs.errors import ConfigError
 from mbrl.agent import Agent
 from mbrl.config import build_config
 from mbrl.distributions import symlog
-from mbrl.errors import ConfigError
 from mbrl.nets import ConvDecoder
 from mbrl.world_model import FeatureDecoder, check_decoder
 

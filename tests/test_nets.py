@@ -7,7 +7,7 @@ import torch
 
 from encoders.cnn import ConvEncoder
 from encoders.registry import available, build_encoder
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 from mbrl.nets import MLP, BlockLinear, ConvDecoder, Linear, init_linear_, make_norm
 from mbrl.optim import LaProp, Optimizer, adaptive_clip_
 from mbrl.rssm import RSSM

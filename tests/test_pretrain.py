@@ -18,8 +18,8 @@ from encoders.pretrain import (
     save_model,
 )
 from encoders.pretrain_data import collect_frames, expand_envs
+from envs.errors import ConfigError
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
 
 ENV = "dmc:cartpole_balance"
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 VIT_ENCODERS = "dinov2[:small|base|large], clip[:b32|b16], dreamshift-vit, hf:<ViT model id or dir>"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.analysis.cka import linear_cka
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 def block_modules(encoder: Any) -> list[tuple[str, nn.Module]]:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from encoders.analysis.knn import knn_accuracy
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 DEFAULT_ENVS = ("dmc:cartpole_balance", "dmc:walker_walk", "dmc:cheetah_run", "dmc:reacher_easy",
                 "dmc:finger_spin", "dmc:ball_in_cup_catch", "dmc:pendulum_swingup", "dmc:hopper_stand")

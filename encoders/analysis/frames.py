@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 @dataclass

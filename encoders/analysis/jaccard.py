@@ -112,7 +112,7 @@ def overlay_png(path: Path | str, image: np.ndarray, truth: np.ndarray,
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from mbrl import files
+    from envs import files
 
     try:
         font = ImageFont.load_default(size=12)

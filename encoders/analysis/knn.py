@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Output of the analyses: one summary JSON and one JSONL file of measurement records per analysis, both written
-atomically (:mod:`mbrl.files`) into ``RUN_DIR/analysis/`` (or another directory).
+atomically (:mod:`envs.files`) into ``RUN_DIR/analysis/`` (or another directory).
 
 A record is one measurement: ``{"analysis", "metric", "value", "n", "env", "encoder", "encoder_mode",
 "config_hash", ...}`` plus the keys that locate it (``weights`` = pretrained | finetuned | random, ``layer``,
@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mbrl import files
+from envs import files
 
 RECORD_KEYS = ("analysis", "env", "encoder", "encoder_mode", "metric", "value", "n", "config_hash")
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 # the random-init control is seeded RANDOM_INIT_SEED + seed: not 0, the seed a tiny test model may have been made with
 RANDOM_INIT_SEED = 1_000_003

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from mbrl.errors import CheckpointError, ConfigError
+from envs.errors import CheckpointError, ConfigError
 
 
 class OutputPathError(ConfigError):
