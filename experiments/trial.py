@@ -68,8 +68,8 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
     """
     from mbrl import checkpoint
     from mbrl.config import build_config
+    from mbrl.evaluate import evaluate_suite
     from mbrl.train import train
-    from shifts.evaluate import evaluate_suite
 
     p = paths(out, trial["id"])
     overrides = {**trial["overrides"], "run_dir": str(p["run"]), "wandb_group": trial["group"],

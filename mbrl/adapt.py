@@ -360,7 +360,7 @@ def evaluate_agent(agent: Agent, cfg: Config, conditions: list[Condition], episo
                    progress: Callable[[str], None] | None = None,
                    threads: int | None = None) -> list[dict[str, Any]]:
     """Returns of ``agent`` (policy mean) under each condition, the same episode seeds for all
-    (``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``, as :mod:`shifts.evaluate`), each episode's random
+    (``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``, as :mod:`mbrl.evaluate`), each episode's random
     draws seeded from its episode seed (:func:`mbrl.evaluate.run_episodes`): reproducible bit for bit.
 
     Args:

@@ -185,7 +185,7 @@ def _demo(given: dict[str, str]) -> None:
 
 def _evaluate_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str,
                     threads: int | None = None) -> None:
-    from shifts.evaluate import evaluate_suite, format_table
+    from mbrl.evaluate import evaluate_suite, format_table
 
     _check_eval_run(run_dir, device)
     path = evaluate_suite(run_dir, suite, episodes=episodes, seed=seed, device=device,

@@ -16,7 +16,8 @@ env, encoder, encoder_mode, metric, value, n, config_hash, and what locates it) 
 With RUN_DIR the encoders compared are the run's pretrained end point (:func:`mbrl.merge.pretrained_encoder_state`),
 its fine-tuned encoder, and a random-init control; without a run, ``encoder=NAME`` (plus any ``dreamshift
 train`` settings, e.g. ``encoder_input_size=224 encoder_path=DIR``) builds the pretrained encoder, compared
-with its random-init control. See :mod:`encoders.analysis`, :mod:`shifts.calibration`, :mod:`mbrl.diagnostics`.
+with its random-init control. See :mod:`experiments.analysis` (calibration: :mod:`experiments.analysis.calibration`,
+world-model errors: :mod:`experiments.analysis.diagnostics`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
 
 
 def _encoders(analysis: str, run: Path | None, overrides: dict[str, str], seed: int) -> Any:
-    from encoders.analysis.sources import from_run, from_settings
+    from experiments.analysis.sources import from_run, from_settings
 
     if run is not None:
         return from_run(run, analysis, with_random=True, seed=seed)
@@ -121,17 +122,17 @@ def _set_threads(cfg: Any, threads: int | None = None) -> None:
 
 def run_jaccard(eset: Any, env: str, frames: int, size: int, seed: int, stride: int, mass: float, png: Path,
                 png_frame: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Jaccard of each encoder's thresholded CLS attention with the foreground (:mod:`encoders.analysis.jaccard`)
+    """Jaccard of each encoder's thresholded CLS attention with the foreground (:mod:`experiments.analysis.jaccard`)
     on ``frames`` frames of ``env``, and the overlay PNG of frame ``png_frame``.
 
     Raises:
         ConfigError: a non-ViT encoder, ``mass`` outside (0, 1], ``png_frame`` out of range, an env without
             segmentation.
     """
-    from encoders.analysis.attention import require_vit
-    from encoders.analysis.frames import collect_frames
-    from encoders.analysis.jaccard import attention_jaccard, overlay_png
-    from encoders.analysis.report import record
+    from experiments.analysis.attention import require_vit
+    from experiments.analysis.frames import collect_frames
+    from experiments.analysis.jaccard import attention_jaccard, overlay_png
+    from experiments.analysis.report import record
 
     require_vit(eset.encoders["pretrained"], eset.cfg.encoder)
     if not 0.0 < mass <= 1.0:
@@ -165,9 +166,9 @@ def run_jaccard(eset: Any, env: str, frames: int, size: int, seed: int, stride: 
 
 def run_forgetting(eset: Any, dataset: str | None, size: int, seed: int, k: int,
                    envs: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """k-NN accuracy of each encoder's pooled features (:mod:`encoders.analysis.forgetting`)."""
-    from encoders.analysis.forgetting import knn_forgetting, load_images
-    from encoders.analysis.report import record
+    """k-NN accuracy of each encoder's pooled features (:mod:`experiments.analysis.forgetting`)."""
+    from experiments.analysis.forgetting import knn_forgetting, load_images
+    from experiments.analysis.report import record
 
     if k < 1:
         raise ConfigError(f"--k must be >= 1, got {k}")
@@ -186,10 +187,10 @@ def run_forgetting(eset: Any, dataset: str | None, size: int, seed: int, k: int,
 
 def run_drift(eset: Any, env: str, frames: int, size: int, seed: int,
               stride: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Linear CKA per block of the pretrained encoder vs each other encoder (:mod:`encoders.analysis.drift`)."""
-    from encoders.analysis.drift import cka_by_layer, layer_features
-    from encoders.analysis.frames import collect_frames
-    from encoders.analysis.report import record
+    """Linear CKA per block of the pretrained encoder vs each other encoder (:mod:`experiments.analysis.drift`)."""
+    from experiments.analysis.drift import cka_by_layer, layer_features
+    from experiments.analysis.frames import collect_frames
+    from experiments.analysis.report import record
 
     if frames < 2:
         raise ConfigError(f"drift needs --frames >= 2, got {frames}")
@@ -219,7 +220,7 @@ def handle(args: argparse.Namespace) -> None:
         ConfigError: unknown analysis (the message lists them), bad targets or options, an encoder the analysis
             does not support, a missing run.
     """
-    from encoders.analysis.report import write_csv, write_report
+    from experiments.analysis.report import write_csv, write_report
 
     analysis = args.analysis
     if analysis is None:
@@ -242,7 +243,7 @@ def handle(args: argparse.Namespace) -> None:
 
     extra: list[Path] = []
     if analysis == "calibration":
-        from shifts.calibration import CSV_COLUMNS, calibrate, format_calibration
+        from experiments.analysis.calibration import CSV_COLUMNS, calibrate, format_calibration
 
         if overrides:
             raise ConfigError("calibration takes no key=value settings; use --env, --suite, --frames, --size")
@@ -263,7 +264,7 @@ def handle(args: argparse.Namespace) -> None:
         if not args.no_reference:
             print(format_calibration(summary["rows"], "feature_distance"))
     elif analysis == "wm":
-        from mbrl.diagnostics import diagnose
+        from experiments.analysis.diagnostics import diagnose
 
         if run is None:
             raise ConfigError("analysis 'wm' needs RUN_DIR (a trained run with a checkpoint)")

@@ -140,7 +140,7 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboard
                 f"continue with: {_quote(argv)}")
     if command == "pretrain":
         out = Path(getattr(args, "out", "") or ".")
-        from encoders.pretrain import CHECKPOINT
+        from mbrl.pretrain import CHECKPOINT
 
         if (out / CHECKPOINT).is_file():
             again = argv if "--resume" in argv else [*argv, "--resume"]

@@ -1,4 +1,4 @@
-"""``dreamshift pretrain``: self-supervised pretraining of a small ViT on env frames (:mod:`encoders.pretrain`).
+"""``dreamshift pretrain``: self-supervised pretraining of a small ViT on env frames (:mod:`mbrl.pretrain`).
 
     dreamshift pretrain --envs 'dmc:*,metaworld:*' --frames 12000 --arch vit-tiny --objective dino \\
         --out DIR [--diversity 0.5] [--seed 0] [--steps N | --epochs E] [--batch-size 64] [--resume]
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dreamshift pretrain``; raises :class:`envs.errors.ConfigError` on bad input."""
-    from encoders.pretrain import PretrainConfig, pretrain
+    from mbrl.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(envs=args.envs, frames=args.frames, arch=args.arch, objective=args.objective,
                          out=args.out, diversity=args.diversity, seed=args.seed, steps=args.steps,

@@ -228,11 +228,11 @@ def test_ctrl_c_during_train_prints_one_line_and_leaves_a_loadable_checkpoint(cl
 
 
 def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypatch):
-    import encoders.pretrain
     import experiments.sweep
     import mbrl.adapt
     import mbrl.continual
     import mbrl.evaluate
+    import mbrl.pretrain
     from mbrl.train import TrainingInterrupted
 
     def interrupt(*args, **kwargs):
@@ -245,10 +245,10 @@ def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypat
     monkeypatch.setattr(experiments.sweep, "run", interrupt)
     monkeypatch.setattr(mbrl.adapt, "adapt", adapt_interrupted)
     monkeypatch.setattr(mbrl.continual, "continual", interrupt)
-    monkeypatch.setattr(encoders.pretrain, "pretrain", interrupt)
+    monkeypatch.setattr(mbrl.pretrain, "pretrain", interrupt)
     _grid(tmp_path / "grid.yaml")
     (tmp_path / "vit").mkdir()
-    (tmp_path / "vit" / encoders.pretrain.CHECKPOINT).write_bytes(b"")
+    (tmp_path / "vit" / mbrl.pretrain.CHECKPOINT).write_bytes(b"")
     cases = [
         (["evaluate", str(ckpt_run)], "no half-written file"),
         (["sweep", "grid.yaml"], "continue with: dreamshift sweep grid.yaml"),

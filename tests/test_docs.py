@@ -38,7 +38,7 @@ OVERRIDE = re.compile(r"(?<![\w.=<>$(-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)=
 COMMAND = re.compile(r"(?:^|[\s/(])dreamshift((?:\s+\S+)*)")
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 SHELL_SEP = re.compile(r"\s*(?:;|&&|\|\|)\s*|\s\|\s")
-# repository paths written in code, e.g. ``mbrl/config.py``, ``encoders/analysis/``
+# repository paths written in code, e.g. ``mbrl/config.py``, ``experiments/analysis/``
 REPO_PATH = re.compile(r"(?<![\w./-])((?:mbrl|encoders|envs|shifts|experiments|benchmarks|tests|docs|\.ci)/[\w./-]*)")
 
 

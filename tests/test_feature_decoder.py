@@ -195,7 +195,7 @@ def test_usable_as_a_sweep_override(tmp_path):
 
 
 def test_diagnostics_use_the_feature_error(frames):
-    from mbrl.diagnostics import world_model_errors
+    from experiments.analysis.diagnostics import world_model_errors
 
     agent = Agent(_cfg("decoder=features"), A)
     images, actions = frames

@@ -1,4 +1,4 @@
-"""``dreamshift pretrain`` (encoders.pretrain, encoders.pretrain_data, mbrl.cli_pretrain) and the bundled
+"""``dreamshift pretrain`` (mbrl.pretrain, encoders.pretrain_data, mbrl.cli_pretrain) and the bundled
 ``dreamshift-vit`` encoder. Tiny configs (``vit-micro``, a few frames of one dm_control env, a few steps)."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from encoders.pretrain import (
+from encoders.pretrain_data import collect_frames, expand_envs
+from envs.errors import ConfigError
+from mbrl.config import build_config
+from mbrl.pretrain import (
     DINO,
     PretrainConfig,
     build_backbone,
     pretrain,
     save_model,
 )
-from encoders.pretrain_data import collect_frames, expand_envs
-from envs.errors import ConfigError
-from mbrl.config import build_config
 
 ENV = "dmc:cartpole_balance"
 

@@ -1,7 +1,7 @@
 """Evaluate a trained run on every ``(kind, severity)`` of a suite (:mod:`shifts.suites`).
 
 Every condition runs the same episode seeds (``EVAL_SEED_OFFSET + seed + i``, as the clean evaluation of
-:mod:`mbrl.evaluate`), in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the shift's own seed is
+:mod:`mbrl.evaluate.episodes`), in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the shift's own seed is
 ``seed``, so its per-episode randomness is a function of ``(seed, episode seed, kind)`` and the whole file is
 reproducible. Results go atomically to ``RUN_DIR/eval/suite-<name>.json``: one record per episode and an
 aggregate per condition with the drop ``100 (clean - shifted) / |clean|`` of the mean return (Jones et al.

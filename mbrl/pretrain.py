@@ -821,7 +821,7 @@ so that a pretrained encoder exists without network access. Load it with `encode
 - Normalisation (`preprocessor_config.json`): the training frames' per-channel mean {_fmt(s['mean'])} and
   std {_fmt(s['std'])} on `[0, 1]`.
 - Saved backbone: {'the EMA teacher' if a['objective'] == 'dino' else 'the encoder'}. Hyper-parameters and sources:
-  the docstring of `encoders/pretrain.py`.
+  the docstring of `mbrl/pretrain.py`.
 
 ## Training
 

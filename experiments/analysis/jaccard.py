@@ -1,9 +1,9 @@
 """Attention-vs-object Jaccard index (Jones et al. 2025 report 0.42 for frozen DINOv2 vs 0.24 fully fine-tuned).
 
 Per frame: the last-block CLS attention, averaged over heads, thresholded to the patches holding the fraction
-``mass`` of the attention (DINO, default 0.6; :func:`encoders.analysis.attention.keep_mass`), upsampled to the
+``mass`` of the attention (DINO, default 0.6; :func:`experiments.analysis.attention.keep_mass`), upsampled to the
 frame (nearest), and compared with the ground-truth foreground mask from MuJoCo segmentation
-(:mod:`encoders.analysis.frames`) as ``J(A, B) = |A ∩ B| / |A ∪ B|`` (Jaccard 1901). The score of an encoder
+(:mod:`experiments.analysis.frames`) as ``J(A, B) = |A ∩ B| / |A ∪ B|`` (Jaccard 1901). The score of an encoder
 is the mean over frames. By convention two empty masks have ``J = 1``.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoders.analysis.attention import attention_grid, cls_attention, keep_mass, upsample
+from experiments.analysis.attention import attention_grid, cls_attention, keep_mass, upsample
 
 # colour map anchors for attention heat maps (black -> purple -> red -> yellow -> white, "inferno"-like)
 _ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)

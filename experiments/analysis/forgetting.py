@@ -1,4 +1,4 @@
-"""Forgetting: k-NN accuracy (k = 5, cosine; :mod:`encoders.analysis.knn`) of the encoder's pooled features
+"""Forgetting: k-NN accuracy (k = 5, cosine; :mod:`experiments.analysis.knn`) of the encoder's pooled features
 (CLS token / pooler output of ViTs, global average pool of CNNs: ``backbone_tokens(...)[0]``) on a labelled image
 set, for the pretrained and the fine-tuned encoder (Jones et al. 2025: ImageNet k-NN 65.9 % frozen DINOv2,
 39.8 % partial, 4.9 % full fine-tuning).
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from encoders.analysis.knn import knn_accuracy
 from envs.errors import ConfigError
+from experiments.analysis.knn import knn_accuracy
 
 DEFAULT_ENVS = ("dmc:cartpole_balance", "dmc:walker_walk", "dmc:cheetah_run", "dmc:reacher_easy",
                 "dmc:finger_spin", "dmc:ball_in_cup_catch", "dmc:pendulum_swingup", "dmc:hopper_stand")
@@ -62,7 +62,7 @@ def env_images(env_names: tuple[str, ...] | list[str] = DEFAULT_ENVS, train_per_
     Raises:
         ConfigError: fewer than 2 envs or non-positive counts; EnvError: unknown env.
     """
-    from encoders.analysis.frames import collect_frames
+    from experiments.analysis.frames import collect_frames
 
     if len(env_names) < 2 or train_per_class < 1 or test_per_class < 1:
         raise ConfigError("the env image set needs >= 2 envs and >= 1 train and test frame per env")

@@ -1,5 +1,5 @@
 """Evaluation of a trained run on the clean env: returns per episode with fixed episode seeds, written
-atomically to ``RUN_DIR/eval/clean.json``. Under graded visual shifts: :mod:`shifts.evaluate`
+atomically to ``RUN_DIR/eval/clean.json``. Under graded visual shifts: :mod:`mbrl.evaluate.suite`
 (``dreamshift evaluate RUN_DIR --suite NAME``) runs the same episodes through ``run_episodes(..., wrap=...)``.
 
 Every evaluation (clean, suites, sweep trials, adaptation reports, alpha sweeps, continual stages, the periodic

@@ -87,7 +87,7 @@ def feature_distance(encoder: Any, clean: np.ndarray, shifted: np.ndarray, clean
     ``clean_features``: the clean frames' pooled features when already computed (one env, many conditions)."""
     import torch
 
-    from encoders.analysis.forgetting import pooled_features
+    from experiments.analysis.forgetting import pooled_features
 
     fa = (pooled_features(encoder, clean) if clean_features is None else clean_features).double()
     fb = pooled_features(encoder, shifted).double()
@@ -175,7 +175,7 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
             clean, clean_states = rollout(env, actions, seed, stride, per_episode)
             clean_features = None
             if encoder is not None:
-                from encoders.analysis.forgetting import pooled_features
+                from experiments.analysis.forgetting import pooled_features
 
                 clean_features = pooled_features(encoder, clean)  # once per env, not per condition
             for kind, severities in kinds.items():

@@ -1,4 +1,4 @@
-"""Representation drift: linear CKA (:mod:`encoders.analysis.cka`, Kornblith et al. 2019) between two encoders
+"""Representation drift: linear CKA (:mod:`experiments.analysis.cka`, Kornblith et al. 2019) between two encoders
 (pretrained vs fine-tuned, or pretrained vs random init) on the same env frames, per block.
 
 Layers compared, in forward order:
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from encoders.analysis.cka import linear_cka
 from envs.errors import ConfigError
+from experiments.analysis.cka import linear_cka
 
 
 def block_modules(encoder: Any) -> list[tuple[str, nn.Module]]:
