@@ -1,4 +1,4 @@
-"""``dreamshift plot``: learning curves and training diagnostics of runs against env steps.
+"""Learning curves and training diagnostics of runs against env steps (``dreamshift plot``, :mod:`mbrl.cli.plot`).
 
     dreamshift plot RUN [RUN ...] --out PNG [--reference FILE.json.gz] [--window 10000]
 
@@ -28,12 +28,10 @@ without a known suffix) raises :class:`envs.errors.ConfigError` before anything 
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io as _io
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,24 +415,3 @@ def reference_label(path: Path | str) -> str:
     stem = Path(path).name.removesuffix(".gz").removesuffix(".json")
     source, _, method = stem.partition("-")
     return f"{method} ({source})" if method else stem
-
-
-# --- command line -------------------------------------------------------------------------------------------
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``plot`` to the ``dreamshift`` sub-commands (handler :func:`handle`)."""
-    p = sub.add_parser("plot", help="learning curves and training diagnostics of runs vs env steps (PNG/SVG/PDF)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl, config.json)")
-    p.add_argument("--out", required=True, help="output file: .png, .svg or .pdf")
-    p.add_argument("--reference", help="reference curves, .json.gz list of {task, method, seed, xs, ys} records "
-                   "(e.g. ../shared/reference/dmc_proprio-dreamerv3.json.gz)")
-    p.add_argument("--window", type=float, default=WINDOW,
-                   help=f"env steps averaged by the return curves (default {WINDOW})")
-    p.set_defaults(handler=handle)
-
-
-def handle(args: argparse.Namespace) -> None:
-    path = plot_runs(args.runs, args.out, args.reference, args.window,
-                     warn=lambda msg: print(msg, file=sys.stderr))
-    print(f"plot: {path}")

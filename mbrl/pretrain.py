@@ -1,6 +1,6 @@
 """Self-supervised pretraining of a small ViT on our env frames: DINO and MAE.
 
-``dreamshift pretrain`` (:mod:`mbrl.cli_pretrain`) calls :func:`pretrain`. Frames come from
+``dreamshift pretrain`` (:mod:`mbrl.cli.pretrain`) calls :func:`pretrain`. Frames come from
 :mod:`encoders.pretrain_data` (random actions under randomised visual shifts); the result is a
 ``transformers`` ``Dinov2Model`` directory (``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``
 with the data's mean/std) that loads through the normal encoder path ``encoder=hf:<dir>`` (and, for the bundled

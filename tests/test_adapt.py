@@ -1,6 +1,7 @@
 """Tests of issue 9: adapting a trained agent to a shifted domain (:mod:`mbrl.adapt`), the mixed replay
 (:class:`mbrl.replay.MixedReplay`), merging two agents per module (:mod:`mbrl.merge`), continual sequences
-(:mod:`mbrl.continual`) and their command line (:mod:`mbrl.cli_adapt`, ``dreamshift merge``).
+(:mod:`mbrl.continual`) and their command line (:mod:`mbrl.cli.adapt`, :mod:`mbrl.cli.adapt_eval`,
+:mod:`mbrl.cli.continual`, :mod:`mbrl.cli.merge`).
 
 A tiny base run (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once
 per module; adaptations use ~100 target env steps."""

@@ -60,7 +60,7 @@ def _code_lines(page: Path) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The ``dreamshift`` parser, built as ``main`` builds it (sub-commands of ``COMMAND_MODULES`` included)."""
+    """The ``dreamshift`` parser, built as ``main`` builds it (every module of ``mbrl.cli.COMMANDS``)."""
     from mbrl.cli import _parser as build
 
     return build()
@@ -128,7 +128,7 @@ def test_readme_is_a_short_map_with_the_setup_commands():
 def test_dreamshift_commands_and_options_exist():
     parser = _parser()
     commands = _subparsers(parser)
-    from mbrl.cli_analyze import ANALYSES
+    from mbrl.cli.analyze import ANALYSES
 
     found = _invocations()
     assert len(found) > 30, found  # the pages do show commands; a broken regex would find none

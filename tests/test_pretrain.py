@@ -1,4 +1,4 @@
-"""``dreamshift pretrain`` (mbrl.pretrain, encoders.pretrain_data, mbrl.cli_pretrain) and the bundled
+"""``dreamshift pretrain`` (mbrl.pretrain, encoders.pretrain_data, mbrl.cli.pretrain) and the bundled
 ``dreamshift-vit`` encoder. Tiny configs (``vit-micro``, a few frames of one dm_control env, a few steps)."""
 
 from __future__ import annotations

@@ -17,5 +17,5 @@ One job a file:
 - :mod:`~experiments.analysis.report`: atomic JSON + JSONL output (one record per measurement).
 
 Shift-severity calibration lives in :mod:`experiments.analysis.calibration`, world-model diagnostics in
-:mod:`experiments.analysis.diagnostics`, the command line in :mod:`mbrl.cli_analyze`.
+:mod:`experiments.analysis.diagnostics`, the command line in :mod:`mbrl.cli.analyze`.
 """

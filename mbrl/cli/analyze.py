@@ -31,7 +31,19 @@ import numpy as np
 
 from envs import files
 from envs.errors import ConfigError
-from mbrl.cli_common import add_threads, check_device
+from experiments.analysis.attention import require_vit
+from experiments.analysis.calibration import CSV_COLUMNS, calibrate, format_calibration
+from experiments.analysis.diagnostics import diagnose
+from experiments.analysis.drift import cka_by_layer, layer_features
+from experiments.analysis.forgetting import knn_forgetting, load_images
+from experiments.analysis.frames import collect_frames
+from experiments.analysis.jaccard import attention_jaccard, overlay_png
+from experiments.analysis.report import record, write_csv, write_report
+from experiments.analysis.sources import from_run, from_settings
+from mbrl import checkpoint
+from mbrl.checkpoint import checkpoint_path
+from mbrl.cli.common import add_threads, check_device
+from mbrl.config import parse_overrides
 
 ANALYSES = {
     "jaccard": "CLS-attention mask vs ground-truth foreground mask (Jaccard), ViT encoders",
@@ -79,7 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
     """``RUN_DIR`` (at most one argument without ``=``) and ``key=value`` settings."""
-    from mbrl.config import parse_overrides
 
     runs = [t for t in targets if "=" not in t]
     if len(runs) > 1:
@@ -87,7 +98,6 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
     overrides = parse_overrides([t for t in targets if "=" in t])
     run = Path(runs[0]) if runs else None
     if run is not None:
-        from mbrl.checkpoint import checkpoint_path
 
         if not run.exists():
             raise ConfigError(f"run directory {str(run)!r} does not exist; pass a trained run or encoder=NAME")
@@ -100,7 +110,6 @@ def _split_targets(targets: list[str]) -> tuple[Path | None, dict[str, str]]:
 
 
 def _encoders(analysis: str, run: Path | None, overrides: dict[str, str], seed: int) -> Any:
-    from experiments.analysis.sources import from_run, from_settings
 
     if run is not None:
         return from_run(run, analysis, with_random=True, seed=seed)
@@ -129,10 +138,6 @@ def run_jaccard(eset: Any, env: str, frames: int, size: int, seed: int, stride: 
         ConfigError: a non-ViT encoder, ``mass`` outside (0, 1], ``png_frame`` out of range, an env without
             segmentation.
     """
-    from experiments.analysis.attention import require_vit
-    from experiments.analysis.frames import collect_frames
-    from experiments.analysis.jaccard import attention_jaccard, overlay_png
-    from experiments.analysis.report import record
 
     require_vit(eset.encoders["pretrained"], eset.cfg.encoder)
     if not 0.0 < mass <= 1.0:
@@ -167,8 +172,6 @@ def run_jaccard(eset: Any, env: str, frames: int, size: int, seed: int, stride: 
 def run_forgetting(eset: Any, dataset: str | None, size: int, seed: int, k: int,
                    envs: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """k-NN accuracy of each encoder's pooled features (:mod:`experiments.analysis.forgetting`)."""
-    from experiments.analysis.forgetting import knn_forgetting, load_images
-    from experiments.analysis.report import record
 
     if k < 1:
         raise ConfigError(f"--k must be >= 1, got {k}")
@@ -188,9 +191,6 @@ def run_forgetting(eset: Any, dataset: str | None, size: int, seed: int, k: int,
 def run_drift(eset: Any, env: str, frames: int, size: int, seed: int,
               stride: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Linear CKA per block of the pretrained encoder vs each other encoder (:mod:`experiments.analysis.drift`)."""
-    from experiments.analysis.drift import cka_by_layer, layer_features
-    from experiments.analysis.frames import collect_frames
-    from experiments.analysis.report import record
 
     if frames < 2:
         raise ConfigError(f"drift needs --frames >= 2, got {frames}")
@@ -220,7 +220,6 @@ def handle(args: argparse.Namespace) -> None:
         ConfigError: unknown analysis (the message lists them), bad targets or options, an encoder the analysis
             does not support, a missing run.
     """
-    from experiments.analysis.report import write_csv, write_report
 
     analysis = args.analysis
     if analysis is None:
@@ -243,13 +242,11 @@ def handle(args: argparse.Namespace) -> None:
 
     extra: list[Path] = []
     if analysis == "calibration":
-        from experiments.analysis.calibration import CSV_COLUMNS, calibrate, format_calibration
 
         if overrides:
             raise ConfigError("calibration takes no key=value settings; use --env, --suite, --frames, --size")
         cfg = None
         if run is not None:
-            from mbrl import checkpoint
 
             cfg = checkpoint.config_of(checkpoint.load_state(run))
         env_list = args.env or (cfg.env if cfg else "dmc:cartpole_balance,dmc:walker_walk")
@@ -264,7 +261,6 @@ def handle(args: argparse.Namespace) -> None:
         if not args.no_reference:
             print(format_calibration(summary["rows"], "feature_distance"))
     elif analysis == "wm":
-        from experiments.analysis.diagnostics import diagnose
 
         if run is None:
             raise ConfigError("analysis 'wm' needs RUN_DIR (a trained run with a checkpoint)")

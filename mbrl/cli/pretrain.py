@@ -13,9 +13,11 @@ import argparse
 import shlex
 import sys
 
+from mbrl import pretrain as pretraining
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``pretrain`` sub-command to ``sub`` (handler :func:`run`)."""
+    """Add the ``pretrain`` sub-command to ``sub`` (handler :func:`handle`)."""
     p = sub.add_parser("pretrain", help="pretrain a small ViT (DINO or MAE) on env frames under random shifts",
                        description="Collect frames with random actions under random visual shifts, train a small "
                                    "ViT self-supervised and save it as a transformers model directory that loads "
@@ -43,21 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--keep-cache", action="store_true", help="keep frames.npz and the checkpoint when finished")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=handle)
 
 
-def run(args: argparse.Namespace) -> None:
+def handle(args: argparse.Namespace) -> None:
     """Run ``dreamshift pretrain``; raises :class:`envs.errors.ConfigError` on bad input."""
-    from mbrl.pretrain import PretrainConfig, pretrain
-
-    cfg = PretrainConfig(envs=args.envs, frames=args.frames, arch=args.arch, objective=args.objective,
+    cfg = pretraining.PretrainConfig(envs=args.envs, frames=args.frames, arch=args.arch, objective=args.objective,
                          out=args.out, diversity=args.diversity, seed=args.seed, steps=args.steps,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_local=args.n_local,
                          out_dim=args.out_dim, teacher_temp=args.teacher_temp, episode_len=args.episode_len,
                          log_every=args.log_every,
                          save_every=args.save_every, threads=args.threads, resume=args.resume,
                          keep_cache=args.keep_cache, command=_command())
-    s = pretrain(cfg)
+    s = pretraining.pretrain(cfg)
     print(f"pretrained {s['args']['arch']} ({s['args']['objective']}) on {s['num_frames']} frames from "
           f"{s['num_envs']} envs: loss {s['first_loss']:.4f} -> {s['final_loss']:.4f}, {s['steps']} steps, "
           f"{s['wall_s'] / 60:.1f} min")

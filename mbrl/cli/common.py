@@ -1,6 +1,7 @@
-"""Pieces shared by the ``dreamshift`` sub-commands (:mod:`mbrl.cli` and the ``mbrl/cli_*.py`` modules): the
-argument parser class whose usage errors are one ``error:`` line under the sub-command's own usage, the
-``--device`` and ``--threads`` checks, and the one-line message printed when a command is interrupted (Ctrl-C).
+"""Pieces shared by the ``dreamshift`` sub-commands (the modules of :mod:`mbrl.cli`): the argument parser class
+whose usage errors are one ``error:`` line under the sub-command's own usage, the ``--device`` and ``--threads``
+checks, the ``RUN key=value`` splitting of the adaptation commands, and the one-line message printed when a
+command is interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from envs.errors import ConfigError
+from mbrl.config import parse_overrides
+from mbrl.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
 
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
@@ -98,6 +101,28 @@ def threads_kwargs(fn: Callable[..., Any], threads: int | None) -> dict[str, Any
     return {}
 
 
+def say(line: str) -> None:
+    """Print a progress line on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def split_args(tokens: list[str], what: str) -> tuple[str | None, dict[str, str]]:
+    """Positional tokens -> (RUN or None, {key: value} overrides); raises ConfigError for a second RUN."""
+    runs = [t for t in tokens if "=" not in t]
+    if len(runs) > 1:
+        raise ConfigError(f"{what} takes one RUN directory, got {', '.join(runs)}")
+    return (runs[0] if runs else None), parse_overrides([t for t in tokens if "=" in t])
+
+
+def threads_setting(fn: Callable[..., Any], threads: int | None, overrides: dict[str, str]) -> dict[str, Any]:
+    """``--threads N``: the adapted runs' ``threads`` setting (their training, unless ``threads=`` is also given
+    as a setting) and ``threads=`` of ``fn`` (its evaluations) when ``fn`` takes it."""
+    if threads is None:
+        return {}
+    overrides.setdefault("threads", str(threads))
+    return {"threads": threads} if "threads" in inspect.signature(fn).parameters else {}
+
+
 def command_line(argv: list[str] | None) -> list[str]:
     """The arguments after the program name (``sys.argv[1:]`` when ``argv`` is None)."""
     return list(sys.argv[1:] if argv is None else argv)
@@ -140,11 +165,10 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboard
                 f"continue with: {_quote(argv)}")
     if command == "pretrain":
         out = Path(getattr(args, "out", "") or ".")
-        from mbrl.pretrain import CHECKPOINT
-
-        if (out / CHECKPOINT).is_file():
+        if (out / PRETRAIN_CHECKPOINT).is_file():
             again = argv if "--resume" in argv else [*argv, "--resume"]
-            return (f"interrupted: the last checkpoint (every --save-every steps) is in {str(out / CHECKPOINT)!r}; "
+            where = str(out / PRETRAIN_CHECKPOINT)
+            return (f"interrupted: the last checkpoint (every --save-every steps) is in {where!r}; "
                     f"continue with: {_quote(again)}")
         return "interrupted before the first checkpoint; nothing to resume"
     return "interrupted; results are written atomically, so no half-written file was left"
