@@ -64,7 +64,7 @@ from envs.errors import ConfigError  # noqa: E402
 from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
 from mbrl.replay import Replay  # noqa: E402
-from mbrl.train import resolve_device  # noqa: E402
+from mbrl.runtime import resolve_device  # noqa: E402
 
 #: sheeprl's DreamerV3 size ``S``: seconds per update on this class of 2-core CPU, as measured by the project
 #: lead. External: NOT measured by this script, other code, possibly other batch/settings; orientation only.

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs import list_envs
 from envs.errors import ConfigError
+from envs.factory import make_env
+from envs.files import atomic_write
+from shifts.base import ShiftWrapper, make_shift, supports
+from shifts.suites import ordered_kinds
 
 COLLECT_SUITES = ("dmc", "metaworld")
 ACTION_REPEAT = 2
@@ -56,8 +61,6 @@ class FrameSet:
 
     def save(self, path: str) -> None:
         """Write an ``.npz`` atomically (temp file + rename, :func:`envs.files.atomic_write`)."""
-        from envs.files import atomic_write
-
         atomic_write(path, lambda f: np.savez(f, frames=self.frames, env_ids=self.env_ids, kinds=self.kinds,
                                               severities=self.severities, env_names=np.array(self.env_names),
                                               kind_names=np.array(self.kind_names),
@@ -80,8 +83,6 @@ def expand_envs(spec: str) -> list[str]:
         ConfigError: an empty spec, a pattern that matches no collectable env (the message lists the suites and
             a few names), or a name outside ``dmc:``/``metaworld:``.
     """
-    from envs import list_envs
-
     patterns = [p.strip() for p in spec.split(",") if p.strip()]
     if not patterns:
         raise ConfigError("--envs is empty; give env names or globs, e.g. 'dmc:*,metaworld:*'")
@@ -100,9 +101,6 @@ def expand_envs(spec: str) -> list[str]:
 
 def shift_kinds_for(env_name: str) -> list[str]:
     """Shift kinds (:func:`shifts.suites.ordered_kinds`) that apply to ``env_name``."""
-    from shifts.base import supports
-    from shifts.suites import ordered_kinds
-
     return [k for k in ordered_kinds() if supports(k, env_name)]
 
 
@@ -127,10 +125,6 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
         ConfigError: ``n_frames < 1``, ``diversity`` outside ``[0, 1]``, ``episode_len < 1`` or no envs.
         envs.errors.EnvError: an env cannot be built (e.g. no renderer).
     """
-    from envs.factory import make_env
-    from shifts.base import ShiftWrapper, make_shift
-    from shifts.suites import ordered_kinds
-
     if n_frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {n_frames}")
     if not 0.0 <= diversity <= 1.0:

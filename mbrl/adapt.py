@@ -43,11 +43,16 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
+from envs.vector import AUTORESET_MODE
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
+from mbrl.evaluate import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
+from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
-from mbrl.train import env_kwargs, make_replay, resolve_device, run_loop
+from mbrl.runtime import env_kwargs, resolve_device
+from mbrl.train import make_replay, run_loop
+from shifts.base import ShiftWrapper, kinds, make_shift, supports
 
 #: One evaluation/training condition: the shifts applied together, ``()`` for the clean env.
 Condition = tuple[tuple[str, int], ...]
@@ -69,8 +74,6 @@ def parse_target(text: str, env_name: str | None = None) -> Condition:
         ConfigError: empty text, an item that is not ``KIND:SEVERITY``, an unknown kind (the message lists the
             registered ones), a severity outside 1-5, a kind given twice or one that does not apply to the env.
     """
-    from shifts.base import kinds, supports
-
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
         raise ConfigError("--target is empty; expected KIND:SEVERITY[,KIND:SEVERITY...], e.g. color:5")
@@ -125,8 +128,6 @@ def shifted_env(name: str, conditions: Condition, shift_seed: int, **kwargs: Any
 
 def wrapper(conditions: Condition, shift_seed: int) -> Callable[[gymnasium.Env], gymnasium.Env]:
     """A function wrapping an env with the shifts of ``conditions`` (for :func:`mbrl.evaluate.run_episodes`)."""
-    from shifts.base import ShiftWrapper, make_shift
-
     def wrap(env: gymnasium.Env) -> gymnasium.Env:
         return ShiftWrapper(env, [make_shift(k, s, shift_seed) for k, s in conditions])
 
@@ -138,7 +139,6 @@ def make_shifted_vector_env(cfg: Config, conditions: Condition, shift_seed: int)
     :func:`envs.make_vector_env` (sub-env ``i`` seeded ``cfg.seed + i``; async workers when ``num_envs > 1``)."""
     from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
-    from envs.vector import AUTORESET_MODE
 
     fns = [functools.partial(shifted_env, cfg.env, conditions, shift_seed, seed=cfg.seed + i, **env_kwargs(cfg))
            for i in range(cfg.num_envs)]
@@ -374,8 +374,6 @@ def evaluate_agent(agent: Agent, cfg: Config, conditions: list[Condition], episo
     Raises:
         ConfigError: ``episodes`` < 1, ``threads`` < 0.
     """
-    from mbrl.evaluate import EVAL_SEED_OFFSET, resolve_threads, run_episodes
-
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
     n = resolve_threads(cfg, threads)
@@ -508,9 +506,6 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
             ``episodes`` < 1 or ``threads`` < 0 (all before any evaluation). CheckpointError: a missing
             checkpoint.
     """
-    from mbrl.evaluate import eval_threads, resolve_threads
-    from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
-
     if not alphas:
         raise ConfigError("--alpha: give at least one alpha")
     specs = [parse_alpha(a) for a in alphas]

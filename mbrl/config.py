@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -463,35 +462,6 @@ def validate(cfg: Config) -> None:
                           f"(sub-env i is seeded seed + i)")
     if cfg.replay_capacity < cfg.batch_length * cfg.num_envs:
         raise ConfigError(f"replay_capacity={cfg.replay_capacity} must hold at least batch_length x num_envs steps")
-
-
-def check_env_encoder(cfg: Config) -> None:
-    """Check the names a run refers to, as ``dreamshift train`` does before it writes anything: ``env`` (a known
-    ``suite:task`` whose suite is installed), ``obs`` on that suite, ``encoder`` (a registered name),
-    ``encoder_mode`` (a valid mode for it; ``cnn``: full or frozen), ``decoder`` with that encoder
-    (:func:`mbrl.world_model.check_decoder`) and ``encoder_path`` (exists, if given). :func:`validate` leaves these
-    out: they need the env and encoder registries, which import torch and gym, and ``mbrl.world_model`` imports
-    this module, so they are imported inside the function (no import cycle, and ``import mbrl.config`` stays light).
-
-    Raises:
-        ConfigError, envs.EnvError: the first bad name, with what is allowed.
-    """
-    import envs.registry
-    import envs.validation
-    from encoders.finetune import parse_mode
-    from encoders.registry import check_name, resolve_mode, split_name
-    from mbrl.world_model import check_decoder
-
-    envs.registry.parse_env_name(cfg.env)
-    envs.validation.check_obs(cfg.obs, cfg.env)
-    check_name(cfg.encoder)
-    mode = parse_mode(resolve_mode(cfg))
-    if split_name(cfg.encoder)[0] == "cnn" and mode.kind not in ("full", "frozen"):
-        raise ConfigError(f"encoder cnn supports encoder_mode full or frozen (random features), got {mode}")
-    check_decoder(cfg)
-    if cfg.encoder_path and not os.path.exists(os.path.expanduser(cfg.encoder_path)):
-        raise ConfigError(f"encoder_path={cfg.encoder_path!r} does not exist; give a local directory (or a .pth "
-                          f"file for efficientnet-lite0) of pretrained weights, or leave it empty")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

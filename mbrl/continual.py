@@ -31,8 +31,10 @@ from mbrl.adapt import (
     evaluate_agent,
     load_agent,
     parse_target,
+    read_meta,
     stage_report,
 )
+from mbrl.evaluate import resolve_threads
 
 SUMMARY_FILE = "continual.json"
 
@@ -89,9 +91,6 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         ConfigError: bad stages, mix, lr_scale, steps, episodes or threads; ``out`` existing and not empty
             without ``resume``. CheckpointError: a missing run. All checked before anything is written.
     """
-    from mbrl.adapt import read_meta
-    from mbrl.evaluate import resolve_threads
-
     if out is None:
         raise ConfigError("continual needs --out DIR")
     out = Path(out)

@@ -76,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from encoders.pretrain_data import FrameSet, collect_frames, expand_envs
 from envs.errors import ConfigError
 from envs.files import atomic_write, check_output_dir, write_json
 from mbrl import safe_state
@@ -157,8 +158,6 @@ def validate(cfg: PretrainConfig) -> list[str]:
             finished model (without ``resume``: refuses to overwrite; with it: nothing left to do) or an
             unfinished run without ``resume``, ``resume`` without a checkpoint or with different arguments.
     """
-    from encoders.pretrain_data import expand_envs
-
     if cfg.arch not in ARCHS:
         raise ConfigError(f"unknown --arch {cfg.arch!r}; allowed: {', '.join(ARCHS)}")
     if cfg.objective not in OBJECTIVES:
@@ -611,8 +610,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     Raises:
         ConfigError: see :func:`validate`.
     """
-    from encoders.pretrain_data import FrameSet, collect_frames
-
     env_names = validate(cfg)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

@@ -29,15 +29,16 @@ from mbrl.config import (
     _convert,
     _field_types,
     allowed_keys,
-    check_env_encoder,
     incompatible_keys,
     model_hash,
     parse_overrides,
     to_dict,
     validate,
 )
+from mbrl.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
 from mbrl.replay import Replay
+from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -49,24 +50,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
         self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; raises :class:`ConfigError` for cuda without a GPU or another
-    name."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device {name!r} is not allowed; allowed: auto, cpu, cuda")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def env_kwargs(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of :func:`envs.make_env` for a run."""
-    return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit or None,
-                camera=None if cfg.camera < 0 else cfg.camera, obs=cfg.obs)
 
 
 def state_dim_of(space: Any) -> int:
@@ -339,8 +322,6 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
             checkpoint.save(run_dir, agent, replay, counters)
             next_save += cfg.save_every
         if next_eval is not None and counters["env_steps"] >= next_eval:
-            from mbrl.evaluate import run_episodes
-
             results = run_episodes(agent, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
             returns = [r["return"] for r in results]
             logger.log("eval", counters["env_steps"], counters["agent_steps"],

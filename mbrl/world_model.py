@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Encoder
+from encoders.registry import resolve_mode, split_name
 from envs.errors import ConfigError
 from mbrl.config import Config, LossConfig, ModelConfig
 from mbrl.distributions import TwoHot, symlog, twohot_bins
@@ -95,8 +96,6 @@ def check_decoder(cfg: Config) -> None:
         raise ConfigError(f"decoder={cfg.decoder!r} is not allowed; allowed: {', '.join(DECODERS)}")
     if cfg.decoder == "pixels":
         return
-    from encoders.registry import resolve_mode, split_name
-
     mode = resolve_mode(cfg)
     problems = []
     if "pixels" not in cfg.obs:

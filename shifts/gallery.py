@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
+import envs
+from envs import files as mio
+from envs.errors import ConfigError
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
+from shifts.base import kinds as registered
 from shifts.suites import for_env, parse_suite
 
 SIZE_RANGE = (16, 1024)  # frame side in pixels
@@ -28,8 +32,6 @@ def check_dimensions(size: int, scale: int | None) -> None:
         ConfigError: ``size`` outside :data:`SIZE_RANGE`, ``scale`` outside ``[1, MAX_SCALE]`` or a cell of more
             than :data:`MAX_CELL` pixels.
     """
-    from envs.errors import ConfigError
-
     lo, hi = SIZE_RANGE
     if not lo <= size <= hi:
         raise ConfigError(f"--size must be in [{lo}, {hi}] pixels, got {size}")
@@ -43,8 +45,6 @@ def check_dimensions(size: int, scale: int | None) -> None:
 
 def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
     """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``."""
-    import envs
-
     out: dict[tuple[str, int], np.ndarray] = {}
     base = envs.make_env(env_name, size=size)
     try:
@@ -74,7 +74,6 @@ def grid(cells: dict[tuple[str, int], np.ndarray], kinds: list[str], title: str 
     """A labelled PIL image: a row per kind, a column per severity 0-5."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from shifts.base import kinds as registered
 
     try:
         font = ImageFont.load_default(size=12)
@@ -114,8 +113,6 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
         ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
             (:func:`envs.files.check_output_file`); all before anything is rendered.
     """
-    from envs import files as mio
-
     check_dimensions(size, scale)
     mio.check_output_file(out, "--out")
     name, conditions = parse_suite(suite)

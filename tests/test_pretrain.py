@@ -190,7 +190,8 @@ def test_every_finetune_mode_builds_and_backpropagates(tiny_model, mode, single_
 
 @pytest.mark.parametrize("mode", ["frozen", "partial:1"])
 def test_bundled_dreamshift_vit_builds_and_gives_finite_features(mode, single_thread):
-    from encoders.registry import DREAMSHIFT_VIT_DIR, build_encoder
+    from encoders.hf import DREAMSHIFT_VIT_DIR
+    from encoders.registry import build_encoder
 
     assert (DREAMSHIFT_VIT_DIR / "model.safetensors").is_file()
     assert (DREAMSHIFT_VIT_DIR / "MODEL_CARD.md").is_file()

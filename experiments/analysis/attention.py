@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from encoders.hf import HFEncoder
 from envs.errors import ConfigError
 
 VIT_ENCODERS = "dinov2[:small|base|large], clip[:b32|b16], dreamshift-vit, hf:<ViT model id or dir>"
@@ -32,8 +33,6 @@ VIT_ENCODERS = "dinov2[:small|base|large], clip[:b32|b16], dreamshift-vit, hf:<V
 def require_vit(encoder: Any, name: str) -> None:
     """Raise :class:`ConfigError` unless ``encoder`` is a Hugging Face ViT with a CLS token and a square patch
     grid (the attention analyses need one)."""
-    from encoders.hf import HFEncoder
-
     if not isinstance(encoder, HFEncoder):
         raise ConfigError(f"attention analyses need a ViT encoder with a CLS token ({VIT_ENCODERS}); got {name!r}")
     if encoder.num_prefix_tokens < 1:

@@ -32,6 +32,11 @@ from typing import Any
 
 import numpy as np
 
+import envs
+from encoders.efficientnet import EfficientNetLiteEncoder
+from encoders.finetune import FinetuneMode
+from envs.errors import ConfigError
+from experiments.analysis.forgetting import pooled_features
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
 
@@ -73,9 +78,6 @@ def reference_encoder(input_size: int = 224) -> Any:
     Raises:
         ConfigError: its weight package is not installed.
     """
-    from encoders.efficientnet import EfficientNetLiteEncoder
-    from encoders.finetune import FinetuneMode
-
     enc = EfficientNetLiteEncoder(FinetuneMode("frozen"), "mean", input_size)
     enc.requires_grad_(False)
     return enc.eval()
@@ -87,7 +89,6 @@ def feature_distance(encoder: Any, clean: np.ndarray, shifted: np.ndarray, clean
     ``clean_features``: the clean frames' pooled features when already computed (one env, many conditions)."""
     import torch
 
-    from experiments.analysis.forgetting import pooled_features
 
     fa = (pooled_features(encoder, clean) if clean_features is None else clean_features).double()
     fb = pooled_features(encoder, shifted).double()
@@ -149,9 +150,6 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
         ConfigError: ``frames``, ``episodes`` or ``stride`` < 1; missing reference weights.
         EnvError: unknown env.
     """
-    import envs
-    from envs.errors import ConfigError
-
     if frames < 1 or episodes < 1 or stride < 1:
         raise ConfigError(f"--frames, --episodes and --stride must be >= 1, got {frames}, {episodes}, {stride}")
     name, conditions = parse_suite(suite)
@@ -175,8 +173,6 @@ def calibrate(env_names: list[str], suite: str = "standard", *, frames: int = 16
             clean, clean_states = rollout(env, actions, seed, stride, per_episode)
             clean_features = None
             if encoder is not None:
-                from experiments.analysis.forgetting import pooled_features
-
                 clean_features = pooled_features(encoder, clean)  # once per env, not per condition
             for kind, severities in kinds.items():
                 level = make_shift(kind, 0).level

@@ -34,7 +34,16 @@ import einops
 import numpy as np
 import torch
 
-from mbrl.evaluate import episode_rng_seed, seeded_rng
+import envs
+from encoders.registry import resolve_mode
+from envs.errors import ConfigError
+from mbrl import checkpoint
+from mbrl.config import model_hash
+from mbrl.distributions import categorical_kl
+from mbrl.evaluate import EVAL_SEED_OFFSET, episode_rng_seed, seeded_rng
+from mbrl.runtime import env_kwargs, resolve_device
+from shifts.base import ShiftWrapper, make_shift
+from shifts.suites import for_env, parse_suite
 
 METRICS = ("recon_mse", "recon_sse", "reward_mae", "reward_nll", "kl")
 
@@ -87,8 +96,6 @@ def world_model_errors(agent: Any, episode: dict[str, np.ndarray]) -> dict[str, 
     Returns:
         ``{"recon_mse", "recon_sse"}`` ``(T,)`` and ``{"reward_mae", "reward_nll", "kl"}`` ``(T - 1,)`` float64.
     """
-    from mbrl.distributions import categorical_kl
-
     wm = agent.wm
     agent.eval()
     dev = agent.device
@@ -132,16 +139,6 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
         CheckpointError: no run / checkpoint; ShiftError: bad suite or kind;
         ConfigError: ``episodes`` or ``max_steps`` < 1.
     """
-    import envs
-    from encoders.registry import resolve_mode
-    from envs.errors import ConfigError
-    from mbrl import checkpoint
-    from mbrl.config import model_hash
-    from mbrl.evaluate import EVAL_SEED_OFFSET
-    from mbrl.train import env_kwargs, resolve_device
-    from shifts.base import ShiftWrapper, make_shift
-    from shifts.suites import for_env, parse_suite
-
     if episodes < 1 or max_steps < 1:
         raise ConfigError(f"--episodes and --max-steps must be >= 1, got {episodes}, {max_steps}")
     name, conditions = parse_suite(suite)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from envs.errors import ConfigError
+from experiments.analysis.frames import collect_frames
 from experiments.analysis.knn import knn_accuracy
 
 DEFAULT_ENVS = ("dmc:cartpole_balance", "dmc:walker_walk", "dmc:cheetah_run", "dmc:reacher_easy",
@@ -62,8 +63,6 @@ def env_images(env_names: tuple[str, ...] | list[str] = DEFAULT_ENVS, train_per_
     Raises:
         ConfigError: fewer than 2 envs or non-positive counts; EnvError: unknown env.
     """
-    from experiments.analysis.frames import collect_frames
-
     if len(env_names) < 2 or train_per_class < 1 or test_per_class < 1:
         raise ConfigError("the env image set needs >= 2 envs and >= 1 train and test frame per env")
     parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "ytrain": [], "ytest": []}

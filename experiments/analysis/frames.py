@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+import envs
 from envs.errors import ConfigError
+from shifts.scene import foreground_mask as from_segmentation
 
 
 @dataclass
@@ -62,8 +64,6 @@ def foreground_mask(env: Any) -> np.ndarray:
     Raises:
         ConfigError: the env cannot render segmentation (``render_segmentation``) or is not a MuJoCo env.
     """
-    from shifts.scene import foreground_mask as from_segmentation
-
     render = getattr(env, "render_segmentation", None)
     if not callable(render):
         raise ConfigError(f"ground-truth masks need an env with segmentation rendering (dmc:, metaworld:); "
@@ -89,8 +89,6 @@ def collect_frames(env_name: str, n: int, *, size: int = 64, seed: int = 0, stri
         ConfigError: ``n`` or ``stride`` < 1, or ``segmentation`` on an env without it.
         EnvError: unknown env.
     """
-    import envs
-
     if n < 1 or stride < 1:
         raise ConfigError(f"need at least one frame and stride >= 1, got frames={n}, stride={stride}")
     env = envs.make_env(env_name, size=size, seed=seed, action_repeat=action_repeat, camera=camera)

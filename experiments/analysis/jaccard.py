@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs import files
 from experiments.analysis.attention import attention_grid, cls_attention, keep_mass, upsample
 
 # colour map anchors for attention heat maps (black -> purple -> red -> yellow -> white, "inferno"-like)
@@ -112,7 +113,6 @@ def overlay_png(path: Path | str, image: np.ndarray, truth: np.ndarray,
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from envs import files
 
     try:
         font = ImageFont.load_default(size=12)

@@ -22,7 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from encoders.registry import build_encoder, resolve_mode
 from envs.errors import ConfigError
+from mbrl import checkpoint
+from mbrl.config import build_config, model_hash
+from mbrl.merge import pretrained_encoder_state
 
 # the random-init control is seeded RANDOM_INIT_SEED + seed: not 0, the seed a tiny test model may have been made with
 RANDOM_INIT_SEED = 1_000_003
@@ -104,11 +108,6 @@ def from_run(run_dir: Path | str, analysis: str, with_random: bool = False, seed
         CheckpointError: no run directory / checkpoint.
         ConfigError: the run's encoder has no pretrained weights (``cnn``).
     """
-    from encoders.registry import resolve_mode
-    from mbrl import checkpoint
-    from mbrl.config import model_hash
-    from mbrl.merge import pretrained_encoder_state
-
     state = checkpoint.load_state(run_dir)
     cfg = checkpoint.config_of(state)
     cfg.device = "cpu"
@@ -134,9 +133,6 @@ def from_settings(overrides: dict[str, str], analysis: str, seed: int = 0) -> En
     Raises:
         ConfigError: no ``encoder=``, bad settings, an encoder without pretrained weights, missing weights.
     """
-    from encoders.registry import build_encoder, resolve_mode
-    from mbrl.config import build_config
-
     if "encoder" not in overrides:
         raise ConfigError(f"analysis {analysis!r} needs RUN_DIR or encoder=NAME (one of: {PRETRAINED_ENCODERS})")
     cfg = build_config(overrides)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from mbrl.config import allowed_keys, build_config, check_env_encoder, to_dict
+from mbrl.config import allowed_keys, build_config, to_dict
+from mbrl.runtime import check_env_encoder
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -36,7 +36,8 @@ from envs.errors import ConfigError
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, model_hash
-from mbrl.train import env_kwargs, resolve_device
+from mbrl.merge import merged_agent
+from mbrl.runtime import env_kwargs, resolve_device
 
 EVAL_SEED_OFFSET = 10_000  # episode seeds of evaluation never coincide with training seeds
 _RNG_SALT = 0x45564C  # separates the torch/numpy seeds of an episode from its env seed
@@ -191,8 +192,6 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
             agent = checkpoint.build_agent(state, cfg)
             agent.load_state_dict(state["agent"])
         else:
-            from mbrl.merge import merged_agent
-
             agent = merged_agent(run_dir, alpha)
         agent = agent.to(resolve_device(device))
         results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, threads=n)

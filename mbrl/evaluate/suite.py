@@ -17,6 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from encoders.registry import resolve_mode
+from envs import files
+from envs.errors import ConfigError
+from mbrl import checkpoint
+from mbrl.config import model_hash
+from mbrl.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
+from mbrl.runtime import resolve_device
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
 
@@ -52,11 +59,6 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         ConfigError: ``episodes`` < 1, ``threads`` < 0.
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from envs import files
-    from envs.errors import ConfigError
-    from mbrl import checkpoint
-    from mbrl.evaluate import eval_threads, resolve_threads
-
     name, conditions = parse_suite(suite)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
@@ -76,12 +78,6 @@ def _run_conditions(state: dict[str, Any], cfg: Any, conditions: list[tuple[str,
                     device: str, progress: Callable[[str], None] | None,
                     threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(fields common to all records, one record per episode of every condition)``."""
-    from encoders.registry import resolve_mode
-    from mbrl import checkpoint
-    from mbrl.config import model_hash
-    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
-    from mbrl.train import resolve_device
-
     agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
     agent = agent.to(resolve_device(device))
