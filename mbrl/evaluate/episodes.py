@@ -1,6 +1,6 @@
-"""Evaluation of a trained run on the clean env: returns per episode with fixed episode seeds, written
-atomically to ``RUN_DIR/eval/clean.json``. Under graded visual shifts: :mod:`mbrl.evaluate.suite`
-(``dreamshift evaluate RUN_DIR --suite NAME``) runs the same episodes through ``run_episodes(..., wrap=...)``.
+"""The rollouts of evaluation: an agent's episodes with fixed episode seeds (:func:`run_episodes`) and the CPU
+threads they run with. :mod:`mbrl.evaluate.suite` evaluates a run's checkpoint with them, clean (the ``none:0``
+condition, ``RUN_DIR/eval/clean.json``) or under every condition of a shift suite (``run_episodes(..., wrap=...)``).
 
 Every evaluation (clean, suites, sweep trials, adaptation reports, alpha sweeps, continual stages, the periodic
 evaluation of training) rolls out through :func:`run_episodes`, the single place where evaluation is made
@@ -22,7 +22,6 @@ import contextlib
 import os
 import random
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -30,14 +29,10 @@ import numpy as np
 import torch
 
 import envs
-from encoders.registry import resolve_mode
-from envs import files
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.agent import Agent
-from mbrl.config import Config, model_hash
-from mbrl.merge import merged_agent
-from mbrl.runtime import env_kwargs, resolve_device
+from mbrl.config import Config
+from mbrl.runtime import env_kwargs
 
 EVAL_SEED_OFFSET = 10_000  # episode seeds of evaluation never coincide with training seeds
 _RNG_SALT = 0x45564C  # separates the torch/numpy seeds of an episode from its env seed
@@ -167,41 +162,3 @@ def _episode(agent: Agent, env: gymnasium.Env, episode_seed: int, mode: str) -> 
     if success is not None:
         record["success"] = success
     return record
-
-
-def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str = "auto",
-             alpha: float | None = None, threads: int | None = None) -> Path:
-    """Evaluate the checkpoint of ``run_dir`` on its clean env; returns the path of ``eval/clean.json``
-    (``eval/clean-alpha<alpha>.json`` when ``alpha`` is given: the encoder merged with its pretrained weights,
-    see :mod:`mbrl.merge`). Reproducible bit for bit (:func:`run_episodes`).
-
-    Args:
-        threads: torch CPU threads (:func:`resolve_threads`; default the run's ``threads``, else all cores).
-
-    Raises:
-        CheckpointError: no checkpoint in ``run_dir``.
-        ConfigError: ``episodes`` < 1, ``threads`` < 0.
-    """
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    resolve_threads(None, threads)  # validate before loading
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
-    with eval_threads(cfg, threads) as n:
-        if alpha is None:
-            agent = checkpoint.build_agent(state, cfg)
-            agent.load_state_dict(state["agent"])
-        else:
-            agent = merged_agent(run_dir, alpha)
-        agent = agent.to(resolve_device(device))
-        results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, threads=n)
-    returns = np.array([r["return"] for r in results])
-    summary = {
-        "env": cfg.env, "encoder": cfg.encoder, "size": cfg.size, "seed": cfg.seed, "shift": "none",
-        "severity": 0, "alpha": alpha, "env_steps_trained": state["counters"]["env_steps"],
-        "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg),
-        "episodes": results, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-        "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
-    }
-    name = "clean.json" if alpha is None else f"clean-alpha{alpha:g}.json"
-    return files.write_json(Path(run_dir) / "eval" / name, summary)

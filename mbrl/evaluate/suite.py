@@ -1,11 +1,12 @@
-"""Evaluate a trained run on every ``(kind, severity)`` of a suite (:mod:`shifts.suites`).
+"""Evaluate a trained run's checkpoint on every ``(kind, severity)`` condition of a suite (:mod:`shifts.suites`),
+or on its clean env: the clean evaluation (:func:`evaluate`) is the ``none:0`` condition of a suite.
 
-Every condition runs the same episode seeds (``EVAL_SEED_OFFSET + seed + i``, as the clean evaluation of
-:mod:`mbrl.evaluate.episodes`), in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the shift's own seed is
-``seed``, so its per-episode randomness is a function of ``(seed, episode seed, kind)`` and the whole file is
-reproducible. Results go atomically to ``RUN_DIR/eval/suite-<name>.json``: one record per episode and an
-aggregate per condition with the drop ``100 (clean - shifted) / |clean|`` of the mean return (Jones et al.
-2025's drop %; ``null`` when the clean mean is 0).
+Every condition runs the same episode seeds (``EVAL_SEED_OFFSET + seed + i``) through
+:func:`~mbrl.evaluate.episodes.run_episodes`, in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the
+shift's own seed is ``seed``, so its per-episode randomness is a function of ``(seed, episode seed, kind)`` and the
+whole file is reproducible. A suite's results go atomically to ``RUN_DIR/eval/suite-<name>.json``: one record per
+episode and an aggregate per condition with the drop ``100 (clean - shifted) / |clean|`` of the mean return (Jones
+et al. 2025's drop %; ``null`` when the clean mean is 0); the clean evaluation's to ``RUN_DIR/eval/clean.json``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import ConfigError
 from mbrl import checkpoint
+from mbrl.agent import Agent
 from mbrl.config import model_hash
 from mbrl.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
+from mbrl.merge import merged_agent
 from mbrl.runtime import resolve_device
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
+
+CLEAN = ("none", 0)  # the clean condition of every suite
 
 
 def _slug(name: str) -> str:
@@ -67,38 +72,83 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     cfg = checkpoint.config_of(state)
     conditions = for_env(name, conditions, cfg.env)
     with eval_threads(cfg, threads) as n:
-        base, records = _run_conditions(state, cfg, conditions, episodes, seed, device, progress, n)
+        agent = _load_agent(state, cfg, device)
+        per_condition = run_conditions(agent, cfg, conditions, episodes, seed, n, progress)
+    base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
+            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": state["counters"]["env_steps"],
+            "config_hash": model_hash(cfg)}
+    records = [{**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"], "return": r["return"],
+                "success": r.get("success"), "length": r["length"]}
+               for (kind, severity), results in zip(conditions, per_condition, strict=True) for r in results]
     summary = aggregate(records)
     out = {**base, "suite": name, "episodes_per_condition": episodes,
            "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
     return files.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
 
 
-def _run_conditions(state: dict[str, Any], cfg: Any, conditions: list[tuple[str, int]], episodes: int, seed: int,
-                    device: str, progress: Callable[[str], None] | None,
-                    threads: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(fields common to all records, one record per episode of every condition)``."""
+def _load_agent(state: dict[str, Any], cfg: Any, device: str) -> Agent:
+    """The agent of a loaded checkpoint ``state`` on ``device``."""
     agent = checkpoint.build_agent(state, cfg)
     agent.load_state_dict(state["agent"])
-    agent = agent.to(resolve_device(device))
-    base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
-            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": state["counters"]["env_steps"],
-            "config_hash": model_hash(cfg)}
+    return agent.to(resolve_device(device))
 
-    records: list[dict[str, Any]] = []
+
+def run_conditions(agent: Agent, cfg: Any, conditions: list[tuple[str, int]], episodes: int, seed: int,
+                   threads: int, progress: Callable[[str], None] | None = None) -> list[list[dict[str, Any]]]:
+    """Roll ``agent`` out for ``episodes`` episodes under each ``(kind, severity)`` of ``conditions`` (``none:0``
+    is the clean env), every condition on the same episode seeds ``EVAL_SEED_OFFSET + seed + i``; returns the
+    :func:`~mbrl.evaluate.episodes.run_episodes` records of each condition, in order. ``progress`` gets one line
+    per finished condition."""
+    out: list[list[dict[str, Any]]] = []
     for i, (kind, severity) in enumerate(conditions):
         wrap = None
         if kind != "none":
             def wrap(env: Any, kind: str = kind, severity: int = severity) -> ShiftWrapper:
                 return ShiftWrapper(env, [make_shift(kind, severity, seed)])
         results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap, threads=threads)
-        for r in results:
-            records.append({**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"],
-                            "return": r["return"], "success": r.get("success"), "length": r["length"]})
+        out.append(results)
         if progress is not None:
             mean = float(np.mean([r["return"] for r in results]))
             progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {mean:.1f}")
-    return base, records
+    return out
+
+
+def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str = "auto",
+             alpha: float | None = None, threads: int | None = None) -> Path:
+    """Evaluate the checkpoint of ``run_dir`` on its clean env, the ``none:0`` condition of a suite
+    (:func:`run_conditions`); returns the path of ``eval/clean.json`` (``eval/clean-alpha<alpha>.json`` when
+    ``alpha`` is given: the encoder merged with its pretrained weights, see :mod:`mbrl.merge`). Reproducible bit
+    for bit (:func:`~mbrl.evaluate.episodes.run_episodes`).
+
+    Args:
+        threads: torch CPU threads (:func:`~mbrl.evaluate.episodes.resolve_threads`; default the run's
+            ``threads``, else all cores).
+
+    Raises:
+        CheckpointError: no checkpoint in ``run_dir``.
+        ConfigError: ``episodes`` < 1, ``threads`` < 0.
+    """
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    resolve_threads(None, threads)  # validate before loading
+    state = checkpoint.load_state(run_dir)
+    cfg = checkpoint.config_of(state)
+    with eval_threads(cfg, threads) as n:
+        if alpha is None:
+            agent = _load_agent(state, cfg, device)
+        else:
+            agent = merged_agent(run_dir, alpha).to(resolve_device(device))
+        (results,) = run_conditions(agent, cfg, [CLEAN], episodes, seed, n)
+    returns = np.array([r["return"] for r in results])
+    summary = {
+        "env": cfg.env, "encoder": cfg.encoder, "size": cfg.size, "seed": cfg.seed, "shift": "none",
+        "severity": 0, "alpha": alpha, "env_steps_trained": state["counters"]["env_steps"],
+        "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg),
+        "episodes": results, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+        "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
+    }
+    name = "clean.json" if alpha is None else f"clean-alpha{alpha:g}.json"
+    return files.write_json(Path(run_dir) / "eval" / name, summary)
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
