@@ -20,13 +20,14 @@ from conftest import TINY_RUN
 
 from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint
-from mbrl.adapt import adapt, alpha_sweep, other_levels, parse_target, stage_report
+from mbrl.adapt import adapt, alpha_sweep, stage_report
 from mbrl.cli import main
 from mbrl.config import build_config
 from mbrl.continual import continual
 from mbrl.merge import MODULES, merge_agent_states, merged_agents, module_of, parse_alpha
 from mbrl.replay import MixedReplay, Replay
 from mbrl.train import train
+from shifts.conditions import other_levels, parse_target
 
 IMG = (4, 4, 3)
 ADAPT_STEPS = 100

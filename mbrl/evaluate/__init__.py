@@ -6,7 +6,8 @@
   (:func:`~mbrl.evaluate.suite.run_conditions`): every condition of a shift suite
   (:func:`~mbrl.evaluate.suite.evaluate_suite`, ``RUN_DIR/eval/suite-<name>.json``, with its per-condition
   aggregate, drop % and table) or the clean env, the ``none:0`` condition (:func:`~mbrl.evaluate.suite.evaluate`,
-  ``RUN_DIR/eval/clean.json``).
+  ``RUN_DIR/eval/clean.json``), and :func:`~mbrl.evaluate.suite.evaluate_agent`, an agent's returns under the
+  conditions of an adaptation (stage reports, alpha sweeps, continual runs).
 
 The names below are the public API; import them from ``mbrl.evaluate``.
 """
@@ -19,7 +20,16 @@ from mbrl.evaluate.episodes import (
     run_episodes,
     seeded_rng,
 )
-from mbrl.evaluate.suite import CLEAN, aggregate, drop_pct, evaluate, evaluate_suite, format_table, run_conditions
+from mbrl.evaluate.suite import (
+    aggregate,
+    drop_pct,
+    evaluate,
+    evaluate_agent,
+    evaluate_suite,
+    format_table,
+    run_conditions,
+)
 
-__all__ = ["CLEAN", "EVAL_SEED_OFFSET", "aggregate", "drop_pct", "episode_rng_seed", "eval_threads", "evaluate",
-           "evaluate_suite", "format_table", "resolve_threads", "run_conditions", "run_episodes", "seeded_rng"]
+__all__ = ["EVAL_SEED_OFFSET", "aggregate", "drop_pct", "episode_rng_seed", "eval_threads", "evaluate",
+           "evaluate_agent", "evaluate_suite", "format_table", "resolve_threads", "run_conditions", "run_episodes",
+           "seeded_rng"]

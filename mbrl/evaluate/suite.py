@@ -27,10 +27,18 @@ from mbrl.config import model_hash
 from mbrl.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
 from mbrl.merge import merged_agent
 from mbrl.runtime import resolve_device
-from shifts.base import ShiftWrapper, make_shift
+from shifts.conditions import CLEAN, Condition, condition_name, condition_wrapper, suite_condition
 from shifts.suites import for_env, parse_suite
 
-CLEAN = ("none", 0)  # the clean condition of every suite
+
+def _suite_progress(conditions: list[tuple[str, int]], progress: Callable[[str], None]
+                    ) -> Callable[[int, Condition, list[dict[str, Any]]], None]:
+    """The :func:`run_conditions` callback printing ``[i/n] kind:severity return R`` for a suite."""
+    def done(i: int, cond: Condition, results: list[dict[str, Any]]) -> None:
+        kind, severity = conditions[i]
+        progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {np.mean([r['return'] for r in results]):.1f}")
+
+    return done
 
 
 def _slug(name: str) -> str:
@@ -72,8 +80,9 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     cfg = checkpoint.config_of(state)
     conditions = for_env(name, conditions, cfg.env)
     with eval_threads(cfg, threads) as n:
-        agent = _load_agent(state, cfg, device)
-        per_condition = run_conditions(agent, cfg, conditions, episodes, seed, n, progress)
+        agent = checkpoint.agent_of(state, cfg, device)
+        per_condition = run_conditions(agent, cfg, [suite_condition(k, s) for k, s in conditions], episodes, seed,
+                                       n, None if progress is None else _suite_progress(conditions, progress))
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
             "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": state["counters"]["env_steps"],
             "config_hash": model_hash(cfg)}
@@ -86,30 +95,56 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     return files.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
 
 
-def _load_agent(state: dict[str, Any], cfg: Any, device: str) -> Agent:
-    """The agent of a loaded checkpoint ``state`` on ``device``."""
-    agent = checkpoint.build_agent(state, cfg)
-    agent.load_state_dict(state["agent"])
-    return agent.to(resolve_device(device))
-
-
-def run_conditions(agent: Agent, cfg: Any, conditions: list[tuple[str, int]], episodes: int, seed: int,
-                   threads: int, progress: Callable[[str], None] | None = None) -> list[list[dict[str, Any]]]:
-    """Roll ``agent`` out for ``episodes`` episodes under each ``(kind, severity)`` of ``conditions`` (``none:0``
-    is the clean env), every condition on the same episode seeds ``EVAL_SEED_OFFSET + seed + i``; returns the
-    :func:`~mbrl.evaluate.episodes.run_episodes` records of each condition, in order. ``progress`` gets one line
-    per finished condition."""
+def run_conditions(agent: Agent, cfg: Any, conditions: list[Condition], episodes: int, seed: int, threads: int,
+                   done: Callable[[int, Condition, list[dict[str, Any]]], None] | None = None
+                   ) -> list[list[dict[str, Any]]]:
+    """Roll ``agent`` out for ``episodes`` episodes under each condition (:mod:`shifts.conditions`;
+    :data:`~shifts.conditions.CLEAN`, a suite's ``none:0``, is the clean env), every condition on the same episode
+    seeds ``EVAL_SEED_OFFSET + seed + i`` and with shift seed ``seed``; returns the
+    :func:`~mbrl.evaluate.episodes.run_episodes` records of each condition, in order. ``done(i, condition,
+    records)`` is called after each condition."""
     out: list[list[dict[str, Any]]] = []
-    for i, (kind, severity) in enumerate(conditions):
-        wrap = None
-        if kind != "none":
-            def wrap(env: Any, kind: str = kind, severity: int = severity) -> ShiftWrapper:
-                return ShiftWrapper(env, [make_shift(kind, severity, seed)])
+    for i, cond in enumerate(conditions):
+        wrap = condition_wrapper(cond, seed) if cond else None
         results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed, wrap=wrap, threads=threads)
         out.append(results)
+        if done is not None:
+            done(i, cond, results)
+    return out
+
+
+def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes: int, seed: int = 0,
+                   progress: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> list[dict[str, Any]]:
+    """Returns of ``agent`` (policy mean) under each condition (:func:`run_conditions`: the same episode seeds
+    for all, ``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``), each episode's random draws seeded from its
+    episode seed: reproducible bit for bit. The evaluation of adaptation stages, alpha sweeps and continual runs.
+
+    Args:
+        threads: torch CPU threads (:func:`~mbrl.evaluate.episodes.resolve_threads`: default the run's
+            ``cfg.threads``, else all cores); restored on return.
+
+    Returns:
+        one record per condition: ``condition`` (name), ``shifts`` (``[[kind, severity], ...]``), ``n``,
+        ``returns``, ``return_mean``, ``return_stderr``.
+
+    Raises:
+        ConfigError: ``episodes`` < 1, ``threads`` < 0.
+    """
+    if episodes < 1:
+        raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
+    out: list[dict[str, Any]] = []
+
+    def record(i: int, cond: Condition, results: list[dict[str, Any]]) -> None:
+        returns = np.array([r["return"] for r in results], dtype=np.float64)
+        rec = {"condition": condition_name(cond), "shifts": [list(c) for c in cond], "n": len(returns),
+               "returns": returns.tolist(), "return_mean": float(returns.mean()),
+               "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0}
+        out.append(rec)
         if progress is not None:
-            mean = float(np.mean([r["return"] for r in results]))
-            progress(f"[{i + 1}/{len(conditions)}] {kind}:{severity} return {mean:.1f}")
+            progress(f"  {rec['condition']}: return {rec['return_mean']:.1f}")
+
+    run_conditions(agent, cfg, conditions, episodes, seed, resolve_threads(cfg, threads), record)
     return out
 
 
@@ -135,7 +170,7 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
     cfg = checkpoint.config_of(state)
     with eval_threads(cfg, threads) as n:
         if alpha is None:
-            agent = _load_agent(state, cfg, device)
+            agent = checkpoint.agent_of(state, cfg, device)
         else:
             agent = merged_agent(run_dir, alpha).to(resolve_device(device))
         (results,) = run_conditions(agent, cfg, [CLEAN], episodes, seed, n)
