@@ -34,7 +34,9 @@ import einops
 import numpy as np
 import torch
 
+from envs.driver import Driver, Step
 from mbrl.evaluate import episode_rng_seed, seeded_rng
+from mbrl.policy import AgentPolicy
 
 METRICS = ("recon_mse", "recon_sse", "reward_mae", "reward_nll", "kl")
 
@@ -52,29 +54,23 @@ def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str =
 
 
 def _collect(agent: Any, env: Any, seed: int, max_steps: int, mode: str) -> dict[str, np.ndarray]:
-    obs, _ = env.reset(seed=seed)
-    state = agent.initial_state(1)
-    images, actions, rewards, terminal = [obs["image"]], [], [0.0], [False]
-    is_first = torch.ones(1, dtype=torch.bool)
-    done = False
-    for _ in range(max_steps):
-        obs_t = {k: torch.from_numpy(obs[k][None]) for k in agent.wm.obs_keys}
-        action, state = agent.act(obs_t, is_first, state, mode)
-        act = action[0].cpu().numpy()
-        actions.append(act)
-        obs, reward, term, trunc, _ = env.step(act)
-        is_first = torch.zeros(1, dtype=torch.bool)
-        done = term or trunc
-        images.append(obs["image"])
-        rewards.append(float(reward))
-        terminal.append(bool(term))
-        if done:
-            break
+    images, actions, rewards = [], [], []
+
+    def on_step(step: Step) -> None:
+        images.append(step.obs["image"][0])
+        actions.append(step.action[0])
+        rewards.append(float(step.reward[0]))
+
+    episode = Driver(env, AgentPolicy(agent, 1, mode), on_step=[on_step]).episode(seed, max_steps=max_steps)
+    images.append(episode.last_obs["image"])
     actions.append(np.zeros_like(actions[-1]))  # the last frame's action is never taken
+    rewards.append(float(episode.last_reward))
     t = len(images)
+    terminal = np.zeros(t, bool)
+    terminal[-1] = episode.terminated
     return {"image": np.stack(images), "action": np.stack(actions).astype(np.float32),
             "reward": np.asarray(rewards, np.float32), "is_first": np.eye(1, t, dtype=bool)[0],
-            "is_terminal": np.asarray(terminal), "return": np.asarray(sum(rewards[1:]), np.float64)}
+            "is_terminal": terminal, "return": np.asarray(episode.record["return"], np.float64)}
 
 
 @torch.no_grad()

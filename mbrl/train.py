@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import envs
+from envs.driver import Driver, Episode, Step
 from mbrl import checkpoint, files
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
@@ -36,6 +37,7 @@ from mbrl.config import (
 )
 from mbrl.errors import CheckpointError, ConfigError
 from mbrl.logger import Logger
+from mbrl.policy import AgentPolicy
 from mbrl.replay import Replay
 
 
@@ -253,18 +255,61 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             logger.close()
 
 
+class ReplayWriter:
+    """The one place where training writes experience to replay: a step and an episode callback of
+    :class:`envs.driver.Driver`, in the replay layout of :mod:`mbrl.replay` (each observation with the action
+    taken from it and the reward received on arriving at it).
+
+    Per driver step (:meth:`step`): one ``replay.add_batch`` of the ``N`` current observations (the agent's
+    ``obs_keys``), ``action`` ``(N, A)`` float32, ``reward`` ``(N,)`` float32, ``is_first``, ``is_terminal``
+    (all False: an observation that is acted on is never terminal) and, when the agent caches encoder
+    features, ``features`` ``(N, F)`` float16 from the policy's ``outs``. Per ended episode (:meth:`episode`):
+    ``replay.add(i, ...)`` of its last observation with a zero action, its reward and ``is_terminal``; cached
+    features of that frame are computed here (the policy never saw it).
+    """
+
+    def __init__(self, replay: Any, agent: Agent) -> None:
+        self.replay, self.agent = replay, agent
+        self.keys = agent.wm.obs_keys
+
+    def step(self, step: Step) -> None:
+        """Store the current observations of every env with the action taken from them."""
+        n = len(step.is_first)
+        data = {**{k: step.obs[k] for k in self.keys}, "action": step.action, "reward": step.reward,
+                "is_first": step.is_first, "is_terminal": np.zeros(n, bool)}
+        if "features" in step.outs:
+            data["features"] = step.outs["features"].cpu().numpy().astype(np.float16)
+        self.replay.add_batch(data)
+
+    def episode(self, episode: Episode) -> None:
+        """Store the last observation of an ended episode (never acted on: zero action)."""
+        final = episode.last_obs
+        last = {**{k: final[k] for k in self.keys}, "action": np.zeros(self.agent.action_dim, np.float32),
+                "reward": episode.last_reward, "is_first": False, "is_terminal": episode.terminated}
+        if self.agent.caches_features:
+            feats = self.agent.encode_features(torch.from_numpy(final["image"][None]))
+            last["features"] = feats[0].cpu().numpy().astype(np.float16)
+        self.replay.add(episode.index, last)
+
+
 def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
           run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
+    """Collection (an :class:`envs.driver.Driver` writing through :class:`ReplayWriter`) and the schedule:
+    updates at the train ratio, logging, checkpoints, periodic evaluation."""
     n, a = cfg.num_envs, agent.action_dim
-    keys = agent.wm.obs_keys
     rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
-    obs, _ = venv.reset(seed=cfg.seed + 7919 * counters["episodes"])
-    is_first = np.ones(n, bool)
-    reward = np.zeros(n, np.float32)
-    terminal = np.zeros(n, bool)
-    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
-    ep_success = np.zeros(n)  # max of info["success"] over the episode, for envs that report it
-    policy_state = agent.initial_state(n)
+    agent_policy = AgentPolicy(agent, n, "train", outs=True)
+
+    def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        action, outs = agent_policy(obs, is_first)  # always called: the policy state follows every frame
+        if random_prefill and counters["env_steps"] < cfg.prefill:
+            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+            agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
+        return action, outs
+
+    writer = ReplayWriter(replay, agent)
+    driver = Driver(venv, policy, on_step=[writer.step], on_episode=[writer.episode])
+    driver.reset(seed=cfg.seed + 7919 * counters["episodes"])
     last_return: float | None = counters.get("last_return")
     batch_steps = cfg.batch_size * cfg.batch_length
     prefill_agent = cfg.prefill // (cfg.action_repeat * n) * n
@@ -274,48 +319,17 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     train_metrics: list[dict[str, torch.Tensor]] = []
     log_start = (counters["env_steps"], counters["updates"])
     while counters["env_steps"] < cfg.steps:
-        extra: dict[str, torch.Tensor] = {}
-        obs_t = {k: torch.from_numpy(obs[k]) for k in keys}
-        act, policy_state = agent.act(obs_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
-        if random_prefill and counters["env_steps"] < cfg.prefill:
-            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
-            policy_state = (policy_state[0], torch.from_numpy(action).to(device))
-        else:
-            action = act.cpu().numpy()
-        step = {**{k: obs[k] for k in keys}, "action": action, "reward": reward, "is_first": is_first,
-                "is_terminal": terminal}
-        if "features" in extra:
-            step["features"] = extra["features"].cpu().numpy().astype(np.float16)
-        replay.add_batch(step)
-        obs, reward, term, trunc, info = venv.step(action)
-        reward = reward.astype(np.float32)
-        ep_return += reward
-        ep_length += 1
+        ended = driver.step()
         counters["agent_steps"] += n
         counters["env_steps"] += n * cfg.action_repeat
-        done = term | trunc
-        if "success" in info:
-            ep_success = np.maximum(ep_success, np.where(info.get("_success", True), info["success"], 0.0))
-        final_info = info.get("final_info", {})
-        for i in np.flatnonzero(done):
-            final = info["final_obs"][i]
-            last = {**{k: final[k] for k in keys}, "action": np.zeros(a, np.float32), "reward": reward[i],
-                    "is_first": False, "is_terminal": bool(term[i])}
-            if agent.caches_features:
-                feats = agent.encode_features(torch.from_numpy(final["image"][None]))
-                last["features"] = feats[0].cpu().numpy().astype(np.float16)
-            replay.add(int(i), last)
+        for episode in ended:
             counters["episodes"] += 1
-            last_return = float(ep_return[i])
+            last_return = episode.record["return"]
             counters["last_return"] = last_return
-            record = {"return": last_return, "length": int(ep_length[i]) * cfg.action_repeat}
-            if "success" in final_info:
-                record["success"] = float(max(ep_success[i], final_info["success"][i]))
+            record = {"return": last_return, "length": episode.record["steps"] * cfg.action_repeat}
+            if "success" in episode.record:
+                record["success"] = episode.record["success"]
             logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
-            ep_return[i], ep_length[i], ep_success[i] = 0.0, 0, 0.0
-        is_first = done.copy()
-        reward = np.where(done, 0.0, reward).astype(np.float32)
-        terminal = np.zeros(n, bool)
         if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length):
             due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
             while counters["updates"] < due:
