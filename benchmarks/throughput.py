@@ -59,7 +59,7 @@ import torch
 
 # Import ``envs`` before anything that imports dm_control (it selects the headless GL backend).
 import envs  # isort: skip
-from envs.driver import Driver  # noqa: E402
+from envs.driver import Driver, Episode, Step  # noqa: E402
 from mbrl import files
 from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
@@ -262,22 +262,23 @@ def fill_replay(args: argparse.Namespace, action_dim: int) -> Replay:
                            "reward": np.float32(rng.uniform()), "is_first": t == 0, "is_terminal": False})
         return replay
     env = envs.make_env(args.env, seed=args.seed, **env_kwargs(args))
+
+    def write(step: Step) -> None:
+        replay.add(0, {"image": step.obs["image"][0], "action": step.action[0], "reward": step.reward[0],
+                       "is_first": bool(step.is_first[0]), "is_terminal": False})
+
+    def write_last(episode: Episode) -> None:
+        if len(replay) < args.replay_steps:
+            replay.add(0, {"image": episode.last_obs["image"], "action": np.zeros(action_dim, np.float32),
+                           "reward": episode.last_reward, "is_first": False, "is_terminal": episode.terminated})
+
+    driver = Driver(env, rng=rng, on_step=[write], on_episode=[write_last])  # random actions
     try:
-        obs, _ = env.reset(seed=args.seed)
-        reward, is_first = 0.0, True
+        driver.reset(seed=args.seed)
         while len(replay) < args.replay_steps:
-            action = rng.uniform(-1, 1, action_dim).astype(np.float32)
-            replay.add(0, {"image": obs["image"], "action": action, "reward": reward, "is_first": is_first,
-                           "is_terminal": False})
-            obs, reward, term, trunc, _ = env.step(action)
-            is_first = False
-            if (term or trunc) and len(replay) < args.replay_steps:
-                replay.add(0, {"image": obs["image"], "action": np.zeros(action_dim, np.float32),
-                               "reward": reward, "is_first": False, "is_terminal": bool(term)})
-                obs, _ = env.reset()
-                reward, is_first = 0.0, True
+            driver.step()
     finally:
-        env.close()
+        driver.close()
     return replay
 
 
