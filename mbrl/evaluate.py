@@ -118,9 +118,10 @@ def seeded_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
 def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str = "eval",
                  wrap: Callable[[gymnasium.Env], gymnasium.Env] | None = None,
                  threads: int | None = None) -> list[dict[str, Any]]:
-    """Run ``episodes`` episodes with the agent's policy on one env, episode ``i`` seeded ``seed + i``: the env
-    reset and every random draw of the episode (:func:`seeded_rng`), so the records are a function of the agent,
-    ``seed``, ``mode`` and ``wrap`` only, and the global RNG streams are left untouched.
+    """Run ``episodes`` episodes with the agent's policy on one env (:meth:`envs.driver.Driver.episode`), episode
+    ``i`` seeded ``seed + i``: the env reset and every random draw of the episode (:func:`seeded_rng`), so the
+    records are a function of the agent, ``seed``, ``mode`` and ``wrap`` only, and the global RNG streams are
+    left untouched.
 
     Args:
         mode: ``eval`` acts with the policy mean, ``train`` samples.

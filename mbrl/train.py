@@ -1,5 +1,6 @@
-"""The training loop: collect with the current policy in (vectorised) envs, store in replay, update the agent
-at the configured train ratio, log, checkpoint, resume.
+"""The training loop: collect with the current policy in (vectorised) envs (an :class:`envs.driver.Driver`),
+store in replay (:class:`ReplayWriter`, the one place that writes it), update the agent at the configured train
+ratio, log, checkpoint, resume.
 
 Units: ``cfg.steps`` counts env steps; each agent step of ``N`` parallel envs adds ``N * action_repeat`` env
 steps. Updates happen so that ``updates * batch_size * batch_length ~= train_ratio * agent_steps_after_prefill``
