@@ -18,6 +18,11 @@ Presets:
   gradient clipping 0.3, lr 4e-5, KL scales dyn 1.0 / rep 0.1, REINFORCE actor gradients);
   ``dreamerv3_2023`` the paper (dyn 0.5 / rep 0.1, Adam, lr 1e-4 world model / 3e-5 actor-critic, global-norm
   clipping 1000 / 100, dynamics backprop for continuous actions).
+
+``replay_context`` (replayed sequences start from the stored posterior latent of the step before; reference code
+``replay_context: 1``) is in neither preset and defaults to 0, the zero start state of the 2023 paper and of every
+run stored before the key existed: such a run's config (without the key) resumes as 0 with its config hash
+unchanged (:data:`_HASH_OMIT_AT`). docs/configuration.md ("Replay context") lists where we differ from the reference.
 """
 
 from __future__ import annotations

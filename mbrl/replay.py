@@ -264,7 +264,7 @@ def read_npz(path: Path | str) -> dict[str, np.ndarray]:
 
 class MixedReplay:
     """Replay for adapting to a new domain: new steps go to a *target* buffer, while each sampled batch draws a
-    ``mix`` fraction of its sequences from earlier (*source*) buffers that are only read (Julian et al. 2020,
+    ``mix`` fraction of its sequences from earlier (*source*) buffers that are never saved (Julian et al. 2020,
     "Never Stop Learning", Sec. 4: fine-tune on base and target data sampled 50/50).
 
     Per batch of ``B`` sequences, ``n_src = floor(mix * B)`` plus one more with probability ``frac(mix * B)``
@@ -275,11 +275,12 @@ class MixedReplay:
 
     The object has :class:`Replay`'s interface for the training loop: ``add``/``add_batch``/``save``/
     ``state_dict``/``total_added``/``rng``/``len`` act on the target buffer only (a checkpoint stores the
-    target data; the sources stay in their own runs).
+    target data; the sources stay in their own runs). With replay context, :meth:`write_latents` refreshes the
+    latents of every replayed row, the sources' in memory only (their files are never written).
 
     Args:
         target: buffer receiving the new (target-domain) steps.
-        sources: read-only buffers of earlier data (e.g. the base run's replay), same layout as ``target``.
+        sources: buffers of earlier data, never saved (e.g. the base run's replay), same layout as ``target``.
         mix: fraction of sequences from the sources, in ``[0, 1]``.
         seed: seed of the source/target split RNG.
 
