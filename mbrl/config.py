@@ -20,8 +20,8 @@ Presets:
   clipping 1000 / 100, dynamics backprop for continuous actions).
 
 ``replay_context`` (replayed sequences start from the stored posterior latent of the step before; reference code
-``replay_context: 1``) is in neither preset and defaults to 0, the zero start state of the 2023 paper and of every
-run stored before the key existed: such a run's config (without the key) resumes as 0 with its config hash
+``replay_context: 1``) is in neither preset and defaults to 0 (no replay context, as the 2023 code and every run
+stored before the key existed): such a run's config (without the key) resumes as 0 with its config hash
 unchanged (:data:`_HASH_OMIT_AT`). docs/configuration.md ("Replay context") lists where we differ from the reference.
 """
 
@@ -148,7 +148,7 @@ class Config:
     train_ratio: float = 512.0
     prefill: int = 5000  # env steps of uniform random actions before training
     replay_capacity: int = 1_000_000  # agent steps
-    # 0: replayed sequences start from the zero state (2023 paper, this repo's earlier runs); K >= 1: sample K more
+    # 0: replayed sequences start from the zero state (this repo's earlier runs); K >= 1: sample K more
     # steps and start from the stored posterior latent of the last of them (reference code replay_context: 1)
     replay_context: int = 0
     log_every: int = 1000  # env steps

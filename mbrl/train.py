@@ -238,8 +238,8 @@ def policy_extras(extra: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device) -> dict[str, torch.Tensor]:
     """One update of ``agent`` on a batch sampled from ``replay``; with ``replay_context`` K >= 1 the batch starts
     from stored latents (K more steps sampled) and the update's posterior latents of the batch's steps are written
-    back into replay (reference code: after each update, the replayed steps' entries). Returns the update's
-    metrics (:meth:`Agent.train_step`)."""
+    back into replay (reference code: after each update, the replayed steps' entries; on a GPU this copies the
+    posterior to the host once per update). Returns the update's metrics (:meth:`Agent.train_step`)."""
     batch = replay.sample(cfg.batch_size, cfg.batch_length, device, context=cfg.replay_context)
     if not cfg.replay_context:
         return agent.train_step(batch)

@@ -378,3 +378,27 @@ def test_context_run_stores_latents_and_resume_keeps_them(context_run, tmp_path)
     arrays2 = read_npz(run / "checkpoint" / after["replay_file"])
     assert after["counters"]["env_steps"] == 260 and after["counters"]["updates"] > state["counters"]["updates"]
     assert int(arrays2["count"][0]) == n + 30 and arrays2["data_stoch"][0].any((-2, -1)).sum() >= n + 30 - 2
+
+
+def test_adapting_a_context_run_mixes_its_latents_and_leaves_it_untouched(context_run, tmp_path):
+    import hashlib
+
+    from mbrl.adapt import adapt, load_source_replay
+
+    def tree(root):
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    source = load_source_replay(context_run)
+    assert source.has_latents and source.data["stoch"].any()
+    before = tree(context_run)
+    threads = torch.get_num_threads()
+    try:
+        out = adapt(context_run, "color:5", 60, 0.5, 0.1, tmp_path / "ad", overrides={"prefill": "16"})
+    finally:
+        torch.set_num_threads(threads)
+    assert tree(context_run) == before
+    state = checkpoint.load_state(out)
+    assert checkpoint.config_of(state).replay_context == 1 and state["counters"]["updates"] > 0
+    arrays = read_npz(out / "checkpoint" / state["replay_file"])
+    assert arrays["data_stoch"][0, : int(arrays["count"][0])].any((-2, -1)).sum() >= int(arrays["count"][0]) - 2
