@@ -220,8 +220,36 @@ def make_replay(cfg: Config, agent: Agent) -> Replay:
     image_shape = (cfg.image_size, cfg.image_size, 3) if agent.wm.encoder is not None else None
     feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
     _check_cache_memory(cfg, feature_dim)
+    m = cfg.model
     return Replay(cfg.replay_capacity, cfg.num_envs, image_shape, agent.action_dim, seed=cfg.seed,
-                  feature_dim=feature_dim, state_dim=agent.state_dim)
+                  feature_dim=feature_dim, state_dim=agent.state_dim,
+                  latent=(m.deter, m.stoch, m.classes) if cfg.replay_context else None)
+
+
+# --- what the training loop writes into replay (besides the env's observations), in one place --------------------
+
+def policy_extras(extra: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """What replay stores with a collected step from the policy's outputs (:meth:`Agent.act` ``out``): the frozen
+    encoder's ``features`` (float16) and, with ``replay_context``, the policy-time posterior ``deter``/``stoch``.
+    Arrays have the leading env dim ``N``."""
+    out = {k: v.cpu().numpy() for k, v in extra.items()}
+    if "features" in out:
+        out["features"] = out["features"].astype(np.float16)
+    return out
+
+
+def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """One update of ``agent`` on a batch sampled from ``replay``; with ``replay_context`` K >= 1 the batch starts
+    from stored latents (K more steps sampled) and the update's posterior latents of the batch's steps are written
+    back into replay (reference code: after each update, the replayed steps' entries; on a GPU this copies the
+    posterior to the host once per update). Returns the update's metrics (:meth:`Agent.train_step`)."""
+    batch = replay.sample(cfg.batch_size, cfg.batch_length, device, context=cfg.replay_context)
+    if not cfg.replay_context:
+        return agent.train_step(batch)
+    out: dict[str, torch.Tensor] = {}
+    metrics = agent.train_step(batch, out=out)
+    replay.write_latents(batch["slot"], out["deter"], out["stoch"])
+    return metrics
 
 
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
@@ -263,8 +291,9 @@ class ReplayWriter:
 
     Per driver step (:meth:`step`): one ``replay.add_batch`` of the ``N`` current observations (the agent's
     ``obs_keys``), ``action`` ``(N, A)`` float32, ``reward`` ``(N,)`` float32, ``is_first``, ``is_terminal``
-    (all False: an observation that is acted on is never terminal) and, when the agent caches encoder
-    features, ``features`` ``(N, F)`` float16 from the policy's ``outs``. Per ended episode (:meth:`episode`):
+    (all False: an observation that is acted on is never terminal) and what the policy's ``outs`` carry
+    (:func:`policy_extras`: cached encoder ``features`` ``(N, F)`` float16; with ``replay_context`` the
+    policy-time posterior ``deter``/``stoch``). Per ended episode (:meth:`episode`):
     ``replay.add(i, ...)`` of its last observation with a zero action, its reward and ``is_terminal``; cached
     features of that frame are computed here (the policy never saw it).
     """
@@ -278,8 +307,7 @@ class ReplayWriter:
         n = len(step.is_first)
         data = {**{k: step.obs[k] for k in self.keys}, "action": step.action, "reward": step.reward,
                 "is_first": step.is_first, "is_terminal": np.zeros(n, bool)}
-        if "features" in step.outs:
-            data["features"] = step.outs["features"].cpu().numpy().astype(np.float16)
+        data.update(policy_extras(step.outs))
         self.replay.add_batch(data)
 
     def episode(self, episode: Episode) -> None:
@@ -331,11 +359,10 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
             if "success" in episode.record:
                 record["success"] = episode.record["success"]
             logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
-        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length):
+        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length + cfg.replay_context):
             due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
             while counters["updates"] < due:
-                batch = replay.sample(cfg.batch_size, cfg.batch_length, device)
-                train_metrics.append(agent.train_step(batch))
+                train_metrics.append(train_on_replay(cfg, agent, replay, device))
                 counters["updates"] += 1
         if counters["env_steps"] >= next_log or counters["env_steps"] >= cfg.steps:
             agent.check_finite()
