@@ -55,6 +55,7 @@ def collect(env_name: str, plan: list[bool], episode_len: int, seed: int,
         ``(cart position m, cos angle, sin angle)`` when ``state`` (cartpole only), else empty ``(N, 0)``.
     """
     from encoders.pretrain_data import shift_kinds_for
+    from envs.driver import Driver
     from envs.factory import make_env
     from shifts.base import ShiftWrapper, make_shift
 
@@ -62,23 +63,24 @@ def collect(env_name: str, plan: list[bool], episode_len: int, seed: int,
     env = make_env(env_name, size=64, action_repeat=2, seed=seed, time_limit=2 * episode_len)
     kinds = shift_kinds_for(env_name)
     frames, eps, targets = [], [], []
+
+    def keep(image: np.ndarray) -> None:  # the simulator shows this frame: read its state here
+        frames.append(image)
+        if state:
+            qpos = env.unwrapped.physics.named.data.qpos
+            angle = float(qpos["hinge_1"][0])
+            targets.append((float(qpos["slider"][0]), np.cos(angle), np.sin(angle)))
+
     try:
         for ep, shifted in enumerate(plan):
             active = [make_shift(str(rng.choice(kinds)), int(rng.integers(1, 6)), int(rng.integers(2**31)))] \
                 if shifted else []
             wrapped = ShiftWrapper(env, active)
-            try:
-                obs, _ = wrapped.reset(seed=int(rng.integers(2**31)))
-                for t in range(episode_len + 1):
-                    frames.append(obs["image"])
-                    eps.append(ep)
-                    if state:
-                        qpos = env.unwrapped.physics.named.data.qpos
-                        angle = float(qpos["hinge_1"][0])
-                        targets.append((float(qpos["slider"][0]), np.cos(angle), np.sin(angle)))
-                    if t == episode_len:
-                        break
-                    obs, *_ = wrapped.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+            driver = Driver(wrapped, rng=rng, on_step=[lambda step: keep(step.obs["image"][0])])
+            try:  # episode_len steps (the time limit), episode_len + 1 frames
+                last = driver.episode(int(rng.integers(2**31)), max_steps=episode_len)
+                keep(last.last_obs["image"])
+                eps += [ep] * (len(frames) - len(eps))
             finally:
                 wrapped.remove_shifts()
     finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import list_envs
+from envs.driver import Driver, Step
 from envs.errors import ConfigError
 from envs.factory import make_env
 from envs.files import atomic_write
@@ -140,6 +141,11 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
     env_ids = np.empty(n_frames, np.int64)
     kinds = np.zeros(n_frames, np.int64)
     sevs = np.zeros(n_frames, np.int64)
+    kept: list[np.ndarray] = []  # one episode's frames (the driver's step callback appends)
+
+    def keep(step: Step) -> None:
+        kept.append(step.obs["image"][0])
+
     i = 0
     for e, name in enumerate(env_names):
         quota = base + (1 if e < extra else 0)
@@ -156,25 +162,19 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
                 sev = int(rng.integers(1, 6)) if shifted else 0
                 active = [make_shift(kind, sev, seed=int(rng.integers(2**31)))] if shifted else []
                 wrapped = ShiftWrapper(env, active)
+                left = quota - got
+                kept.clear()
+                driver = Driver(wrapped, rng=rng, on_step=[keep])
                 try:
-                    obs, _ = wrapped.reset(seed=int(rng.integers(2**31)))
-                    start = got
-                    for t in range(episode_len + 1):
-                        if got >= quota:
-                            break
-                        frames[i + got] = obs["image"]
-                        got += 1
-                        if t == episode_len:
-                            break
-                        action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
-                        obs, _, terminated, truncated, _ = wrapped.step(action)
-                        if terminated or truncated:
-                            if got < quota:
-                                frames[i + got] = obs["image"]
-                                got += 1
-                            break
+                    # frames = the observation before each step plus the last one, at most `left`; exactly
+                    # min(episode_len, left) steps (each drawing its action from rng) unless the episode ends
+                    last = driver.episode(int(rng.integers(2**31)), max_steps=min(episode_len, left))
                 finally:
                     wrapped.remove_shifts()  # undo scene edits; wrapped.close() would also close the env
+                shown = (kept + [last.last_obs["image"]])[:left]
+                start = got
+                frames[i + got:i + got + len(shown)] = shown
+                got += len(shown)
                 kinds[i + start:i + got] = kind_names.index(kind)
                 sevs[i + start:i + got] = sev
                 if progress is not None:

@@ -128,8 +128,9 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
     features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
+    latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays else None
     replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, state["action_dim"], seed=cfg.seed,
-                    feature_dim=features, state_dim=state.get("state_dim", 0))
+                    feature_dim=features, state_dim=state.get("state_dim", 0), latent=latent)
     replay.load_state_dict(arrays)
     return replay
 

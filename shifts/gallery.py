@@ -15,6 +15,7 @@ import numpy as np
 
 import envs
 from envs import files as mio
+from envs.driver import Driver
 from envs.errors import ConfigError
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
 from shifts.base import kinds as registered
@@ -44,27 +45,32 @@ def check_dimensions(size: int, scale: int | None) -> None:
 
 
 def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
-    """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``."""
+    """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``: the
+    first observation of the episode with reset seed ``seed`` (an :class:`envs.driver.Driver` episode of 0
+    steps)."""
+    def first_frame(env: Any) -> np.ndarray:
+        driver = Driver(env, rng=np.random.default_rng(seed))  # takes no step: the reset frame only
+        return driver.episode(seed, max_steps=0).last_obs["image"]
+
     out: dict[tuple[str, int], np.ndarray] = {}
     base = envs.make_env(env_name, size=size)
     try:
-        clean, _ = base.reset(seed=seed)
-        out[("none", 0)] = clean["image"]
+        clean = first_frame(base)
+        out[("none", 0)] = clean
         for kind in kinds:
             for severity in SEVERITIES:
                 shift = make_shift(kind, severity, seed)
                 if severity == 0:
-                    out[(kind, 0)] = clean["image"]
+                    out[(kind, 0)] = clean
                     continue
                 if shift.level == "pixel":
-                    obs, _ = ShiftWrapper(base, [shift]).reset(seed=seed)
+                    out[(kind, severity)] = first_frame(ShiftWrapper(base, [shift]))
                 else:
                     env = envs.make_env(env_name, size=size)
                     try:
-                        obs, _ = ShiftWrapper(env, [shift]).reset(seed=seed)
+                        out[(kind, severity)] = first_frame(ShiftWrapper(env, [shift]))
                     finally:
                         env.close()
-                out[(kind, severity)] = obs["image"]
     finally:
         base.close()
     return out

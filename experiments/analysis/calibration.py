@@ -35,6 +35,7 @@ import numpy as np
 import envs
 from encoders.efficientnet import EfficientNetLiteEncoder
 from encoders.finetune import FinetuneMode
+from envs.driver import Driver, Episode, Step
 from envs.errors import ConfigError
 from experiments.analysis.forgetting import pooled_features
 from shifts.base import ShiftWrapper, make_shift
@@ -114,18 +115,26 @@ def rollout(env: Any, actions: list[np.ndarray], seed: int, stride: int,
     Returns:
         ``((N, H, W, 3) uint8 frames, [state at each kept frame])``.
     """
+
     frames, states = [], []
+
+    def keep(image: np.ndarray, t: int) -> None:  # the simulator shows this frame: its state is read here
+        if t % stride == 0:
+            frames.append(image)
+            states.append(_state(env))
+
+    def on_step(step: Step) -> None:
+        keep(step.obs["image"][0], int(step.t[0]))
+
+    def on_episode(episode: Episode) -> None:
+        if episode.record["cut"]:  # the last kept frame is the observation after the last step
+            keep(episode.last_obs["image"], episode.record["steps"])
+
     for i, acts in enumerate(actions):
-        obs, _ = env.reset(seed=seed + i)
-        for j in range(per_episode * stride):
-            if j % stride == 0:
-                frames.append(obs["image"])
-                states.append(_state(env))
-            if j // stride == per_episode - 1 and j % stride == 0:
-                break
-            obs, _, term, trunc, _ = env.step(acts[j])
-            if term or trunc:
-                break
+        replayed = iter(acts)
+        driver = Driver(env, lambda obs, is_first, it=replayed: (next(it)[None], {}), on_step=[on_step],
+                        on_episode=[on_episode])
+        driver.episode(seed + i, max_steps=(per_episode - 1) * stride)
     return np.stack(frames), states
 
 

@@ -36,11 +36,13 @@ import torch
 
 import envs
 from encoders.registry import resolve_mode
+from envs.driver import Driver, Step
 from envs.errors import ConfigError
 from mbrl import checkpoint
 from mbrl.config import model_hash
 from mbrl.distributions import categorical_kl
 from mbrl.evaluate import EVAL_SEED_OFFSET, episode_rng_seed, seeded_rng
+from mbrl.policy import AgentPolicy
 from mbrl.runtime import env_kwargs, resolve_device
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
@@ -61,29 +63,23 @@ def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str =
 
 
 def _collect(agent: Any, env: Any, seed: int, max_steps: int, mode: str) -> dict[str, np.ndarray]:
-    obs, _ = env.reset(seed=seed)
-    state = agent.initial_state(1)
-    images, actions, rewards, terminal = [obs["image"]], [], [0.0], [False]
-    is_first = torch.ones(1, dtype=torch.bool)
-    done = False
-    for _ in range(max_steps):
-        obs_t = {k: torch.from_numpy(obs[k][None]) for k in agent.wm.obs_keys}
-        action, state = agent.act(obs_t, is_first, state, mode)
-        act = action[0].cpu().numpy()
-        actions.append(act)
-        obs, reward, term, trunc, _ = env.step(act)
-        is_first = torch.zeros(1, dtype=torch.bool)
-        done = term or trunc
-        images.append(obs["image"])
-        rewards.append(float(reward))
-        terminal.append(bool(term))
-        if done:
-            break
+    images, actions, rewards = [], [], []
+
+    def on_step(step: Step) -> None:
+        images.append(step.obs["image"][0])
+        actions.append(step.action[0])
+        rewards.append(float(step.reward[0]))
+
+    episode = Driver(env, AgentPolicy(agent, 1, mode), on_step=[on_step]).episode(seed, max_steps=max_steps)
+    images.append(episode.last_obs["image"])
     actions.append(np.zeros_like(actions[-1]))  # the last frame's action is never taken
+    rewards.append(float(episode.last_reward))
     t = len(images)
+    terminal = np.zeros(t, bool)
+    terminal[-1] = episode.terminated
     return {"image": np.stack(images), "action": np.stack(actions).astype(np.float32),
             "reward": np.asarray(rewards, np.float32), "is_first": np.eye(1, t, dtype=bool)[0],
-            "is_terminal": np.asarray(terminal), "return": np.asarray(sum(rewards[1:]), np.float64)}
+            "is_terminal": terminal, "return": np.asarray(episode.record["return"], np.float64)}
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import envs
+from envs.driver import Driver, Step
 from envs.errors import ConfigError
 from shifts.scene import foreground_mask as from_segmentation
 
@@ -92,24 +93,23 @@ def collect_frames(env_name: str, n: int, *, size: int = 64, seed: int = 0, stri
     if n < 1 or stride < 1:
         raise ConfigError(f"need at least one frame and stride >= 1, got frames={n}, stride={stride}")
     env = envs.make_env(env_name, size=size, seed=seed, action_repeat=action_repeat, camera=camera)
-    rng = np.random.default_rng(seed)
     images, masks, episodes = [], [], []
+    episode = 0
+
+    def keep(step: Step) -> None:  # before the env steps: the simulator shows this frame
+        if step.t[0] % stride == 0:
+            images.append(step.obs["image"][0])
+            episodes.append(episode)
+            if segmentation:
+                masks.append(foreground_mask(env.unwrapped))
+
+    # float64 actions: rng.uniform(-1, 1, A) per step, unrounded
+    driver = Driver(env, rng=np.random.default_rng(seed), action_dtype=np.float64, on_step=[keep])
     try:
-        raw = env.unwrapped
-        episode = 0
         while len(images) < n:
-            obs, _ = env.reset(seed=seed + episode)
-            done, step = False, 0
-            while not done and len(images) < n:
-                if step % stride == 0:
-                    images.append(obs["image"])
-                    episodes.append(episode)
-                    if segmentation:
-                        masks.append(foreground_mask(raw))
-                obs, _, term, trunc, _ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape))
-                done, step = term or trunc, step + 1
+            driver.episode(seed + episode, until=lambda: len(images) >= n)
             episode += 1
     finally:
-        env.close()
+        driver.close()
     return Frames(env_name, np.stack(images), np.stack(masks) if segmentation else None,
                   np.asarray(episodes, dtype=np.int64))

@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 import envs
+from envs.driver import Driver
 from envs.errors import ConfigError
 from mbrl.agent import Agent
 from mbrl.config import Config
+from mbrl.policy import AgentPolicy
 from mbrl.runtime import env_kwargs
 
 EVAL_SEED_OFFSET = 10_000  # episode seeds of evaluation never coincide with training seeds
@@ -113,9 +115,10 @@ def seeded_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
 def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str = "eval",
                  wrap: Callable[[gymnasium.Env], gymnasium.Env] | None = None,
                  threads: int | None = None) -> list[dict[str, Any]]:
-    """Run ``episodes`` episodes with the agent's policy on one env, episode ``i`` seeded ``seed + i``: the env
-    reset and every random draw of the episode (:func:`seeded_rng`), so the records are a function of the agent,
-    ``seed``, ``mode`` and ``wrap`` only, and the global RNG streams are left untouched.
+    """Run ``episodes`` episodes with the agent's policy on one env (:meth:`envs.driver.Driver.episode`), episode
+    ``i`` seeded ``seed + i``: the env reset and every random draw of the episode (:func:`seeded_rng`), so the
+    records are a function of the agent, ``seed``, ``mode`` and ``wrap`` only, and the global RNG streams are
+    left untouched.
 
     Args:
         mode: ``eval`` acts with the policy mean, ``train`` samples.
@@ -134,31 +137,22 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
         try:
             if wrap is not None:
                 env = wrap(env)
+            policy = AgentPolicy(agent, 1, mode)
+            driver = Driver(env, policy)
             for i in range(episodes):
                 with seeded_rng(episode_rng_seed(seed + i), agent.device):
-                    out.append(_episode(agent, env, seed + i, mode))
+                    policy.reset()
+                    record = driver.episode(seed + i).record
+                out.append(_record(record))
         finally:
             env.close()
     return out
 
 
-def _episode(agent: Agent, env: gymnasium.Env, episode_seed: int, mode: str) -> dict[str, Any]:
-    """One episode from ``env.reset(seed=episode_seed)`` to its end; its record."""
-    obs, _ = env.reset(seed=episode_seed)
-    state = agent.initial_state(1)
-    is_first = torch.ones(1, dtype=torch.bool)
-    total, length, done, success = 0.0, 0, False, None
-    while not done:
-        obs_t = {k: torch.from_numpy(obs[k][None]) for k in agent.wm.obs_keys}
-        action, state = agent.act(obs_t, is_first, state, mode)
-        obs, reward, term, trunc, info = env.step(action[0].cpu().numpy())
-        total += float(reward)
-        length = int(info["env_steps"])
-        if "success" in info:
-            success = max(success or 0.0, float(info["success"]))
-        done = term or trunc
-        is_first = torch.zeros(1, dtype=torch.bool)
-    record: dict[str, Any] = {"episode_seed": episode_seed, "return": total, "length": length}
-    if success is not None:
-        record["success"] = success
-    return record
+def _record(record: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation record of a driver's episode record: ``episode_seed``, ``return``, ``length`` (env steps)
+    and ``success`` when the env reports it."""
+    out: dict[str, Any] = {"episode_seed": record["seed"], "return": record["return"], "length": record["length"]}
+    if "success" in record:
+        out["success"] = record["success"]
+    return out
