@@ -139,7 +139,8 @@ def make_scratch(root: Path) -> Path:
     import numpy as np
     import torch
 
-    from mbrl import checkpoint, files
+    from envs import files
+    from mbrl import checkpoint
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay

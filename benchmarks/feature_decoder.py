@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
+from envs.driver import Driver, Step  # noqa: E402
 from mbrl.agent import Agent  # noqa: E402
 from mbrl.config import build_config  # noqa: E402
 from mbrl.distributions import symexp  # noqa: E402
@@ -47,26 +48,21 @@ def collect(env_name: str, episodes: int, image_size: int, seed: int) -> list[di
     """``episodes`` random-action episodes: ``image`` (T, H, W, 3), ``state`` (T, D), ``action`` (T, A) (a_t after
     x_t), ``reward`` (T,) (r_t on arriving at x_t), ``is_first``."""
     env = envs.make_env(env_name, size=image_size, action_repeat=2, obs="pixels+state", seed=seed)
-    rng = np.random.default_rng(seed)
+    steps: list[Step] = []
+    driver = Driver(env, rng=np.random.default_rng(seed), on_step=[steps.append])
     out = []
     for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        images, states, actions, rewards = [obs["image"]], [obs["state"]], [], [0.0]
-        done = False
-        while not done:
-            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
-            obs, reward, term, trunc, _ = env.step(action)
-            actions.append(action)
-            images.append(obs["image"])
-            states.append(obs["state"])
-            rewards.append(float(reward))
-            done = term or trunc
-        actions.append(np.zeros_like(actions[-1]))
+        steps.clear()
+        last = driver.episode(seed + ep)
+        images = [s.obs["image"][0] for s in steps] + [last.last_obs["image"]]
+        states = [s.obs["state"][0] for s in steps] + [last.last_obs["state"]]
+        actions = [s.action[0] for s in steps] + [np.zeros_like(steps[-1].action[0])]
+        rewards = [s.reward[0] for s in steps] + [last.last_reward]
         t = len(images)
         out.append({"image": np.stack(images), "state": np.stack(states).astype(np.float32),
                     "action": np.stack(actions), "reward": np.asarray(rewards, np.float32),
                     "is_first": np.eye(1, t, dtype=bool)[0], "is_terminal": np.zeros(t, bool)})
-    env.close()
+    driver.close()
     return out
 
 

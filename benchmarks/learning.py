@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.errors import ConfigError
 from experiments.plot import (
     WINDOW,
     Curves,
@@ -73,7 +74,6 @@ from experiments.plot import (
     save_figure,
     window_mean,
 )
-from mbrl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference"

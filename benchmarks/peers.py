@@ -38,7 +38,7 @@ counts are printed), and sheeprl runs with its ``float32_matmul_precision: high`
 
 The table prints ``speed-up (sheeprl / ours)``: sheeprl's mean s/update divided by dreamshift's (> 1: dreamshift is
 faster). The load average is printed at the start and the end; when other work kept more than half the CPUs busy
-the numbers are pessimistic and noisy, and a warning says so. ``--json`` writes every row (``mbrl.files.write_json``).
+the numbers are pessimistic and noisy, and a warning says so. ``--json`` writes every row (``envs.files.write_json``).
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     if not python.exists():
         sys.exit(f"error: no sheeprl interpreter at {python}; run `python benchmarks/peers.py setup` first")
     if args.json:
-        from mbrl import files
+        from envs import files
 
         try:
             files.check_output_file(args.json, "--json")
@@ -331,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(warning)
     if args.json:
-        from mbrl import files
+        from envs import files
 
         files.write_json(args.json, {"cpus": cpus, "load_avg": {"start": load_start, "end": load_end},
                                   "warning": warning, "args": vars(args), "rows": rows, "table": lines})

@@ -19,7 +19,7 @@ with the training split's mean/std:
 - k-NN: cosine similarity, ``k = 5``, majority vote (classification only).
 
 Metrics: accuracy (task identity), R^2 averaged over targets (cartpole). The random-init baseline is
-``Dinov2Model(config)`` of the pretrained model's own config (as :func:`encoders.pretrain.build_backbone` builds
+``Dinov2Model(config)`` of the pretrained model's own config (as :func:`mbrl.pretrain.build_backbone` builds
 it) at another seed, with the pretrained model's preprocessing (mean/std).
 """
 
@@ -55,6 +55,7 @@ def collect(env_name: str, plan: list[bool], episode_len: int, seed: int,
         ``(cart position m, cos angle, sin angle)`` when ``state`` (cartpole only), else empty ``(N, 0)``.
     """
     from encoders.pretrain_data import shift_kinds_for
+    from envs.driver import Driver
     from envs.factory import make_env
     from shifts.base import ShiftWrapper, make_shift
 
@@ -62,23 +63,24 @@ def collect(env_name: str, plan: list[bool], episode_len: int, seed: int,
     env = make_env(env_name, size=64, action_repeat=2, seed=seed, time_limit=2 * episode_len)
     kinds = shift_kinds_for(env_name)
     frames, eps, targets = [], [], []
+
+    def keep(image: np.ndarray) -> None:  # the simulator shows this frame: read its state here
+        frames.append(image)
+        if state:
+            qpos = env.unwrapped.physics.named.data.qpos
+            angle = float(qpos["hinge_1"][0])
+            targets.append((float(qpos["slider"][0]), np.cos(angle), np.sin(angle)))
+
     try:
         for ep, shifted in enumerate(plan):
             active = [make_shift(str(rng.choice(kinds)), int(rng.integers(1, 6)), int(rng.integers(2**31)))] \
                 if shifted else []
             wrapped = ShiftWrapper(env, active)
-            try:
-                obs, _ = wrapped.reset(seed=int(rng.integers(2**31)))
-                for t in range(episode_len + 1):
-                    frames.append(obs["image"])
-                    eps.append(ep)
-                    if state:
-                        qpos = env.unwrapped.physics.named.data.qpos
-                        angle = float(qpos["hinge_1"][0])
-                        targets.append((float(qpos["slider"][0]), np.cos(angle), np.sin(angle)))
-                    if t == episode_len:
-                        break
-                    obs, *_ = wrapped.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+            driver = Driver(wrapped, rng=rng, on_step=[lambda step: keep(step.obs["image"][0])])
+            try:  # episode_len steps (the time limit), episode_len + 1 frames
+                last = driver.episode(int(rng.integers(2**31)), max_steps=episode_len)
+                keep(last.last_obs["image"])
+                eps += [ep] * (len(frames) - len(eps))
             finally:
                 wrapped.remove_shifts()
     finally:
@@ -230,7 +232,7 @@ def run(model_dir: str, seed: int = 1000, episodes: int = 3, episode_len: int = 
 
 
 def _arch_of(config: object) -> str:
-    from encoders.pretrain import ARCHS
+    from mbrl.pretrain import ARCHS
 
     for name, a in ARCHS.items():
         if (config.hidden_size, config.num_hidden_layers) == (a["hidden_size"], a["num_hidden_layers"]):
@@ -255,9 +257,9 @@ def _cell(v: float) -> str:
 
 
 def update_card(model_dir: str, report: dict, command: str) -> None:
-    """Replace the probe section of ``MODEL_CARD.md`` (between the markers of :mod:`encoders.pretrain`)."""
-    from encoders.pretrain import CARD, PROBE_BEGIN, PROBE_END
-    from mbrl.files import atomic_write
+    """Replace the probe section of ``MODEL_CARD.md`` (between the markers of :mod:`mbrl.pretrain`)."""
+    from envs.files import atomic_write
+    from mbrl.pretrain import CARD, PROBE_BEGIN, PROBE_END
 
     path = Path(model_dir) / CARD
     text = path.read_text()
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = run(args.model, seed=args.seed, episodes=args.episodes, episode_len=args.episode_len)
-    from mbrl.files import write_json
+    from envs.files import write_json
 
     out = write_json(args.out or Path(args.model) / "probe.json", report)
     print(table(report))

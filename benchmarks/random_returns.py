@@ -16,26 +16,17 @@ import time
 import numpy as np
 
 import envs
+from envs.driver import Driver
 
 
 def random_returns(name: str, episodes: int, size: int, seed: int = 0) -> list[float]:
     """Undiscounted returns of ``episodes`` uniform-random episodes of ``name`` (episode i seeded seed + i)."""
     env = envs.make_env(name, size=size, seed=seed)
-    rng = np.random.default_rng(seed)
-    low, high = env.action_space.low, env.action_space.high
-    out = []
+    driver = Driver(env, rng=np.random.default_rng(seed))  # no policy: uniform actions from the action space
     try:
-        for i in range(episodes):
-            env.reset(seed=seed + i)
-            total, done = 0.0, False
-            while not done:
-                _, reward, term, trunc, _ = env.step(rng.uniform(low, high).astype(np.float32))
-                total += float(reward)
-                done = term or trunc
-            out.append(total)
+        return [driver.episode(seed + i).record["return"] for i in range(episodes)]
     finally:
-        env.close()
-    return out
+        driver.close()
 
 
 def main() -> None:

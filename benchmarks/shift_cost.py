@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                         "apply_us": us, "apply_estimate": est, "wall_ratios": r["wall"], "cpu_ratios": r["cpu"]})
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
-        from mbrl import files
+        from envs import files
 
         files.write_json(args.json, {"env": args.env, "size": args.size, "steps": args.steps, "rounds": args.rounds,
                                   "clean_step_wall_s": clean_wall, "clean_step_cpu_s": clean_cpu,

@@ -40,7 +40,7 @@ What is measured (all in one process, one phase after another, nothing overlappi
 
 The machine's load average is printed before and after: other processes competing for the CPU make every
 number here pessimistic. ``--json PATH`` writes all results (and the settings) atomically with
-:func:`mbrl.files.write_json`.
+:func:`envs.files.write_json`.
 """
 
 from __future__ import annotations
@@ -59,12 +59,15 @@ import torch
 
 # Import ``envs`` before anything that imports dm_control (it selects the headless GL backend).
 import envs  # isort: skip
-from mbrl import files
+from envs import files
+from envs.driver import Driver, Episode, Step  # noqa: E402
+from envs.errors import ConfigError  # noqa: E402
 from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
-from mbrl.errors import ConfigError  # noqa: E402
+from mbrl.policy import AgentPolicy  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
-from mbrl.train import resolve_device  # noqa: E402
+from mbrl.runtime import resolve_device  # noqa: E402
+from mbrl.train import ReplayWriter  # noqa: E402
 
 #: sheeprl's DreamerV3 size ``S``: seconds per update on this class of 2-core CPU, as measured by the project
 #: lead. External: NOT measured by this script, other code, possibly other batch/settings; orientation only.
@@ -187,73 +190,38 @@ def raw_vector(args: argparse.Namespace, n: int) -> dict[str, Any]:
     return _row(f"raw vector N={n}", "raw", n, calls * n, seconds, args.action_repeat, worker_rss=workers)
 
 
-class _SingleAsVector:
-    """A ``make_env`` env behind the batched interface the collection loop uses (no autoreset wrapper)."""
-
-    def __init__(self, env: Any) -> None:
-        self.env = env
-        self.single_action_space = env.action_space
-
-    def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-        obs, _ = self.env.reset(seed=seed)
-        return {"image": obs["image"][None]}, {}
-
-    def step(self, action: np.ndarray) -> tuple:
-        obs, reward, term, trunc, _ = self.env.step(action[0])
-        info: dict[str, Any] = {}
-        if term or trunc:
-            info["final_obs"] = np.array([{"image": obs["image"]}], dtype=object)
-            obs, _ = self.env.reset()
-        return ({"image": obs["image"][None]}, np.array([reward]), np.array([term]), np.array([trunc]), info)
-
-    def close(self) -> None:
-        self.env.close()
-
-
-def policy_loop(args: argparse.Namespace, agent: Agent, venv: Any, n: int, name: str) -> dict[str, Any]:
-    """Collect like :func:`mbrl.train._loop` after prefill: act, step, store in replay (no updates)."""
+def policy_loop(args: argparse.Namespace, agent: Agent, env: Any, n: int, name: str) -> dict[str, Any]:
+    """Collect like :func:`mbrl.train._loop` after prefill: an :class:`envs.driver.Driver` acting with the agent
+    and writing to replay through :class:`mbrl.train.ReplayWriter` (no updates). ``env``: a single env (``n``
+    = 1) or a vector env of ``n`` sub-envs."""
     try:
-        a = agent.action_dim
         shape = (args.image_size, args.image_size, 3)
-        replay = Replay(max(n, min(100_000, (args.collect_steps + (args.warmup_steps + 1) * n) * 2)), n, shape, a)
-        obs, _ = venv.reset(seed=args.seed)
-        image = obs["image"]
-        is_first = np.ones(n, bool)
-        reward = np.zeros(n, np.float32)
-        terminal = np.zeros(n, bool)
-        policy_state = agent.initial_state(n)
+        replay = Replay(max(n, min(100_000, (args.collect_steps + (args.warmup_steps + 1) * n) * 2)), n, shape,
+                        agent.action_dim)
+        agent_policy = AgentPolicy(agent, n, "train", outs=True)
         act_seconds = 0.0
 
-        def step() -> float:
-            nonlocal image, is_first, reward, policy_state
+        def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+            nonlocal act_seconds
             t = time.perf_counter()
-            act, policy_state = agent.act(torch.from_numpy(image), torch.from_numpy(is_first), policy_state,
-                                          "train")
-            action = act.cpu().numpy()
-            spent = time.perf_counter() - t
-            replay.add_batch({"image": image, "action": action, "reward": reward, "is_first": is_first,
-                              "is_terminal": terminal})
-            obs, rew, term, trunc, info = venv.step(action)
-            rew = rew.astype(np.float32)
-            done = term | trunc
-            for i in np.flatnonzero(done):
-                replay.add(int(i), {"image": info["final_obs"][i]["image"], "action": np.zeros(a, np.float32),
-                                    "reward": rew[i], "is_first": False, "is_terminal": bool(term[i])})
-            image = obs["image"]
-            is_first = done.copy()
-            reward = np.where(done, 0.0, rew).astype(np.float32)
-            return spent
+            out = agent_policy(obs, is_first)
+            act_seconds += time.perf_counter() - t
+            return out
 
+        writer = ReplayWriter(replay, agent)
+        driver = Driver(env, policy, on_step=[writer.step], on_episode=[writer.episode])
+        driver.reset(seed=args.seed)
         for _ in range(args.warmup_steps):
-            step()
+            driver.step()
+        act_seconds = 0.0
         calls = math.ceil(args.collect_steps / n)
         t0 = time.perf_counter()
         for _ in range(calls):
-            act_seconds += step()
+            driver.step()
         seconds = time.perf_counter() - t0
-        workers = worker_peak_rss_mib(venv)
+        workers = worker_peak_rss_mib(env)
     finally:
-        venv.close()
+        env.close()
     return _row(name, "policy", n, calls * n, seconds, args.action_repeat, act_seconds, calls, workers)
 
 
@@ -270,7 +238,7 @@ def run_collection(args: argparse.Namespace, device: torch.device, memory: list[
     torch.manual_seed(args.seed)
     agent = Agent(cfg, action_dim).to(device)
     label = f"policy {args.policy_size}"
-    single = _SingleAsVector(envs.make_env(args.env, seed=args.seed, **env_kwargs(args)))
+    single = envs.make_env(args.env, seed=args.seed, **env_kwargs(args))
     rows.append(policy_loop(args, agent, single, 1, f"{label} + single env"))
     for n in args.num_envs:
         venv = envs.make_vector_env(args.env, n, seed=args.seed, **env_kwargs(args))
@@ -295,22 +263,23 @@ def fill_replay(args: argparse.Namespace, action_dim: int) -> Replay:
                            "reward": np.float32(rng.uniform()), "is_first": t == 0, "is_terminal": False})
         return replay
     env = envs.make_env(args.env, seed=args.seed, **env_kwargs(args))
+
+    def write(step: Step) -> None:
+        replay.add(0, {"image": step.obs["image"][0], "action": step.action[0], "reward": step.reward[0],
+                       "is_first": bool(step.is_first[0]), "is_terminal": False})
+
+    def write_last(episode: Episode) -> None:
+        if len(replay) < args.replay_steps:
+            replay.add(0, {"image": episode.last_obs["image"], "action": np.zeros(action_dim, np.float32),
+                           "reward": episode.last_reward, "is_first": False, "is_terminal": episode.terminated})
+
+    driver = Driver(env, rng=rng, on_step=[write], on_episode=[write_last])  # random actions
     try:
-        obs, _ = env.reset(seed=args.seed)
-        reward, is_first = 0.0, True
+        driver.reset(seed=args.seed)
         while len(replay) < args.replay_steps:
-            action = rng.uniform(-1, 1, action_dim).astype(np.float32)
-            replay.add(0, {"image": obs["image"], "action": action, "reward": reward, "is_first": is_first,
-                           "is_terminal": False})
-            obs, reward, term, trunc, _ = env.step(action)
-            is_first = False
-            if (term or trunc) and len(replay) < args.replay_steps:
-                replay.add(0, {"image": obs["image"], "action": np.zeros(action_dim, np.float32),
-                               "reward": reward, "is_first": False, "is_terminal": bool(term)})
-                obs, _ = env.reset()
-                reward, is_first = 0.0, True
+            driver.step()
     finally:
-        env.close()
+        driver.close()
     return replay
 
 

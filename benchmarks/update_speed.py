@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mbrl import files  # noqa: E402
+from envs import files  # noqa: E402
 from mbrl.agent import Agent  # noqa: E402
 from mbrl.config import build_config  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from encoders.base import Encoder
 from encoders.finetune import FinetuneMode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 FEATURES = ("cls", "mean", "patch", "patch_flatten")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

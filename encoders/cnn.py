@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Encoder
-from mbrl.nets import ChannelNorm, init_linear_
+from encoders.layers import ChannelNorm, init_linear_
 
 
 class ConvEncoder(Encoder):

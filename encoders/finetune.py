@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 MODES = ("frozen", "partial:k", "full", "adapter[:bottom|middle|top|all]", "lora[:rank]")
 PLACEMENTS = ("bottom", "middle", "top", "all")

@@ -16,7 +16,7 @@ Weights come from ``cfg.encoder_path`` (a local directory with ``config.json`` +
 model id through ``from_pretrained`` (the Hugging Face cache, downloading when online). Loading never hangs
 without network: the cache is tried first (``local_files_only``); if that misses and ``HF_HUB_OFFLINE`` /
 ``TRANSFORMERS_OFFLINE`` is set, or the Hub does not answer within a few seconds, a one-line
-:class:`mbrl.errors.ConfigError` says how to get the weights.
+:class:`envs.errors.ConfigError` says how to get the weights.
 
 ``transformers`` / ``peft`` / ``huggingface_hub`` are imported lazily inside functions, so importing this module
 is cheap and never fails.
@@ -32,6 +32,7 @@ import inspect
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from encoders.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneEncoder
 from encoders.finetune import FinetuneMode, apply_mode, parse_mode
 from encoders.registry import register, resolve_mode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -462,3 +463,45 @@ def _hf(variant: str, image_size: int, cfg: Any) -> HFEncoder:
 register("dinov2", _dinov2, "dinov2[:small|base|large]")
 register("clip", _clip, "clip[:b32|b16]")
 register("hf", _hf, "hf:<model id or dir>")
+
+DREAMSHIFT_VIT_DIR = Path(__file__).resolve().parent / "weights" / "dreamshift-vit-tiny"
+
+
+def _dreamshift_vit(variant: str, image_size: int, cfg: Any) -> HFEncoder:
+    """The bundled ViT (``encoders/weights/dreamshift-vit-tiny``: a 1.2 M-parameter ``Dinov2Model`` pretrained
+    with DINO on dreamshift's own env frames by ``dreamshift pretrain``; see its MODEL_CARD.md), built like
+    ``hf:<that dir>`` (every fine-tuning mode works).
+
+    - Input size: the model's own ``image_size`` (64 px, 8 px patches -> 64 tokens), whatever
+      ``encoder_input_size`` says (its 224 default is for ImageNet backbones; a ViT pretrained at 64 px gains
+      nothing from upsampling and would cost 12x the tokens).
+    - Default feature ``cls`` for a DINO checkpoint: DINO trains exactly the (layer-normed) CLS token through its
+      projection head, so it is the representation the objective shaped. An MAE checkpoint (objective read from
+      its ``pretrain_summary.json``) defaults to ``mean``: MAE never trains the CLS token towards anything (He et
+      al. 2022 probe the average-pooled tokens). ``cls`` / ``mean`` / ``patch`` all remain available.
+    - ``encoder_path=DIR`` swaps in another ``dreamshift pretrain`` output of the same kind.
+
+    Raises:
+        ConfigError: a variant is given, the weights are missing or a mode is unsupported.
+    """
+    if variant:
+        raise ConfigError(f"encoder dreamshift-vit takes no variant, got dreamshift-vit:{variant}")
+    source = os.path.expanduser(cfg.encoder_path) if cfg.encoder_path else str(DREAMSHIFT_VIT_DIR)
+    try:
+        input_size = int(json.loads((Path(source) / "config.json").read_text())["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"encoder dreamshift-vit: no readable config.json with image_size in {source!r} (the "
+                          f"bundled weights ship in encoders/weights/; reinstall dreamshift or pass encoder_path)"
+                          ) from None
+    try:  # the objective the directory was pretrained with (dreamshift pretrain's summary)
+        objective = json.loads((Path(source) / "pretrain_summary.json").read_text())["args"]["objective"]
+    except (OSError, ValueError, KeyError, TypeError):
+        objective = "dino"
+    default = "cls" if objective == "dino" else "mean"
+    feature = default if cfg.encoder_feature == "auto" else cfg.encoder_feature
+    return HFEncoder("hf", source, source, parse_mode(resolve_mode(cfg)), feature, input_size,
+                     cfg.encoder_token_dim, cfg.encoder_adapter_dim)
+
+
+
+register("dreamshift-vit", _dreamshift_vit, "dreamshift-vit")

@@ -1,4 +1,4 @@
-"""Frame collection for encoder pretraining (:mod:`encoders.pretrain`): random-action rollouts of our envs under
+"""Frame collection for encoder pretraining (:mod:`mbrl.pretrain`): random-action rollouts of our envs under
 randomised visual shifts.
 
 - Env specs: comma-separated names or shell globs over :func:`envs.list_envs`, e.g. ``dmc:*``,
@@ -26,7 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbrl.errors import ConfigError
+from envs import list_envs
+from envs.driver import Driver, Step
+from envs.errors import ConfigError
+from envs.factory import make_env
+from envs.files import atomic_write
+from shifts.base import ShiftWrapper, make_shift, supports
+from shifts.suites import ordered_kinds
 
 COLLECT_SUITES = ("dmc", "metaworld")
 ACTION_REPEAT = 2
@@ -43,7 +49,7 @@ class FrameSet:
         severities: ``(N,) int64`` 0-5.
         env_names, kind_names: the label vocabularies.
         meta: free-form JSON-able description (the collection arguments and time; see
-            :func:`encoders.pretrain.pretrain`, which reuses a cached file only when they match).
+            :func:`mbrl.pretrain.pretrain`, which reuses a cached file only when they match).
     """
 
     frames: np.ndarray
@@ -55,9 +61,7 @@ class FrameSet:
     meta: dict | None = None
 
     def save(self, path: str) -> None:
-        """Write an ``.npz`` atomically (temp file + rename, :func:`mbrl.files.atomic_write`)."""
-        from mbrl.files import atomic_write
-
+        """Write an ``.npz`` atomically (temp file + rename, :func:`envs.files.atomic_write`)."""
         atomic_write(path, lambda f: np.savez(f, frames=self.frames, env_ids=self.env_ids, kinds=self.kinds,
                                               severities=self.severities, env_names=np.array(self.env_names),
                                               kind_names=np.array(self.kind_names),
@@ -80,8 +84,6 @@ def expand_envs(spec: str) -> list[str]:
         ConfigError: an empty spec, a pattern that matches no collectable env (the message lists the suites and
             a few names), or a name outside ``dmc:``/``metaworld:``.
     """
-    from envs import list_envs
-
     patterns = [p.strip() for p in spec.split(",") if p.strip()]
     if not patterns:
         raise ConfigError("--envs is empty; give env names or globs, e.g. 'dmc:*,metaworld:*'")
@@ -100,9 +102,6 @@ def expand_envs(spec: str) -> list[str]:
 
 def shift_kinds_for(env_name: str) -> list[str]:
     """Shift kinds (:func:`shifts.suites.ordered_kinds`) that apply to ``env_name``."""
-    from shifts.base import supports
-    from shifts.suites import ordered_kinds
-
     return [k for k in ordered_kinds() if supports(k, env_name)]
 
 
@@ -127,10 +126,6 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
         ConfigError: ``n_frames < 1``, ``diversity`` outside ``[0, 1]``, ``episode_len < 1`` or no envs.
         envs.errors.EnvError: an env cannot be built (e.g. no renderer).
     """
-    from envs.factory import make_env
-    from shifts.base import ShiftWrapper, make_shift
-    from shifts.suites import ordered_kinds
-
     if n_frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {n_frames}")
     if not 0.0 <= diversity <= 1.0:
@@ -146,6 +141,11 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
     env_ids = np.empty(n_frames, np.int64)
     kinds = np.zeros(n_frames, np.int64)
     sevs = np.zeros(n_frames, np.int64)
+    kept: list[np.ndarray] = []  # one episode's frames (the driver's step callback appends)
+
+    def keep(step: Step) -> None:
+        kept.append(step.obs["image"][0])
+
     i = 0
     for e, name in enumerate(env_names):
         quota = base + (1 if e < extra else 0)
@@ -162,25 +162,19 @@ def collect_frames(env_names: list[str], n_frames: int, *, diversity: float = 0.
                 sev = int(rng.integers(1, 6)) if shifted else 0
                 active = [make_shift(kind, sev, seed=int(rng.integers(2**31)))] if shifted else []
                 wrapped = ShiftWrapper(env, active)
+                left = quota - got
+                kept.clear()
+                driver = Driver(wrapped, rng=rng, on_step=[keep])
                 try:
-                    obs, _ = wrapped.reset(seed=int(rng.integers(2**31)))
-                    start = got
-                    for t in range(episode_len + 1):
-                        if got >= quota:
-                            break
-                        frames[i + got] = obs["image"]
-                        got += 1
-                        if t == episode_len:
-                            break
-                        action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
-                        obs, _, terminated, truncated, _ = wrapped.step(action)
-                        if terminated or truncated:
-                            if got < quota:
-                                frames[i + got] = obs["image"]
-                                got += 1
-                            break
+                    # frames = the observation before each step plus the last one, at most `left`; exactly
+                    # min(episode_len, left) steps (each drawing its action from rng) unless the episode ends
+                    last = driver.episode(int(rng.integers(2**31)), max_steps=min(episode_len, left))
                 finally:
                     wrapped.remove_shifts()  # undo scene edits; wrapped.close() would also close the env
+                shown = (kept + [last.last_obs["image"]])[:left]
+                start = got
+                frames[i + got:i + got + len(shown)] = shown
+                got += len(shown)
                 kinds[i + start:i + got] = kind_names.index(kind)
                 sevs[i + start:i + got] = sev
                 if progress is not None:

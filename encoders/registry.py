@@ -1,22 +1,20 @@
 """Registry of image encoders by name.
 
 Names: ``cnn`` (DreamerV3 CNN, from scratch), ``dinov2[:small|base|large]``, ``clip[:b32|b16]``,
-``efficientnet-lite0``, ``dreamshift-vit`` (the bundled DINO-pretrained ViT, :func:`_dreamshift_vit`) and
+``efficientnet-lite0``, ``dreamshift-vit`` (the bundled DINO-pretrained ViT, :func:`encoders.hf._dreamshift_vit`) and
 ``hf:<model-id or local dir>``. The part after the first ``:`` is the variant passed
 to the factory.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from encoders.base import Encoder
 from encoders.cnn import ConvEncoder
 from encoders.finetune import parse_mode
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 EncoderFactory = Callable[..., Encoder]
 
@@ -84,51 +82,6 @@ def _cnn(variant: str, image_size: int, cfg: Any) -> Encoder:
 
 
 register("cnn", _cnn, "cnn")
-
-DREAMSHIFT_VIT_DIR = Path(__file__).resolve().parent / "weights" / "dreamshift-vit-tiny"
-
-
-def _dreamshift_vit(variant: str, image_size: int, cfg: Any) -> Encoder:
-    """The bundled ViT (``encoders/weights/dreamshift-vit-tiny``: a 1.2 M-parameter ``Dinov2Model`` pretrained
-    with DINO on dreamshift's own env frames by ``dreamshift pretrain``; see its MODEL_CARD.md), built like
-    ``hf:<that dir>`` (every fine-tuning mode works).
-
-    - Input size: the model's own ``image_size`` (64 px, 8 px patches -> 64 tokens), whatever
-      ``encoder_input_size`` says (its 224 default is for ImageNet backbones; a ViT pretrained at 64 px gains
-      nothing from upsampling and would cost 12x the tokens).
-    - Default feature ``cls`` for a DINO checkpoint: DINO trains exactly the (layer-normed) CLS token through its
-      projection head, so it is the representation the objective shaped. An MAE checkpoint (objective read from
-      its ``pretrain_summary.json``) defaults to ``mean``: MAE never trains the CLS token towards anything (He et
-      al. 2022 probe the average-pooled tokens). ``cls`` / ``mean`` / ``patch`` all remain available.
-    - ``encoder_path=DIR`` swaps in another ``dreamshift pretrain`` output of the same kind.
-
-    Raises:
-        ConfigError: a variant is given, the weights are missing or a mode is unsupported.
-    """
-    import json
-
-    from encoders.hf import HFEncoder
-
-    if variant:
-        raise ConfigError(f"encoder dreamshift-vit takes no variant, got dreamshift-vit:{variant}")
-    source = os.path.expanduser(cfg.encoder_path) if cfg.encoder_path else str(DREAMSHIFT_VIT_DIR)
-    try:
-        input_size = int(json.loads((Path(source) / "config.json").read_text())["image_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"encoder dreamshift-vit: no readable config.json with image_size in {source!r} (the "
-                          f"bundled weights ship in encoders/weights/; reinstall dreamshift or pass encoder_path)"
-                          ) from None
-    try:  # the objective the directory was pretrained with (dreamshift pretrain's summary)
-        objective = json.loads((Path(source) / "pretrain_summary.json").read_text())["args"]["objective"]
-    except (OSError, ValueError, KeyError, TypeError):
-        objective = "dino"
-    default = "cls" if objective == "dino" else "mean"
-    feature = default if cfg.encoder_feature == "auto" else cfg.encoder_feature
-    return HFEncoder("hf", source, source, parse_mode(resolve_mode(cfg)), feature, input_size,
-                     cfg.encoder_token_dim, cfg.encoder_adapter_dim)
-
-
-register("dreamshift-vit", _dreamshift_vit, "dreamshift-vit")
 
 _PLUGINS = ("encoders.hf", "encoders.efficientnet")
 _loaded = False

@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from envs.carla import _probe_tcp
+from envs.errors import EnvError
+from envs.registry import METAWORLD_PIP, metaworld_available
+from envs.rendering import select_gl_backend
+
 
 def suite_status(carla_host: str | None = None, carla_port: int | None = None) -> dict[str, str]:
     """One line per suite: ``available ...`` or ``missing: <what> (<how to get it>)``.
@@ -12,9 +17,6 @@ def suite_status(carla_host: str | None = None, carla_port: int | None = None) -
     The CARLA line probes ``host:port`` (``CARLA_HOST``/``CARLA_PORT``, default localhost:2000) with a 0.5 s
     TCP connect; nothing else touches the network.
     """
-    from envs.registry import METAWORLD_PIP, metaworld_available
-    from envs.rendering import select_gl_backend
-
     out = {}
     try:
         out["dmc"] = f"available (MUJOCO_GL={select_gl_backend()})"
@@ -26,8 +28,6 @@ def suite_status(carla_host: str | None = None, carla_port: int | None = None) -
     if importlib.util.find_spec("carla") is None:
         out["carla"] = "missing: CARLA client (`pip install carla==0.9.16`) and a running CARLA server"
     else:
-        from envs.carla import EnvError, _probe_tcp
-
         host = carla_host or os.environ.get("CARLA_HOST", "localhost")
         port = int(carla_port or os.environ.get("CARLA_PORT", "2000"))
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numbers
 
 from envs.errors import EnvError
+from envs.registry import state_suites
 
 __all__ = ["MAX_SEED", "OBS_MODES", "check_int", "check_obs", "check_seed", "check_size"]
 
@@ -85,8 +86,6 @@ def check_obs(obs: object, name: str | None = None) -> tuple[bool, bool]:
         raise EnvError(f"obs must be one of {', '.join(repr(m) for m in OBS_MODES)}, got {obs!r}")
     state = obs != "pixels"
     if state and name is not None:
-        from envs.registry import state_suites  # lazy: the registry imports the env classes
-
         suites = state_suites()
         if name.split(":", 1)[0] not in suites:
             raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "

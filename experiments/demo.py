@@ -13,7 +13,7 @@ Agents (:data:`AGENTS`), all on :data:`ENV` with the same world-model size and r
 
 Each trained agent is evaluated on every condition of the ``quick`` suite (clean, ``color`` and
 ``gaussian_noise`` at severities 1 and 5) with ``eval_episodes`` episodes per condition and the same episode seeds
-(:func:`shifts.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
+(:func:`mbrl.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
 evaluate --suite`` writes them. The uniform-random policy plays the same episode seeds under the same
 conditions (:func:`random_policy_records`). :func:`combined_table` turns all records into one table: normalised
 return (:mod:`experiments.normalisation`) ID and OOD with the standard error, drop %, and the mean over all
@@ -59,9 +59,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+import envs
+from envs import files
+from envs.registry import state_suites
 from experiments import leaderboard, metrics, results
 from experiments.normalisation import constants
+from mbrl.config import build_config
+from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate_suite, run_episodes
+from mbrl.runtime import check_env_encoder, env_kwargs
+from mbrl.train import train
+from shifts.base import ShiftWrapper, make_shift
+from shifts.suites import for_env, parse_suite
 
 ENV = "dmc:cartpole_swingup"
 SUITE = "quick"
@@ -125,10 +135,9 @@ class RandomPolicy:
     def initial_state(self, batch: int) -> None:
         return None
 
-    def act(self, obs: dict[str, Any], is_first: Any, state: None, mode: str = "eval") -> tuple[Any, None]:
-        """``(action (1, action_dim) float32 tensor, None)``."""
-        import torch
-
+    def act(self, obs: dict[str, Any], is_first: Any, state: None, mode: str = "eval",
+            out: dict[str, Any] | None = None) -> tuple[torch.Tensor, None]:
+        """``(action (1, action_dim) float32 tensor, None)``; ``out`` (extra outputs) stays empty."""
         return torch.from_numpy(np.random.uniform(self.low, self.high).astype(np.float32)[None]), None
 
 
@@ -136,7 +145,7 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
                           overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Results records (:func:`experiments.results.episode_records`, label :data:`RANDOM_LABEL`) of the
     uniform-random policy on every condition of ``suite``, with the episode seeds and shift seed of
-    :func:`shifts.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state`` where its suite has a
+    :func:`mbrl.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state`` where its suite has a
     state vector: the policy reads no observation and a visual shift cannot change a return, so nothing needs to
     be rendered.
 
@@ -146,14 +155,6 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
     Raises:
         ShiftError: unknown suite; ConfigError / EnvError: a bad env or override.
     """
-    import envs
-    from envs.registry import state_suites
-    from mbrl.config import build_config
-    from mbrl.evaluate import EVAL_SEED_OFFSET, run_episodes
-    from mbrl.train import env_kwargs
-    from shifts.base import ShiftWrapper, make_shift
-    from shifts.suites import for_env, parse_suite
-
     name, conditions = parse_suite(suite)
     has_state = env.partition(":")[0] in state_suites()  # else rendered pixels, which it ignores as well
     cfg = build_config({**(overrides or {}), "env": env, "obs": "state" if has_state else "pixels"})
@@ -305,11 +306,6 @@ def run(given: dict[str, str], out: Callable[[str], None] = print) -> Path:
     Raises:
         ConfigError, EnvError, OutputPathError: bad overrides or output directory, before anything is trained.
     """
-    from mbrl import files
-    from mbrl.config import build_config, check_env_encoder
-    from mbrl.train import train
-    from shifts.evaluate import evaluate_suite
-
     t0 = time.time()
     cfgs = []
     for label, overrides in agent_configs(given):  # every bad override fails before anything is trained

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from envs import files
 from experiments import metrics
 from experiments.normalisation import constants
 from experiments.results import code_version, read_dir, resolve_dir
-from mbrl import files
 
 BASELINE = "cnn"  # P(improvement) is measured against the scratch CNN
 

@@ -1,4 +1,4 @@
-"""``dreamshift plot``: learning curves and training diagnostics of runs against env steps.
+"""Learning curves and training diagnostics of runs against env steps (``dreamshift plot``, :mod:`mbrl.cli.plot`).
 
     dreamshift plot RUN [RUN ...] --out PNG [--reference FILE.json.gz] [--window 10000]
 
@@ -22,26 +22,24 @@ taken, so that both sides are the same statistic (with the default 10k window th
 are those quoted in the reference README).
 
 Bad input (missing run directory, no ``metrics.jsonl``, unreadable reference, unwritable ``--out`` or one
-without a known suffix) raises :class:`mbrl.errors.ConfigError` before anything is written: the CLI prints one
+without a known suffix) raises :class:`envs.errors.ConfigError` before anything is written: the CLI prints one
 ``error:`` line and exits with status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io as _io
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mbrl import files as mio
-from mbrl.errors import ConfigError
+from envs import files as mio
+from envs.errors import ConfigError
 
 WINDOW = 10_000  # env steps averaged by the smoothed return curves
 FORMATS = (".png", ".svg", ".pdf")
@@ -417,24 +415,3 @@ def reference_label(path: Path | str) -> str:
     stem = Path(path).name.removesuffix(".gz").removesuffix(".json")
     source, _, method = stem.partition("-")
     return f"{method} ({source})" if method else stem
-
-
-# --- command line -------------------------------------------------------------------------------------------
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``plot`` to the ``dreamshift`` sub-commands (handler :func:`handle`)."""
-    p = sub.add_parser("plot", help="learning curves and training diagnostics of runs vs env steps (PNG/SVG/PDF)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl, config.json)")
-    p.add_argument("--out", required=True, help="output file: .png, .svg or .pdf")
-    p.add_argument("--reference", help="reference curves, .json.gz list of {task, method, seed, xs, ys} records "
-                   "(e.g. ../shared/reference/dmc_proprio-dreamerv3.json.gz)")
-    p.add_argument("--window", type=float, default=WINDOW,
-                   help=f"env steps averaged by the return curves (default {WINDOW})")
-    p.set_defaults(handler=handle)
-
-
-def handle(args: argparse.Namespace) -> None:
-    path = plot_runs(args.runs, args.out, args.reference, args.window,
-                     warn=lambda msg: print(msg, file=sys.stderr))
-    print(f"plot: {path}")

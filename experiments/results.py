@@ -53,8 +53,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mbrl import files
-from mbrl.errors import DreamshiftError
+from envs import files
+from envs.errors import DreamshiftError
 
 SCHEMA_VERSION = 1
 
@@ -244,7 +244,7 @@ def episode_records(run: dict[str, Any], shift: str, severity: int, episodes: It
     Args:
         run: the run's config and metadata: ``env``, ``encoder``, ``encoder_mode``, ``size``, ``seed``,
             ``eval_seed``, ``env_steps_trained``, ``config_hash`` (the fields :mod:`mbrl.evaluate` and
-            :mod:`shifts.evaluate` record).
+            :mod:`mbrl.evaluate` record).
         episodes: :func:`mbrl.evaluate.run_episodes` records (``episode_seed``, ``return``, ``length``, optional
             ``success`` in [0, 1]).
         trial: the sweep trial id, or the run directory's name outside sweeps.
@@ -267,7 +267,7 @@ def episode_records(run: dict[str, Any], shift: str, severity: int, episodes: It
 
 
 def from_suite(summary: dict[str, Any], trial: str, label: str | None = None) -> list[dict[str, Any]]:
-    """Schema records from the summary that :func:`shifts.evaluate.evaluate_suite` writes
+    """Schema records from the summary that :func:`mbrl.evaluate.evaluate_suite` writes
     (``RUN_DIR/eval/suite-<name>.json``); ``label`` defaults to the encoder name."""
     return [r for ep in summary["episodes"]
             for r in episode_records(ep, ep["shift"], ep["severity"], [ep], trial, label)]

@@ -33,8 +33,9 @@ import yaml
 import envs
 from encoders.finetune import parse_mode
 from encoders.registry import check_name, resolve_mode
+from envs.errors import ConfigError
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
+from shifts.suites import parse_suite
 
 BACKENDS = ("local", "slurm", "submitit-local")
 _TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "steps", "overrides", "evaluation",
@@ -182,8 +183,6 @@ def load(path: Path | str) -> Sweep:
     eval_seed = evaluation.get("seed", 0)
     if not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"{where}: evaluation.episodes must be an int >= 1, got {episodes!r}")
-    from shifts.suites import parse_suite
-
     parse_suite(suite)  # unknown suite/kind fails here
     alphas = evaluation.get("alphas", [])
     if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)

@@ -27,10 +27,10 @@ from typing import Any
 
 import submitit
 
+from envs import files
+from envs.errors import ConfigError, DreamshiftError
 from experiments.spec import Sweep
 from experiments.trial import is_complete, run_trial
-from mbrl import files
-from mbrl.errors import DreamshiftError
 
 
 class SweepError(DreamshiftError):
@@ -144,8 +144,6 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
                           "errors": [{"error": f"job {job.job_id} failed: {str(exc)[-500:]}"}]})
             time.sleep(1.0)
     else:
-        from mbrl.errors import ConfigError
-
         raise ConfigError(f"unknown backend {backend!r}; allowed: local, slurm, submitit-local")
 
     ordered = [statuses[t["id"]] for t in trials]

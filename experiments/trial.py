@@ -24,8 +24,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from envs import files
 from experiments import results
-from mbrl import files
+from experiments.wandb_log import log_evaluation
+from mbrl import checkpoint
+from mbrl.config import build_config
+from mbrl.evaluate import evaluate_suite
+from mbrl.merge import merge_run
+from mbrl.train import train
 
 
 def paths(out: Path | str, trial_id: str) -> dict[str, Path]:
@@ -66,11 +72,6 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
     Raises:
         whatever training or evaluation raises (the caller records it and retries).
     """
-    from mbrl import checkpoint
-    from mbrl.config import build_config
-    from mbrl.train import train
-    from shifts.evaluate import evaluate_suite
-
     p = paths(out, trial["id"])
     overrides = {**trial["overrides"], "run_dir": str(p["run"]), "wandb_group": trial["group"],
                  "progress": "false"}
@@ -93,8 +94,6 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
                                   progress=lambda line: print(line, flush=True), threads=eval_threads)
     records = results.from_suite(json.loads(summary_path.read_text()), trial["id"], trial.get("label"))
     for alpha in trial.get("alphas", []):  # WiSE-FT: evaluate (1 - a) * pretrained + a * fine-tuned encoders
-        from mbrl.merge import merge_run
-
         merged = p["run"].parent / f"{trial['id']}-merged-a{alpha:g}"
         if not checkpoint.checkpoint_path(merged).exists():
             merge_run(p["run"], alpha, merged)
@@ -104,8 +103,6 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
                                     trial.get("label")):
             records.append({**r, "encoder_mode": f"{r['encoder_mode']}+merge:{alpha:g}"})
     if cfg.wandb_mode != "disabled":
-        from experiments.wandb_log import log_evaluation
-
         log_evaluation(trial, records, p["run"], mode=cfg.wandb_mode, project=cfg.wandb_project)
     results.write(p["results"], records)
     return records

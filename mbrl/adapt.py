@@ -24,6 +24,9 @@ env steps of the earlier stages).
 Evaluation (:func:`stage_report`): the run on its target, the clean env, every earlier target of the lineage and
 the other severities of the target's kind, with fixed episode seeds (``mbrl.evaluate.EVAL_SEED_OFFSET + seed +
 i``), and the data used: target env steps as a fraction of the root run's env steps.
+
+The conditions (``--target``, the clean env ``()``, other levels) are :mod:`shifts.conditions`; every evaluation
+runs through the one evaluator (:func:`mbrl.evaluate.evaluate_agent`), runs load through :mod:`mbrl.checkpoint`.
 """
 
 from __future__ import annotations
@@ -40,17 +43,19 @@ import gymnasium
 import numpy as np
 import torch
 
-import envs
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import CheckpointError, ConfigError
+from envs.vector import AUTORESET_MODE
+from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
-from mbrl.errors import CheckpointError, ConfigError
+from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads
+from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
-from mbrl.train import env_kwargs, make_replay, resolve_device, run_loop
+from mbrl.runtime import env_kwargs, resolve_device
+from mbrl.train import make_replay, run_loop
+from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
-#: One evaluation/training condition: the shifts applied together, ``()`` for the clean env.
-Condition = tuple[tuple[str, int], ...]
-CLEAN: Condition = ()
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
 ADAPT_KEYS = ("train_ratio", "prefill", "batch_size", "threads", "device", "log_every", "save_every", "eval_every",
               "eval_episodes", "progress", "wandb_mode", "wandb_project", "wandb_group")
@@ -58,86 +63,11 @@ REPORT_FILE = "adapt-report.json"
 
 
 # ----------------------------------------------------------------------------------------------- conditions
-def parse_target(text: str, env_name: str | None = None) -> Condition:
-    """``"color:5"`` or ``"color:5,gaussian_noise:3"`` (applied together, in order) -> a :data:`Condition`.
-
-    Args:
-        env_name: if given, every kind must apply to this env (pixel kinds apply to every env).
-
-    Raises:
-        ConfigError: empty text, an item that is not ``KIND:SEVERITY``, an unknown kind (the message lists the
-            registered ones), a severity outside 1-5, a kind given twice or one that does not apply to the env.
-    """
-    from shifts.base import kinds, supports
-
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise ConfigError("--target is empty; expected KIND:SEVERITY[,KIND:SEVERITY...], e.g. color:5")
-    registered = kinds()
-    out: list[tuple[str, int]] = []
-    for item in items:
-        kind, sep, sev = item.partition(":")
-        kind = kind.strip()
-        if kind not in registered:
-            raise ConfigError(f"unknown shift kind {kind!r} in {text!r}; kinds: {', '.join(registered)}")
-        try:
-            severity = int(sev)
-        except ValueError:
-            raise ConfigError(f"bad shift {item!r}; expected KIND:SEVERITY with severity 1-5, e.g. {kind}:5") from None
-        if not sep or not 1 <= severity <= 5:
-            raise ConfigError(f"severity of {item!r} must be 1-5 (0 is the clean env)")
-        if any(k == kind for k, _ in out):
-            raise ConfigError(f"shift kind {kind!r} given twice in {text!r}")
-        if env_name is not None and not supports(kind, env_name):
-            raise ConfigError(f"shift kind {kind!r} does not apply to {env_name}; pixel-level kinds apply to "
-                              f"every env")
-        out.append((kind, severity))
-    return tuple(out)
-
-
-def condition_name(cond: Condition) -> str:
-    """``()`` -> ``"clean"``; ``(("color", 5),)`` -> ``"color:5"``; several shifts joined by ``,``."""
-    return ",".join(f"{k}:{s}" for k, s in cond) if cond else "clean"
-
-
-def _as_condition(value: Any) -> Condition:
-    """A condition from JSON (list of ``[kind, severity]``)."""
-    return tuple((str(k), int(s)) for k, s in value)
-
-
-def other_levels(cond: Condition) -> list[Condition]:
-    """The target at the other severities 1-5 of its kind(s): every shift of ``cond`` set to level ``l`` for each
-    ``l`` not already the severity of all of them (for one kind: the other four levels)."""
-    if not cond:
-        return []
-    current = {s for _, s in cond}
-    return [tuple((k, lvl) for k, _ in cond) for lvl in range(1, 6) if {lvl} != current]
-
-
-def shifted_env(name: str, conditions: Condition, shift_seed: int, **kwargs: Any) -> gymnasium.Env:
-    """``envs.make_env(name, **kwargs)`` wrapped by :class:`~shifts.base.ShiftWrapper` with the shifts of
-    ``conditions`` (``make_shift(kind, severity, shift_seed)``); the clean env for ``()``. Module-level so that
-    vector-env workers can pickle it."""
-    env = envs.make_env(name, **kwargs)
-    return wrapper(conditions, shift_seed)(env) if conditions else env
-
-
-def wrapper(conditions: Condition, shift_seed: int) -> Callable[[gymnasium.Env], gymnasium.Env]:
-    """A function wrapping an env with the shifts of ``conditions`` (for :func:`mbrl.evaluate.run_episodes`)."""
-    from shifts.base import ShiftWrapper, make_shift
-
-    def wrap(env: gymnasium.Env) -> gymnasium.Env:
-        return ShiftWrapper(env, [make_shift(k, s, shift_seed) for k, s in conditions])
-
-    return wrap
-
-
 def make_shifted_vector_env(cfg: Config, conditions: Condition, shift_seed: int) -> gymnasium.vector.VectorEnv:
     """``cfg.num_envs`` shifted copies of the run's env as a vector env with the autoreset convention of
     :func:`envs.make_vector_env` (sub-env ``i`` seeded ``cfg.seed + i``; async workers when ``num_envs > 1``)."""
     from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
-    from envs.vector import AUTORESET_MODE
 
     fns = [functools.partial(shifted_env, cfg.env, conditions, shift_seed, seed=cfg.seed + i, **env_kwargs(cfg))
            for i in range(cfg.num_envs)]
@@ -198,8 +128,9 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
     features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
+    latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays else None
     replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, state["action_dim"], seed=cfg.seed,
-                    feature_dim=features, state_dim=state.get("state_dim", 0))
+                    feature_dim=features, state_dim=state.get("state_dim", 0), latent=latent)
     replay.load_state_dict(arrays)
     return replay
 
@@ -249,7 +180,8 @@ def adapt(run: Path | str | None, target: str | Condition | None, steps: int | N
 
     Args:
         run: trained run directory (read only). Ignored with ``resume``.
-        target: ``"kind:severity[,kind:severity...]"`` (:func:`parse_target`) or a :data:`Condition`.
+        target: ``"kind:severity[,kind:severity...]"`` (:func:`shifts.conditions.parse_target`) or a
+            :data:`~shifts.conditions.Condition`.
         steps: target env steps (> 0); with ``resume``, a new total budget (None keeps the stored one).
         mix: fraction of each batch's sequences from earlier data (:class:`~mbrl.replay.MixedReplay`), [0, 1].
         lr_scale: factor on every learning rate, in (0, 1] (Julian et al. 2020 fine-tune with a smaller rate).
@@ -315,7 +247,7 @@ def _resume(out: Path, steps: int | None, overrides: dict[str, str]) -> Path:
     if budget_only != overrides:
         raise ConfigError("train_ratio, prefill and batch_size cannot change on resume")
     cfg = _override(cfg, budget_only)
-    conditions = _as_condition(meta["conditions"])
+    conditions = as_condition(meta["conditions"])
     sources = [load_source_replay(src) for src in meta["replay_sources"]] if meta["mix"] > 0 else []
     return _run(cfg, meta, conditions, sources, None, resume_state=state)
 
@@ -355,61 +287,10 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def evaluate_agent(agent: Agent, cfg: Config, conditions: list[Condition], episodes: int, seed: int = 0,
-                   progress: Callable[[str], None] | None = None,
-                   threads: int | None = None) -> list[dict[str, Any]]:
-    """Returns of ``agent`` (policy mean) under each condition, the same episode seeds for all
-    (``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``, as :mod:`shifts.evaluate`), each episode's random
-    draws seeded from its episode seed (:func:`mbrl.evaluate.run_episodes`): reproducible bit for bit.
-
-    Args:
-        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the run's ``cfg.threads``,
-            else all cores); restored on return.
-
-    Returns:
-        one record per condition: ``condition`` (name), ``shifts`` (``[[kind, severity], ...]``), ``n``,
-        ``returns``, ``return_mean``, ``return_stderr``.
-
-    Raises:
-        ConfigError: ``episodes`` < 1, ``threads`` < 0.
-    """
-    from mbrl.evaluate import EVAL_SEED_OFFSET, resolve_threads, run_episodes
-
-    if episodes < 1:
-        raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
-    n = resolve_threads(cfg, threads)
-    out = []
-    for cond in conditions:
-        results = run_episodes(agent, cfg, episodes, seed=EVAL_SEED_OFFSET + seed,
-                               wrap=wrapper(cond, seed) if cond else None, threads=n)
-        returns = np.array([r["return"] for r in results], dtype=np.float64)
-        rec = {"condition": condition_name(cond), "shifts": [list(c) for c in cond], "n": len(returns),
-               "returns": returns.tolist(), "return_mean": float(returns.mean()),
-               "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0}
-        out.append(rec)
-        if progress is not None:
-            progress(f"  {rec['condition']}: return {rec['return_mean']:.1f}")
-    return out
-
-
-def load_agent(run_dir: Path | str, device: str = "cpu") -> tuple[Agent, Config, dict[str, Any]]:
-    """``(agent, cfg, state)`` of a run's checkpoint. Leaves torch's threads alone: :func:`evaluate_agent` sets
-    them for the rollouts.
-
-    Raises:
-        CheckpointError: no checkpoint.
-    """
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
-    agent = checkpoint.build_agent(state, cfg)
-    agent.load_state_dict(state["agent"])
-    return agent.to(resolve_device(device)), cfg, state
-
-
 def report_conditions(meta: dict[str, Any], levels: bool = True) -> list[tuple[str, Condition]]:
     """``(role, condition)`` to evaluate an adapted run on: ``target``, ``clean``, each earlier target of the
     lineage (``earlier``) and, with ``levels``, the target's other severities (``level``)."""
-    cond = _as_condition(meta["conditions"])
+    cond = as_condition(meta["conditions"])
     out: list[tuple[str, Condition]] = [("target", cond), ("clean", CLEAN)]
     seen = {cond, CLEAN}
     for stage in meta.get("lineage", []):
@@ -444,7 +325,7 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
                  threads: int | None = None) -> Path:
     """Evaluate an adapted run (:func:`report_conditions`) and write ``RUN/eval/adapt-report.json`` atomically;
     returns its path. See :func:`format_report` for the printed table. Reproducible bit for bit
-    (:func:`evaluate_agent`).
+    (:func:`mbrl.evaluate.evaluate_agent`).
 
     Args:
         threads: torch CPU threads of the evaluation (:func:`mbrl.evaluate.resolve_threads`: default the run's
@@ -458,7 +339,7 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
         raise ConfigError(f"{str(run_dir)!r} is not an adapted run (no adapted_from in its config.json)")
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
-    agent, cfg, state = load_agent(run_dir, device)
+    agent, cfg, state = checkpoint.load_agent(run_dir, device)
     roles = report_conditions(meta, levels)
     results = evaluate_agent(agent, cfg, [c for _, c in roles], episodes, seed, progress, threads)
     for (role, _), rec in zip(roles, results, strict=True):
@@ -499,17 +380,14 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
         threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the adapted run's
             ``threads``, else all cores); restored on return.
 
-    Every merged agent is evaluated on the same seeded episodes (:func:`evaluate_agent`): reproducible bit for
-    bit, and differences between alphas come from the weights alone.
+    Every merged agent is evaluated on the same seeded episodes (:func:`mbrl.evaluate.evaluate_agent`):
+    reproducible bit for bit, and differences between alphas come from the weights alone.
 
     Raises:
         ConfigError: a bad alpha spec, incompatible runs, an adapted run without adaptation metadata,
             ``episodes`` < 1 or ``threads`` < 0 (all before any evaluation). CheckpointError: a missing
             checkpoint.
     """
-    from mbrl.evaluate import eval_threads, resolve_threads
-    from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
-
     if not alphas:
         raise ConfigError("--alpha: give at least one alpha")
     specs = [parse_alpha(a) for a in alphas]

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from encoders.registry import build_encoder
+from envs.errors import ConfigError
 from mbrl.actor_critic import ActorCritic, episode_last
 from mbrl.config import Config
-from mbrl.errors import ConfigError
 from mbrl.optim import Optimizer
 from mbrl.rssm import State
 from mbrl.world_model import WorldModel, check_decoder
@@ -113,8 +113,14 @@ class Agent(nn.Module):
             module.compile(dynamic=False)
         self._compiled = True
 
-    def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One update of world model, critic and actor on a replay batch (layout: :mod:`mbrl.world_model`).
+    def train_step(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """One update of world model, critic and actor on a replay batch (layout: :mod:`mbrl.world_model`; with
+        replay context the filter starts from the batch's stored latent).
+
+        Args:
+            out: if given, receives ``deter`` ``(B, T, D)`` and ``stoch`` ``(B, T, S, C)``: the posterior latents
+                of the batch's steps computed by this update's world-model pass (before its parameter step, as the
+                reference's replay write-back), detached; the caller writes them back into replay.
 
         Returns:
             metrics (losses, gradient norms, return statistics) as detached 0-d tensors on the agent's device;
@@ -124,6 +130,8 @@ class Agent(nn.Module):
         lcfg = self.cfg.loss
         with self.autocast():
             wm_loss, post, metrics = self.wm.loss(batch)
+        if out is not None:
+            out["deter"], out["stoch"] = post["deter"].detach(), post["stoch"].detach()
         # repval_grad (reference): every loss from the same parameters; the world model steps once the replay
         # value loss's gradient has joined its own, after the actor (whose backprop graph runs through it).
         joint = lcfg.repval > 0 and lcfg.repval_grad
@@ -186,8 +194,10 @@ class Agent(nn.Module):
             is_first: ``(N,)`` bool, True where the observation starts an episode (state is reset).
             state: from :meth:`initial_state` or the previous call.
             mode: ``train`` samples the policy; ``eval`` takes its mean.
-            out: if given and the agent caches features, ``out["features"]`` receives the ``(N, F)`` backbone
-                features of ``image`` (computed once, for replay).
+            out: if given, receives what replay stores with the step besides the observation: ``features``
+                ``(N, F)`` (the backbone features of ``image``, computed once) when the agent caches features, and
+                ``deter`` ``(N, D)`` / ``stoch`` ``(N, S, C)`` (the posterior latent of this step) with
+                ``replay_context`` >= 1.
 
         Returns:
             ``(action, state)``: ``(N, A)`` float actions in ``[-1, 1]`` and the new policy state.
@@ -203,6 +213,8 @@ class Agent(nn.Module):
                 out["features"] = inputs["features"]
         embed = self.wm.embed(inputs)
         latent, _ = self.wm.rssm.obs_step(latent, prev_action, embed, is_first.to(self.device))
+        if out is not None and self.cfg.replay_context:
+            out["deter"], out["stoch"] = latent["deter"], latent["stoch"]
         dist = self.ac.policy(self.wm.rssm.features(latent))
         action = (dist.sample() if mode == "train" else dist.mode()).clamp(-1.0, 1.0)
         return action, (latent, action)

@@ -40,12 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl import files, safe_state
+from envs import files
+from envs.errors import CheckpointError
+from mbrl import safe_state
 from mbrl.agent import Agent
 from mbrl.config import Config, from_dict, to_dict
-from mbrl.errors import CheckpointError
 from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
+from mbrl.runtime import resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.json"
@@ -286,6 +288,30 @@ def build_agent(state: dict[str, Any], cfg: Config | None = None) -> Agent:
     """A fresh (untrained) :class:`Agent` of the architecture a checkpoint state describes (``cfg`` defaults to
     the stored config); load the weights with ``agent.load_state_dict(state["agent"])``."""
     return Agent(cfg if cfg is not None else config_of(state), state["action_dim"], state.get("state_dim", 0))
+
+
+def agent_of(state: dict[str, Any], cfg: Config | None = None, device: str = "cpu") -> Agent:
+    """The trained :class:`Agent` of a checkpoint ``state`` on ``device`` (``auto`` | ``cpu`` | ``cuda``,
+    :func:`mbrl.runtime.resolve_device`); ``cfg`` defaults to the stored config.
+
+    Raises:
+        ConfigError: an unknown device or ``cuda`` without a GPU.
+    """
+    agent = build_agent(state, cfg)
+    agent.load_state_dict(state["agent"])
+    return agent.to(resolve_device(device))
+
+
+def load_agent(run_dir: Path | str, device: str = "cpu") -> tuple[Agent, Config, dict[str, Any]]:
+    """``(agent, cfg, state)`` of a run's checkpoint, the agent on ``device`` (:func:`agent_of`). Leaves torch's
+    threads alone: the evaluations set them for their rollouts.
+
+    Raises:
+        CheckpointError: no checkpoint.
+    """
+    state = load_state(run_dir)
+    cfg = config_of(state)
+    return agent_of(state, cfg, device), cfg, state
 
 
 def restore(run_dir: Path | str, state: dict[str, Any], agent: Agent, replay: Replay | None) -> dict[str, Any]:

@@ -18,6 +18,11 @@ Presets:
   gradient clipping 0.3, lr 4e-5, KL scales dyn 1.0 / rep 0.1, REINFORCE actor gradients);
   ``dreamerv3_2023`` the paper (dyn 0.5 / rep 0.1, Adam, lr 1e-4 world model / 3e-5 actor-critic, global-norm
   clipping 1000 / 100, dynamics backprop for continuous actions).
+
+``replay_context`` (replayed sequences start from the stored posterior latent of the step before; reference code
+``replay_context: 1``) is in neither preset and defaults to 0 (no replay context, as the 2023 code and every run
+stored before the key existed): such a run's config (without the key) resumes as 0 with its config hash
+unchanged (:data:`_HASH_OMIT_AT`). docs/configuration.md ("Replay context") lists where we differ from the reference.
 """
 
 from __future__ import annotations
@@ -26,12 +31,11 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mbrl.errors import ConfigError
+from envs.errors import ConfigError
 
 
 @dataclass
@@ -143,6 +147,9 @@ class Config:
     train_ratio: float = 512.0
     prefill: int = 5000  # env steps of uniform random actions before training
     replay_capacity: int = 1_000_000  # agent steps
+    # 0: replayed sequences start from the zero state (this repo's earlier runs); K >= 1: sample K more
+    # steps and start from the stored posterior latent of the last of them (reference code replay_context: 1)
+    replay_context: int = 0
     log_every: int = 1000  # env steps
     save_every: int = 10_000  # env steps; 0 = only at the end
     eval_every: int = 0  # env steps; 0 = no periodic evaluation
@@ -264,7 +271,7 @@ MAX_SEED = 2**31 - 1
 #: The allowed range of every numeric (int, float, tuple-of-int) key of :class:`Config` and its sections;
 #: :func:`validate` checks each, then the cross-field rules (``model.minstd < model.maxstd``,
 #: ``loss.perclo < loss.perchi``, ``model.deter % model.blocks == 0``, ``image_size`` a power of two,
-#: ``replay_capacity >= batch_length x num_envs``, ``seed + num_envs - 1 <= MAX_SEED``).
+#: ``replay_capacity >= (batch_length + replay_context) x num_envs``, ``seed + num_envs - 1 <= MAX_SEED``).
 RANGES: dict[str, Range] = {
     "encoder_input_size": Range(8), "encoder_token_dim": _ONE, "encoder_adapter_dim": _ONE,
     "steps": _ONE,
@@ -277,6 +284,8 @@ RANGES: dict[str, Range] = {
     "batch_length": Range(2, note="the replayed value loss needs a next step"),
     "train_ratio": Range(0, lo_open=True, note="replayed agent steps per agent step"),
     "prefill": _NONNEG, "replay_capacity": _ONE, "log_every": _ONE,
+    "replay_context": Range(0, note="0 = off (sequences start from the zero state); K >= 1 = sample K more steps "
+                                    "and start from the stored posterior latent of the step before the sequence"),
     "save_every": Range(0, note="0 = only at the end"), "eval_every": Range(0, note="0 = no periodic evaluation"),
     "eval_episodes": _ONE, "threads": Range(0, note="0 = torch's default"),
     # model
@@ -461,37 +470,9 @@ def validate(cfg: Config) -> None:
     if cfg.seed + cfg.num_envs - 1 > MAX_SEED:
         raise ConfigError(f"seed={cfg.seed} with num_envs={cfg.num_envs}: seed + num_envs - 1 must be <= {MAX_SEED} "
                           f"(sub-env i is seeded seed + i)")
-    if cfg.replay_capacity < cfg.batch_length * cfg.num_envs:
-        raise ConfigError(f"replay_capacity={cfg.replay_capacity} must hold at least batch_length x num_envs steps")
-
-
-def check_env_encoder(cfg: Config) -> None:
-    """Check the names a run refers to, as ``dreamshift train`` does before it writes anything: ``env`` (a known
-    ``suite:task`` whose suite is installed), ``obs`` on that suite, ``encoder`` (a registered name),
-    ``encoder_mode`` (a valid mode for it; ``cnn``: full or frozen), ``decoder`` with that encoder
-    (:func:`mbrl.world_model.check_decoder`) and ``encoder_path`` (exists, if given). :func:`validate` leaves these
-    out: they need the env and encoder registries, which import torch and gym, and ``mbrl.world_model`` imports
-    this module, so they are imported inside the function (no import cycle, and ``import mbrl.config`` stays light).
-
-    Raises:
-        ConfigError, envs.EnvError: the first bad name, with what is allowed.
-    """
-    import envs.registry
-    import envs.validation
-    from encoders.finetune import parse_mode
-    from encoders.registry import check_name, resolve_mode, split_name
-    from mbrl.world_model import check_decoder
-
-    envs.registry.parse_env_name(cfg.env)
-    envs.validation.check_obs(cfg.obs, cfg.env)
-    check_name(cfg.encoder)
-    mode = parse_mode(resolve_mode(cfg))
-    if split_name(cfg.encoder)[0] == "cnn" and mode.kind not in ("full", "frozen"):
-        raise ConfigError(f"encoder cnn supports encoder_mode full or frozen (random features), got {mode}")
-    check_decoder(cfg)
-    if cfg.encoder_path and not os.path.exists(os.path.expanduser(cfg.encoder_path)):
-        raise ConfigError(f"encoder_path={cfg.encoder_path!r} does not exist; give a local directory (or a .pth "
-                          f"file for efficientnet-lite0) of pretrained weights, or leave it empty")
+    if cfg.replay_capacity < (cfg.batch_length + cfg.replay_context) * cfg.num_envs:
+        need = "(batch_length + replay_context)" if cfg.replay_context else "batch_length"
+        raise ConfigError(f"replay_capacity={cfg.replay_capacity} must hold at least {need} x num_envs steps")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -512,9 +493,16 @@ _RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes",
               "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision"}
 
 
+# Keys added after runs were stored, with the value those runs had: left out of the hash while they hold it, so
+# an older run keeps its hash (and its wandb run id) when resumed.
+_HASH_OMIT_AT = {"replay_context": 0}
+
+
 def model_hash(cfg: Config) -> str:
-    """Short hash of everything that defines the experiment (not budgets, logging or hardware)."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in _RESUMABLE}
+    """Short hash of everything that defines the experiment (not budgets, logging or hardware; a key of
+    ``_HASH_OMIT_AT`` only when it differs from the value runs stored before it existed had)."""
+    data = {k: v for k, v in to_dict(cfg).items()
+            if k not in _RESUMABLE and not (k in _HASH_OMIT_AT and v == _HASH_OMIT_AT[k])}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -18,30 +18,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbrl import checkpoint, files
-from mbrl.adapt import (
-    CLEAN,
-    REPORT_FILE,
-    Condition,
-    _override,
-    adapt,
-    condition_name,
-    evaluate_agent,
-    load_agent,
-    parse_target,
-    stage_report,
-)
-from mbrl.errors import ConfigError
+from envs import files
+from envs.errors import ConfigError
+from mbrl import checkpoint
+from mbrl.adapt import REPORT_FILE, _override, adapt, read_meta, stage_report
+from mbrl.evaluate import evaluate_agent, resolve_threads
+from shifts.conditions import CLEAN, Condition, condition_name, parse_target
 
 SUMMARY_FILE = "continual.json"
 
 
 def parse_stages(text: str, env_name: str | None = None) -> list[Condition]:
-    """``"color:5;gaussian_noise:5"`` -> one :data:`~mbrl.adapt.Condition` per stage (a stage may combine
+    """``"color:5;gaussian_noise:5"`` -> one :data:`~shifts.conditions.Condition` per stage (a stage may combine
     shifts with ``,``: ``"color:5,fog:2;texture:5"``).
 
     Raises:
-        ConfigError: no stage, or a stage :func:`mbrl.adapt.parse_target` rejects.
+        ConfigError: no stage, or a stage :func:`shifts.conditions.parse_target` rejects.
     """
     items = [t.strip() for t in str(text).split(";") if t.strip()]
     if not items:
@@ -77,7 +69,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         resume: continue a killed sequence in ``out``.
         threads: torch CPU threads of the evaluations (:func:`mbrl.evaluate.resolve_threads`: default each
             evaluated run's ``threads``, else all cores); the adaptations train with their config's ``threads``
-            (``overrides``). Every evaluation is reproducible bit for bit (:func:`mbrl.adapt.evaluate_agent`).
+            (``overrides``). Every evaluation is reproducible bit for bit (:func:`mbrl.evaluate.evaluate_agent`).
 
     Returns:
         ``OUT/continual.json``: ``stages`` (one record per stage: run, target, data, results per condition with
@@ -88,9 +80,6 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         ConfigError: bad stages, mix, lr_scale, steps, episodes or threads; ``out`` existing and not empty
             without ``resume``. CheckpointError: a missing run. All checked before anything is written.
     """
-    from mbrl.adapt import read_meta
-    from mbrl.evaluate import resolve_threads
-
     if out is None:
         raise ConfigError("continual needs --out DIR")
     out = Path(out)
@@ -122,7 +111,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
 
     # stage 0: the base run on every condition of the sequence (the reference for forgetting)
     say(f"stage 0 (base {run}): evaluating on clean + {len(conds)} target(s)")
-    agent, cfg, _ = load_agent(run)
+    agent, cfg, _ = checkpoint.load_agent(run)
     base_conds = [CLEAN, *conds]
     base_results = evaluate_agent(agent, cfg, base_conds, eval_episodes, 0, say, threads)
     for rec, cond in zip(base_results, base_conds, strict=True):

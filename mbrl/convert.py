@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl import checkpoint, files
-from mbrl.errors import CheckpointError
+from envs import files
+from envs.errors import CheckpointError
+from mbrl import checkpoint
 
 _KEYS = ("config", "action_dim", "agent", "optim", "counters", "replay_file", "rng")
 
@@ -39,7 +40,7 @@ def convert_run(run_dir: Path | str, warn: Callable[[str], None] = _warn) -> Pat
         CheckpointError: no run directory or no checkpoint, an unreadable pickle or one that is not a dreamshift
             checkpoint, a replay file holding Python objects, or a conversion that does not read back equal
             (``agent.pt`` is kept then).
-        mbrl.files.OutputPathError: the checkpoint directory is not writable.
+        envs.files.OutputPathError: the checkpoint directory is not writable.
     """
     run_dir = Path(run_dir)
     files.check_run_dir(run_dir, "run directory")

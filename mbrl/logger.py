@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mbrl import files
+from envs import files
 
 
 def _decode(line: str) -> dict[str, Any] | None:

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from encoders.finetune import merge_weights
-from mbrl import checkpoint, files
+from envs import files
+from envs.errors import ConfigError
+from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash, to_dict
-from mbrl.errors import ConfigError
 
 
 def pretrained_encoder_state(agent: Agent) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
-"""Building blocks shared by the world model and the actor-critic: initialisation, normalisation, MLPs, the
-block-diagonal linear layer of the reference code's GRU, and the pixel decoder.
+"""Building blocks shared by the world model and the actor-critic: MLPs, the block-diagonal linear layer of the
+reference code's GRU, and the pixel decoder. The initialisation and normalisation primitives they share with the
+CNN encoder live one layer down, in :mod:`encoders.layers`.
 
 All layers follow the reference code (danijar/dreamerv3 ``nets.py``): linear layers without bias followed by
 RMSNorm and SiLU, weights from a truncated normal scaled by fan-in, output layer weights multiplied by
@@ -14,46 +15,7 @@ import einops
 import torch
 from torch import Tensor, nn
 
-OUTSCALE_MODES = ("weight", "variance")
-
-
-def init_linear_(weight: Tensor, fan_in: int, scale: float = 1.0, mode: str = "weight") -> None:
-    """Truncated-normal fan-in initialisation of ``weight`` in place, scaled by ``scale`` (0 = zeros).
-
-    The base draw is a normal truncated at 2 sigma with std ``sqrt(1 / fan_in)`` (corrected by 1/0.8796 for
-    the truncation; reference ``embodied/jax/nets.py`` ``Initializer('trunc_normal', 'in')``:
-    ``truncated_normal(-2, 2) * 1.1368 * sqrt(1 / fan)``). ``mode`` says how ``scale`` (``outscale``) enters:
-
-    - ``weight`` (reference ``nets.Linear._scaled_winit``): the weights are multiplied by ``scale``, so the std
-      is ``scale * sqrt(1 / fan_in)``; the policy's ``outscale=0.01`` gives std ``0.01 / sqrt(fan_in)``.
-    - ``variance`` (2023 code ``nets.Initializer(dist, scale, fan)``): the variance is ``scale / fan_in``, so
-      the std is ``sqrt(scale / fan_in)``.
-
-    Raises:
-        ValueError: unknown ``mode``.
-    """
-    if mode not in OUTSCALE_MODES:
-        raise ValueError(f"unknown outscale mode {mode!r}; allowed: {', '.join(OUTSCALE_MODES)}")
-    if scale == 0.0:
-        nn.init.zeros_(weight)
-        return
-    var = scale / fan_in if mode == "variance" else 1.0 / fan_in
-    std = math.sqrt(var) / 0.87962566103423978  # correct the std of a normal truncated at 2 sigma
-    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-    if mode == "weight" and scale != 1.0:
-        with torch.no_grad():
-            weight.mul_(scale)
-
-
-def make_norm(kind: str, dim: int) -> nn.Module:
-    """``rms`` (RMSNorm, reference code), ``layer`` (LayerNorm, 2023 paper) or ``none``, over the last dim."""
-    if kind == "rms":
-        return nn.RMSNorm(dim, eps=1e-4)
-    if kind == "layer":
-        return nn.LayerNorm(dim, eps=1e-3)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; allowed: rms, layer, none")
+from encoders.layers import ChannelNorm, init_linear_, make_norm
 
 
 class Linear(nn.Linear):
@@ -120,17 +82,6 @@ class BlockLinear(nn.Module):
         x = einops.rearrange(x, "... (g i) -> ... g i", g=self.groups)
         x = torch.einsum("...gi,gio->...go", x, self.weight)
         return einops.rearrange(x, "... g o -> ... (g o)") + self.bias
-
-
-class ChannelNorm(nn.Module):
-    """Normalise ``(N, C, H, W)`` feature maps over channels (RMSNorm/LayerNorm per pixel)."""
-
-    def __init__(self, kind: str, channels: int) -> None:
-        super().__init__()
-        self.norm = make_norm(kind, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class ConvDecoder(nn.Module):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from mbrl.errors import DreamshiftError
+from envs.errors import DreamshiftError
 
 AGC_PMIN = 1e-3  # DreamerV3 ``clip_by_agc(pmin=1e-3)``: parameter norms below this count as this
 

@@ -8,6 +8,14 @@ Step layout (one agent step of one env): ``image`` ``(H, W, 3)`` uint8, ``action
 after seeing ``image``), ``reward`` float32 (received on arriving at ``image``), ``is_first``/``is_terminal``
 bool; optionally ``features`` ``(F,)`` float16, the frozen encoder's output for ``image`` (feature cache), and
 ``state`` ``(D,)`` float32, the proprioceptive observation. A state-only run (``obs=state``) stores no image.
+
+Replay context (``replay_context`` K >= 1, reference code ``replay_context``): the buffer also keeps each step's
+posterior latent, ``deter`` ``(D,)`` float32 and ``stoch`` ``(S, C)`` bool (the one-hot sample, exact in one byte
+per class). The actor writes its policy-time posterior with each step, :meth:`Replay.write_latents` replaces it
+with the posterior of every training update that replays the step, and :meth:`Replay.sample` with ``context=K``
+draws ``K`` more steps and returns the latent of the last of them as the start state. A step without a latent
+(an episode's final observation, which the policy never sees, or a replay saved before latents existed) has an
+all-zero ``stoch``: "no context", and a sequence starting after it starts from the zero state as without context.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mbrl.errors import CheckpointError
-from mbrl.files import atomic_write
+from envs.errors import CheckpointError
+from envs.files import atomic_write
 
 KEYS = ("image", "action", "reward", "is_first", "is_terminal")
+LATENT_KEYS = ("deter", "stoch")
 
 
 class Replay:
@@ -35,13 +44,16 @@ class Replay:
         seed: seed of the sampling RNG.
         feature_dim: ``F`` of the frozen-encoder feature cache (0: none).
         state_dim: ``D`` of the proprioceptive observation (0: none).
+        latent: ``(D, S, C)``: keep each step's posterior latent (``deter`` ``(D,)``, ``stoch`` ``(S, C)``) for
+            replay context; None: none.
 
     Raises:
         ValueError: capacity smaller than ``num_envs`` steps per env.
     """
 
     def __init__(self, capacity: int, num_envs: int, image_shape: tuple[int, int, int] | None, action_dim: int,
-                 seed: int = 0, feature_dim: int = 0, state_dim: int = 0) -> None:
+                 seed: int = 0, feature_dim: int = 0, state_dim: int = 0,
+                 latent: tuple[int, int, int] | None = None) -> None:
         self.per_env = capacity // num_envs
         if self.per_env < 1:
             raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
@@ -59,6 +71,10 @@ class Replay:
         if feature_dim:
             # frozen-encoder feature cache, half precision (see encoders.backbone)
             self.data["features"] = np.zeros((n, c, feature_dim), np.float16)
+        if latent is not None:
+            deter, stoch, classes = latent
+            self.data["deter"] = np.zeros((n, c, deter), np.float32)
+            self.data["stoch"] = np.zeros((n, c, stoch, classes), bool)
         self.keys = tuple(self.data)
         self.head = np.zeros(n, np.int64)  # next write position per env
         self.count = np.zeros(n, np.int64)  # filled steps per env (<= per_env)
@@ -69,10 +85,20 @@ class Replay:
         """Agent steps currently stored."""
         return int(self.count.sum())
 
+    @property
+    def has_latents(self) -> bool:
+        """Whether the buffer keeps posterior latents (replay context)."""
+        return "deter" in self.data
+
     def add(self, env: int, step: dict[str, np.ndarray | float | bool]) -> None:
-        """Append one step (layout in the module docstring) to env ``env``'s stream."""
+        """Append one step (layout in the module docstring) to env ``env``'s stream. A buffer with latents takes
+        ``deter``/``stoch`` too; a step without them is stored with zeros ("no context")."""
         h = self.head[env]
         for key in self.keys:
+            if key in LATENT_KEYS:
+                value = step.get(key)
+                self.data[key][env, h] = 0 if value is None else _stored(key, value)
+                continue
             self.data[key][env, h] = step[key]
         self.head[env] = (h + 1) % self.per_env
         self.count[env] = min(self.count[env] + 1, self.per_env)
@@ -82,36 +108,83 @@ class Replay:
         """Append one step for each env in ``envs`` (default all); arrays have a leading env dim."""
         envs = np.arange(self.num_envs) if envs is None else envs
         for i, env in enumerate(envs):
-            self.add(int(env), {k: steps[k][i] for k in self.keys})
+            self.add(int(env), {k: steps[k][i] for k in self.keys if k in steps})
 
     def can_sample(self, length: int) -> bool:
         """Whether some env holds at least ``length`` steps."""
         return bool((self.count >= length).any())
 
-    def sample(self, batch: int, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, length: int, device: torch.device | str = "cpu",
+               context: int = 0) -> dict[str, torch.Tensor]:
         """``batch`` sequences of ``length`` steps, uniform over all valid start positions.
+
+        Args:
+            context: ``K`` (``replay_context``): draw ``K + length`` consecutive steps and hand back only the
+                last ``length``, starting from the latent stored with the step just before them (needs a buffer
+                with latents). 0: the sequence starts from the zero state (``is_first`` set at its first step).
 
         Returns:
             dict of tensors ``image`` ``(B, T, H, W, 3)`` uint8, ``action`` ``(B, T, A)``, ``reward``/
             ``is_first``/``is_terminal`` ``(B, T)``, and ``features`` ``(B, T, F)`` float16 when the buffer
-            caches encoder features. The first step of each sequence has ``is_first`` set, so
-            the RSSM starts from its initial state.
+            caches encoder features. Without context the first step of each sequence has ``is_first`` set, so
+            the RSSM starts from its initial state. With context also ``start_deter`` ``(B, D)`` and
+            ``start_stoch`` ``(B, S, C)`` float32 (the stored latent of the step before), ``start_action``
+            ``(B, A)`` (that step's action, a_{t-1} of the first step) and ``slot`` ``(B, T)`` int64 (where each
+            step lives, for :meth:`write_latents`); ``is_first`` is set at the first step only where that
+            latent is missing (or the step starts an episode anyway).
 
         Raises:
-            ValueError: no env holds ``length`` steps yet.
+            ValueError: no env holds ``context + length`` steps yet, or ``context`` without stored latents.
         """
-        starts_per_env = np.maximum(self.count - length + 1, 0)
+        if context and not self.has_latents:
+            raise ValueError("replay context needs a buffer that keeps latents (Replay(..., latent=(D, S, C)))")
+        total_len = length + context
+        starts_per_env = np.maximum(self.count - total_len + 1, 0)
         total = starts_per_env.sum()
         if total <= 0:
-            raise ValueError(f"replay holds {len(self)} steps; need {length} in one env to sample")
+            raise ValueError(f"replay holds {len(self)} steps; need {total_len} in one env to sample")
         flat = self.rng.integers(0, total, size=batch)
         env = np.searchsorted(np.cumsum(starts_per_env), flat, side="right")
         offset = flat - (np.cumsum(starts_per_env) - starts_per_env)[env]
         oldest = np.where(self.count[env] < self.per_env, 0, self.head[env])
-        idx = (oldest[:, None] + offset[:, None] + np.arange(length)[None]) % self.per_env
-        out = {key: torch.from_numpy(self.data[key][env[:, None], idx]) for key in self.keys}
-        out["is_first"][:, 0] = True
+        idx = (oldest[:, None] + offset[:, None] + np.arange(total_len)[None]) % self.per_env
+        if not context:
+            out = {key: torch.from_numpy(self.data[key][env[:, None], idx]) for key in self.keys
+                   if key not in LATENT_KEYS}
+            out["is_first"][:, 0] = True
+            return {k: v.to(device) for k, v in out.items()}
+        prev, idx = idx[:, context - 1], idx[:, context:]
+        out = {key: torch.from_numpy(self.data[key][env[:, None], idx]) for key in self.keys
+               if key not in LATENT_KEYS}
+        stoch = self.data["stoch"][env, prev]
+        out["start_deter"] = torch.from_numpy(self.data["deter"][env, prev])
+        out["start_stoch"] = torch.from_numpy(stoch.astype(np.float32))
+        out["start_action"] = torch.from_numpy(self.data["action"][env, prev])
+        out["slot"] = torch.from_numpy(env[:, None] * self.per_env + idx)
+        missing = torch.from_numpy(~stoch.any((-2, -1)))
+        out["is_first"][:, 0] |= missing
         return {k: v.to(device) for k, v in out.items()}
+
+    def write_latents(self, slot: np.ndarray | torch.Tensor, deter: np.ndarray | torch.Tensor,
+                      stoch: np.ndarray | torch.Tensor) -> None:
+        """Store posterior latents at the steps ``slot`` names (the ``slot`` of a :meth:`sample` batch).
+
+        Args:
+            slot: ``(...)`` int positions from :meth:`sample`.
+            deter: ``(..., D)`` float; stoch: ``(..., S, C)`` one-hot (straight-through values are rounded).
+
+        Raises:
+            ValueError: a buffer without latents, or a slot outside it.
+        """
+        if not self.has_latents:
+            raise ValueError("this replay keeps no latents (Replay(..., latent=(D, S, C)))")
+        slot = _numpy(slot).reshape(-1)
+        size = self.num_envs * self.per_env
+        if slot.size and (slot.min() < 0 or slot.max() >= size):
+            raise ValueError(f"replay slots must be in [0, {size}), got {slot.min()} .. {slot.max()}")
+        d, s = self.data["deter"], self.data["stoch"]
+        d.reshape(size, *d.shape[2:])[slot] = _numpy(deter).reshape(-1, *d.shape[2:])
+        s.reshape(size, *s.shape[2:])[slot] = _stored("stoch", _numpy(stoch)).reshape(-1, *s.shape[2:])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays holding the whole buffer (only the filled part) and its pointers."""
@@ -122,18 +195,25 @@ class Replay:
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state_dict` output; raises ValueError if the shapes do not match this buffer."""
+        """Restore :meth:`state_dict` output; raises ValueError if the shapes do not match this buffer. Latents
+        missing from ``state`` (a replay saved without replay context) load as zeros ("no context"); latents in
+        ``state`` that this buffer does not keep are dropped."""
         if int(state["per_env"]) != self.per_env or state["head"].shape != self.head.shape:
             raise ValueError("replay checkpoint does not match the configured capacity / num_envs")
-        if set(self.keys) != {k[5:] for k in state if k.startswith("data_")}:
+        stored = {k[5:] for k in state if k.startswith("data_")}
+        if set(self.keys) - set(LATENT_KEYS) != stored - set(LATENT_KEYS):
             raise ValueError("replay checkpoint does not match the configured feature cache")
-        for k in self.keys:
+        keys = [k for k in self.keys if k in stored]  # latents: only where both have them (else zeros)
+        for k in keys:
             arr = state[f"data_{k}"]
             if arr.shape[2:] != self.data[k].shape[2:]:
                 raise ValueError(f"replay checkpoint {k} shape {arr.shape[2:]} != {self.data[k].shape[2:]}")
         for k in self.keys:
-            arr = state[f"data_{k}"]
-            self.data[k][:, : arr.shape[1]] = arr
+            if k in keys:
+                arr = state[f"data_{k}"]
+                self.data[k][:, : arr.shape[1]] = arr
+            else:
+                self.data[k][:] = 0
         self.head[:] = state["head"]
         self.count[:] = state["count"]
         self.total_added = int(state["total_added"])
@@ -157,6 +237,16 @@ class Replay:
         self.load_state_dict(read_npz(path))
 
 
+def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _stored(key: str, value: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A latent as the buffer stores it: ``stoch`` as bool one-hot (straight-through samples are ``1 +- ulp``)."""
+    value = _numpy(value)
+    return value > 0.5 if key == "stoch" and value.dtype != bool else value
+
+
 def read_npz(path: Path | str) -> dict[str, np.ndarray]:
     """Every array of a replay ``.npz`` (read fully, the file closed).
 
@@ -174,7 +264,7 @@ def read_npz(path: Path | str) -> dict[str, np.ndarray]:
 
 class MixedReplay:
     """Replay for adapting to a new domain: new steps go to a *target* buffer, while each sampled batch draws a
-    ``mix`` fraction of its sequences from earlier (*source*) buffers that are only read (Julian et al. 2020,
+    ``mix`` fraction of its sequences from earlier (*source*) buffers that are never saved (Julian et al. 2020,
     "Never Stop Learning", Sec. 4: fine-tune on base and target data sampled 50/50).
 
     Per batch of ``B`` sequences, ``n_src = floor(mix * B)`` plus one more with probability ``frac(mix * B)``
@@ -185,11 +275,12 @@ class MixedReplay:
 
     The object has :class:`Replay`'s interface for the training loop: ``add``/``add_batch``/``save``/
     ``state_dict``/``total_added``/``rng``/``len`` act on the target buffer only (a checkpoint stores the
-    target data; the sources stay in their own runs).
+    target data; the sources stay in their own runs). With replay context, :meth:`write_latents` refreshes the
+    latents of every replayed row, the sources' in memory only (their files are never written).
 
     Args:
         target: buffer receiving the new (target-domain) steps.
-        sources: read-only buffers of earlier data (e.g. the base run's replay), same layout as ``target``.
+        sources: buffers of earlier data, never saved (e.g. the base run's replay), same layout as ``target``.
         mix: fraction of sequences from the sources, in ``[0, 1]``.
         seed: seed of the source/target split RNG.
 
@@ -221,6 +312,11 @@ class MixedReplay:
     def keys(self) -> tuple[str, ...]:
         """Step fields of every buffer (``image``, ``action``, ..., ``features`` with a feature cache)."""
         return self.target.keys
+
+    @property
+    def has_latents(self) -> bool:
+        """Whether the buffers keep posterior latents (replay context)."""
+        return self.target.has_latents
 
     @property
     def total_added(self) -> int:
@@ -265,24 +361,52 @@ class MixedReplay:
                 per[int(i)] += 1
         return [batch - n_src, *per]
 
-    def sample(self, batch: int, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, length: int, device: torch.device | str = "cpu",
+               context: int = 0) -> dict[str, torch.Tensor]:
         """A batch of ``batch`` sequences of ``length`` steps, a ``mix`` fraction from the sources (rows in random
-        order); same layout as :meth:`Replay.sample` (``image`` ``(B, T, H, W, 3)`` uint8, ...).
+        order); same layout as :meth:`Replay.sample` (``image`` ``(B, T, H, W, 3)`` uint8, ...; with ``context``
+        the start latents and ``slot``, which here also says which buffer a row came from: the target's slots
+        first, then each source's, for :meth:`write_latents`).
 
         Raises:
-            ValueError: a buffer that must provide sequences holds fewer than ``length`` steps in every env.
+            ValueError: a buffer that must provide sequences holds fewer than ``context + length`` steps in every
+                env.
         """
         counts = self.split(batch)
         parts = []
-        for buf, n in zip([self.target, *self.sources], counts, strict=True):
+        for buf, n, base in zip(self._buffers, counts, self._slot_bases(), strict=True):
             if n:
-                parts.append(buf.sample(n, length))
-        out = {k: torch.cat([p[k] for p in parts]) for k in self.keys}
+                part = buf.sample(n, length, context=context)
+                if context:
+                    part["slot"] = part["slot"] + base
+                parts.append(part)
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         perm = torch.from_numpy(self.split_rng.permutation(batch))
         self.counts["target"] += counts[0]
         for i, n in enumerate(counts[1:]):
             self.counts["sources"][i] += n
         return {k: v[perm].to(device) for k, v in out.items()}
+
+    def write_latents(self, slot: np.ndarray | torch.Tensor, deter: np.ndarray | torch.Tensor,
+                      stoch: np.ndarray | torch.Tensor) -> None:
+        """Store posterior latents at the ``slot`` of a :meth:`sample` batch, in whichever buffer each row came
+        from (sources in memory only: their runs' files are never written); shapes as :meth:`Replay.write_latents`.
+        """
+        slot = _numpy(slot)
+        deter, stoch = _numpy(deter), _numpy(stoch)
+        bases = self._slot_bases()
+        for buf, base in zip(self._buffers, bases, strict=True):
+            mine = (slot >= base) & (slot < base + buf.num_envs * buf.per_env)
+            if mine.any():
+                buf.write_latents(slot[mine] - base, deter[mine], stoch[mine])
+
+    @property
+    def _buffers(self) -> list[Replay]:
+        return [self.target, *self.sources]
+
+    def _slot_bases(self) -> list[int]:
+        sizes = [b.num_envs * b.per_env for b in self._buffers]
+        return [int(x) for x in np.cumsum([0, *sizes[:-1]])]
 
     @property
     def source_fraction(self) -> float:

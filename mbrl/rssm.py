@@ -16,8 +16,9 @@ import einops
 import torch
 from torch import Tensor, nn
 
+from encoders.layers import make_norm
 from mbrl.distributions import OneHotCategorical, categorical_kl
-from mbrl.nets import BlockLinear, DenseBlock, Linear, make_norm
+from mbrl.nets import BlockLinear, DenseBlock, Linear
 
 State = dict[str, Tensor]
 

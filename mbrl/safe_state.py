@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl.files import atomic_write
+from envs.files import atomic_write
 
 _MARKERS = ("__tensor__", "__array__", "__tuple__", "__items__")
 

@@ -1,5 +1,6 @@
-"""The training loop: collect with the current policy in (vectorised) envs, store in replay, update the agent
-at the configured train ratio, log, checkpoint, resume.
+"""The training loop: collect with the current policy in (vectorised) envs (an :class:`envs.driver.Driver`),
+store in replay (:class:`ReplayWriter`, the one place that writes it), update the agent at the configured train
+ratio, log, checkpoint, resume.
 
 Units: ``cfg.steps`` counts env steps; each agent step of ``N`` parallel envs adds ``N * action_repeat`` env
 steps. Updates happen so that ``updates * batch_size * batch_length ~= train_ratio * agent_steps_after_prefill``
@@ -18,7 +19,10 @@ import numpy as np
 import torch
 
 import envs
-from mbrl import checkpoint, files
+from envs import files
+from envs.driver import Driver, Episode, Step
+from envs.errors import CheckpointError, ConfigError
+from mbrl import checkpoint
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
     _RESUMABLE,
@@ -27,16 +31,17 @@ from mbrl.config import (
     _convert,
     _field_types,
     allowed_keys,
-    check_env_encoder,
     incompatible_keys,
     model_hash,
     parse_overrides,
     to_dict,
     validate,
 )
-from mbrl.errors import CheckpointError, ConfigError
+from mbrl.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
+from mbrl.policy import AgentPolicy
 from mbrl.replay import Replay
+from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -48,24 +53,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
         self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; raises :class:`ConfigError` for cuda without a GPU or another
-    name."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device {name!r} is not allowed; allowed: auto, cpu, cuda")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def env_kwargs(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of :func:`envs.make_env` for a run."""
-    return dict(size=cfg.image_size, action_repeat=cfg.action_repeat, time_limit=cfg.time_limit or None,
-                camera=None if cfg.camera < 0 else cfg.camera, obs=cfg.obs)
 
 
 def state_dim_of(space: Any) -> int:
@@ -217,8 +204,36 @@ def make_replay(cfg: Config, agent: Agent) -> Replay:
     image_shape = (cfg.image_size, cfg.image_size, 3) if agent.wm.encoder is not None else None
     feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
     _check_cache_memory(cfg, feature_dim)
+    m = cfg.model
     return Replay(cfg.replay_capacity, cfg.num_envs, image_shape, agent.action_dim, seed=cfg.seed,
-                  feature_dim=feature_dim, state_dim=agent.state_dim)
+                  feature_dim=feature_dim, state_dim=agent.state_dim,
+                  latent=(m.deter, m.stoch, m.classes) if cfg.replay_context else None)
+
+
+# --- what the training loop writes into replay (besides the env's observations), in one place --------------------
+
+def policy_extras(extra: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """What replay stores with a collected step from the policy's outputs (:meth:`Agent.act` ``out``): the frozen
+    encoder's ``features`` (float16) and, with ``replay_context``, the policy-time posterior ``deter``/``stoch``.
+    Arrays have the leading env dim ``N``."""
+    out = {k: v.cpu().numpy() for k, v in extra.items()}
+    if "features" in out:
+        out["features"] = out["features"].astype(np.float16)
+    return out
+
+
+def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """One update of ``agent`` on a batch sampled from ``replay``; with ``replay_context`` K >= 1 the batch starts
+    from stored latents (K more steps sampled) and the update's posterior latents of the batch's steps are written
+    back into replay (reference code: after each update, the replayed steps' entries; on a GPU this copies the
+    posterior to the host once per update). Returns the update's metrics (:meth:`Agent.train_step`)."""
+    batch = replay.sample(cfg.batch_size, cfg.batch_length, device, context=cfg.replay_context)
+    if not cfg.replay_context:
+        return agent.train_step(batch)
+    out: dict[str, torch.Tensor] = {}
+    metrics = agent.train_step(batch, out=out)
+    replay.write_latents(batch["slot"], out["deter"], out["stoch"])
+    return metrics
 
 
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
@@ -253,18 +268,61 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             logger.close()
 
 
+class ReplayWriter:
+    """The one place where training writes experience to replay: a step and an episode callback of
+    :class:`envs.driver.Driver`, in the replay layout of :mod:`mbrl.replay` (each observation with the action
+    taken from it and the reward received on arriving at it).
+
+    Per driver step (:meth:`step`): one ``replay.add_batch`` of the ``N`` current observations (the agent's
+    ``obs_keys``), ``action`` ``(N, A)`` float32, ``reward`` ``(N,)`` float32, ``is_first``, ``is_terminal``
+    (all False: an observation that is acted on is never terminal) and what the policy's ``outs`` carry
+    (:func:`policy_extras`: cached encoder ``features`` ``(N, F)`` float16; with ``replay_context`` the
+    policy-time posterior ``deter``/``stoch``). Per ended episode (:meth:`episode`):
+    ``replay.add(i, ...)`` of its last observation with a zero action, its reward and ``is_terminal``; cached
+    features of that frame are computed here (the policy never saw it).
+    """
+
+    def __init__(self, replay: Any, agent: Agent) -> None:
+        self.replay, self.agent = replay, agent
+        self.keys = agent.wm.obs_keys
+
+    def step(self, step: Step) -> None:
+        """Store the current observations of every env with the action taken from them."""
+        n = len(step.is_first)
+        data = {**{k: step.obs[k] for k in self.keys}, "action": step.action, "reward": step.reward,
+                "is_first": step.is_first, "is_terminal": np.zeros(n, bool)}
+        data.update(policy_extras(step.outs))
+        self.replay.add_batch(data)
+
+    def episode(self, episode: Episode) -> None:
+        """Store the last observation of an ended episode (never acted on: zero action)."""
+        final = episode.last_obs
+        last = {**{k: final[k] for k in self.keys}, "action": np.zeros(self.agent.action_dim, np.float32),
+                "reward": episode.last_reward, "is_first": False, "is_terminal": episode.terminated}
+        if self.agent.caches_features:
+            feats = self.agent.encode_features(torch.from_numpy(final["image"][None]))
+            last["features"] = feats[0].cpu().numpy().astype(np.float16)
+        self.replay.add(episode.index, last)
+
+
 def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
           run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
+    """Collection (an :class:`envs.driver.Driver` writing through :class:`ReplayWriter`) and the schedule:
+    updates at the train ratio, logging, checkpoints, periodic evaluation."""
     n, a = cfg.num_envs, agent.action_dim
-    keys = agent.wm.obs_keys
     rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
-    obs, _ = venv.reset(seed=cfg.seed + 7919 * counters["episodes"])
-    is_first = np.ones(n, bool)
-    reward = np.zeros(n, np.float32)
-    terminal = np.zeros(n, bool)
-    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
-    ep_success = np.zeros(n)  # max of info["success"] over the episode, for envs that report it
-    policy_state = agent.initial_state(n)
+    agent_policy = AgentPolicy(agent, n, "train", outs=True)
+
+    def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        action, outs = agent_policy(obs, is_first)  # always called: the policy state follows every frame
+        if random_prefill and counters["env_steps"] < cfg.prefill:
+            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+            agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
+        return action, outs
+
+    writer = ReplayWriter(replay, agent)
+    driver = Driver(venv, policy, on_step=[writer.step], on_episode=[writer.episode])
+    driver.reset(seed=cfg.seed + 7919 * counters["episodes"])
     last_return: float | None = counters.get("last_return")
     batch_steps = cfg.batch_size * cfg.batch_length
     prefill_agent = cfg.prefill // (cfg.action_repeat * n) * n
@@ -274,53 +332,21 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     train_metrics: list[dict[str, torch.Tensor]] = []
     log_start = (counters["env_steps"], counters["updates"])
     while counters["env_steps"] < cfg.steps:
-        extra: dict[str, torch.Tensor] = {}
-        obs_t = {k: torch.from_numpy(obs[k]) for k in keys}
-        act, policy_state = agent.act(obs_t, torch.from_numpy(is_first), policy_state, "train", out=extra)
-        if random_prefill and counters["env_steps"] < cfg.prefill:
-            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
-            policy_state = (policy_state[0], torch.from_numpy(action).to(device))
-        else:
-            action = act.cpu().numpy()
-        step = {**{k: obs[k] for k in keys}, "action": action, "reward": reward, "is_first": is_first,
-                "is_terminal": terminal}
-        if "features" in extra:
-            step["features"] = extra["features"].cpu().numpy().astype(np.float16)
-        replay.add_batch(step)
-        obs, reward, term, trunc, info = venv.step(action)
-        reward = reward.astype(np.float32)
-        ep_return += reward
-        ep_length += 1
+        ended = driver.step()
         counters["agent_steps"] += n
         counters["env_steps"] += n * cfg.action_repeat
-        done = term | trunc
-        if "success" in info:
-            ep_success = np.maximum(ep_success, np.where(info.get("_success", True), info["success"], 0.0))
-        final_info = info.get("final_info", {})
-        for i in np.flatnonzero(done):
-            final = info["final_obs"][i]
-            last = {**{k: final[k] for k in keys}, "action": np.zeros(a, np.float32), "reward": reward[i],
-                    "is_first": False, "is_terminal": bool(term[i])}
-            if agent.caches_features:
-                feats = agent.encode_features(torch.from_numpy(final["image"][None]))
-                last["features"] = feats[0].cpu().numpy().astype(np.float16)
-            replay.add(int(i), last)
+        for episode in ended:
             counters["episodes"] += 1
-            last_return = float(ep_return[i])
+            last_return = episode.record["return"]
             counters["last_return"] = last_return
-            record = {"return": last_return, "length": int(ep_length[i]) * cfg.action_repeat}
-            if "success" in final_info:
-                record["success"] = float(max(ep_success[i], final_info["success"][i]))
+            record = {"return": last_return, "length": episode.record["steps"] * cfg.action_repeat}
+            if "success" in episode.record:
+                record["success"] = episode.record["success"]
             logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
-            ep_return[i], ep_length[i], ep_success[i] = 0.0, 0, 0.0
-        is_first = done.copy()
-        reward = np.where(done, 0.0, reward).astype(np.float32)
-        terminal = np.zeros(n, bool)
-        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length):
+        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length + cfg.replay_context):
             due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
             while counters["updates"] < due:
-                batch = replay.sample(cfg.batch_size, cfg.batch_length, device)
-                train_metrics.append(agent.train_step(batch))
+                train_metrics.append(train_on_replay(cfg, agent, replay, device))
                 counters["updates"] += 1
         if counters["env_steps"] >= next_log or counters["env_steps"] >= cfg.steps:
             agent.check_finite()
@@ -338,8 +364,6 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
             checkpoint.save(run_dir, agent, replay, counters)
             next_save += cfg.save_every
         if next_eval is not None and counters["env_steps"] >= next_eval:
-            from mbrl.evaluate import run_episodes
-
             results = run_episodes(agent, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
             returns = [r["return"] for r in results]
             logger.log("eval", counters["env_steps"], counters["agent_steps"],

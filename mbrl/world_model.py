@@ -16,6 +16,10 @@ Batch layout (from :class:`mbrl.replay.Replay`), ``B`` sequences of ``T`` steps:
 - optional ``features`` ``(B, T, F)``: cached backbone features of a frozen encoder (used instead of ``image``
   for the embedding; with ``decoder=pixels`` the decoder still reconstructs ``image``, with ``decoder=features``
   the :class:`FeatureDecoder` reconstructs ``features`` and ``image`` is not read by the loss).
+- optional replay context (``replay_context`` >= 1, :meth:`mbrl.replay.Replay.sample`): ``start_deter``
+  ``(B, D)``, ``start_stoch`` ``(B, S, C)`` and ``start_action`` ``(B, A)``, the stored posterior latent and the
+  action of the step before the sequence; the posterior filter starts from them instead of the zero state (rows
+  with ``is_first`` at their first step still reset to zeros).
 
 Decoders (``cfg.decoder``): ``pixels`` (default, every encoder; Jones et al. 2025 reconstruct pixels for every
 encoder) or ``features`` (frozen cacheable pretrained encoders only, :func:`check_decoder`): an MLP reconstructs
@@ -32,9 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Encoder
+from encoders.registry import resolve_mode, split_name
+from envs.errors import ConfigError
 from mbrl.config import Config, LossConfig, ModelConfig
 from mbrl.distributions import TwoHot, symlog, twohot_bins
-from mbrl.errors import ConfigError
 from mbrl.nets import MLP, ConvDecoder, DenseBlock
 from mbrl.rssm import RSSM, State
 
@@ -95,8 +100,6 @@ def check_decoder(cfg: Config) -> None:
         raise ConfigError(f"decoder={cfg.decoder!r} is not allowed; allowed: {', '.join(DECODERS)}")
     if cfg.decoder == "pixels":
         return
-    from encoders.registry import resolve_mode, split_name
-
     mode = resolve_mode(cfg)
     problems = []
     if "pixels" not in cfg.obs:
@@ -264,7 +267,8 @@ class WorldModel(nn.Module):
         return self.cont_head(feat).squeeze(-1).to(torch.float32)
 
     def loss(self, data: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, State, dict[str, Tensor]]:
-        """World-model loss (DreamerV3 Eq. 4-5) on a batch (see the module docstring for the layout).
+        """World-model loss (DreamerV3 Eq. 4-5) on a batch (see the module docstring for the layout). The filter
+        starts from ``state`` if given, else from the batch's replay context if it has one, else from zeros.
 
         Returns:
             ``(loss, post, metrics)``: scalar loss (mean over ``B, T`` of the scaled terms), posterior states
@@ -274,7 +278,13 @@ class WorldModel(nn.Module):
         cfg = self.loss_cfg
         action = data["action"]
         embed = self.embed(data)
-        prev_action = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)
+        if "start_deter" in data:  # replay context: start from the stored latent and action of the step before
+            first = data["start_action"].to(action.dtype)[:, None]
+            if state is None:
+                state = context_state(data)
+        else:
+            first = torch.zeros_like(action[:, :1])
+        prev_action = torch.cat([first, action[:, :-1]], 1)
         post, prior = self.rssm.observe(embed, prev_action, data["is_first"], state)
         feat = self.rssm.features(post)
         b = action.shape[0]
@@ -307,3 +317,11 @@ class WorldModel(nn.Module):
                         "wm/prior_ent": self.rssm.entropy(prior).detach().mean(),
                         "wm/post_ent": self.rssm.entropy(post).detach().mean()})
         return total.mean(), post, metrics
+
+
+def context_state(data: dict[str, Tensor]) -> State:
+    """The RSSM start state of a batch with replay context: ``deter`` ``(B, D)`` and ``stoch`` ``(B, S, C)`` float32
+    from ``start_deter``/``start_stoch``, ``logits`` zeros (not read by the filter step)."""
+    deter = data["start_deter"].to(torch.float32)
+    stoch = data["start_stoch"].to(torch.float32)
+    return {"deter": deter, "stoch": stoch, "logits": torch.zeros_like(stoch)}

@@ -9,10 +9,11 @@ Modules:
 - :mod:`shifts.pixel`: pixel-level ImageNet-C corruptions of the rendered frame (any env);
 - :mod:`shifts.driving`: CARLA weather and the appearance analogues for the driving envs;
 - :mod:`shifts.suites`: the named evaluation suites of ``(kind, severity)`` conditions;
-- :mod:`shifts.evaluate`: evaluate a trained run on every condition of a suite (``dreamshift evaluate RUN --suite``);
-- :mod:`shifts.gallery`: a PNG grid of one frame under every kind and severity (``dreamshift shifts gallery``);
-- :mod:`shifts.calibration`: how far each severity moves the frames, comparable across kinds and envs
-  (``dreamshift analyze calibration``).
+- :mod:`shifts.gallery`: a PNG grid of one frame under every kind and severity (``dreamshift shifts gallery``).
+
+Layers above use them: a trained run is evaluated on every condition of a suite by :mod:`mbrl.evaluate`
+(``dreamshift evaluate RUN --suite``); how far each severity moves the frames is measured by
+:mod:`experiments.analysis.calibration` (``dreamshift analyze calibration``).
 
 The package imports nothing at import time; import the module you need (the registry loads the kinds on
 first use). Every bad-input error is a :class:`~shifts.base.ShiftError` (a ``ValueError`` and an

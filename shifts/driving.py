@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from envs.carla import weather_parameters
+from envs.driving import Appearance
 from shifts.base import Shift, ShiftError, register
 
 CARLA_LEVELS = {1: "soft_high_light", 2: "soft_noisy_low_light", 3: "hard_low_light", 4: "hard_noisy_low_light"}
@@ -35,8 +37,6 @@ def carla_weather(severity: int) -> str | dict[str, float]:
         return "default"
     if severity in CARLA_LEVELS:
         return CARLA_LEVELS[severity]
-    from envs.carla import weather_parameters
-
     return {**weather_parameters("hard_noisy_low_light"), "wetness": 100.0, "fog_falloff": 0.5}
 
 
@@ -88,8 +88,6 @@ class Weather(Shift):
         if hasattr(env, "set_weather"):
             env.set_weather(carla_weather(self.severity))
         elif hasattr(env, "set_appearance"):
-            from envs.driving import Appearance
-
             self._base = getattr(self, "_base", None) or Appearance()
             env.set_appearance(carracing_appearance("weather", self.severity, rng, self._base), now=True)
             if self._haze not in env.image_hooks:
@@ -105,8 +103,6 @@ class Weather(Shift):
         if hasattr(env, "set_weather"):
             env.set_weather("default")
         elif hasattr(env, "set_appearance"):
-            from envs.driving import Appearance
-
             env.set_appearance(Appearance(), now=True)
             while self._haze in getattr(env, "image_hooks", []):
                 env.image_hooks.remove(self._haze)

@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
+import envs
+from envs import files as mio
+from envs.driver import Driver
+from envs.errors import ConfigError
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
+from shifts.base import kinds as registered
 from shifts.suites import for_env, parse_suite
 
 SIZE_RANGE = (16, 1024)  # frame side in pixels
@@ -28,8 +33,6 @@ def check_dimensions(size: int, scale: int | None) -> None:
         ConfigError: ``size`` outside :data:`SIZE_RANGE`, ``scale`` outside ``[1, MAX_SCALE]`` or a cell of more
             than :data:`MAX_CELL` pixels.
     """
-    from mbrl.errors import ConfigError
-
     lo, hi = SIZE_RANGE
     if not lo <= size <= hi:
         raise ConfigError(f"--size must be in [{lo}, {hi}] pixels, got {size}")
@@ -42,29 +45,32 @@ def check_dimensions(size: int, scale: int | None) -> None:
 
 
 def frames(env_name: str, kinds: list[str], seed: int = 0, size: int = 64) -> dict[tuple[str, int], np.ndarray]:
-    """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``."""
-    import envs
+    """``{(kind, severity): (size, size, 3) uint8}`` for every kind at severities 0-5, plus ``("none", 0)``: the
+    first observation of the episode with reset seed ``seed`` (an :class:`envs.driver.Driver` episode of 0
+    steps)."""
+    def first_frame(env: Any) -> np.ndarray:
+        driver = Driver(env, rng=np.random.default_rng(seed))  # takes no step: the reset frame only
+        return driver.episode(seed, max_steps=0).last_obs["image"]
 
     out: dict[tuple[str, int], np.ndarray] = {}
     base = envs.make_env(env_name, size=size)
     try:
-        clean, _ = base.reset(seed=seed)
-        out[("none", 0)] = clean["image"]
+        clean = first_frame(base)
+        out[("none", 0)] = clean
         for kind in kinds:
             for severity in SEVERITIES:
                 shift = make_shift(kind, severity, seed)
                 if severity == 0:
-                    out[(kind, 0)] = clean["image"]
+                    out[(kind, 0)] = clean
                     continue
                 if shift.level == "pixel":
-                    obs, _ = ShiftWrapper(base, [shift]).reset(seed=seed)
+                    out[(kind, severity)] = first_frame(ShiftWrapper(base, [shift]))
                 else:
                     env = envs.make_env(env_name, size=size)
                     try:
-                        obs, _ = ShiftWrapper(env, [shift]).reset(seed=seed)
+                        out[(kind, severity)] = first_frame(ShiftWrapper(env, [shift]))
                     finally:
                         env.close()
-                out[(kind, severity)] = obs["image"]
     finally:
         base.close()
     return out
@@ -74,7 +80,6 @@ def grid(cells: dict[tuple[str, int], np.ndarray], kinds: list[str], title: str 
     """A labelled PIL image: a row per kind, a column per severity 0-5."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from shifts.base import kinds as registered
 
     try:
         font = ImageFont.load_default(size=12)
@@ -112,10 +117,8 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
         ShiftError: unknown suite/kind or unregistered kinds.
         EnvError: unknown env.
         ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
-            (:func:`mbrl.files.check_output_file`); all before anything is rendered.
+            (:func:`envs.files.check_output_file`); all before anything is rendered.
     """
-    from mbrl import files as mio
-
     check_dimensions(size, scale)
     mio.check_output_file(out, "--out")
     name, conditions = parse_suite(suite)

@@ -68,8 +68,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from envs.driving import Appearance
 from shifts._procedural import Pattern
 from shifts.base import Shift, ShiftError, register
+from shifts.driving import carracing_appearance
 
 __all__ = ["Background", "Camera", "Color", "Distractors", "Lighting", "SceneShift", "Texture",
            "foreground_mask"]
@@ -161,9 +163,6 @@ class SceneShift(Shift):
 
     def on_reset(self, env: Any, rng: np.random.Generator) -> None:
         if hasattr(env, "set_appearance"):  # driving:carracing: its appearance analogue
-            from envs.driving import Appearance
-            from shifts.driving import carracing_appearance
-
             env.set_appearance(carracing_appearance(self.kind, self.severity, rng, Appearance()), now=True)
             return
         model, _ = _mj(env)
@@ -182,8 +181,6 @@ class SceneShift(Shift):
     def remove(self, env: Any) -> None:
         """Undo the shift on ``env``: uninstall its hooks and restore the pristine model arrays."""
         if hasattr(env, "set_appearance"):
-            from envs.driving import Appearance
-
             env.set_appearance(Appearance(), now=True)
             return
         for name, hook in (("render_hooks", self.render_hook), ("image_hooks", self.image_hook)):

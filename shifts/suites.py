@@ -19,7 +19,7 @@
   night, fog 100, heavy rain)
   ==========================================================  ===============================
 
-  The paper's drop is ``100 (ID - OOD) / ID``, as :mod:`shifts.evaluate` reports. (The paper's ManiSkill OOD
+  The paper's drop is ``100 (ID - OOD) / ID``, as :mod:`mbrl.evaluate` reports. (The paper's ManiSkill OOD
   objects -- held-out YCB objects -- have no DMC analogue.)
 - ``quick``: a small suite for CI and smoke tests: one scene kind and one pixel kind at severities 1 and 5.
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from shifts.base import SEVERITIES, ShiftError, kinds
+from shifts.base import SEVERITIES, ShiftError, kinds, supports
 
 Condition = tuple[str, int]
 CLEAN: Condition = ("none", 0)
@@ -160,8 +160,6 @@ def for_env(name: str, conditions: list[Condition], env_name: str) -> list[Condi
     Raises:
         ShiftError: a kind of a non-``standard`` suite does not apply to the env (the message names it).
     """
-    from shifts.base import supports
-
     bad = sorted({k for k, _ in conditions if not supports(k, env_name)})
     if bad and name != "standard":
         raise ShiftError(f"shift kind(s) {', '.join(bad)} do not apply to {env_name}; "

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# imported at collection, outside any captured test: the command modules import their libraries (submitit sets up a
+# logging handler on the stderr it sees at import), which must not be a test's captured stream
+from mbrl.cli import main as cli_main
+
 TINY = {"size": "XS", "model.deter": "64", "model.hidden": "32", "model.stoch": "4", "model.classes": "4",
         "model.blocks": "4", "model.units": "32", "model.cnn_depth": "4", "model.bins": "31",
         "image_size": "32"}
@@ -51,15 +55,13 @@ class Result:
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
     """``cli(*args)``: run :func:`mbrl.cli.main` in-process with the cwd set to ``tmp_path``."""
-    from mbrl.cli import main
-
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
 
     def run(*args: str) -> Result:
         capsys.readouterr()
         try:
-            status = main(list(args))
+            status = cli_main(list(args))
         except SystemExit as exc:  # argparse usage errors
             status = exc.code
         out, err = capsys.readouterr()
@@ -92,7 +94,8 @@ def write_untrained_run(run_dir: Path, overrides: list[str]) -> Path:
     ``config.json`` and a checkpoint with one replay step. Returns ``run_dir``."""
     import numpy as np
 
-    from mbrl import checkpoint, files
+    from envs import files
+    from mbrl import checkpoint
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay

@@ -1,6 +1,7 @@
 """Tests of issue 9: adapting a trained agent to a shifted domain (:mod:`mbrl.adapt`), the mixed replay
 (:class:`mbrl.replay.MixedReplay`), merging two agents per module (:mod:`mbrl.merge`), continual sequences
-(:mod:`mbrl.continual`) and their command line (:mod:`mbrl.cli_adapt`, ``dreamshift merge``).
+(:mod:`mbrl.continual`) and their command line (:mod:`mbrl.cli.adapt`, :mod:`mbrl.cli.adapt_eval`,
+:mod:`mbrl.cli.continual`, :mod:`mbrl.cli.merge`).
 
 A tiny base run (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once
 per module; adaptations use ~100 target env steps."""
@@ -17,15 +18,16 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint
-from mbrl.adapt import adapt, alpha_sweep, other_levels, parse_target, stage_report
+from mbrl.adapt import adapt, alpha_sweep, stage_report
 from mbrl.cli import main
 from mbrl.config import build_config
 from mbrl.continual import continual
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.merge import MODULES, merge_agent_states, merged_agents, module_of, parse_alpha
 from mbrl.replay import MixedReplay, Replay
 from mbrl.train import train
+from shifts.conditions import other_levels, parse_target
 
 IMG = (4, 4, 3)
 ADAPT_STEPS = 100
@@ -269,7 +271,7 @@ def test_merge_cli_single_run_form_still_merges_with_pretrained_weights(base_run
 
 
 def test_merge_refuses_different_model_configs(base_run, tmp_path):
-    from mbrl import files
+    from envs import files
     from mbrl.agent import Agent
     from mbrl.config import model_hash, to_dict
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
-from encoders.analysis.attention import attention_grid, cls_attention, keep_mass, require_vit, upsample
-from encoders.analysis.cka import linear_cka
-from encoders.analysis.jaccard import jaccard_index, jaccard_per_frame
-from encoders.analysis.knn import knn_accuracy
-from encoders.analysis.report import RECORD_KEYS
+from envs.errors import ConfigError
+from experiments.analysis.attention import attention_grid, cls_attention, keep_mass, require_vit, upsample
+from experiments.analysis.cka import linear_cka
+from experiments.analysis.jaccard import jaccard_index, jaccard_per_frame
+from experiments.analysis.knn import knn_accuracy
+from experiments.analysis.report import RECORD_KEYS
 from mbrl.cli import main
-from mbrl.errors import ConfigError
 
 pytest.importorskip("transformers")
 pytest.importorskip("skimage")
@@ -143,9 +143,9 @@ def test_cls_attention_shape_and_no_side_effect(vit_dir, single_thread):
 
 
 def test_bad_input_is_a_config_error(capsys, tmp_path):
-    from encoders.analysis.sources import from_settings
     from encoders.efficientnet import EfficientNetLiteEncoder
     from encoders.finetune import FinetuneMode
+    from experiments.analysis.sources import from_settings
 
     with pytest.raises(ConfigError, match="ViT"):
         require_vit(EfficientNetLiteEncoder(FinetuneMode("frozen"), "mean", 32), "efficientnet-lite0")
@@ -214,7 +214,7 @@ def test_jaccard_on_run_writes_json_records_and_png(run, single_thread):
 
 
 def test_pretrained_and_finetuned_encoders_of_a_run(run, vit_dir):
-    from encoders.analysis.sources import from_run
+    from experiments.analysis.sources import from_run
 
     eset = from_run(run, "drift", with_random=True)
     import transformers as tf

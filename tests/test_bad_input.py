@@ -127,7 +127,7 @@ def test_run_path_that_is_a_file_says_so(cli, tmp_path, ckpt_run, args):
 
 def test_writability_check_with_an_unwritable_directory(tmp_path, monkeypatch):
     """Tests run as root, where chmod cannot make a directory unwritable: patch ``os.access`` instead."""
-    from mbrl import files
+    from envs import files
 
     real = os.access
     locked = tmp_path / "locked"
@@ -148,7 +148,7 @@ def test_writability_check_with_an_unwritable_directory(tmp_path, monkeypatch):
 
 
 def test_unwritable_output_through_the_cli(cli, tmp_path, monkeypatch):
-    from mbrl import files
+    from envs import files
 
     real = os.access
     monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p).resolve() == tmp_path else real(p, mode))
@@ -228,11 +228,11 @@ def test_ctrl_c_during_train_prints_one_line_and_leaves_a_loadable_checkpoint(cl
 
 
 def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypatch):
-    import encoders.pretrain
     import experiments.sweep
     import mbrl.adapt
     import mbrl.continual
     import mbrl.evaluate
+    import mbrl.pretrain
     from mbrl.train import TrainingInterrupted
 
     def interrupt(*args, **kwargs):
@@ -245,10 +245,10 @@ def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypat
     monkeypatch.setattr(experiments.sweep, "run", interrupt)
     monkeypatch.setattr(mbrl.adapt, "adapt", adapt_interrupted)
     monkeypatch.setattr(mbrl.continual, "continual", interrupt)
-    monkeypatch.setattr(encoders.pretrain, "pretrain", interrupt)
+    monkeypatch.setattr(mbrl.pretrain, "pretrain", interrupt)
     _grid(tmp_path / "grid.yaml")
     (tmp_path / "vit").mkdir()
-    (tmp_path / "vit" / encoders.pretrain.CHECKPOINT).write_bytes(b"")
+    (tmp_path / "vit" / mbrl.pretrain.CHECKPOINT).write_bytes(b"")
     cases = [
         (["evaluate", str(ckpt_run)], "no half-written file"),
         (["sweep", "grid.yaml"], "continue with: dreamshift sweep grid.yaml"),
@@ -336,7 +336,7 @@ def test_gallery_dimensions_are_bounded(cli, tmp_path, args, needles):
 
 
 def test_written_files_respect_the_umask(tmp_path, monkeypatch):
-    from mbrl import files
+    from envs import files
 
     old = os.umask(0o022)
     os.umask(old)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, tree
 
+from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import build_config, to_dict
-from mbrl.errors import CheckpointError, ConfigError
 from mbrl.replay import Replay
 
 
@@ -73,7 +73,7 @@ def test_new_run_into_an_old_run_directory_is_refused(cli, tmp_path):
 
 
 def test_malicious_pretrain_checkpoint_is_refused(tmp_path):
-    from encoders.pretrain import PretrainConfig, pretrain
+    from mbrl.pretrain import PretrainConfig, pretrain
 
     out, marker = tmp_path / "pre", tmp_path / "pre-was-unpickled"
     out.mkdir()

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from envs.errors import ConfigError
 from mbrl.config import (
     ALGOS,
     SIZES,
@@ -19,7 +20,6 @@ from mbrl.config import (
     parse_overrides,
     to_dict,
 )
-from mbrl.errors import ConfigError
 
 
 def test_defaults():

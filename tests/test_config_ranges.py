@@ -1,6 +1,6 @@
 """Every numeric config key has a declared range (:data:`mbrl.config.RANGES`) that :func:`mbrl.config.validate`
 enforces (NaN and +-inf refused for every float), the cross-field rules, and the name checks of
-:func:`mbrl.config.check_env_encoder` that ``dreamshift config`` shares with ``train``."""
+:func:`mbrl.runtime.check_env_encoder` that ``dreamshift config`` shares with ``train``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import math
 import pytest
 from conftest import assert_user_error
 
+from envs.errors import ConfigError
 from mbrl.config import (
     MAX_SEED,
     RANGES,
     Config,
     Range,
     build_config,
-    check_env_encoder,
     numeric_keys,
     validate,
 )
-from mbrl.errors import ConfigError
+from mbrl.runtime import check_env_encoder
 
 
 def test_every_numeric_field_has_a_range():

@@ -38,7 +38,7 @@ OVERRIDE = re.compile(r"(?<![\w.=<>$(-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)=
 COMMAND = re.compile(r"(?:^|[\s/(])dreamshift((?:\s+\S+)*)")
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 SHELL_SEP = re.compile(r"\s*(?:;|&&|\|\|)\s*|\s\|\s")
-# repository paths written in code, e.g. ``mbrl/config.py``, ``encoders/analysis/``
+# repository paths written in code, e.g. ``mbrl/config.py``, ``experiments/analysis/``
 REPO_PATH = re.compile(r"(?<![\w./-])((?:mbrl|encoders|envs|shifts|experiments|benchmarks|tests|docs|\.ci)/[\w./-]*)")
 
 
@@ -60,7 +60,7 @@ def _code_lines(page: Path) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The ``dreamshift`` parser, built as ``main`` builds it (sub-commands of ``COMMAND_MODULES`` included)."""
+    """The ``dreamshift`` parser, built as ``main`` builds it (every module of ``mbrl.cli.COMMANDS``)."""
     from mbrl.cli import _parser as build
 
     return build()
@@ -128,7 +128,7 @@ def test_readme_is_a_short_map_with_the_setup_commands():
 def test_dreamshift_commands_and_options_exist():
     parser = _parser()
     commands = _subparsers(parser)
-    from mbrl.cli_analyze import ANALYSES
+    from mbrl.cli.analyze import ANALYSES
 
     found = _invocations()
     assert len(found) > 30, found  # the pages do show commands; a broken regex would find none
@@ -176,8 +176,8 @@ def _placeholder(value: str) -> bool:
 
 
 def test_config_keys_and_values_exist():
+    from envs.errors import ConfigError
     from mbrl.config import allowed_keys, build_config
-    from mbrl.errors import ConfigError
 
     allowed = set(allowed_keys())
     found = _overrides()

@@ -16,7 +16,7 @@ from encoders import efficientnet as eff  # noqa: E402
 from encoders.efficientnet import EfficientNetLiteEncoder  # noqa: E402
 from encoders.finetune import count_trainable, merge_weights, parse_mode  # noqa: E402
 from encoders.registry import available, build_encoder  # noqa: E402
-from mbrl.errors import ConfigError  # noqa: E402
+from envs.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from encoders.finetune import count_trainable, merge_weights
+from envs.errors import ConfigError
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")

@@ -110,14 +110,14 @@ def test_merge_endpoints_are_bit_exact(tmp_path, tiny_backbones):
     for key, value in merged_state["agent"].items():
         if not key.startswith("wm.encoder."):
             assert torch.equal(value, state["agent"][key]), key
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="alpha"):
         merged_agent(run, 1.5)
 
 
 def test_merge_needs_a_pretrained_encoder(tmp_path):
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
 
     run = _train(tmp_path, "steps=220", "prefill=200")
     with pytest.raises(ConfigError, match="pretrained"):
@@ -125,7 +125,7 @@ def test_merge_needs_a_pretrained_encoder(tmp_path):
 
 
 def test_cache_memory_guard():
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
     from mbrl.train import _check_cache_memory
 
     cfg = build_config(["steps=1e9", "replay_capacity=1e9"])

@@ -20,9 +20,9 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from envs.errors import ConfigError
 from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.errors import ConfigError
 from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate, resolve_threads, run_episodes
 from mbrl.train import train
 
@@ -112,8 +112,8 @@ def test_evaluate_clean_twice_gives_identical_files(run_dir, tmp_path):
 
 
 def test_evaluate_suite_twice_gives_identical_files(run_dir, tmp_path):
+    from mbrl.evaluate import evaluate_suite
     from shifts.base import kinds
-    from shifts.evaluate import evaluate_suite
 
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     suite = "color:5,gaussian_noise:3" if "color" in kinds() else "gaussian_noise:3,contrast:5"
@@ -166,7 +166,7 @@ def _record_threads(monkeypatch) -> list[int]:
 
 
 def test_evaluation_runs_with_the_runs_threads_and_restores_the_callers(run_dir, tmp_path, monkeypatch):
-    from shifts.evaluate import evaluate_suite
+    from mbrl.evaluate import evaluate_suite
 
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     assert checkpoint.config_of(checkpoint.load_state(run)).threads == 1

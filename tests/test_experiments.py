@@ -12,12 +12,12 @@ import pytest
 import yaml
 from conftest import TINY_RUN
 
+from envs.errors import ConfigError
 from experiments import metrics, results, spec
 from experiments.leaderboard import build
 from experiments.normalisation import constants
 from experiments.sweep import SweepError, run
 from experiments.trial import is_complete, paths
-from mbrl.errors import ConfigError
 
 # --- metrics -------------------------------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import TINY, TINY_RUN, assert_user_error, tree
 
+from envs.errors import ConfigError
 from mbrl.agent import Agent
 from mbrl.config import build_config
 from mbrl.distributions import symlog
-from mbrl.errors import ConfigError
 from mbrl.nets import ConvDecoder
 from mbrl.world_model import FeatureDecoder, check_decoder
 
@@ -195,7 +195,7 @@ def test_usable_as_a_sweep_override(tmp_path):
 
 
 def test_diagnostics_use_the_feature_error(frames):
-    from mbrl.diagnostics import world_model_errors
+    from experiments.analysis.diagnostics import world_model_errors
 
     agent = Agent(_cfg("decoder=features"), A)
     images, actions = frames

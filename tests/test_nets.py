@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from encoders.cnn import ConvEncoder
+from encoders.layers import init_linear_, make_norm
 from encoders.registry import available, build_encoder
-from mbrl.errors import ConfigError
-from mbrl.nets import MLP, BlockLinear, ConvDecoder, Linear, init_linear_, make_norm
+from envs.errors import ConfigError
+from mbrl.nets import MLP, BlockLinear, ConvDecoder, Linear
 from mbrl.optim import LaProp, Optimizer, adaptive_clip_
 from mbrl.rssm import RSSM
 

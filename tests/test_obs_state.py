@@ -75,7 +75,7 @@ def test_pixels_plus_state_encodes_and_reconstructs_both(tiny_cfg):
 
 
 def test_state_obs_needs_a_state_dim(tiny_cfg):
-    from mbrl.errors import ConfigError
+    from envs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="state dimension"):
         Agent(tiny_cfg(obs="state"), action_dim=A)

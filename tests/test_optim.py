@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mbrl.errors import DreamshiftError
+from envs.errors import DreamshiftError
 from mbrl.optim import LaProp, NonFiniteError, Optimizer, _GradZeroer, adaptive_clip_
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -1,4 +1,4 @@
-"""``dreamshift pretrain`` (encoders.pretrain, encoders.pretrain_data, mbrl.cli_pretrain) and the bundled
+"""``dreamshift pretrain`` (mbrl.pretrain, encoders.pretrain_data, mbrl.cli.pretrain) and the bundled
 ``dreamshift-vit`` encoder. Tiny configs (``vit-micro``, a few frames of one dm_control env, a few steps)."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from encoders.pretrain import (
+from encoders.pretrain_data import collect_frames, expand_envs
+from envs.errors import ConfigError
+from mbrl.config import build_config
+from mbrl.pretrain import (
     DINO,
     PretrainConfig,
     build_backbone,
     pretrain,
     save_model,
 )
-from encoders.pretrain_data import collect_frames, expand_envs
-from mbrl.config import build_config
-from mbrl.errors import ConfigError
 
 ENV = "dmc:cartpole_balance"
 
@@ -190,7 +190,8 @@ def test_every_finetune_mode_builds_and_backpropagates(tiny_model, mode, single_
 
 @pytest.mark.parametrize("mode", ["frozen", "partial:1"])
 def test_bundled_dreamshift_vit_builds_and_gives_finite_features(mode, single_thread):
-    from encoders.registry import DREAMSHIFT_VIT_DIR, build_encoder
+    from encoders.hf import DREAMSHIFT_VIT_DIR
+    from encoders.registry import build_encoder
 
     assert (DREAMSHIFT_VIT_DIR / "model.safetensors").is_file()
     assert (DREAMSHIFT_VIT_DIR / "MODEL_CARD.md").is_file()

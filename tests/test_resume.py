@@ -118,7 +118,7 @@ def test_resume_with_the_full_original_overrides_still_works(run):
 
 
 def test_resume_config_errors(tmp_path, run):
-    from mbrl.errors import CheckpointError, ConfigError
+    from envs.errors import CheckpointError, ConfigError
 
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):
         resume_config(run, ["nope=1"])

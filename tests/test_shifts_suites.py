@@ -1,4 +1,4 @@
-"""Suites (:mod:`shifts.suites`), suite evaluation (:mod:`shifts.evaluate`) and the ``dreamshift shifts`` /
+"""Suites (:mod:`shifts.suites`), suite evaluation (:mod:`mbrl.evaluate`) and the ``dreamshift shifts`` /
 ``dreamshift evaluate --suite`` commands. Works with or without the scene-level kinds (:mod:`shifts.scene`):
 tests that need a scene kind use it when registered and fall back to pixel kinds otherwise."""
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, tree
 
+from mbrl.evaluate import aggregate, format_table
 from shifts import suites
 from shifts.base import ShiftError, kinds, make_shift
-from shifts.evaluate import aggregate, format_table
 
 TINY = TINY_RUN
 

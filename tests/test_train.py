@@ -20,9 +20,9 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from envs.errors import ConfigError
 from mbrl import checkpoint
 from mbrl.config import build_config, model_hash, to_dict
-from mbrl.errors import ConfigError
 from mbrl.replay import Replay
 from mbrl.train import train
 

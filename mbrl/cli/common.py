@@ -1,0 +1,174 @@
+"""Pieces shared by the ``dreamshift`` sub-commands (the modules of :mod:`mbrl.cli`): the argument parser class
+whose usage errors are one ``error:`` line under the sub-command's own usage, the ``--device`` and ``--threads``
+checks, the ``RUN key=value`` splitting of the adaptation commands, and the one-line message printed when a
+command is interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from envs.errors import ConfigError
+from mbrl.config import parse_overrides
+from mbrl.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
+
+DEVICES = ("auto", "cpu", "cuda")
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors print its own usage, then one line ``error: <prog>: <message>``,
+    and exit with status 2. Sub-parsers made by ``add_subparsers().add_parser`` are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)sub-parser that parsed ``args``: follows each level's chosen sub-command."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that arguments no parser knows are reported by the sub-command that
+    was given them (its usage and one ``error:`` line, exit 2), not by the top-level parser."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` of ``--threads``: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """Add ``--threads N`` (torch CPU threads of this command; default: the run's ``threads`` setting)."""
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="torch CPU threads (default: the run's threads setting, else torch's default)")
+
+
+def check_device(name: str, what: str = "--device") -> str:
+    """Check a ``--device`` value up front: one of :data:`DEVICES`, and ``cuda`` only with a GPU.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if name not in DEVICES:
+        raise ConfigError(f"{what} {name!r}; allowed: {', '.join(DEVICES)}")
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} cuda but no CUDA device is available; use --device cpu or auto")
+    return name
+
+
+def threads_kwargs(fn: Callable[..., Any], threads: int | None) -> dict[str, Any]:
+    """``{"threads": threads}`` when ``threads`` is given and ``fn`` takes it; when ``fn`` does not, torch's
+    thread count is set here instead (best effort: ``fn`` may still set the run's own). ``{}`` without
+    ``threads``."""
+    if threads is None:
+        return {}
+    try:
+        takes = "threads" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return {"threads": threads}
+    import torch
+
+    torch.set_num_threads(threads)
+    return {}
+
+
+def say(line: str) -> None:
+    """Print a progress line on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def split_args(tokens: list[str], what: str) -> tuple[str | None, dict[str, str]]:
+    """Positional tokens -> (RUN or None, {key: value} overrides); raises ConfigError for a second RUN."""
+    runs = [t for t in tokens if "=" not in t]
+    if len(runs) > 1:
+        raise ConfigError(f"{what} takes one RUN directory, got {', '.join(runs)}")
+    return (runs[0] if runs else None), parse_overrides([t for t in tokens if "=" in t])
+
+
+def threads_setting(fn: Callable[..., Any], threads: int | None, overrides: dict[str, str]) -> dict[str, Any]:
+    """``--threads N``: the adapted runs' ``threads`` setting (their training, unless ``threads=`` is also given
+    as a setting) and ``threads=`` of ``fn`` (its evaluations) when ``fn`` takes it."""
+    if threads is None:
+        return {}
+    overrides.setdefault("threads", str(threads))
+    return {"threads": threads} if "threads" in inspect.signature(fn).parameters else {}
+
+
+def command_line(argv: list[str] | None) -> list[str]:
+    """The arguments after the program name (``sys.argv[1:]`` when ``argv`` is None)."""
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def _quote(parts: list[str]) -> str:
+    return "dreamshift " + " ".join(shlex.quote(p) for p in parts)
+
+
+def interrupted_message(args: argparse.Namespace, argv: list[str], exc: KeyboardInterrupt) -> str:
+    """One line for a command stopped by Ctrl-C: what was saved and how to continue.
+
+    ``exc`` is a :class:`mbrl.train.TrainingInterrupted` when the training loop was running (it saved a
+    checkpoint); other commands write their results atomically, so nothing half-written is left.
+    """
+    command = getattr(args, "command", None)
+    run_dir, ckpt, steps = getattr(exc, "run_dir", None), getattr(exc, "checkpoint", None), getattr(exc, "env_steps",
+                                                                                                    0)
+    saved = f"checkpoint saved at {steps} env steps in {str(ckpt)!r}" if ckpt is not None else None
+    if command == "train" or (command == "demo" and run_dir is not None):
+        if run_dir is None:
+            return "interrupted before training started; no checkpoint was written"
+        if saved is None:
+            return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
+        return f"interrupted: {saved}; continue with: dreamshift train --resume {shlex.quote(str(run_dir))}"
+    if command == "adapt":
+        if run_dir is None:
+            return "interrupted before adaptation started; no checkpoint was written"
+        if saved is None:
+            return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
+        return f"interrupted: {saved}; continue with: dreamshift adapt --resume {shlex.quote(str(run_dir))}"
+    if command == "continual":
+        again = argv if "--resume" in argv else [*argv, "--resume"]
+        done = f"{saved}; " if saved else "finished stages are kept; "
+        return f"interrupted: {done}continue with: {_quote(again)}"
+    if command == "sweep":
+        out = getattr(args, "out", None)
+        where = f" in {out!r}" if out else ""
+        return (f"interrupted: finished trials are kept{where} and running ones keep their last checkpoint; "
+                f"continue with: {_quote(argv)}")
+    if command == "pretrain":
+        out = Path(getattr(args, "out", "") or ".")
+        if (out / PRETRAIN_CHECKPOINT).is_file():
+            again = argv if "--resume" in argv else [*argv, "--resume"]
+            where = str(out / PRETRAIN_CHECKPOINT)
+            return (f"interrupted: the last checkpoint (every --save-every steps) is in {where!r}; "
+                    f"continue with: {_quote(again)}")
+        return "interrupted before the first checkpoint; nothing to resume"
+    return "interrupted; results are written atomically, so no half-written file was left"
