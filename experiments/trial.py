@@ -81,7 +81,7 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
         overrides["wandb_mode"] = wandb_mode
     cfg = build_config(overrides)
     if checkpoint.checkpoint_path(p["run"]).exists():
-        done = checkpoint.load_state(p["run"])["counters"]["env_steps"]
+        done = checkpoint.load_run(p["run"], agent=False).env_steps
         if done < cfg.steps:
             print(f"resuming {trial['id']} at {done} env steps", flush=True)
             train(cfg, resume=p["run"])

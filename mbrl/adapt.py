@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -77,36 +76,23 @@ def make_shifted_vector_env(cfg: Config, conditions: Condition, shift_seed: int)
 
 
 # ----------------------------------------------------------------------------------------------- run metadata
-def read_meta(run_dir: Path | str) -> dict[str, Any]:
-    """``config.json`` of a run as a dict.
-
-    Raises:
-        CheckpointError: the directory or its config.json is missing or unreadable.
-    """
-    path = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {str(path)!r}: {exc}") from None
-
-
-def lineage_info(run_dir: Path | str, state: dict[str, Any]) -> dict[str, Any]:
-    """What a run adapted from ``run_dir`` inherits: ``replay_sources`` (earlier data, oldest first),
+def lineage_info(run: checkpoint.LoadedRun) -> dict[str, Any]:
+    """What a run adapted from ``run`` inherits: ``replay_sources`` (earlier data, oldest first),
     ``lineage`` (earlier stages), ``base_env_steps`` (root run) and ``lineage_target_env_steps``.
 
     Args:
-        state: the checkpoint state of ``run_dir``.
+        run: the parent run (:func:`mbrl.checkpoint.load_run`).
+
+    Raises:
+        CheckpointError: the parent's ``config.json`` is missing or unreadable.
     """
-    meta = read_meta(run_dir)
-    env_steps = int(state["counters"]["env_steps"])
-    if "adapted_from" not in meta:  # a run trained on the clean env: the root of a lineage
-        return {"replay_sources": [str(run_dir)], "lineage": [{"run": str(run_dir), "target": "clean",
-                                                                "env_steps": env_steps}],
+    meta, run_dir, env_steps = run.meta, str(run.run_dir), run.env_steps
+    if run.adapted_from is None:  # a run trained on the clean env: the root of a lineage
+        return {"replay_sources": [run_dir], "lineage": [{"run": run_dir, "target": "clean",
+                                                          "env_steps": env_steps}],
                 "base_env_steps": env_steps, "lineage_target_env_steps": 0}
-    stage = {"run": str(run_dir), "target": meta["target"], "env_steps": env_steps}
-    return {"replay_sources": [*meta["replay_sources"], str(run_dir)], "lineage": [*meta["lineage"], stage],
+    stage = {"run": run_dir, "target": meta["target"], "env_steps": env_steps}
+    return {"replay_sources": [*run.replay_sources, run_dir], "lineage": [*run.lineage, stage],
             "base_env_steps": int(meta["base_env_steps"]),
             "lineage_target_env_steps": int(meta["lineage_target_env_steps"]) + env_steps}
 
@@ -117,20 +103,20 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     Raises:
         CheckpointError: no checkpoint, or a checkpoint without replay (e.g. a merged run).
     """
-    state = checkpoint.load_state(run_dir)
-    if not state.get("replay_file"):
+    run = checkpoint.load_run(run_dir, agent=False)
+    if not run.replay_file:
         raise CheckpointError(f"run {str(run_dir)!r} stores no replay buffer to mix in (a merged run?); adapt "
                               f"from a trained run, or use --mix 0")
-    cfg = checkpoint.config_of(state)
-    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / state["replay_file"]
+    cfg = run.config
+    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / run.replay_file
     if not path.is_file():
         raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
     features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
     latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays else None
-    replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, state["action_dim"], seed=cfg.seed,
-                    feature_dim=features, state_dim=state.get("state_dim", 0), latent=latent)
+    replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, run.action_dim, seed=cfg.seed,
+                    feature_dim=features, state_dim=run.state_dim, latent=latent)
     replay.load_state_dict(arrays)
     return replay
 
@@ -213,8 +199,8 @@ def adapt(run: Path | str | None, target: str | Condition | None, steps: int | N
         hint = f"; continue it with `dreamshift adapt --resume {out}`" if checkpoint.checkpoint_path(out).exists() \
             else ""
         raise ConfigError(f"--out {str(out)!r} already exists and is not empty{hint}; choose another --out")
-    state = checkpoint.load_state(run)
-    base_cfg = checkpoint.config_of(state)
+    base = checkpoint.load_run(run, agent=False, train_state=True)
+    base_cfg = base.config
     conditions = target if isinstance(target, tuple) else parse_target(target, base_cfg.env)
     if not conditions:
         raise ConfigError("--target names no shift; adapting to the clean env is training: `dreamshift train`")
@@ -223,21 +209,21 @@ def adapt(run: Path | str | None, target: str | Condition | None, steps: int | N
     cfg.seed = base_cfg.seed if seed is None else int(seed)
     cfg.prefill = max(cfg.batch_length * cfg.action_repeat, min(1000, cfg.steps // 10))
     cfg = _override(cfg, overrides)
-    info = lineage_info(run, state)
+    info = lineage_info(base)
     meta = {"adapted_from": str(run), "target": condition_name(conditions),
             "conditions": [list(c) for c in conditions], "mix": float(mix), "lr_scale": float(lr_scale),
             "shift_seed": cfg.seed, **info}
     sources = [load_source_replay(src) for src in info["replay_sources"]] if mix > 0 else []
-    return _run(cfg, meta, conditions, sources, state, resume_state=None)
+    return _run(cfg, meta, conditions, sources, base, resume=False)
 
 
 def _resume(out: Path, steps: int | None, overrides: dict[str, str]) -> Path:
-    state = checkpoint.load_state(out)
-    meta = read_meta(out)
-    if "adapted_from" not in meta:
+    run = checkpoint.load_run(out, agent=False, train_state=True)
+    meta = run.meta
+    if run.adapted_from is None:
         raise ConfigError(f"{str(out)!r} is not an adapted run (no adapted_from in its config.json); "
                           f"resume it with `dreamshift train --resume`")
-    cfg = checkpoint.config_of(state)
+    cfg = run.config
     cfg.run_dir = str(out)  # the directory may have been moved or copied since
     if steps is not None:
         if steps < 1:
@@ -249,39 +235,43 @@ def _resume(out: Path, steps: int | None, overrides: dict[str, str]) -> Path:
     cfg = _override(cfg, budget_only)
     conditions = as_condition(meta["conditions"])
     sources = [load_source_replay(src) for src in meta["replay_sources"]] if meta["mix"] > 0 else []
-    return _run(cfg, meta, conditions, sources, None, resume_state=state)
+    return _run(cfg, meta, conditions, sources, run, resume=True)
 
 
 def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list[Replay],
-         base_state: dict[str, Any] | None, resume_state: dict[str, Any] | None) -> Path:
-    """Build the agent and the mixed replay, write config.json (new runs) and run the training loop."""
+         start: checkpoint.LoadedRun, resume: bool) -> Path:
+    """Build the agent and the mixed replay, write config.json (new runs) and run the training loop.
+
+    Args:
+        start: the run trained on from (loaded with its train state): the parent run of a new adaptation, whose
+            weights and optimiser moments the agent starts from, or the adapted run itself when ``resume``.
+    """
     out = Path(cfg.run_dir)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    ref = base_state if base_state is not None else resume_state
-    assert ref is not None
-    agent = Agent(cfg, ref["action_dim"], ref.get("state_dim", 0)).to(device)
+    assert start.state is not None
+    agent = Agent(cfg, start.action_dim, start.state_dim).to(device)
     target = make_replay(cfg, agent)
     counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
-    if resume_state is not None:
-        counters = checkpoint.restore(out, resume_state, agent, target)
+    if resume:
+        counters = checkpoint.restore(out, start.state, agent, target)
     mixed = MixedReplay(target, sources, meta["mix"], seed=cfg.seed + 104_729 + counters["updates"])
-    if resume_state is not None and "mix_counts" in counters:
+    if resume and "mix_counts" in counters:
         mixed.counts = counters["mix_counts"]
     counters["mix_counts"] = mixed.counts
     venv = make_shifted_vector_env(cfg, conditions, meta["shift_seed"])
     try:
-        if base_state is not None:
-            _load_base_into(agent, base_state)
+        if not resume:
+            _load_base_into(agent, start.state)
             out.mkdir(parents=True, exist_ok=True)
             files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg), **meta})
     except BaseException:
         venv.close()
         raise
-    run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume_state is not None,
+    run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
              random_prefill=False)
     return out
 
@@ -334,19 +324,20 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
     Raises:
         ConfigError: the run was not adapted, ``episodes`` < 1 or ``threads`` < 0. CheckpointError: no checkpoint.
     """
-    meta = read_meta(run_dir)
+    meta = checkpoint.read_meta(run_dir)
     if "adapted_from" not in meta:
         raise ConfigError(f"{str(run_dir)!r} is not an adapted run (no adapted_from in its config.json)")
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
-    agent, cfg, state = checkpoint.load_agent(run_dir, device)
+    run = checkpoint.load_run(run_dir, device)
+    agent, cfg = run.agent, run.config
     roles = report_conditions(meta, levels)
     results = evaluate_agent(agent, cfg, [c for _, c in roles], episodes, seed, progress, threads)
     for (role, _), rec in zip(roles, results, strict=True):
         rec["role"] = role
     report = {"run": str(run_dir), "adapted_from": meta["adapted_from"], "target": meta["target"],
               "env": cfg.env, "encoder": cfg.encoder, "mix": meta["mix"], "lr_scale": meta["lr_scale"],
-              "eval_seed": seed, "episodes_per_condition": episodes, "data": data_used(meta, state["counters"]),
+              "eval_seed": seed, "episodes_per_condition": episodes, "data": data_used(meta, run.counters),
               "results": results}
     return files.write_json(Path(run_dir) / "eval" / REPORT_FILE, report)
 
@@ -394,28 +385,26 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     if episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
     resolve_threads(None, threads)
-    meta = read_meta(adapted_run)
+    meta = checkpoint.read_meta(adapted_run)
     if "conditions" not in meta:
         raise ConfigError(f"{str(adapted_run)!r} is not an adapted run (no target in its config.json)")
-    base = checkpoint.load_state(base_run)
-    adapted = checkpoint.load_state(adapted_run)
+    base = checkpoint.load_run(base_run, agent=False)
+    adapted = checkpoint.load_run(adapted_run, agent=False)
     check_mergeable(base, adapted, str(base_run), str(adapted_run))
-    cfg = checkpoint.config_of(adapted)
+    cfg = adapted.config
     roles = report_conditions(meta, levels)
     rows = []
     with eval_threads(cfg, threads) as n:
         for spec in specs:
-            agent = checkpoint.build_agent(adapted, cfg)
-            agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], spec))
+            agent = adapted.build_agent(merge_agent_states(base.weights, adapted.weights, spec), device)
             if progress is not None:
                 progress(f"alpha {format_alpha(spec)}")
-            results = evaluate_agent(agent.to(resolve_device(device)), cfg, [c for _, c in roles], episodes,
-                                     seed, progress, n)
+            results = evaluate_agent(agent, cfg, [c for _, c in roles], episodes, seed, progress, n)
             for (role, _), rec in zip(roles, results, strict=True):
                 rec["role"] = role
             rows.append({"alpha": spec, "alpha_name": format_alpha(spec), "results": results})
     out = {"base": str(base_run), "adapted": str(adapted_run), "target": meta["target"], "eval_seed": seed,
-           "episodes_per_condition": episodes, "data": data_used(meta, adapted["counters"]), "sweep": rows}
+           "episodes_per_condition": episodes, "data": data_used(meta, adapted.counters), "sweep": rows}
     return files.write_json(Path(adapted_run) / "eval" / "alpha-sweep.json", out)
 
 

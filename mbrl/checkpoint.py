@@ -23,6 +23,12 @@ Write order: the replay, the two safetensors files, then ``checkpoint.json``, th
 other files; files no longer named are removed last. Every write is atomic (temp file + rename) and every file
 name is new, so a run killed at any moment resumes from a consistent (weights, optimiser, replay, counters) set.
 
+Reading: :func:`load_run` is the run loader every command uses: a :class:`LoadedRun` with the stored config,
+counters, weights, the agent (weights loaded, eval mode, on a device), the run's ``config.json`` metadata
+(lineage, replay sources) and, only for training on, the raw optimiser/RNG state; a missing, unreadable or
+incompatible run raises one :class:`CheckpointError` naming the path and what is wrong. :func:`restore` loads a
+state into the objects of a resumed training loop.
+
 A run whose ``checkpoint/`` holds an older pickle checkpoint (``agent.pt``) and no ``checkpoint.json`` is refused
 with one :class:`CheckpointError` naming the converter (``dreamshift convert-run RUN``, :mod:`mbrl.convert`); the
 pickle is never opened here.
@@ -30,16 +36,19 @@ pickle is never opened here.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import CheckpointError
 from mbrl import safe_state
@@ -51,6 +60,7 @@ from mbrl.runtime import resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.json"
+META_FILE = "config.json"  # the config as trained and what adapt/merge add (lineage, sources, ...)
 FORMAT = "dreamshift-checkpoint"
 VERSION = 1
 # checkpoints of earlier versions: pickles, never opened outside `dreamshift convert-run`
@@ -280,38 +290,147 @@ def load_state(run_dir: Path | str) -> dict[str, Any]:
 
 
 def config_of(state: dict[str, Any]) -> Config:
-    """The :class:`Config` stored in a checkpoint state."""
+    """The :class:`Config` stored in a checkpoint state (:func:`load_state`)."""
     return from_dict(state["config"])
 
 
-def build_agent(state: dict[str, Any], cfg: Config | None = None) -> Agent:
-    """A fresh (untrained) :class:`Agent` of the architecture a checkpoint state describes (``cfg`` defaults to
-    the stored config); load the weights with ``agent.load_state_dict(state["agent"])``."""
-    return Agent(cfg if cfg is not None else config_of(state), state["action_dim"], state.get("state_dim", 0))
-
-
-def agent_of(state: dict[str, Any], cfg: Config | None = None, device: str = "cpu") -> Agent:
-    """The trained :class:`Agent` of a checkpoint ``state`` on ``device`` (``auto`` | ``cpu`` | ``cuda``,
-    :func:`mbrl.runtime.resolve_device`); ``cfg`` defaults to the stored config.
+def read_meta(run_dir: Path | str) -> dict[str, Any]:
+    """A run's ``config.json`` as a dict: the config as trained plus what the command that made the run adds
+    (``adapted_from``, ``target``, ``lineage``, ``replay_sources``, ... of :mod:`mbrl.adapt`; ``merged_from``,
+    ``alpha`` of :mod:`mbrl.merge`).
 
     Raises:
-        ConfigError: an unknown device or ``cuda`` without a GPU.
+        CheckpointError: the run directory or its ``config.json`` is missing, unreadable or not a JSON object.
     """
-    agent = build_agent(state, cfg)
-    agent.load_state_dict(state["agent"])
-    return agent.to(resolve_device(device))
+    path = Path(run_dir) / META_FILE
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(path)!r} is damaged: not a JSON object")
+    return meta
 
 
-def load_agent(run_dir: Path | str, device: str = "cpu") -> tuple[Agent, Config, dict[str, Any]]:
-    """``(agent, cfg, state)`` of a run's checkpoint, the agent on ``device`` (:func:`agent_of`). Leaves torch's
-    threads alone: the evaluations set them for their rollouts.
+@dataclass(eq=False)
+class LoadedRun:
+    """A run directory opened by :func:`load_run`: its stored config, counters, weights and (unless asked
+    otherwise) its agent, ready to act.
+
+    Attributes:
+        run_dir: the run directory.
+        config: the :class:`Config` stored in the checkpoint (the agent's ``cfg``, the same object).
+        action_dim: ``A`` of the env's actions; state_dim: ``D`` of its proprioceptive observation (0 without).
+        counters: the loop's step counters at the checkpoint (``env_steps``, ``agent_steps``, ``updates``, ...).
+        replay_file: the checkpoint's replay file name in ``RUN_DIR/checkpoint/``, or None (a merged run).
+        weights: the agent's ``state_dict`` as stored, CPU tensors (what merging interpolates).
+        agent: the trained :class:`Agent` on the requested device in eval mode, or None (``agent=False``).
+        state: the raw checkpoint state of :func:`load_state` (optimiser and RNG states, for training on from the
+            run) with ``train_state=True``, else None.
+    """
+
+    run_dir: Path
+    config: Config
+    action_dim: int
+    state_dim: int
+    counters: dict[str, Any]
+    replay_file: str | None
+    weights: dict[str, torch.Tensor] = field(repr=False)
+    agent: Agent | None = field(default=None, repr=False)
+    state: dict[str, Any] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def meta(self) -> dict[str, Any]:
+        """The run's ``config.json`` (:func:`read_meta`), read on first access.
+
+        Raises:
+            CheckpointError: ``config.json`` is missing or unreadable.
+        """
+        return read_meta(self.run_dir)
+
+    @property
+    def adapted_from(self) -> str | None:
+        """The parent run of an adapted run (:mod:`mbrl.adapt`), None for a run trained from scratch."""
+        return self.meta.get("adapted_from")
+
+    @property
+    def lineage(self) -> list[dict[str, Any]]:
+        """The earlier stages of an adapted run (``run``, ``target``, ``env_steps``, oldest first); empty for a
+        run trained from scratch."""
+        return list(self.meta.get("lineage", []))
+
+    @property
+    def replay_sources(self) -> list[str]:
+        """Run directories whose checkpoint replays an adapted run mixes in (oldest first); empty for a run
+        trained from scratch."""
+        return list(self.meta.get("replay_sources", []))
+
+    @property
+    def encoder_mode(self) -> str:
+        """The resolved encoder mode of the run (:func:`encoders.registry.resolve_mode`)."""
+        return resolve_mode(self.config)
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps the run was trained for (its counter at the checkpoint)."""
+        return int(self.counters["env_steps"])
+
+    def build_agent(self, weights: dict[str, torch.Tensor] | None = None, device: str = "cpu") -> Agent:
+        """A new :class:`Agent` of the run's architecture holding ``weights`` (default the run's own, e.g. a
+        merge of them with another run's), on ``device`` (``auto`` | ``cpu`` | ``cuda``) in eval mode. Its
+        ``cfg`` is :attr:`config`.
+
+        Raises:
+            CheckpointError: ``weights`` do not fit the stored config (missing, extra or mis-shaped tensors).
+            ConfigError: an unknown device or ``cuda`` without a GPU; an encoder the config names that cannot
+                be built here (e.g. missing pretrained weights).
+        """
+        agent = Agent(self.config, self.action_dim, self.state_dim)
+        try:
+            agent.load_state_dict(self.weights if weights is None else weights)
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors; torch's message spans lines
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            detail = detail if len(detail) <= 300 else detail[:297] + "..."
+            raise CheckpointError(f"the weights in the checkpoint of {str(self.run_dir)!r} do not fit its stored "
+                                  f"config (written by another dreamshift version, or damaged): {detail}") from None
+        return agent.to(resolve_device(device)).eval()
+
+
+def load_run(run_dir: Path | str, device: str = "cpu", agent: bool = True, train_state: bool = False) -> LoadedRun:
+    """Open a run directory: the one way every command loads an agent (or just the config, counters and
+    weights) from a run. Nothing read can run code (:func:`load_state`); torch's threads and RNGs are left
+    alone (building the agent draws its initial weights from torch's global RNG before the stored ones replace
+    them).
+
+    Args:
+        device: where the agent goes (``auto`` | ``cpu`` | ``cuda``, :func:`mbrl.runtime.resolve_device`).
+        agent: build the trained agent (:meth:`LoadedRun.build_agent`); False leaves :attr:`LoadedRun.agent`
+            None (the weights are still read).
+        train_state: keep the raw checkpoint state (optimiser and RNG states) in :attr:`LoadedRun.state`, for
+            training on from the run (:func:`restore`, :mod:`mbrl.adapt`).
 
     Raises:
-        CheckpointError: no checkpoint.
+        CheckpointError: the one error of a missing or unusable run, naming the path and what is wrong: no run
+            directory, no checkpoint, an older pickle checkpoint (naming ``dreamshift convert-run``), a missing,
+            unreadable or damaged checkpoint file, a stored config this version cannot rebuild, or weights that
+            do not fit it.
+        ConfigError: an unknown device, or an encoder the stored config names that cannot be built here.
     """
     state = load_state(run_dir)
-    cfg = config_of(state)
-    return agent_of(state, cfg, device), cfg, state
+    try:
+        cfg = config_of(state)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # unknown keys, a missing section, ...
+        raise CheckpointError(f"the config stored in the checkpoint of {str(run_dir)!r} is not valid for this "
+                              f"dreamshift: {exc}") from None
+    run = LoadedRun(run_dir=Path(run_dir), config=cfg, action_dim=int(state["action_dim"]),
+                    state_dim=int(state.get("state_dim", 0)), counters=dict(state["counters"]),
+                    replay_file=state["replay_file"], weights=state["agent"],
+                    state=state if train_state else None)
+    if agent:
+        run.agent = run.build_agent(device=device)
+    return run
 
 
 def restore(run_dir: Path | str, state: dict[str, Any], agent: Agent, replay: Replay | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from envs import files
 from envs.errors import ConfigError
 from mbrl import checkpoint
-from mbrl.adapt import REPORT_FILE, _override, adapt, read_meta, stage_report
+from mbrl.adapt import REPORT_FILE, _override, adapt, stage_report
 from mbrl.evaluate import evaluate_agent, resolve_threads
 from shifts.conditions import CLEAN, Condition, condition_name, parse_target
 
@@ -51,7 +51,7 @@ def _finished(run_dir: Path, steps: int) -> bool:
     """Whether a stage run reached its budget and has its report."""
     if not checkpoint.checkpoint_path(run_dir).exists() or not (run_dir / "eval" / REPORT_FILE).exists():
         return False
-    return int(checkpoint.load_state(run_dir)["counters"]["env_steps"]) >= steps
+    return checkpoint.load_run(run_dir, agent=False).env_steps >= steps
 
 
 def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: float = 0.5, lr_scale: float = 0.1,
@@ -83,8 +83,8 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
     if out is None:
         raise ConfigError("continual needs --out DIR")
     out = Path(out)
-    state = checkpoint.load_state(run)
-    env_name = checkpoint.config_of(state).env
+    base = checkpoint.load_run(run, agent=False)
+    env_name = base.config.env
     conds = stages if isinstance(stages, list) else parse_stages(stages, env_name)
     if not conds:
         raise ConfigError("--stages names no stage")
@@ -99,7 +99,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         raise ConfigError(f"--steps must be >= 1 target env steps, got {steps}")
     if len(set(conds)) != len(conds):
         raise ConfigError("--stages repeats a condition; each stage must be a new shift")
-    _override(copy.deepcopy(checkpoint.config_of(state)), dict(overrides or {}))  # --set fails before stage 0
+    _override(copy.deepcopy(base.config), dict(overrides or {}))  # --set fails before stage 0
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"--out {str(out)!r} already exists and is not empty; continue it with --resume or "
                           f"choose another --out")
@@ -111,14 +111,13 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
 
     # stage 0: the base run on every condition of the sequence (the reference for forgetting)
     say(f"stage 0 (base {run}): evaluating on clean + {len(conds)} target(s)")
-    agent, cfg, _ = checkpoint.load_agent(run)
     base_conds = [CLEAN, *conds]
-    base_results = evaluate_agent(agent, cfg, base_conds, eval_episodes, 0, say, threads)
+    base_results = evaluate_agent(base.build_agent(), base.config, base_conds, eval_episodes, 0, say, threads)
     for rec, cond in zip(base_results, base_conds, strict=True):
         rec["role"] = "clean" if cond == CLEAN else "later"
     summary["stages"].append({"stage": 0, "run": str(run), "target": "clean", "results": base_results,
                               "data": {"target_env_steps": 0, "lineage_target_env_steps": 0}})
-    del agent
+    del base  # the stages load their own runs
     parent: Path = Path(run)
     for i, cond in enumerate(conds, start=1):
         sdir = stage_dir(out, i, cond)
@@ -136,7 +135,7 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         if not (sdir / "eval" / REPORT_FILE).exists():
             stage_report(sdir, eval_episodes, 0, levels, progress=say, threads=threads)
         report = json.loads((sdir / "eval" / REPORT_FILE).read_text())
-        meta = read_meta(sdir)
+        meta = checkpoint.read_meta(sdir)
         summary["stages"].append({"stage": i, "run": str(sdir), "target": meta["target"], "data": report["data"],
                                   "results": report["results"]})
         summary["matrix"] = _matrix(summary["stages"])

@@ -46,17 +46,25 @@ def pretrained_encoder_state(agent: Agent) -> dict[str, torch.Tensor]:
     return state
 
 
-def merged_agent(run_dir: Path | str, alpha: float) -> Agent:
-    """Load the run's agent and replace its encoder by the ``alpha`` interpolation.
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
+
+
+def merged_agent(run: Path | str | checkpoint.LoadedRun, alpha: float) -> Agent:
+    """The run's agent with its encoder replaced by the ``alpha`` interpolation, on the CPU.
+
+    Args:
+        run: a run directory, or a run already loaded (:func:`mbrl.checkpoint.load_run`, agent on the CPU),
+            whose agent is then merged in place.
 
     Raises:
         CheckpointError: no checkpoint; ConfigError: ``alpha`` outside ``[0, 1]`` or no pretrained encoder.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
-    state = checkpoint.load_state(run_dir)
-    agent = checkpoint.build_agent(state)
-    agent.load_state_dict(state["agent"])
+    _check_alpha(alpha)
+    if not isinstance(run, checkpoint.LoadedRun):
+        run = checkpoint.load_run(run)
+    agent = run.agent if run.agent is not None else run.build_agent()
     pre = pretrained_encoder_state(agent)
     agent.wm.encoder.load_state_dict(merge_weights(pre, agent.wm.encoder.state_dict(), alpha))
     return agent
@@ -72,8 +80,10 @@ def merge_run(run_dir: Path | str, alpha: float, out_dir: Path | str) -> Path:
     out_dir = Path(out_dir)
     if checkpoint.checkpoint_path(out_dir).exists():
         raise ConfigError(f"{str(out_dir)!r} already holds a checkpoint; choose another --out")
-    agent = merged_agent(run_dir, alpha)
-    counters = dict(checkpoint.load_state(run_dir)["counters"])
+    _check_alpha(alpha)
+    run = checkpoint.load_run(run_dir)
+    agent = merged_agent(run, alpha)
+    counters = dict(run.counters)
     agent.cfg.run_dir = str(out_dir)
     files.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
                                             "merged_from": str(run_dir), "alpha": alpha})
@@ -198,17 +208,18 @@ def merge_agent_states(base: dict[str, torch.Tensor], adapted: dict[str, torch.T
     return out
 
 
-def check_mergeable(base: dict, adapted: dict, base_name: str = "BASE", adapted_name: str = "ADAPTED") -> None:
-    """Refuse to merge checkpoint states whose model configurations differ.
+def check_mergeable(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, base_name: str = "BASE",
+                    adapted_name: str = "ADAPTED") -> None:
+    """Refuse to merge runs whose model configurations differ.
 
     Args:
-        base, adapted: checkpoint states (:func:`mbrl.checkpoint.load_state`).
+        base, adapted: loaded runs (:func:`mbrl.checkpoint.load_run`).
 
     Raises:
         ConfigError: the configs differ in a key that fixes the weights' shapes or meaning (env, encoder,
             encoder settings, image size, ``model.*``) or in the action dimension; the message names them.
     """
-    a, b = base["config"], adapted["config"]
+    a, b = to_dict(base.config), to_dict(adapted.config)
     diff = []
     for key in _ARCH_KEYS:
         if isinstance(a.get(key), dict):
@@ -216,8 +227,8 @@ def check_mergeable(base: dict, adapted: dict, base_name: str = "BASE", adapted_
                      if a[key][k] != b.get(key, {}).get(k)]
         elif a.get(key) != b.get(key):
             diff.append(f"{key} ({a.get(key)!r} vs {b.get(key)!r})")
-    if base["action_dim"] != adapted["action_dim"]:
-        diff.append(f"action_dim ({base['action_dim']} vs {adapted['action_dim']})")
+    if base.action_dim != adapted.action_dim:
+        diff.append(f"action_dim ({base.action_dim} vs {adapted.action_dim})")
     if diff:
         raise ConfigError(f"cannot merge {base_name} and {adapted_name}: their model configs differ in "
                           f"{', '.join(diff[:5])}")
@@ -231,12 +242,15 @@ def merged_agents(base_run: Path | str, adapted_run: Path | str, alphas: dict[st
         CheckpointError: a run without checkpoint. ConfigError: bad alpha or incompatible configs.
     """
     alphas = parse_alpha(alphas)
-    base = checkpoint.load_state(base_run)
-    adapted = checkpoint.load_state(adapted_run)
-    check_mergeable(base, adapted, str(base_run), str(adapted_run))
-    agent = checkpoint.build_agent(adapted)
-    agent.load_state_dict(merge_agent_states(base["agent"], adapted["agent"], alphas))
-    return agent
+    base = checkpoint.load_run(base_run, agent=False)
+    return _merged(base, checkpoint.load_run(adapted_run, agent=False), alphas)
+
+
+def _merged(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, alphas: dict[str, float],
+            device: str = "cpu") -> Agent:
+    """The per-module merge of two loaded runs as a new agent of ``adapted``'s config on ``device``."""
+    check_mergeable(base, adapted, str(base.run_dir), str(adapted.run_dir))
+    return adapted.build_agent(merge_agent_states(base.weights, adapted.weights, alphas), device)
 
 
 def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, float] | str | float,
@@ -253,9 +267,10 @@ def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{str(out_dir)!r} already exists and is not empty; choose another --out")
     alphas = parse_alpha(alphas)
-    agent = merged_agents(base_run, adapted_run, alphas)
-    adapted = checkpoint.load_state(adapted_run)
-    meta = _read_meta(adapted_run)
+    base = checkpoint.load_run(base_run, agent=False)
+    adapted = checkpoint.load_run(adapted_run, agent=False)
+    agent = _merged(base, adapted, alphas)
+    meta = adapted.meta
     agent.cfg.run_dir = str(out_dir)
     # the adapted run's lineage (mbrl.adapt), so the merged run is evaluated and continued like it
     extra = {k: meta[k] for k in ("adapted_from", "target", "conditions", "lineage", "base_env_steps",
@@ -264,15 +279,5 @@ def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, 
     files.write_json(out_dir / "config.json", {"config": to_dict(agent.cfg), "config_hash": model_hash(agent.cfg),
                                             **extra, "merged_from": [str(base_run), str(adapted_run)],
                                             "alpha": alphas})
-    checkpoint.save(out_dir, agent, None, dict(adapted["counters"]))
+    checkpoint.save(out_dir, agent, None, dict(adapted.counters))
     return out_dir
-
-
-def _read_meta(run_dir: Path | str) -> dict:
-    """The run's config.json as a dict (empty if missing or unreadable)."""
-    import json
-
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}

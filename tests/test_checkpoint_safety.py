@@ -49,6 +49,8 @@ def test_malicious_pickle_is_refused_by_load_state(tmp_path):
     assert f"dreamshift convert-run {run}" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="convert-run"):
         checkpoint.read_config(run)
+    with pytest.raises(CheckpointError, match="convert-run"):
+        checkpoint.load_run(run)
     assert not marker.exists()
     assert checkpoint.checkpoint_path(run).name == "agent.pt"  # callers asking "has a checkpoint?" see it
 
@@ -160,7 +162,7 @@ def test_round_trip_continues_bit_for_bit(tmp_path, tiny_cfg, single_thread, alg
     # ... equals one more update after it
     state = checkpoint.load_state(tmp_path / "run")
     assert state["counters"] == _COUNTERS
-    agent2 = checkpoint.build_agent(state)
+    agent2 = Agent(checkpoint.config_of(state), state["action_dim"], state["state_dim"])
     replay2 = Replay(1000, 1, (cfg.image_size, cfg.image_size, 3), 2)
     assert checkpoint.restore(tmp_path / "run", state, agent2, replay2) == _COUNTERS
     _update(agent2, replay2)

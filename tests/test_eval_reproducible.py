@@ -69,11 +69,8 @@ def _twice(fn, *args, **kwargs) -> tuple[dict, dict]:
 
 
 def _agent(run: Path):
-    state = checkpoint.load_state(run)
-    cfg = checkpoint.config_of(state)
-    agent = checkpoint.build_agent(state, cfg)
-    agent.load_state_dict(state["agent"])
-    return agent, cfg
+    loaded = checkpoint.load_run(run)
+    return loaded.agent, loaded.config
 
 
 # ------------------------------------------------------------------------------------------------ rollouts

@@ -43,7 +43,7 @@ from mbrl.config import model_hash
 from mbrl.distributions import categorical_kl
 from mbrl.evaluate import EVAL_SEED_OFFSET, episode_rng_seed, seeded_rng
 from mbrl.policy import AgentPolicy
-from mbrl.runtime import env_kwargs, resolve_device
+from mbrl.runtime import env_kwargs
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
 
@@ -138,12 +138,9 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
     if episodes < 1 or max_steps < 1:
         raise ConfigError(f"--episodes and --max-steps must be >= 1, got {episodes}, {max_steps}")
     name, conditions = parse_suite(suite)
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
+    run = checkpoint.load_run(run_dir, device)
+    cfg, agent = run.config, run.agent
     conditions = for_env(name, conditions, cfg.env)
-    agent = checkpoint.build_agent(state, cfg)
-    agent.load_state_dict(state["agent"])
-    agent = agent.to(resolve_device(device)).eval()
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg),
             "config_hash": model_hash(cfg)}
     results: list[dict[str, Any]] = []
@@ -185,6 +182,6 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
             ref = clean[metric]
             row[f"{metric}_ratio"] = None if not ref else row[metric] / ref
     summary = {"analysis": "wm", **base, "run_dir": str(run_dir), "suite": name, "episodes": episodes,
-               "max_steps": max_steps, "seed": seed, "env_steps_trained": int(state["counters"]["env_steps"]),
+               "max_steps": max_steps, "seed": seed, "env_steps_trained": run.env_steps,
                "results": results}
     return summary, records

@@ -108,13 +108,10 @@ def from_run(run_dir: Path | str, analysis: str, with_random: bool = False, seed
         CheckpointError: no run directory / checkpoint.
         ConfigError: the run's encoder has no pretrained weights (``cnn``).
     """
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
+    run = checkpoint.load_run(run_dir)  # on the CPU, in eval mode
+    cfg, agent = run.config, run.agent
     cfg.device = "cpu"
-    agent = checkpoint.build_agent(state, cfg)
     require_pretrained(agent.wm.encoder, cfg.encoder, analysis)
-    agent.load_state_dict(state["agent"])
-    agent.eval()
     finetuned = agent.wm.encoder
     pretrained = copy.deepcopy(finetuned)
     pretrained.load_state_dict(pretrained_encoder_state(agent))
@@ -122,7 +119,7 @@ def from_run(run_dir: Path | str, analysis: str, with_random: bool = False, seed
     if with_random:
         encoders["random"] = random_init(pretrained, seed)
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg),
-            "config_hash": model_hash(cfg), "env_steps_trained": int(state["counters"].get("env_steps", 0))}
+            "config_hash": model_hash(cfg), "env_steps_trained": int(run.counters.get("env_steps", 0))}
     return EncoderSet(encoders, cfg, base, Path(run_dir), agent)
 
 

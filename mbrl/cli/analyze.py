@@ -248,7 +248,7 @@ def handle(args: argparse.Namespace) -> None:
         cfg = None
         if run is not None:
 
-            cfg = checkpoint.config_of(checkpoint.load_state(run))
+            cfg = checkpoint.load_run(run, agent=False).config
         env_list = args.env or (cfg.env if cfg else "dmc:cartpole_balance,dmc:walker_walk")
         envs_ = [e.strip() for e in env_list.split(",") if e.strip()]
         summary, records = calibrate(envs_, args.suite or "standard", frames=args.frames or 16,

@@ -76,15 +76,14 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     resolve_threads(None, threads)  # validate before loading
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
+    run = checkpoint.load_run(run_dir, device)
+    cfg, agent = run.config, run.agent
     conditions = for_env(name, conditions, cfg.env)
     with eval_threads(cfg, threads) as n:
-        agent = checkpoint.agent_of(state, cfg, device)
         per_condition = run_conditions(agent, cfg, [suite_condition(k, s) for k, s in conditions], episodes, seed,
                                        n, None if progress is None else _suite_progress(conditions, progress))
     base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
-            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": state["counters"]["env_steps"],
+            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": run.counters["env_steps"],
             "config_hash": model_hash(cfg)}
     records = [{**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"], "return": r["return"],
                 "success": r.get("success"), "length": r["length"]}
@@ -166,18 +165,16 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     resolve_threads(None, threads)  # validate before loading
-    state = checkpoint.load_state(run_dir)
-    cfg = checkpoint.config_of(state)
+    # a merged agent is built on the CPU, where the pretrained weights it interpolates with are loaded
+    run = checkpoint.load_run(run_dir, device if alpha is None else "cpu")
+    cfg = run.config
     with eval_threads(cfg, threads) as n:
-        if alpha is None:
-            agent = checkpoint.agent_of(state, cfg, device)
-        else:
-            agent = merged_agent(run_dir, alpha).to(resolve_device(device))
+        agent = run.agent if alpha is None else merged_agent(run, alpha).to(resolve_device(device))
         (results,) = run_conditions(agent, cfg, [CLEAN], episodes, seed, n)
     returns = np.array([r["return"] for r in results])
     summary = {
         "env": cfg.env, "encoder": cfg.encoder, "size": cfg.size, "seed": cfg.seed, "shift": "none",
-        "severity": 0, "alpha": alpha, "env_steps_trained": state["counters"]["env_steps"],
+        "severity": 0, "alpha": alpha, "env_steps_trained": run.counters["env_steps"],
         "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg),
         "episodes": results, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
         "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
