@@ -277,6 +277,38 @@ def from_suite(summary: dict[str, Any], trial: str, label: str | None = None) ->
 RUN_RESULTS = Path("eval") / "results"
 
 
+def condition_shift(shifts: Iterable[Iterable[Any]]) -> tuple[str, int]:
+    """A condition's ``(shift, severity)`` in the suite vocabulary of the records: the clean condition ``()`` (named
+    ``clean`` by ``dreamshift adapt``) is ``("none", 0)``, one shift ``[[kind, severity]]`` is itself, and shifts
+    applied together are one ``shift`` ``kind+kind`` at their common severity (``kind:sev+kind:sev`` at the highest
+    one when the severities differ).
+
+    Args:
+        shifts: ``[[kind, severity], ...]`` (the ``shifts`` of a :func:`mbrl.evaluate.evaluate_agent` record).
+    """
+    pairs = [(str(k), int(s)) for k, s in shifts]
+    if not pairs:
+        return "none", 0
+    severities = {s for _, s in pairs}
+    if len(severities) == 1:
+        return "+".join(k for k, _ in pairs), pairs[0][1]
+    return "+".join(f"{k}:{s}" for k, s in pairs), max(severities)
+
+
+def from_conditions(run: dict[str, Any], conditions: Iterable[dict[str, Any]], trial: str,
+                    label: str | None = None) -> list[dict[str, Any]]:
+    """Schema records of an adaptation evaluation: ``conditions`` are :func:`mbrl.evaluate.evaluate_agent` records
+    (``shifts``, ``episodes``) of the stage report (``RUN/eval/adapt-report.json``), an alpha sweep row or a
+    continual stage, ``run`` their ``run_meta`` (:func:`mbrl.evaluate.run_metadata`); conditions are named by
+    :func:`condition_shift`.
+
+    Raises:
+        KeyError: a condition without ``episodes`` (a report written before records were kept: evaluate again).
+    """
+    return [r for cond in conditions
+            for r in episode_records(run, *condition_shift(cond["shifts"]), cond["episodes"], trial, label)]
+
+
 def run_results_dir(run_dir: Path | str) -> Path:
     """Where ``dreamshift evaluate [--suite]`` writes a run's records: ``RUN_DIR/eval/results``."""
     return Path(run_dir) / RUN_RESULTS

@@ -48,7 +48,7 @@ from envs.vector import AUTORESET_MODE
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
-from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads
+from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
 from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
@@ -338,7 +338,7 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
     report = {"run": str(run_dir), "adapted_from": meta["adapted_from"], "target": meta["target"],
               "env": cfg.env, "encoder": cfg.encoder, "mix": meta["mix"], "lr_scale": meta["lr_scale"],
               "eval_seed": seed, "episodes_per_condition": episodes, "data": data_used(meta, run.counters),
-              "results": results}
+              "run_meta": run_metadata(run, seed), "results": results}
     return files.write_json(Path(run_dir) / "eval" / REPORT_FILE, report)
 
 
@@ -404,7 +404,8 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
                 rec["role"] = role
             rows.append({"alpha": spec, "alpha_name": format_alpha(spec), "results": results})
     out = {"base": str(base_run), "adapted": str(adapted_run), "target": meta["target"], "eval_seed": seed,
-           "episodes_per_condition": episodes, "data": data_used(meta, adapted.counters), "sweep": rows}
+           "episodes_per_condition": episodes, "data": data_used(meta, adapted.counters),
+           "run_meta": run_metadata(adapted, seed), "sweep": rows}
     return files.write_json(Path(adapted_run) / "eval" / "alpha-sweep.json", out)
 
 

@@ -19,6 +19,7 @@ import torch
 from conftest import TINY_RUN
 
 from envs.errors import CheckpointError, ConfigError
+from experiments import results
 from mbrl import checkpoint
 from mbrl.adapt import adapt, alpha_sweep, stage_report
 from mbrl.cli import main
@@ -294,6 +295,33 @@ def test_alpha_sweep_evaluates_each_alpha_on_target_and_clean(base_run, adapted,
         assert all(0.0 <= r["return_mean"] <= 100.0 for r in row["results"])
 
 
+def test_adapt_eval_cli_writes_one_leaderboard_row_per_alpha(base_run, adapted, tmp_path, capsys):
+    run = tmp_path / "ad"
+    shutil.copytree(adapted, run)
+    assert main(["adapt-eval", str(base_run), str(run), "--alpha", "0,1", "--episodes", "1"]) == 0
+    assert f"records: {results.run_results_dir(run)} (leaderboard: dreamshift leaderboard {run})" in \
+        capsys.readouterr().out
+    rdir = results.run_results_dir(run)
+    assert sorted(p.name for p in rdir.glob("*.jsonl")) == [
+        "color-5-seed0-alpha0.jsonl", "color-5-seed0-alpha1.jsonl", "none-0-seed0-alpha0.jsonl",
+        "none-0-seed0-alpha1.jsonl"]
+    recs = results.read_dir(rdir)
+    mode = json.loads((run / "eval" / "alpha-sweep.json").read_text())["run_meta"]["encoder_mode"]
+    assert {(r["trial"], r["label"], r["encoder_mode"]) for r in recs} == {
+        ("ad@alpha=0", "cnn@alpha=0", f"{mode}+merge:0"), ("ad@alpha=1", "cnn@alpha=1", f"{mode}+merge:1")}
+    assert {(r["shift"], r["severity"]) for r in recs} == {("none", 0), ("color", 5)} and len(recs) == 4
+    assert main(["leaderboard", str(run), "--out", str(tmp_path / "lb"), "--reps", "100"]) == 0
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert md.count("| cnn@alpha=0 ") == 1 and md.count("| cnn@alpha=1 ") == 1
+
+
+def test_condition_shift_names_conditions_in_the_suite_vocabulary():
+    assert results.condition_shift([]) == ("none", 0)
+    assert results.condition_shift([["color", 5]]) == ("color", 5)
+    assert results.condition_shift([["color", 3], ["fog", 3]]) == ("color+fog", 3)
+    assert results.condition_shift([["color", 5], ["fog", 2]]) == ("color:5+fog:2", 5)
+
+
 # ------------------------------------------------------------------------------------------------ continual
 def test_continual_two_stages_evaluates_every_earlier_condition(base_run, tmp_path):
     before = tree(base_run)
@@ -320,6 +348,18 @@ def test_continual_two_stages_evaluates_every_earlier_condition(base_run, tmp_pa
     assert c2["mix_counts"]["target"] + sum(sources) == 2 * c2["updates"]
     assert tree(base_run) == before
 
+
+
+def test_continual_cli_writes_each_stages_records(base_run, tmp_path, capsys):
+    out = tmp_path / "seq"
+    assert main(["continual", str(base_run), "--stages", "color:5", "--steps", "60", "--out", str(out),
+                 "--eval-episodes", "1", "--no-levels", "--set", "prefill=16"]) == 0
+    stage = Path(json.loads((out / "continual.json").read_text())["stages"][1]["run"])
+    assert f"records: {results.run_results_dir(stage)}" in capsys.readouterr().out
+    recs = results.read_dir(results.run_results_dir(stage))
+    assert {(r["shift"], r["severity"]) for r in recs} == {("none", 0), ("color", 5)}
+    assert {r["trial"] for r in recs} == {stage.name}
+    assert not results.run_results_dir(base_run).exists()  # the base run is read only
 
 # ------------------------------------------------------------------------------------------------ bad input
 def test_parse_target_and_levels():
@@ -395,3 +435,15 @@ def test_adapt_cli_adapts_and_prints_the_stage_report(base_run, tmp_path, capsys
     assert json.loads((out / "config.json").read_text())["mix"] == 0.0
     report = json.loads((out / "eval" / "adapt-report.json").read_text())
     assert [r["condition"] for r in report["results"]] == ["gaussian_noise:5", "clean"]
+    # results-schema records of the report (clean written none/0), which the leaderboard accepts
+    assert f"records: {results.run_results_dir(out)} (leaderboard: dreamshift leaderboard {out})" in printed
+    rdir = results.run_results_dir(out)
+    assert sorted(p.name for p in rdir.glob("*.jsonl")) == ["gaussian_noise-5-seed0.jsonl", "none-0-seed0.jsonl"]
+    recs = results.read_dir(rdir)
+    assert {(r["shift"], r["severity"]) for r in recs} == {("none", 0), ("gaussian_noise", 5)}
+    assert {r["trial"] for r in recs} == {"ad"} and {r["label"] for r in recs} == {"cnn"}
+    assert sorted(r["return"] for r in recs) == sorted(x for r in report["results"] for x in r["returns"])
+    assert all(r["env_steps_trained"] == report["run_meta"]["env_steps_trained"] for r in recs)
+    assert main(["leaderboard", str(out), "--out", str(tmp_path / "lb"), "--reps", "100"]) == 0
+    assert (tmp_path / "lb" / "leaderboard.md").read_text().count("| cnn ") == 1
+

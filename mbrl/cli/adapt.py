@@ -19,7 +19,7 @@ import json
 from envs import files
 from envs.errors import ConfigError
 from mbrl import adapt as adaptation
-from mbrl.cli.common import add_threads, say, split_args, threads_kwargs, threads_setting
+from mbrl.cli.common import add_threads, say, split_args, threads_kwargs, threads_setting, write_report_records
 
 
 def handle(args: argparse.Namespace) -> None:
@@ -47,8 +47,10 @@ def handle(args: argparse.Namespace) -> None:
     if args.eval_episodes > 0:
         path = adaptation.stage_report(out, args.eval_episodes, 0, not args.no_levels, progress=say,
                             **threads_kwargs(adaptation.stage_report, args.threads))
-        print(adaptation.format_report(json.loads(path.read_text())))
+        report = json.loads(path.read_text())
+        print(adaptation.format_report(report))
         print(f"report: {path}")
+        write_report_records(out, report)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from envs import files
 from envs.errors import ConfigError
 from mbrl.adapt import alpha_sweep, format_sweep
-from mbrl.cli.common import add_threads, check_device, say, threads_kwargs
+from mbrl.cli.common import add_threads, check_device, say, threads_kwargs, write_sweep_records
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,5 +43,7 @@ def handle(args: argparse.Namespace) -> None:
     check_device(args.device)
     path = alpha_sweep(args.base, args.adapted, specs, args.episodes, args.seed, args.levels, args.device,
                        progress=say, **threads_kwargs(alpha_sweep, args.threads))
-    print(format_sweep(json.loads(path.read_text())))
+    sweep = json.loads(path.read_text())
+    print(format_sweep(sweep))
     print(f"results: {path}")
+    write_sweep_records(args.adapted, sweep)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from envs.errors import ConfigError
+from experiments import results
 from mbrl.config import parse_overrides
 from mbrl.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
 
@@ -172,3 +173,56 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboard
                     f"continue with: {_quote(again)}")
         return "interrupted before the first checkpoint; nothing to resume"
     return "interrupted; results are written atomically, so no half-written file was left"
+
+
+def write_records(run_dir: str | Path, batches: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Write an evaluation's results-schema records under ``RUN_DIR/eval/results/`` and print where, with the
+    command that reads them: the one writer of ``dreamshift evaluate`` [``--suite``], ``adapt``'s stage report,
+    ``adapt-eval``'s alpha sweep and ``continual``'s stages.
+
+    Args:
+        batches: ``(tag, records)``: :func:`experiments.results.write_run` writes each batch as one file per
+            condition and evaluation seed, ``tag`` (``""``, ``-merge0.5``, ``-alpha0.5``) separating variants of
+            the agent.
+    """
+    for tag, records in batches:
+        results.write_run(run_dir, records, tag)
+    print(f"records: {results.run_results_dir(run_dir)} (leaderboard: dreamshift leaderboard {run_dir})")
+
+
+def run_trial(run_dir: str | Path) -> str:
+    """The ``trial`` of a run's records outside sweeps: the run directory's name."""
+    return Path(run_dir).resolve().name
+
+
+def write_report_records(run_dir: str | Path, report: dict[str, Any]) -> None:
+    """Records of a stage report (``RUN/eval/adapt-report.json`` of :func:`mbrl.adapt.stage_report`, the clean
+    condition written ``none``/0) under ``RUN/eval/results/``, trial the run directory's name: the same files as
+    ``dreamshift evaluate RUN [--suite]`` writes for the same conditions, which they replace. A report written
+    before reports kept their episodes gets none (a note on stderr)."""
+    if "run_meta" not in report or any("episodes" not in r for r in report["results"]):
+        say(f"records: none for {run_dir} (its report predates results records; evaluate it again)")
+        return
+    records = results.from_conditions(report["run_meta"], report["results"], run_trial(run_dir))
+    write_records(run_dir, [("", records)])
+
+
+def write_sweep_records(adapted_run: str | Path, sweep: dict[str, Any]) -> None:
+    """Records of an alpha sweep (``ADAPTED/eval/alpha-sweep.json`` of :func:`mbrl.adapt.alpha_sweep`) under
+    ``ADAPTED/eval/results/``: each merged agent is its own trial and label, ``<run>@alpha=<alpha>`` and
+    ``<encoder>@alpha=<alpha>`` (one leaderboard row per merge), with ``encoder_mode`` ``<mode>+merge:<alpha>``
+    and files tagged ``-alpha<alpha>``."""
+    meta, trial = sweep["run_meta"], run_trial(adapted_run)
+    batches = []
+    for row in sweep["sweep"]:
+        name = row["alpha_name"]
+        run = {**meta, "encoder_mode": f"{meta['encoder_mode']}+merge:{name}"}
+        records = results.from_conditions(run, row["results"], f"{trial}@alpha={name}",
+                                          f"{meta['encoder']}@alpha={name}")
+        batches.append((f"-alpha{_file_tag(name)}", records))
+    write_records(adapted_run, batches)
+
+
+def _file_tag(text: str) -> str:
+    """``text`` made safe for a results file name (characters other than letters, digits, ``_.-`` become ``_``)."""
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)

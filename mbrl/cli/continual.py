@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from envs import files
 from envs.errors import ConfigError
 from mbrl import continual as continual_mod
-from mbrl.cli.common import add_threads, say, split_args, threads_setting
+from mbrl.cli.common import add_threads, say, split_args, threads_setting, write_report_records
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,5 +46,9 @@ def handle(args: argparse.Namespace) -> None:
     path = continual_mod.continual(run, args.stages, args.steps, args.mix, args.lr_scale, args.out, args.seed,
                                    args.eval_episodes, not args.no_levels, overrides, args.resume, progress=say,
                                    **threads)
-    print(continual_mod.format_summary(json.loads(path.read_text())))
+    summary = json.loads(path.read_text())
+    print(continual_mod.format_summary(summary))
     print(f"results: {path}")
+    for stage in summary["stages"][1:]:  # stage 0 is the base run, read only: its evaluation stays in the summary
+        report = Path(stage["run"]) / "eval" / continual_mod.REPORT_FILE
+        write_report_records(stage["run"], json.loads(report.read_text()))

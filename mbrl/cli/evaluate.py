@@ -93,11 +93,8 @@ def run_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str, t
 
 def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]],
                    tag: str = "") -> None:
-    """Write an evaluation's results-schema records (:func:`experiments.results.write_run`; the trial is the run
-    directory's name), which ``dreamshift leaderboard RUN_DIR`` reads. ``conditions``: ``(shift, severity, run
-    metadata, episode records)``."""
-    trial = Path(run_dir).resolve().name
-    records = [r for shift, severity, run, episodes in conditions
-               for r in results.episode_records(run, shift, severity, episodes, trial)]
-    results.write_run(run_dir, records, tag)
-    print(f"records: {results.run_results_dir(run_dir)} (leaderboard: dreamshift leaderboard {run_dir})")
+    """Write an evaluation's records (:func:`mbrl.cli.common.write_records`; the trial is the run directory's
+    name). ``conditions``: ``(shift, severity, run metadata, episode records)``."""
+    trial = common.run_trial(run_dir)
+    common.write_records(run_dir, [(tag, [r for shift, severity, run, episodes in conditions
+                                          for r in results.episode_records(run, shift, severity, episodes, trial)])])

@@ -28,8 +28,9 @@ from mbrl.evaluate.suite import (
     evaluate_suite,
     format_table,
     run_conditions,
+    run_metadata,
 )
 
 __all__ = ["EVAL_SEED_OFFSET", "aggregate", "drop_pct", "episode_rng_seed", "eval_threads", "evaluate",
            "evaluate_agent", "evaluate_suite", "format_table", "resolve_threads", "run_conditions", "run_episodes",
-           "seeded_rng"]
+           "run_metadata", "seeded_rng"]

@@ -82,9 +82,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     with eval_threads(cfg, threads) as n:
         per_condition = run_conditions(agent, cfg, [suite_condition(k, s) for k, s in conditions], episodes, seed,
                                        n, None if progress is None else _suite_progress(conditions, progress))
-    base = {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
-            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": run.counters["env_steps"],
-            "config_hash": model_hash(cfg)}
+    base = run_metadata(run, seed)
     records = [{**base, "shift": kind, "severity": severity, "episode_seed": r["episode_seed"], "return": r["return"],
                 "success": r.get("success"), "length": r["length"]}
                for (kind, severity), results in zip(conditions, per_condition, strict=True) for r in results]
@@ -92,6 +90,16 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
     out = {**base, "suite": name, "episodes_per_condition": episodes,
            "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
     return files.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
+
+
+def run_metadata(run: Any, seed: int) -> dict[str, Any]:
+    """What identifies an evaluated run in its results records (:func:`experiments.results.episode_records`):
+    ``env``, ``encoder``, ``encoder_mode`` (resolved), ``size``, ``seed`` (training), ``eval_seed`` (``seed``),
+    ``env_steps_trained`` and ``config_hash`` of a loaded run (:func:`mbrl.checkpoint.load_run`)."""
+    cfg = run.config
+    return {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
+            "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": int(run.counters["env_steps"]),
+            "config_hash": model_hash(cfg)}
 
 
 def run_conditions(agent: Agent, cfg: Any, conditions: list[Condition], episodes: int, seed: int, threads: int,
@@ -125,7 +133,9 @@ def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes
 
     Returns:
         one record per condition: ``condition`` (name), ``shifts`` (``[[kind, severity], ...]``), ``n``,
-        ``returns``, ``return_mean``, ``return_stderr``.
+        ``returns``, ``return_mean``, ``return_stderr`` and ``episodes`` (the
+        :func:`~mbrl.evaluate.episodes.run_episodes` records: ``episode_seed``, ``return``, ``length``, optional
+        ``success``), from which the CLI writes results-schema records.
 
     Raises:
         ConfigError: ``episodes`` < 1, ``threads`` < 0.
@@ -138,7 +148,8 @@ def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes
         returns = np.array([r["return"] for r in results], dtype=np.float64)
         rec = {"condition": condition_name(cond), "shifts": [list(c) for c in cond], "n": len(returns),
                "returns": returns.tolist(), "return_mean": float(returns.mean()),
-               "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0}
+               "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
+               "episodes": results}
         out.append(rec)
         if progress is not None:
             progress(f"  {rec['condition']}: return {rec['return_mean']:.1f}")
