@@ -3,9 +3,11 @@
 Every number on the leaderboard is computed from these records, and nothing else: a sweep writes one file per
 trial (``RESULTS_DIR/<trial>.jsonl``, atomically, once the trial's evaluation is complete), ``dreamshift evaluate
 RUN [--suite S]`` one file per condition under ``RUN/eval/results/`` (:func:`write_run`; the trial is the run
-directory's name), both built by :func:`episode_records`, and ``dreamshift leaderboard`` reads every ``*.jsonl``
-under a directory (a run directory stands for its ``eval/results``). Paths are never hand-edited: a record says
-what it measured.
+directory's name), and so do ``dreamshift adapt``'s stage report, ``adapt-eval``'s alpha sweep (one trial and
+label ``...@alpha=<alpha>`` per merged agent) and ``continual``'s stages (:func:`from_conditions`), all built by
+:func:`episode_records` and written by :func:`mbrl.cli.common.write_records`, and ``dreamshift leaderboard``
+reads every ``*.jsonl`` under a directory (a run directory stands for its ``eval/results``). Paths are never
+hand-edited: a record says what it measured.
 
 Schema version 1 (``"schema": 1``); each line is one object with exactly these fields:
 

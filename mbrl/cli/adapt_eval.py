@@ -2,6 +2,9 @@
 (:func:`mbrl.adapt.alpha_sweep`).
 
     dreamshift adapt-eval BASE ADAPTED --alpha 0,0.5,1 [--episodes 3] [--threads N]  # merged agents
+
+Besides ``ADAPTED/eval/alpha-sweep.json`` each merged agent's results-schema records go to
+``ADAPTED/eval/results/`` (:func:`mbrl.cli.common.write_sweep_records`), read by ``dreamshift leaderboard ADAPTED``.
 """
 
 from __future__ import annotations
