@@ -143,18 +143,14 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboard
     run_dir, ckpt, steps = getattr(exc, "run_dir", None), getattr(exc, "checkpoint", None), getattr(exc, "env_steps",
                                                                                                     0)
     saved = f"checkpoint saved at {steps} env steps in {str(ckpt)!r}" if ckpt is not None else None
-    if command == "train" or (command == "demo" and run_dir is not None):
+    resumes = "train" if command == "train" or (command == "demo" and run_dir is not None) else command
+    if resumes in ("train", "adapt"):  # both resume a run directory from its checkpoint
         if run_dir is None:
-            return "interrupted before training started; no checkpoint was written"
+            what = "training" if resumes == "train" else "adaptation"
+            return f"interrupted before {what} started; no checkpoint was written"
         if saved is None:
             return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
-        return f"interrupted: {saved}; continue with: dreamshift train --resume {shlex.quote(str(run_dir))}"
-    if command == "adapt":
-        if run_dir is None:
-            return "interrupted before adaptation started; no checkpoint was written"
-        if saved is None:
-            return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
-        return f"interrupted: {saved}; continue with: dreamshift adapt --resume {shlex.quote(str(run_dir))}"
+        return f"interrupted: {saved}; continue with: dreamshift {resumes} --resume {shlex.quote(str(run_dir))}"
     if command == "continual":
         again = argv if "--resume" in argv else [*argv, "--resume"]
         done = f"{saved}; " if saved else "finished stages are kept; "
