@@ -170,7 +170,9 @@ class ActorCritic(nn.Module):
         """Actor and critic losses on an imagined trajectory (Eq. 8-11; reference ``imag_loss``).
 
         Also stores the detached lambda-returns in ``traj["ret"]`` ``(H, N)`` (``ret[0]`` bootstraps
-        :meth:`repval_loss`) and updates the return normaliser.
+        :meth:`repval_loss`) and updates the return normaliser. With REINFORCE gradients the work is split in
+        :meth:`critic_terms` and :meth:`actor_terms` (two separately differentiable pieces: ``compile=on`` compiles
+        each as one graph, and the actor's and the critic's backward passes stay independent).
 
         Returns:
             ``(actor_loss, critic_loss, metrics)``: scalar losses (means over ``H x N`` of the weighted terms)
@@ -180,33 +182,92 @@ class ActorCritic(nn.Module):
             ``max(limit, P95 - P5)``), ``ac/retnorm_lo``/``ac/retnorm_hi`` (the EMA percentiles),
             ``ac/entropy``, ``ac/policy_std``, ``ac/imag_reward``, ``ac/imag_cont``, ``ac/imag_weight``.
         """
+        if self.cfg.actor_grad == "backprop":
+            return self._loss_backprop(traj)
+        feat, weight = traj["feat"].detach(), traj["weight"]
+        critic_loss, ret, adv, metrics = self.critic_terms(feat, traj["reward"].detach(), traj["cont"].detach(),
+                                                           weight)
+        actor_loss, actor_metrics = self.actor_terms(feat[:-1], traj["action"][:-1].detach(), adv, weight[:-1])
+        traj["ret"] = ret
+        metrics.update(actor_metrics)
+        return actor_loss, critic_loss, metrics
+
+    def critic_terms(self, feat: Tensor, reward: Tensor, cont: Tensor,
+                     weight: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """The critic's part of :meth:`loss` with REINFORCE actor gradients: one critic pass for the targets and
+        the loss, lambda-returns, the return-normaliser update (in place, ``retnorm``) and the critic loss.
+
+        Args:
+            feat: ``(H+1, N, F)`` imagined features (no gradient into them).
+            reward: ``(H, N)``, cont: ``(H+1, N)``, weight: ``(H+1, N)``: as returned by :meth:`imagine`.
+
+        Returns:
+            ``(critic_loss, ret, adv, metrics)``: the scalar critic loss (gradients into the critic only), the
+            detached lambda-returns ``(H, N)``, the detached scaled advantages ``(R - v) / scale`` ``(H, N)`` and
+            the critic/return metrics of :meth:`loss` as detached 0-d tensors.
+        """
+        cfg = self.cfg
+        gamma = 1.0 - 1.0 / cfg.horizon
+        logits = self.critic(feat)  # one critic pass for the targets and the loss
+        value = TwoHot(logits, self.bins, self.twohot).mean.detach()
+        dist = TwoHot(logits[:-1], self.bins, self.twohot)
+        ret = lambda_return(reward, value, gamma * cont[1:], cfg.lam)
+        scale = self._update_retnorm(ret)
+        adv_raw = ret - value[:-1]
+        adv = adv_raw / scale
+        slow_mean = self.value(feat[:-1], slow=True).mean.detach()
+        critic_loss = -dist.log_prob(ret) - cfg.slowreg * dist.log_prob(slow_mean)
+        critic_loss = (critic_loss * weight[:-1]).mean()
+        with torch.no_grad():
+            metrics = {"ac/critic_loss": critic_loss.detach(), "ac/critic_mean": value.mean(),
+                       "ac/return": ret.mean(), "ac/adv_mean": adv_raw.mean(), "ac/adv_std": adv_raw.std(),
+                       "ac/retnorm_scale": scale.detach(), "ac/retnorm_lo": self.retnorm[0].clone(),
+                       "ac/retnorm_hi": self.retnorm[1].clone(), "ac/imag_reward": reward.mean(),
+                       "ac/imag_cont": cont.mean(), "ac/imag_weight": weight.mean()}
+        return critic_loss, ret.detach(), adv.detach(), metrics
+
+    def actor_terms(self, feat: Tensor, action: Tensor, adv: Tensor,
+                    weight: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The actor's part of :meth:`loss` with REINFORCE gradients:
+        ``mean(weight * (-log pi(a | s) * adv - actent * H[pi(. | s)]))``.
+
+        Args:
+            feat: ``(H, N, F)`` features of the states the actions were taken in; action: ``(H, N, A)``;
+            adv: ``(H, N)`` scaled advantages (constants); weight: ``(H, N)``.
+
+        Returns:
+            ``(actor_loss, metrics)``: the scalar loss (gradients into the actor only) and ``ac/actor_loss``,
+            ``ac/entropy``, ``ac/policy_std`` as detached 0-d tensors.
+        """
+        policy = self.policy(feat)
+        ent = policy.entropy()
+        actor_loss = -policy.log_prob(action) * adv
+        actor_loss = ((actor_loss - self.cfg.actent * ent) * weight).mean()
+        with torch.no_grad():
+            metrics = {"ac/actor_loss": actor_loss.detach(), "ac/entropy": ent.detach().mean(),
+                       "ac/policy_std": policy.std.detach().mean()}
+        return actor_loss, metrics
+
+    def _loss_backprop(self, traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """:meth:`loss` with ``actor_grad=backprop``: the actor maximises the return differentiated through the
+        imagined features."""
         cfg = self.cfg
         feat, weight = traj["feat"], traj["weight"]
         gamma = 1.0 - 1.0 / cfg.horizon
-        backprop = cfg.actor_grad == "backprop"
-        if backprop:
-            # Differentiate the return through the imagined features, not into the critic's parameters.
-            self.critic.requires_grad_(False)
-            try:
-                value = self.value(feat).mean
-            finally:
-                self.critic.requires_grad_(True)
-            dist = self.value(feat[:-1].detach())
-        else:
-            logits = self.critic(feat.detach())  # one critic pass for the targets and the loss
-            value = TwoHot(logits, self.bins, self.twohot).mean.detach()
-            dist = TwoHot(logits[:-1], self.bins, self.twohot)
+        # Differentiate the return through the imagined features, not into the critic's parameters.
+        self.critic.requires_grad_(False)
+        try:
+            value = self.value(feat).mean
+        finally:
+            self.critic.requires_grad_(True)
+        dist = self.value(feat[:-1].detach())
         ret = lambda_return(traj["reward"], value, gamma * traj["cont"][1:], cfg.lam)
         scale = self._update_retnorm(ret)
         adv_raw = ret - value[:-1].detach()
         adv = adv_raw / scale
         policy = self.policy(feat[:-1].detach())
         ent = policy.entropy()
-        if backprop:
-            actor_loss = -adv
-        else:
-            actor_loss = -policy.log_prob(traj["action"][:-1].detach()) * adv.detach()
-        actor_loss = ((actor_loss - cfg.actent * ent) * weight[:-1]).mean()
+        actor_loss = ((-adv - cfg.actent * ent) * weight[:-1]).mean()
         slow_mean = self.value(feat[:-1].detach(), slow=True).mean.detach()
         critic_loss = -dist.log_prob(ret.detach()) - cfg.slowreg * dist.log_prob(slow_mean)
         critic_loss = (critic_loss * weight[:-1]).mean()

@@ -111,6 +111,13 @@ class Agent(nn.Module):
         rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
         for module in (self.ac.actor, self.ac.critic, self.ac.slow_critic, self.wm.reward_head, self.wm.cont_head):
             module.compile(dynamic=False)
+        if self.cfg.loss.actor_grad == "reinforce":
+            # Larger regions: the whole no-grad imagination rollout (H steps of policy sample + prior step, the
+            # reward and continue heads) and the two differentiable halves of the actor-critic loss, each one graph.
+            ac = self.ac
+            ac.imagine = torch.compile(ac.imagine, dynamic=False)
+            ac.critic_terms = torch.compile(ac.critic_terms, dynamic=False)
+            ac.actor_terms = torch.compile(ac.actor_terms, dynamic=False)
         self._compiled = True
 
     def train_step(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
