@@ -71,18 +71,69 @@ def test_bf16_runs_the_networks_in_bf16_and_the_losses_in_fp32(tiny_cfg):
 
 
 def test_compiled_update_has_no_graph_breaks_and_learns(tiny_cfg):
+    """``compile=on`` compiles the per-step regions and the larger ones (the no-grad imagination rollout, the two
+    halves of the actor-critic loss, the world model's observe chunks) without a graph break, and a compiled tiny
+    agent's losses stay finite and fall on a fixed batch."""
     torch._dynamo.reset()
-    from torch._dynamo.utils import counters
+    from torch._dynamo.utils import clear_compilation_metrics, counters, get_compilation_metrics
 
     counters.clear()
+    clear_compilation_metrics()
     torch.manual_seed(0)
-    agent = Agent(tiny_cfg(obs="state", compile="on", optim__warmup="0", optim__lr="1e-3"), action_dim=A,
-                  state_dim=D)
+    agent = Agent(tiny_cfg(obs="state", compile="on", optim__warmup="0", optim__lr="1e-3",
+                           loss__imag_horizon="4"), action_dim=A, state_dim=D)  # a short rollout compiles faster
     history = _train(agent, 12)
     losses = [m["wm/loss"] for m in history]
-    assert all(math.isfinite(v) for v in losses)
+    assert all(math.isfinite(v) for m in history for v in m.values())
     assert losses[-1] < losses[0], losses
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    names = {m.co_name for m in get_compilation_metrics() if m.co_name}
+    assert {"imagine", "critic_terms", "actor_terms", "observe_steps"} <= names, names
+    assert not any(n.startswith("torch_dynamo_resume") for n in names), names  # resume frames = graph breaks
+
+
+def test_chunked_observe_gives_the_step_by_step_states(tiny_cfg):
+    """``RSSM.observe_chunk`` (what ``compile=on`` compiles) only regroups the filter steps: with the same RNG
+    state the posterior and prior states are those of the step-by-step loop, also with a shorter last chunk."""
+    agent = Agent(tiny_cfg(obs="state"), action_dim=A, state_dim=D)
+    rssm, batch = agent.wm.rssm, _batch()
+    embed = agent.wm.embed(batch)
+    prev_action = torch.cat([torch.zeros_like(batch["action"][:, :1]), batch["action"][:, :-1]], 1)
+    outs = []
+    for chunk in (0, 3):
+        rssm.observe_chunk = chunk
+        torch.manual_seed(1)
+        outs.append(rssm.observe(embed, prev_action, batch["is_first"]))
+    for step, chunked in zip(*outs, strict=True):
+        assert all(torch.equal(step[k], chunked[k]) for k in step)
+
+
+def test_compiled_actor_critic_loss_matches_eager(tiny_cfg):
+    """The compiled halves of the actor-critic loss compute what the eager ones do (fp32, the same imagined
+    trajectory): losses, returns, the return normaliser's update and the critic's and actor's gradients."""
+    torch.manual_seed(0)
+    agent = Agent(tiny_cfg(obs="state", optim__warmup="0"), action_dim=A, state_dim=D)
+    _train(agent, 2)  # the critic's output layer starts at zero
+    start = {k: v.reshape(B * T, *v.shape[2:]).detach() for k, v in agent.wm.loss(_batch())[1].items()}
+    with torch.no_grad():
+        traj = agent.ac.imagine(agent.wm, start, torch.ones(B * T), 5)
+    retnorm = agent.ac.retnorm.clone()
+
+    def run() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        agent.ac.retnorm.copy_(retnorm)
+        agent.zero_grad(set_to_none=True)
+        data = dict(traj)
+        actor_loss, critic_loss, metrics = agent.ac.loss(data)
+        (actor_loss + critic_loss).backward()
+        grads = [p.grad.clone() for p in (*agent.ac.actor.parameters(), *agent.ac.critic.parameters())]
+        return [actor_loss.detach(), critic_loss.detach(), data["ret"], agent.ac.retnorm.clone(),
+                metrics["ac/adv_std"], metrics["ac/entropy"]], grads
+
+    eager, eager_grads = run()
+    agent.compile_steps()
+    compiled, compiled_grads = run()
+    for a, b in zip(eager + eager_grads, compiled + compiled_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
