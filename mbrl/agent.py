@@ -5,9 +5,17 @@ Speed settings (``cfg.precision``, ``cfg.compile``):
 - ``precision=bf16``: the forward passes of an update run under ``torch.autocast`` with bfloat16 (CPU and CUDA);
   weights, gradients and optimiser state stay fp32, and distributions, KL, two-hot, lambda-returns and return
   statistics are computed from fp32 casts.
-- ``compile=on``: ``torch.compile`` of the RSSM's observe and imagine steps and the actor/critic heads (static
-  shapes). The inductor cache lives in ``$TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/dreamshift/inductor``),
-  so a second trial or a resumed run skips most of the compile.
+- ``compile=on``: ``torch.compile`` (static shapes, :meth:`Agent.compile_steps`) of the RSSM's observe and
+  imagine steps and the MLP heads (acting, other callers), and of larger regions of an update: the world model's
+  observe loop in chunks of :data:`OBSERVE_CHUNK` filter steps (forward and backward, one graph per chunk) and,
+  with REINFORCE actor gradients (the default), the whole no-grad imagination rollout (``H`` policy samples and
+  prior steps, reward and continue heads) and the critic's and the actor's halves of the actor-critic loss
+  (:meth:`mbrl.actor_critic.ActorCritic.critic_terms` / ``actor_terms``, their backward passes through
+  AOTAutograd). Sampling inside compiled code (the latents' categoricals, the policy's Normal) draws from
+  inductor's own random stream (seeded from torch's generator), not eager's, so a compiled run is reproducible
+  with itself but does not repeat an eager run's draws; ``compile=off`` is unchanged. The inductor cache lives in
+  ``$TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/dreamshift/inductor``), so a second trial or a resumed run
+  skips most of the compile.
 - Metrics stay on the device as 0-d tensors; the caller fetches them at log steps, so an update does not wait
   for the device.
 """
@@ -97,8 +105,14 @@ class Agent(nn.Module):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def compile_steps(self) -> None:
-        """``torch.compile`` the per-step hot paths (RSSM observe/imagine steps, actor and critic MLPs, reward
-        and continue heads): static shapes, default mode. Idempotent."""
+        """``torch.compile`` the hot paths, static shapes, default mode. Idempotent.
+
+        Per step: RSSM observe/imagine steps, actor and critic MLPs, reward and continue heads. Larger regions:
+        :meth:`mbrl.rssm.RSSM.observe_steps` (the observe loop runs in chunks of :data:`OBSERVE_CHUNK` steps)
+        and, for ``loss.actor_grad=reinforce``, :meth:`ActorCritic.imagine` (called under ``no_grad``),
+        :meth:`ActorCritic.critic_terms` and :meth:`ActorCritic.actor_terms`. None of them has a graph break
+        (``tests/test_speed_paths.py``). Random draws inside compiled regions come from inductor's RNG stream,
+        not eager's (same distributions, different samples)."""
         if self._compiled:
             return
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
