@@ -13,9 +13,10 @@ Checks (:data:`CHECKS`; their presets and train ratios are the ``*_OVERRIDES`` c
   tasks, and the mean over tasks of ours / reference mean is >= 0.8.
 - ``gpu-pixels``: ``dmc:walker_stand`` from pixels, ``size=S``, against ``dmc_vision``; PASS when ours >= 0.8 x
   the reference mean at 50k.
-- ``cpu-features``: ``dmc:cartpole_swingup`` and ``dmc:walker_stand`` from pixels through a frozen
-  ``efficientnet-lite0`` or ``dreamshift-vit`` encoder, against ``dmc_vision``; PASS per (encoder, task) when
-  ours >= 0.6 x the reference mean at 50k.
+- ``cpu-features``: ``dmc:cartpole_swingup`` and ``dmc:walker_stand`` from 64 px pixels through a frozen
+  ``efficientnet-lite0`` (64 px input) or ``dreamshift-vit`` encoder whose cached features the world model
+  reconstructs (``decoder=features``, ``size=size1m train_ratio=512``, bf16, compiled), against ``dmc_vision``;
+  PASS per (encoder, task) when ours >= 0.6 x the reference mean at 50k.
 
 ``run`` launches (or resumes) the check's training runs, ``dreamshift train`` in subprocesses, ``--parallel K`` at
 a time with ``threads=1`` each, into ``RUNS/<check>/<task>[-<variant>]-s<seed>`` (``<task>`` as in
@@ -84,7 +85,11 @@ DEFAULT_RUNS = Path("runs/learning")
 COMMON_OVERRIDES = {"progress": "false", "wandb_mode": "disabled"}
 CPU_STATE_OVERRIDES = {"size": "size1m", "train_ratio": "512", "obs": "state"}
 GPU_PIXELS_OVERRIDES = {"size": "S", "train_ratio": "512"}
-CPU_FEATURES_OVERRIDES = {"size": "size1m", "train_ratio": "512"}
+# frozen encoder, cached features reconstructed by an MLP (decoder=features); efficientnet-lite0 at 64 px input
+# (mean-pooled features keep the cart's position and pole angle as well as at 224 px -- linear-probe R^2 0.82 vs
+# 0.79 on random cartpole states -- at 6.6 vs 135 ms a frame on one core); dreamshift-vit has its own 64 px
+CPU_FEATURES_OVERRIDES = {"size": "size1m", "train_ratio": "512", "decoder": "features",
+                          "encoder_input_size": "64", "precision": "bf16", "compile": "on"}
 FEATURE_ENCODERS = {"efficientnet-lite0": {"encoder": "efficientnet-lite0", "encoder_mode": "frozen"},
                     "dreamshift-vit": {"encoder": "dreamshift-vit", "encoder_mode": "frozen"}}
 STEPS = 50_000  # training budget and the env step the targets are judged at
