@@ -87,7 +87,8 @@ CPU_STATE_OVERRIDES = {"size": "size1m", "train_ratio": "512", "obs": "state"}
 GPU_PIXELS_OVERRIDES = {"size": "S", "train_ratio": "512"}
 # frozen encoder, cached features reconstructed by an MLP (decoder=features); efficientnet-lite0 at 64 px input
 # (mean-pooled features keep the cart's position and pole angle as well as at 224 px -- linear-probe R^2 0.82 vs
-# 0.79 on random cartpole states -- at 6.6 vs 135 ms a frame on one core); dreamshift-vit has its own 64 px
+# 0.79 on random cartpole states, benchmarks/input_size_probe.py -- at ~1/20 of the cost a frame); dreamshift-vit
+# has its own 64 px
 CPU_FEATURES_OVERRIDES = {"size": "size1m", "train_ratio": "512", "decoder": "features",
                           "encoder_input_size": "64", "precision": "bf16", "compile": "on"}
 FEATURE_ENCODERS = {"efficientnet-lite0": {"encoder": "efficientnet-lite0", "encoder_mode": "frozen"},
