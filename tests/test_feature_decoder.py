@@ -224,3 +224,21 @@ def test_update_speed_benchmark_variants_and_ratio(capsys):
                     "--image-size", "32", "--input-size", "32", "--replay-steps", "40", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "features / pixels" in out.splitlines()[-3]
+
+
+def test_input_size_probe_benchmark(capsys):
+    """The probe recovers a linear target and misses noise; bad sizes are one error line; a tiny real run prints
+    its table with R^2 of the mean-pooled features above the grey-pixel baseline's floor."""
+    spec = importlib.util.spec_from_file_location("input_size_probe", ROOT / "benchmarks" / "input_size_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5))
+    y = np.stack([x @ rng.normal(size=5), rng.normal(size=120)], 1)
+    r2 = probe.ridge_r2(x, y)
+    assert r2[0] > 0.95 and r2[1] < 0.2
+    assert probe.main(["--sizes", "16"]) == 2
+    assert capsys.readouterr().err.startswith("error: --sizes")
+    assert probe.main(["--sizes", "32", "--states", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "mean @ 32 px" in out and "pixels 16x16 grey" in out
