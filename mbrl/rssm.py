@@ -46,7 +46,7 @@ class RSSM(nn.Module):
         self.prior_net = nn.Sequential(DenseBlock(deter, hidden, norm), DenseBlock(hidden, hidden, norm),
                                        Linear(hidden, stoch * classes))
         self.post_net = nn.Sequential(DenseBlock(deter + embed_dim, hidden, norm), Linear(hidden, stoch * classes))
-        #: steps per :meth:`observe_steps` call in :meth:`observe`; 0 = one :meth:`obs_step` call per step (eager).
+        #: steps per :meth:`observe_steps` call in :meth:`observe`; 0 = the whole sequence in one call (eager).
         self.observe_chunk = 0
 
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
@@ -127,15 +127,17 @@ class RSSM(nn.Module):
         b, t = embed.shape[:2]
         if state is None:
             state = self.initial(b, embed.device)
-        if self.observe_chunk > 0:
-            return self._observe_chunked(embed, prev_action, is_first, state)
+        step = self.observe_chunk or t  # 0: the whole sequence in one observe_steps call
         posts, priors = [], []
-        for i in range(t):
-            state, prior = self.obs_step(state, prev_action[:, i], embed[:, i], is_first[:, i])
-            posts.append(state)
+        for i in range(0, t, step):
+            state, post, prior = self.observe_steps(state, prev_action[:, i:i + step], embed[:, i:i + step],
+                                                    is_first[:, i:i + step])
+            posts.append(post)
             priors.append(prior)
-        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
-        return stack(posts), stack(priors)
+        if len(posts) == 1:
+            return posts[0], priors[0]
+        return ({k: torch.cat([p[k] for p in posts], 1) for k in posts[0]},
+                {k: torch.cat([p[k] for p in priors], 1) for k in priors[0]})
 
     def observe_steps(self, state: State, prev_action: Tensor, embed: Tensor,
                       is_first: Tensor) -> tuple[State, State, State]:
@@ -149,19 +151,6 @@ class RSSM(nn.Module):
             priors.append(prior)
         stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
         return state, stack(posts), stack(priors)
-
-    def _observe_chunked(self, embed: Tensor, prev_action: Tensor, is_first: Tensor,
-                         state: State) -> tuple[State, State]:
-        """:meth:`observe` as :meth:`observe_steps` calls over chunks of :attr:`observe_chunk` steps (the last
-        one shorter if ``T`` is not a multiple); the same states as the step-by-step loop."""
-        posts, priors = [], []
-        for i in range(0, embed.shape[1], self.observe_chunk):
-            j = i + self.observe_chunk
-            state, post, prior = self.observe_steps(state, prev_action[:, i:j], embed[:, i:j], is_first[:, i:j])
-            posts.append(post)
-            priors.append(prior)
-        return ({k: torch.cat([p[k] for p in posts], 1) for k in posts[0]},
-                {k: torch.cat([p[k] for p in priors], 1) for k in priors[0]})
 
     def kl_loss(self, post: State, prior: State, free_nats: float) -> tuple[Tensor, Tensor, Tensor]:
         """KL balancing with free bits (DreamerV3 Eq. 5).
