@@ -312,8 +312,10 @@ def test_wandb_eval_run_is_offline_grouped_and_idempotent(tmp_path):
     runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     log_evaluation(trial, recs, tmp_path, mode="offline")  # a rerun logs to the same wandb run id
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert runs and all(r.name.endswith(f"-{run_id}") for r in runs)
+    # wandb names each offline run's folder by start second and adds "-1" when two share one, so read the run id
+    # from the run file inside each folder, not from the folder name
+    files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and {f.name for f in files} == {f"run-{run_id}.wandb"}
 
 
 def test_killed_trial_resumes_training_from_its_checkpoint(tmp_path):
