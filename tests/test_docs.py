@@ -33,7 +33,7 @@ SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 # a config override: a lower-case (dotted) key, exactly one '=' (not '=='), then the value, which stops at
 # whitespace, a quote, or a comma that starts the next ``key=``; not a Python keyword argument (``f(seed=s)``)
-OVERRIDE = re.compile(r"(?<![\w.=<>$(-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)=(?!=)((?:[^\s`'\",]|,(?![a-z_.]+=))*)")
+OVERRIDE = re.compile(r"(?<![\w.=<>$(:-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)=(?!=)((?:[^\s`'\",]|,(?![a-z_.]+=))*)")
 # ``dreamshift`` as a command word (after a path such as ``.venv/bin/``), then its arguments
 COMMAND = re.compile(r"(?:^|[\s/(])dreamshift((?:\s+\S+)*)")
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

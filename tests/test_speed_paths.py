@@ -156,3 +156,37 @@ def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cl
     assert state["counters"]["updates"] <= 12
     checkpoint.load_run(tmp_path / "run")  # the last good checkpoint loads
     assert all(torch.isfinite(v).all() for v in state["agent"].values() if v.is_floating_point())
+
+
+def _flop_bound():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "flop_bound.py"
+    spec = importlib.util.spec_from_file_location("flop_bound", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_bound_counts_an_update_that_scales_with_the_batch(capsys):
+    """The FLOP count of one update is positive, mostly matmuls, and doubles with the batch (every part of an
+    update -- observe, imagination from every replay step, the heads -- is linear in B); bad targets are one
+    error line; a tiny run prints its bound."""
+    import argparse
+
+    fb = _flop_bound()
+    args = argparse.Namespace(image_size=16, batch=2, length=8, action_dim=2, state_dim=5, replay_steps=40, seed=0)
+    variant = {"size": "size1m", "obs": "state", "precision": "fp32", "compile": "off"}
+    small = fb.update_flops(variant, args)
+    large = fb.update_flops(variant, argparse.Namespace(**{**vars(args), "batch": 4}))
+    assert small["total"] > 0 and small["mm"] > 0.5 * small["total"]
+    assert large["total"] == pytest.approx(2 * small["total"], rel=0.02)
+    assert fb.parse_targets(["S:pixels:bf16=3.1"]) == {"S:pixels:bf16": 3.1}
+    for bad in ("S:pixels:bf16", "S:pixels:bf16=0", "=3", "S:pixels:bf16=fast"):
+        with pytest.raises(SystemExit, match="^error: --target"):
+            fb.parse_targets([bad])
+    assert fb.main(["--variants", "size1m:state", "--batch", "2", "--length", "8", "--image-size", "16",
+                    "--replay-steps", "40", "--threads", "1", "--target", "size1m:state:fp32=1000"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP" in out and "bound" in out and "of peak" in out
