@@ -27,6 +27,10 @@ training). ``--input-size`` sets ``encoder_input_size`` of pretrained encoders.
   ``wm_s_per_update`` divided by that of the ``decoder=pixels`` variant with the same other fields in this run
   (features ÷ pixels; < 1 is faster).
 - ``cuda_peak_mib``: ``torch.cuda.max_memory_allocated`` during the variant (CUDA only).
+- ``--bf16-filter`` (bf16 variants on CPU): after the timed updates, the same agent with its filter
+  (:meth:`mbrl.rssm.RSSM.observe`) under autocast as well, ``--updates`` more timed updates:
+  ``bf16_filter_s_per_update`` and ``fp32_filter_speedup`` (that time / ``s_per_update``; > 1: the fp32 filter
+  that ``precision=bf16`` uses on CPU is faster).
 
 No assertions: targets are read off the printed ratios. ``--json`` writes the rows atomically.
 """
@@ -143,6 +147,20 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
         agent.wm_opt.step(wm_loss)
         sync(device)
         wm_times.append(time.perf_counter() - t0)
+    filter_row: dict[str, Any] = {}
+    if args.bf16_filter and variant["precision"] == "bf16" and device.type == "cpu":
+        # the same agent with its filter under autocast too (what precision=bf16 did before the fp32 CPU filter)
+        agent.wm.rssm.observe_fp32_on_cpu = False
+        for _ in range(1 + args.warmup):
+            agent.train_step(replay.sample(args.batch, args.length, device))
+        bf16_times = []
+        for _ in range(args.updates):
+            t0 = time.perf_counter()
+            agent.train_step(replay.sample(args.batch, args.length, device))
+            bf16_times.append(time.perf_counter() - t0)
+        agent.wm.rssm.observe_fp32_on_cpu = True
+        filter_row = {"bf16_filter_s_per_update": float(np.mean(bf16_times)),
+                      "fp32_filter_speedup": float(np.mean(bf16_times) / np.mean(times))}
     agent.check_finite()
     mean = float(np.mean(times))
     from mbrl.agent import fetch_metrics
@@ -152,7 +170,8 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
             "s_per_update_min": float(np.min(times)), "updates_per_s": 1.0 / mean, "updates": args.updates,
             "wm_s_per_update": float(np.mean(wm_times)),
             "wm_loss": loss,
-            "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+            "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            **filter_row}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay-steps", type=int, default=2000)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16-filter", action="store_true",
+                   help="bf16 CPU variants: also time the same agent with its filter (RSSM.observe) under autocast "
+                        "instead of fp32, and print the fp32 filter's speed-up")
     p.add_argument("--json", default="", help="write the rows here")
     args = p.parse_args(argv)
     if args.updates < 1 or args.warmup < 0:
@@ -204,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         peak = "-" if row["cuda_peak_mib"] is None else f"{row['cuda_peak_mib']:.0f}"
         extra = (f"   features / pixels: update {row['decoder_ratio']:.3f}, world model "
                  f"{row['wm_decoder_ratio']:.3f}") if "decoder_ratio" in row else ""
+        if "fp32_filter_speedup" in row:
+            extra += (f"   bf16 filter {row['bf16_filter_s_per_update']:.4f} s/update: fp32 filter "
+                      f"{row['fp32_filter_speedup']:.2f}x faster")
         print(f"{row['variant']:<{width}} {row['first_update_s']:>14.1f} {row['s_per_update']:>10.4f} "
               f"{row['updates_per_s']:>10.2f} {row['ratio']:>7.2f} {peak:>9} {row['wm_s_per_update']:>11.4f}{extra}",
               flush=True)

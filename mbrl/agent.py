@@ -4,7 +4,8 @@ Speed settings (``cfg.precision``, ``cfg.compile``):
 
 - ``precision=bf16``: the forward passes of an update run under ``torch.autocast`` with bfloat16 (CPU and CUDA);
   weights, gradients and optimiser state stay fp32, and distributions, KL, two-hot, lambda-returns and return
-  statistics are computed from fp32 casts.
+  statistics are computed from fp32 casts. On CPU the world model's filter (:meth:`mbrl.rssm.RSSM.observe`, ``B``
+  rows per step) stays fp32: bf16 matmuls that small are slower there than fp32 ones.
 - ``compile=on``: ``torch.compile`` (static shapes, :meth:`Agent.compile_steps`) of the RSSM's observe and
   imagine steps and the MLP heads (acting, other callers), and of larger regions of an update: the world model's
   observe loop in chunks of :data:`OBSERVE_CHUNK` filter steps (forward and backward, one graph per chunk) and,
@@ -73,6 +74,7 @@ class Agent(nn.Module):
                               f"encoder {cfg.encoder} has none; use decoder=pixels")
         self.wm = WorldModel(encoder, action_dim, cfg.image_size, cfg.model, cfg.loss, self.state_dim, cfg.decoder)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, action_dim, cfg.model, cfg.loss)
+        self.wm.rssm.observe_fp32_on_cpu = cfg.precision == "bf16"
         o = cfg.optim
         enc_list = encoder.encoder_parameters() if encoder is not None else []
         enc_params = {id(p) for p in enc_list}

@@ -48,6 +48,9 @@ class RSSM(nn.Module):
         self.post_net = nn.Sequential(DenseBlock(deter + embed_dim, hidden, norm), Linear(hidden, stoch * classes))
         #: steps per :meth:`observe_steps` call in :meth:`observe`; 0 = the whole sequence in one call (eager).
         self.observe_chunk = 0
+        #: on CPU, run :meth:`observe` in fp32 even under autocast (``precision=bf16`` sets it): its ``B``-row
+        #: filter steps are too small for bf16 matmuls to pay off on CPU (``docs/benchmarks.md``).
+        self.observe_fp32_on_cpu = False
 
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
         """Zero state for ``batch`` sequences (reference code's initial state)."""
@@ -122,8 +125,13 @@ class RSSM(nn.Module):
             state: optional initial state (batch ``B``); zeros if None.
 
         Returns:
-            ``(post, prior)``, dicts of ``(B, T, ...)`` tensors.
+            ``(post, prior)``, dicts of ``(B, T, ...)`` tensors (fp32 when :attr:`observe_fp32_on_cpu` applies).
         """
+        kind = embed.device.type
+        if self.observe_fp32_on_cpu and kind == "cpu" and torch.is_autocast_enabled(kind):
+            with torch.autocast(kind, enabled=False):
+                state = None if state is None else {k: v.to(torch.float32) for k, v in state.items()}
+                return self.observe(embed.to(torch.float32), prev_action.to(torch.float32), is_first, state)
         b, t = embed.shape[:2]
         if state is None:
             state = self.initial(b, embed.device)

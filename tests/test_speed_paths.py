@@ -108,6 +108,26 @@ def test_chunked_observe_gives_the_step_by_step_states(tiny_cfg):
         assert all(torch.equal(step[k], chunked[k]) for k in step)
 
 
+def test_bf16_filter_runs_in_fp32_on_cpu(tiny_cfg):
+    """With ``precision=bf16`` the CPU filter ignores autocast: under autocast it returns exactly the fp32 filter's
+    states; switched off, the same call under autocast gives bf16-rounded (different) states."""
+    agent = Agent(tiny_cfg(obs="state", precision="bf16"), action_dim=A, state_dim=D)
+    rssm, batch = agent.wm.rssm, _batch()
+    assert rssm.observe_fp32_on_cpu
+    embed = agent.wm.embed(batch).detach()
+    prev_action = torch.cat([torch.zeros_like(batch["action"][:, :1]), batch["action"][:, :-1]], 1)
+
+    def observe(autocast: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return rssm.observe(embed, prev_action, batch["is_first"])[1]
+
+    fp32 = observe(False)
+    assert all(torch.equal(fp32[k], v) for k, v in observe(True).items())
+    rssm.observe_fp32_on_cpu = False
+    assert not torch.equal(fp32["logits"], observe(True)["logits"])
+
+
 def test_compiled_actor_critic_loss_matches_eager(tiny_cfg):
     """The compiled halves of the actor-critic loss compute what the eager ones do (fp32, the same imagined
     trajectory): losses, returns, the return normaliser's update and the critic's and actor's gradients."""
@@ -190,3 +210,23 @@ def test_flop_bound_counts_an_update_that_scales_with_the_batch(capsys):
                     "--replay-steps", "40", "--threads", "1", "--target", "size1m:state:fp32=1000"]) == 0
     out = capsys.readouterr().out
     assert "GFLOP" in out and "bound" in out and "of peak" in out
+
+
+def test_update_speed_times_the_bf16_filter_against_the_fp32_one(tmp_path):
+    """``update_speed.py --bf16-filter`` times a bf16 CPU agent with its filter under autocast as well and reports
+    the fp32 filter's speed-up (fp32 rows have none)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "update_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "update_speed.py")
+    us = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(us)
+    out = tmp_path / "speed.json"
+    assert us.main(["--variants", "size1m:state:fp32:off,size1m:state:bf16:off", "--updates", "1", "--warmup", "0",
+                    "--batch", "2", "--length", "8", "--replay-steps", "40", "--threads", "1", "--bf16-filter",
+                    "--json", str(out)]) == 0
+    fp32, bf16 = json.loads(out.read_text())["rows"]
+    assert "fp32_filter_speedup" not in fp32
+    assert bf16["fp32_filter_speedup"] > 0 and bf16["bf16_filter_s_per_update"] > 0
