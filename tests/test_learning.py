@@ -5,6 +5,7 @@ resume / done). No training is launched and the real reference files are not rea
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -158,3 +159,50 @@ def test_plan_new_resume_done(learning, tmp_path):
     state = learning.run_overrides(learning.CHECKS["cpu-state"], "dmc:walker_stand", "", 3, 50_000, tmp_path)
     assert {k: state[k] for k in ("size", "train_ratio", "obs", "seed")} == {
         "size": "size1m", "train_ratio": "512", "obs": "state", "seed": "3"}
+
+
+@pytest.fixture(scope="module")
+def reference_run():
+    spec = importlib.util.spec_from_file_location("reference_run_benchmark", ROOT / "benchmarks" / "reference_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_run_command_matches_the_cpu_state_settings(reference_run, tmp_path):
+    """The reference's command line carries the cpu-state settings; its run.steps counts agent steps (env steps
+    / action repeat 2); a non-dm_control env or an unknown size is one error line, exit 2."""
+    cmd = reference_run.reference_command("dmc:walker_stand", tmp_path / "w", seed=3, steps=50_000)
+    flags = {tok: cmd[i + 1] for i, tok in enumerate(cmd) if tok.startswith("--")}
+    assert cmd[2:5] == ["--configs", "dmc_proprio", "size1m"]
+    assert {k: flags[k] for k in ("--task", "--seed", "--run.train_ratio", "--env.dmc.repeat", "--run.envs",
+                                  "--replay_context", "--jax.platform", "--run.steps")} == {
+        "--task": "dmc_walker_stand", "--seed": "3", "--run.train_ratio": "512", "--env.dmc.repeat": "2",
+        "--run.envs": "1", "--replay_context": "0", "--jax.platform": "cpu", "--run.steps": "25000"}
+    assert reference_run.run_dir(tmp_path, "dmc:walker_stand", 3) == tmp_path / "dmc_walker_stand-s3"
+    assert reference_run.main(["run", "atari:pong", "--dry-run"]) == 2
+    with pytest.raises(reference_run.ConfigError, match="size"):
+        reference_run.reference_command("dmc:walker_stand", tmp_path, size="XS")
+
+
+def test_reference_run_report_puts_the_three_curves_side_by_side(reference_run, tmp_path, capsys):
+    """``report`` reads the reference run's scores.jsonl (a torn last line skipped), our run and the published
+    curves, prints the window means every 10k env steps and writes a PNG."""
+    runs = tmp_path / "runs"
+    logdir = runs / "dmc_walker_stand-s0"
+    logdir.mkdir(parents=True)
+    lines = [json.dumps({"step": s, "episode/score": s / 100}) for s in range(1000, 20_001, 1000)]
+    (logdir / "scores.jsonl").write_text("\n".join(lines) + '\n{"step": 21000, "episo')
+    xs, ys = reference_run.load_scores(logdir)
+    assert len(xs) == 20 and ys[-1] == 200.0
+    ours = write_run(tmp_path / "ours", steps=20_000, slope=0.01)
+    published = write_reference(tmp_path / "p.json.gz", seed_curves("dmc_walker_stand", [300, 400, 500]))
+    png = tmp_path / "r.png"
+    assert reference_run.main(["report", "dmc:walker_stand", "--runs", str(runs), "--ours", str(ours),
+                               "--published", str(published), "--out", str(png)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.split("|")[0].strip() == "20000")
+    # reference code: episodes at 11k..20k -> mean 155; ours: 0.01 * (10k, 20k] episodes' mean
+    assert [c.strip() for c in row.split("|")][:2] == ["20000", "155.0"]
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    assert reference_run.main(["report", "dmc:walker_stand", "--runs", str(tmp_path / "none")]) == 2
