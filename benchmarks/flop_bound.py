@@ -37,11 +37,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from update_speed import measure, synthetic_replay  # noqa: E402
+from update_speed import measure, parse_variant, synthetic_replay, variant_config  # noqa: E402
 
 from envs import files  # noqa: E402
 from mbrl.agent import Agent  # noqa: E402
-from mbrl.config import build_config  # noqa: E402
 
 DEFAULT_VARIANTS = "S:pixels:fp32:off,S:pixels:bf16:off,size1m:state:fp32:off,size1m:state:bf16:off"
 PEAK_SHAPES = ((4096, 4096, 4096), (16384, 1536, 512))
@@ -65,9 +64,7 @@ def update_flops(variant: dict[str, str], args: argparse.Namespace) -> dict[str,
     """FLOPs of one eager update of ``variant`` by aten op (``"total"`` as well), counted by ``FlopCounterMode``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
-                        "compile=off", f"image_size={args.image_size}", f"batch_size={args.batch}",
-                        f"batch_length={args.length}", "optim.warmup=0", "device=cpu"])
+    cfg = variant_config({**variant, "compile": "off"}, args, torch.device("cpu"))
     torch.manual_seed(args.seed)
     agent = Agent(cfg, args.action_dim, args.state_dim if "state" in variant["obs"] else 0)
     replay = synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
@@ -115,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("error: --measure must be >= 0 and --threads >= 1")
     targets = parse_targets(args.target)
     torch.set_num_threads(args.threads)
-    from update_speed import parse_variant
-
     variants = []
     for text in args.variants.split(","):
         v = parse_variant(text + ":fp32:off" if text.count(":") == 1 else text)
@@ -141,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         ops = ", ".join(f"{k} {f / 1e9:.0f}" for k, f in sorted(flops.items(), key=lambda x: -x[1]) if k != "total")
         line = f"{name:<24} {gflop:8.1f} GFLOP ({ops})  bound {bound:.3f} s"
         if args.measure:
-            ns = argparse.Namespace(**{**vars(args), "updates": args.measure, "warmup": 1, "input_size": 224})
+            ns = argparse.Namespace(**{**vars(args), "updates": args.measure, "warmup": 1, "input_size": 224,
+                                       "bf16_filter": False})
             measured = measure(v, ns, torch.device("cpu"))["s_per_update"]
             row.update(measured_s=measured, fraction_of_peak=bound / measured)
             line += f"  measured {measured:.3f} s = {bound / measured:.0%} of peak"

@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import files  # noqa: E402
 from mbrl.agent import Agent  # noqa: E402
-from mbrl.config import build_config  # noqa: E402
+from mbrl.config import Config, build_config  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
 
 DEFAULT_VARIANTS = "S:pixels:fp32:off,S:pixels:bf16:off,size1m:state:fp32:off,size1m:state:bf16:off"
@@ -106,14 +106,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Build, warm up and time one variant; returns its row."""
+def variant_config(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> Config:
+    """The training configuration of ``variant`` with the run's image size, B x T and no learning-rate warm-up."""
     extra = [f"encoder={variant['encoder']}", f"decoder={variant['decoder']}",
              f"encoder_input_size={args.input_size}"] if "encoder" in variant else []
-    cfg = build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
-                        f"compile={variant['compile']}", f"image_size={args.image_size}",
-                        f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
-                        f"device={device.type}", *extra])
+    return build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
+                         f"compile={variant['compile']}", f"image_size={args.image_size}",
+                         f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
+                         f"device={device.type}", *extra])
+
+
+def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Build, warm up and time one variant; returns its row."""
+    cfg = variant_config(variant, args, device)
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -11,6 +14,20 @@ import torch
 # imported at collection, outside any captured test: the command modules import their libraries (submitit sets up a
 # logging handler on the stderr it sees at import), which must not be a test's captured stream
 from mbrl.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(stem: str) -> ModuleType:
+    """Import ``benchmarks/<stem>.py`` (a script, not a package module) as ``benchmark_<stem>``, registered in
+    ``sys.modules`` (dataclasses look their module up there)."""
+    name = f"benchmark_{stem}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY = {"size": "XS", "model.deter": "64", "model.hidden": "32", "model.stoch": "4", "model.classes": "4",
         "model.blocks": "4", "model.units": "32", "model.cnn_depth": "4", "model.bins": "31",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -251,14 +250,11 @@ def test_every_benchmark_script_is_documented():
     assert not missing, f"docs/benchmarks.md does not describe benchmarks/{', benchmarks/'.join(missing)}"
 
 
-def test_learning_check_commands_exist(capsys, monkeypatch):
+def test_learning_check_commands_exist(capsys):
     """``python benchmarks/learning.py run|report CHECK --option ...`` in code: the check and options exist."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("learning_benchmark_docs", ROOT / "benchmarks" / "learning.py")
-    learning = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, learning)  # dataclasses look their module up there
-    spec.loader.exec_module(learning)
+    learning = load_benchmark("learning")
     helps: dict[str, str] = {}
     bad, found = [], 0
     for page in PAGES:

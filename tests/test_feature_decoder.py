@@ -4,15 +4,13 @@ and ``decoder=pixels`` unchanged."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_RUN, assert_user_error, tree
+from conftest import TINY, TINY_RUN, assert_user_error, load_benchmark, tree
 
 from envs.errors import ConfigError
 from mbrl.agent import Agent
@@ -28,7 +26,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 EFF = ["encoder=efficientnet-lite0", "encoder_input_size=32"]  # 1 x 1 final map: a few ms per frame on a CPU
 A = 1  # cartpole
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +205,7 @@ def test_diagnostics_use_the_feature_error(frames):
 
 
 def test_update_speed_benchmark_variants_and_ratio(capsys):
-    spec = importlib.util.spec_from_file_location("update_speed", ROOT / "benchmarks" / "update_speed.py")
-    us = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(us)
+    us = load_benchmark("update_speed")
     assert us.parse_variant("S:pixels:fp32:off") == {"size": "S", "obs": "pixels", "precision": "fp32",
                                                      "compile": "off"}
     assert us.parse_variant("S:pixels:fp32:off:dinov2:small:features")["encoder"] == "dinov2:small"
@@ -229,9 +224,7 @@ def test_update_speed_benchmark_variants_and_ratio(capsys):
 def test_input_size_probe_benchmark(capsys):
     """The probe recovers a linear target and misses noise; bad sizes are one error line; a tiny real run prints
     its table with R^2 of the mean-pooled features above the grey-pixel baseline's floor."""
-    spec = importlib.util.spec_from_file_location("input_size_probe", ROOT / "benchmarks" / "input_size_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_benchmark("input_size_probe")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 5))
     y = np.stack([x @ rng.normal(size=5), rng.normal(size=120)], 1)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error
+from conftest import TINY_RUN, assert_user_error, load_benchmark
 
 from mbrl.agent import Agent, fetch_metrics
 
@@ -178,24 +178,13 @@ def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cl
     assert all(torch.isfinite(v).all() for v in state["agent"].values() if v.is_floating_point())
 
 
-def _flop_bound():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "flop_bound.py"
-    spec = importlib.util.spec_from_file_location("flop_bound", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_flop_bound_counts_an_update_that_scales_with_the_batch(capsys):
     """The FLOP count of one update is positive, mostly matmuls, and doubles with the batch (every part of an
     update -- observe, imagination from every replay step, the heads -- is linear in B); bad targets are one
     error line; a tiny run prints its bound."""
     import argparse
 
-    fb = _flop_bound()
+    fb = load_benchmark("flop_bound")
     args = argparse.Namespace(image_size=16, batch=2, length=8, action_dim=2, state_dim=5, replay_steps=40, seed=0)
     variant = {"size": "size1m", "obs": "state", "precision": "fp32", "compile": "off"}
     small = fb.update_flops(variant, args)
@@ -207,22 +196,18 @@ def test_flop_bound_counts_an_update_that_scales_with_the_batch(capsys):
         with pytest.raises(SystemExit, match="^error: --target"):
             fb.parse_targets([bad])
     assert fb.main(["--variants", "size1m:state", "--batch", "2", "--length", "8", "--image-size", "16",
-                    "--replay-steps", "40", "--threads", "1", "--target", "size1m:state:fp32=1000"]) == 0
+                    "--replay-steps", "40", "--threads", "1", "--target", "size1m:state:fp32=1000",
+                    "--measure", "1"]) == 0
     out = capsys.readouterr().out
-    assert "GFLOP" in out and "bound" in out and "of peak" in out
+    assert "GFLOP" in out and "measured" in out and "target 1000.000 s needs" in out
 
 
 def test_update_speed_times_the_bf16_filter_against_the_fp32_one(tmp_path):
     """``update_speed.py --bf16-filter`` times a bf16 CPU agent with its filter under autocast as well and reports
     the fp32 filter's speed-up (fp32 rows have none)."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "update_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "update_speed.py")
-    us = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(us)
+    us = load_benchmark("update_speed")
     out = tmp_path / "speed.json"
     assert us.main(["--variants", "size1m:state:fp32:off,size1m:state:bf16:off", "--updates", "1", "--warmup", "0",
                     "--batch", "2", "--length", "8", "--replay-steps", "40", "--threads", "1", "--bf16-filter",
