@@ -89,8 +89,10 @@ GPU_PIXELS_OVERRIDES = {"size": "S", "train_ratio": "512"}
 # (mean-pooled features keep the cart's position and pole angle as well as at 224 px -- linear-probe R^2 0.82 vs
 # 0.79 on random cartpole states, benchmarks/input_size_probe.py -- at ~1/20 of the cost a frame); dreamshift-vit
 # has its own 64 px
+# prefill 5000: the value its runs started with (the default before 2026-11-30), kept so its encoders compare on
+# equal terms
 CPU_FEATURES_OVERRIDES = {"size": "size1m", "train_ratio": "512", "decoder": "features",
-                          "encoder_input_size": "64", "precision": "bf16", "compile": "on"}
+                          "encoder_input_size": "64", "precision": "bf16", "compile": "on", "prefill": "5000"}
 FEATURE_ENCODERS = {"efficientnet-lite0": {"encoder": "efficientnet-lite0", "encoder_mode": "frozen"},
                     "dreamshift-vit": {"encoder": "dreamshift-vit", "encoder_mode": "frozen"}}
 STEPS = 50_000  # training budget and the env step the targets are judged at

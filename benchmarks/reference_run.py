@@ -21,8 +21,9 @@ dreamshift's ``cpu-state`` check (``benchmarks/learning.py``), each given on the
 reference config has 1), one environment (``run.envs 1``; reference 16), no replay context (``replay_context 0``,
 as dreamshift's default), no eval envs, JAX on the CPU with float32 compute (``jax.compute_dtype float32``: bfloat16
 runs about 2x slower on XLA's CPU backend; dreamshift's runs use bf16 autocast), one XLA thread. What still differs
-from a dreamshift run: the reference trains from its first batch where dreamshift first collects ``prefill``
-(5 000) random env steps, and each keeps its own random streams. The run directory
+from a dreamshift run: the reference acts with its untrained policy until replay holds one batch (1 024 agent
+steps) where dreamshift takes uniform random actions for ``prefill`` env steps (2 048 by default, as the 2023
+reference; the ``cpu-state`` runs used 5 000), and each keeps its own random streams. The run directory
 ``RUNS/<task>-s<seed>`` (``<task>`` as in ``dmc_cartpole_swingup``) is the reference's logdir; running the same
 command again resumes from its checkpoint (saved every 15 min). Output goes to ``<run dir>.log``.
 

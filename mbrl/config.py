@@ -145,7 +145,9 @@ class Config:
     batch_size: int = 16
     batch_length: int = 64
     train_ratio: float = 512.0
-    prefill: int = 5000  # env steps of uniform random actions before training
+    # env steps of uniform random actions before training; 2048 = DreamerV3's fill (uniform random actions until
+    # replay holds batch_size x batch_length = 16 x 64 agent steps, at action repeat 2; 2023 code, train.py)
+    prefill: int = 2048
     replay_capacity: int = 1_000_000  # agent steps
     # 0: replayed sequences start from the zero state (this repo's earlier runs); K >= 1: sample K more
     # steps and start from the stored posterior latent of the last of them (reference code replay_context: 1)

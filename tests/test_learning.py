@@ -143,7 +143,8 @@ def test_plan_new_resume_done(learning, tmp_path):
     args = dict(a.split("=", 1) for a in cmd[6:])
     assert args == {"progress": "false", "wandb_mode": "disabled", "size": "size1m", "train_ratio": "64",
                     "decoder": "features", "encoder_input_size": "64", "precision": "bf16", "compile": "on",
-                    "encoder": "dreamshift-vit", "encoder_mode": "frozen", "env": "dmc:walker_stand", "seed": "0",
+                    "prefill": "5000", "encoder": "dreamshift-vit", "encoder_mode": "frozen", "env": "dmc:walker_stand",
+                    "seed": "0",
                     "steps": "50000", "run_dir": str(resumed), "threads": "1"}
     new = by_name["dmc_walker_stand-efficientnet-lite0-s0"].cmd
     assert "--resume" not in new and "encoder=efficientnet-lite0" in new
