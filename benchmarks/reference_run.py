@@ -161,10 +161,22 @@ def report(args: argparse.Namespace) -> int:
     mean, lo, hi = reference_band(published, steps) if published else (np.full(len(steps), np.nan),) * 3
     header = ["env steps", "reference code here", *(["ours"] if ours else []), "published mean [min-max]"]
     print(" | ".join(f"{c:>26}" for c in header))
+    partial = []
+
+    def cell(xs: np.ndarray, ys: np.ndarray, s: float, name: str) -> str:
+        value = f"{window_mean(xs, ys, s)[0]:.1f}"
+        if xs.max(initial=0) < s and value != "nan":  # the run stopped inside this window
+            partial.append(f"{name} reached {xs.max():.0f} env steps")
+            return value + "*"
+        return value
+
     for i, s in enumerate(steps):
-        cells = [f"{s:.0f}", f"{window_mean(*ref_run, s)[0]:.1f}",
-                 *([f"{window_mean(*ours, s)[0]:.1f}"] if ours else []), f"{mean[i]:.1f} [{lo[i]:.0f}-{hi[i]:.0f}]"]
+        cells = [f"{s:.0f}", cell(*ref_run, s, "the reference code"),
+                 *([cell(*ours, s, "ours")] if ours else []), f"{mean[i]:.1f} [{lo[i]:.0f}-{hi[i]:.0f}]"]
         print(" | ".join(f"{c:>26}" for c in cells))
+    if partial:
+        print(f"* a window the run has not finished ({'; '.join(dict.fromkeys(partial))}): the mean of its episodes "
+              "so far")
     if args.out:
         from experiments.plot import pyplot
 

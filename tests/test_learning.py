@@ -193,5 +193,26 @@ def test_reference_run_report_puts_the_three_curves_side_by_side(reference_run, 
     row = next(line for line in out if line.split("|")[0].strip() == "20000")
     # reference code: episodes at 11k..20k -> mean 155; ours (slope 0.01): the same window's episodes -> 155
     assert [c.strip() for c in row.split("|")][:3] == ["20000", "155.0", "155.0"]
+    assert not any(line.startswith("*") for line in out)  # both runs reached 20k: no window is partial
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert reference_run.main(["report", "dmc:walker_stand", "--runs", str(tmp_path / "none")]) == 2
+
+
+def test_reference_run_report_marks_a_window_the_run_has_not_finished(reference_run, tmp_path, capsys):
+    """A reference run that stopped at 15k: its 20k cell is the mean of the episodes at 11k..15k, marked ``*``,
+    and a footnote says how far it got; our run, complete to 20k, is not marked."""
+    runs = tmp_path / "runs"
+    logdir = runs / "dmc_walker_stand-s0"
+    logdir.mkdir(parents=True)
+    lines = [json.dumps({"step": s, "episode/score": s / 100}) for s in range(1000, 15_001, 1000)]
+    (logdir / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    ours = write_run(tmp_path / "ours", steps=20_000, slope=0.01)
+    published = write_reference(tmp_path / "p.json.gz", seed_curves("dmc_walker_stand", [300, 400, 500]))
+    assert reference_run.main(["report", "dmc:walker_stand", "--runs", str(runs), "--ours", str(ours),
+                               "--published", str(published)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.split("|")[0].strip() == "20000")
+    assert [c.strip() for c in row.split("|")][:3] == ["20000", "130.0*", "155.0"]
+    assert [line for line in out if line.startswith("*")] == [
+        "* a window the run has not finished (the reference code reached 15000 env steps): the mean of its episodes "
+        "so far"]
