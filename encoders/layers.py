@@ -41,10 +41,23 @@ def init_linear_(weight: Tensor, fan_in: int, scale: float = 1.0, mode: str = "w
             weight.mul_(scale)
 
 
+class RMSNorm(nn.RMSNorm):
+    """:class:`torch.nn.RMSNorm` computed in float32 and cast back to the input's dtype, as the reference does
+    (``embodied/jax/nets.py`` ``Norm``: ``x.astype(f32)``, normalise and scale, ``astype(dtype)``).
+
+    Under bf16 autocast ``nn.RMSNorm`` alone gets a bf16 input and a float32 weight, which PyTorch cannot fuse
+    (a "Mismatch dtype" warning on every run) and computes unfused; here the fused float32 kernel runs instead,
+    with the same result. ``(..., D)`` -> ``(..., D)``, same dtype as the input.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
     """``rms`` (RMSNorm, reference code), ``layer`` (LayerNorm, 2023 paper) or ``none``, over the last dim."""
     if kind == "rms":
-        return nn.RMSNorm(dim, eps=1e-4)
+        return RMSNorm(dim, eps=1e-4)
     if kind == "layer":
         return nn.LayerNorm(dim, eps=1e-3)
     if kind == "none":

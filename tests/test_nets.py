@@ -308,3 +308,30 @@ def test_optimizer_global_clip_and_frozen_params():
     assert p.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
     empty = Optimizer([([frozen], 1.0)], "adam", eps=1e-8, betas=(0.9, 0.999), agc=0.0, clip=0.0, warmup=0)
     assert empty.opt is None and empty.step(torch.zeros(())) == 0.0
+
+
+def test_rms_norm_under_bf16_autocast_is_float32_math_in_the_input_dtype():
+    """The reference normalises in float32 and casts back: under bf16 autocast the output is bf16, equals the
+    float32 computation on the same input rounded to bf16, its weight gets the same gradient, and PyTorch emits
+    no dtype-mismatch warning (plain ``nn.RMSNorm`` does)."""
+    import warnings
+
+    torch.manual_seed(0)
+    norm = make_norm("rms", 32)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(8, 32).to(torch.bfloat16)
+    expected = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-4) * norm.weight
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning fails the test
+        y = norm(x)
+        y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, expected.to(torch.bfloat16))
+    grad = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-4)).sum(0)
+    torch.testing.assert_close(norm.weight.grad, grad, rtol=1e-5, atol=1e-5)
+    plain = torch.nn.RMSNorm(32, eps=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain(x)
+    assert any("Mismatch dtype" in str(w.message) for w in caught)
