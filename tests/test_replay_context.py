@@ -306,10 +306,11 @@ def test_config_key_range_and_capacity():
     build_config(["replay_capacity=64", "batch_length=64"])
     with pytest.raises(ConfigError, match=r"\(batch_length \+ replay_context\) x num_envs"):
         build_config(["replay_capacity=64", "batch_length=64", "replay_context=1"])
-    # the hash of a run stored before the key existed is unchanged; turning context on changes it
-    base = build_config([])
+    # the hash of a run stored before the key existed is unchanged; turning context on changes it (prefill=5000:
+    # the default then)
+    base = build_config(["prefill=5000"])
     assert model_hash(base) == "c898bf79a944"  # measured before the key existed (main f1cf805)
-    assert model_hash(build_config(["obs=state", "size=size1m"])) == "700cd7ca4448"
+    assert model_hash(build_config(["obs=state", "size=size1m", "prefill=5000"])) == "700cd7ca4448"
     assert model_hash(base) != model_hash(build_config(["replay_context=1"]))
 
 
