@@ -163,17 +163,21 @@ def report(args: argparse.Namespace) -> int:
     print(" | ".join(f"{c:>26}" for c in header))
     partial = []
 
-    def cell(xs: np.ndarray, ys: np.ndarray, s: float, name: str) -> str:
+    def next_end(xs: np.ndarray) -> float:
+        """The env step the run's next episode would end at (last end + the median spacing of episode ends)."""
+        return xs.max(initial=0) + (float(np.median(np.diff(xs))) if len(xs) > 1 else 0.0)
+
+    def cell(xs: np.ndarray, ys: np.ndarray, s: float, name: str, after: float) -> str:
         value = f"{window_mean(xs, ys, s)[0]:.1f}"
-        spacing = float(np.median(np.diff(xs))) if len(xs) > 1 else 0.0  # env steps between episode ends
-        if xs.max(initial=0) + spacing <= s and value != "nan":  # another episode would have ended in the window
+        if after <= s and value != "nan":  # another episode would have ended in the window: the run stopped early
             partial.append(f"{name} reached {xs.max():.0f} env steps")
             return value + "*"
         return value
 
+    ref_next, ours_next = next_end(ref_run[0]), next_end(ours[0]) if ours else 0.0
     for i, s in enumerate(steps):
-        cells = [f"{s:.0f}", cell(*ref_run, s, "the reference code"),
-                 *([cell(*ours, s, "ours")] if ours else []), f"{mean[i]:.1f} [{lo[i]:.0f}-{hi[i]:.0f}]"]
+        cells = [f"{s:.0f}", cell(*ref_run, s, "the reference code", ref_next),
+                 *([cell(*ours, s, "ours", ours_next)] if ours else []), f"{mean[i]:.1f} [{lo[i]:.0f}-{hi[i]:.0f}]"]
         print(" | ".join(f"{c:>26}" for c in cells))
     if partial:
         print(f"* a window the run has not finished ({'; '.join(dict.fromkeys(partial))}): the mean of its episodes "

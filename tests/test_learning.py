@@ -216,3 +216,12 @@ def test_reference_run_report_marks_a_window_the_run_has_not_finished(reference_
     assert [line for line in out if line.startswith("*")] == [
         "* a window the run has not finished (the reference code reached 15000 env steps): the mean of its episodes "
         "so far"]
+    # a finished run whose episodes end every 1 002 env steps (501 agent steps, as the reference's): the last end,
+    # 19 038, is short of 20k, but the next would be past it, so the 20k window is complete
+    lines = [json.dumps({"step": s, "episode/score": 100.0}) for s in range(1002, 20_000, 1002)]
+    (logdir / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    assert reference_run.main(["report", "dmc:walker_stand", "--runs", str(runs), "--ours", str(ours),
+                               "--published", str(published)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert next(line for line in out if line.split("|")[0].strip() == "20000").split("|")[1].strip() == "100.0"
+    assert not any(line.startswith("*") for line in out)
