@@ -1,8 +1,8 @@
 """Learning checks: train dreamshift on dm_control tasks and compare its training-episode returns with DreamerV3's
 published learning curves at the same env steps.
 
-    python benchmarks/learning.py run CHECK [--seeds 0,1] [--steps 50000] [--parallel K] [--runs runs/learning]
-                                            [--set key=value ...] [--dry-run]
+    python benchmarks/learning.py run CHECK [--seeds 0,1] [--batch] [--steps 50000] [--parallel K]
+                                            [--runs runs/learning] [--set key=value ...] [--dry-run]
     python benchmarks/learning.py report CHECK [--runs runs/learning] [--reference DIR|FILE] [--out PNG]
 
 Checks (:data:`CHECKS`; their presets and train ratios are the ``*_OVERRIDES`` constants below):
@@ -22,7 +22,10 @@ Checks (:data:`CHECKS`; their presets and train ratios are the ``*_OVERRIDES`` c
 a time with ``threads=1`` each, into ``RUNS/<check>/<task>[-<variant>]-s<seed>`` (``<task>`` as in
 ``dmc_walker_stand``), each run's output in ``<run dir>.log``. A run directory that holds a checkpoint is resumed
 (``dreamshift train --resume DIR`` with the same overrides and ``steps=N``); one that already reached the
-budget is skipped. ``--set key=value ...`` adds train overrides to every run (e.g. ``--set size=size12m
+budget is skipped. ``--batch`` trains the seeds of each (variant, task) as one batch in one process
+(``dreamshift train seeds=[...]``, :mod:`mbrl.train_members`) into ``RUNS/<check>/<task>[-<variant>]-seeds/`` with
+one ``seed-<s>/`` run directory per seed; ``report`` reads those as seeds too. ``--tasks`` limits a run to some of
+the check's tasks. ``--set key=value ...`` adds train overrides to every run (e.g. ``--set size=size12m
 train_ratio=1024``); they must be given again when resuming.
 
 ``report`` reads the run directories (finished or still running) and prints, per run group, a table ``env
@@ -49,6 +52,7 @@ file); they are never copied into this repository. Both count x in env steps at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -190,6 +194,33 @@ class Job:
     status: str  # "new" | "resume" | "done"
 
 
+def batch_name(task: str, variant: str) -> str:
+    """``dmc:walker_stand``, ``""`` -> ``dmc_walker_stand-seeds`` (the directory of a batch of seeds)."""
+    return run_name(task, variant, 0)[:-len("-s0")] + "-seeds"
+
+
+def plan_batch(check: Check, seeds: list[int], steps: int, runs_root: Path, extra: dict[str, str]) -> list[Job]:
+    """``--batch``: one job per (variant, task) training ``seeds`` together; resumed when its members have
+    checkpoints, skipped when every member's log reached ``steps``."""
+    jobs = []
+    for variant in check.variants:
+        for task in check.tasks:
+            name = batch_name(task, variant)
+            run_dir = runs_root / check.name / name
+            members = [run_dir / f"seed-{s}" for s in seeds]
+            resume = (run_dir / "members.json").is_file() and all(
+                (m / "checkpoint" / "checkpoint.json").exists() for m in members)
+            status = "resume" if resume else "new"
+            if resume and all(furthest_step(m) >= steps for m in members):
+                status = "done"
+            overrides = run_overrides(check, task, variant, seeds[0], steps, run_dir, extra)
+            del overrides["seed"]
+            if not resume:
+                overrides["seeds"] = "[" + ",".join(map(str, seeds)) + "]"
+            jobs.append(Job(name, run_dir, train_command(overrides, resume), status))
+    return jobs
+
+
 def plan(check: Check, seeds: list[int], steps: int, runs_root: Path, extra: dict[str, str]) -> list[Job]:
     """The check's runs: resume those with a checkpoint, skip those whose log reached ``steps``."""
     jobs = []
@@ -255,6 +286,10 @@ def find_runs(check: Check, runs_root: Path) -> dict[tuple[str, str], list[Run]]
             pattern = re.compile(re.escape(prefix) + r"-s(\d+)")
             dirs = sorted((p for p in base.glob(f"{prefix}-s*") if pattern.fullmatch(p.name)),
                           key=lambda p: int(pattern.fullmatch(p.name).group(1))) if base.is_dir() else []
+            member = re.compile(r"seed-(\d+)")
+            batch = base / batch_name(task, variant)
+            dirs += sorted((p for p in batch.glob("seed-*") if member.fullmatch(p.name)),
+                           key=lambda p: int(member.fullmatch(p.name).group(1))) if batch.is_dir() else []
             runs = []
             for d in dirs:
                 try:
@@ -437,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="launch or resume the training runs of a check, then report")
     r.add_argument("check", help=", ".join(CHECKS))
     r.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    r.add_argument("--tasks", default="", help="comma-separated subset of the check's tasks (default: all)")
+    r.add_argument("--batch", action="store_true",
+                   help="train each task's seeds as one batch in one process (dreamshift train seeds=[...])")
     r.add_argument("--steps", type=int, default=STEPS, help=f"env-step budget of each run (default {STEPS})")
     r.add_argument("--parallel", type=int, default=1, help="runs at a time, threads=1 each (default 1)")
     r.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -462,11 +500,18 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds or args.parallel < 1 or args.steps < 1:
             raise ConfigError("--seeds must name a seed, --parallel and --steps must be >= 1")
         extra = parse_sets(args.set)
+        if args.tasks:
+            tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+            unknown = [t for t in tasks if t not in check.tasks]
+            if unknown or not tasks:
+                raise ConfigError(f"--tasks {args.tasks!r}: allowed: {', '.join(check.tasks)}")
+            check = dataclasses.replace(check, tasks=tasks)
         from mbrl.config import build_config
 
-        jobs = plan(check, seeds, args.steps, args.runs.resolve(), extra)
+        jobs = (plan_batch if args.batch else plan)(check, seeds, args.steps, args.runs.resolve(), extra)
         for job in jobs:  # bad overrides fail here, once, before any process starts
-            build_config([a for a in job.cmd[job.cmd.index("train") + 1:] if "=" in a])
+            build_config([a for a in job.cmd[job.cmd.index("train") + 1:] if "=" in a and
+                          not a.startswith("seeds=")])
         for job in jobs:
             print(f"{job.status:>6}  {' '.join(job.cmd)}")
         if args.dry_run:

@@ -160,10 +160,13 @@ class ActorCritic(nn.Module):
 
         Reference ``embodied/jax/utils.py`` ``Normalize(impl='perc', debias=False)``: ``lo``/``hi`` start at 0 and
         move by ``rate`` towards each batch's percentiles (``jnp.percentile``, linear interpolation); the stats
-        are read after the update.
+        are read after the update. A batch with non-finite percentiles leaves them unchanged (its update is skipped
+        too, :class:`mbrl.optim.Optimizer`), so a diverged batch cannot poison the normaliser.
         """
         perc = torch.quantile(ret.detach().flatten().to(torch.float32), self.retnorm_q)
-        self.retnorm.lerp_(perc, self.cfg.retnorm_rate)
+        # a non-finite batch (its update is skipped by the optimiser) leaves the statistics as they were
+        self.retnorm.copy_(torch.where(torch.isfinite(perc), self.retnorm.lerp(perc, self.cfg.retnorm_rate),
+                                       self.retnorm))
         return (self.retnorm[1] - self.retnorm[0]).clamp(min=self.cfg.retnorm_limit)
 
     def loss(self, traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -68,9 +68,9 @@ def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
     lo, hi = bins[below], bins[above]
     w_hi = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
     out = torch.zeros(*x.shape, k, dtype=x.dtype, device=x.device)
-    out.scatter_(-1, below.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1))
-    out.scatter_add_(-1, above.unsqueeze(-1), w_hi.unsqueeze(-1))
-    return out
+    # out of place, so that the same code runs under ``torch.func.vmap`` (seeds as a batch, mbrl.members)
+    out = out.scatter(-1, below.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1))
+    return out.scatter_add(-1, above.unsqueeze(-1), w_hi.unsqueeze(-1))
 
 
 def _symmetric_sum(probs: Tensor, bins: Tensor) -> Tensor:

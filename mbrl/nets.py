@@ -15,7 +15,7 @@ import einops
 import torch
 from torch import Tensor, nn
 
-from encoders.layers import ChannelNorm, init_linear_, make_norm
+from encoders.layers import ChannelNorm, channels_last, init_linear_, make_norm
 
 
 class Linear(nn.Linear):
@@ -124,4 +124,4 @@ class ConvDecoder(nn.Module):
 
     def forward(self, feat: Tensor) -> Tensor:
         x = einops.rearrange(self.linear(feat), "n (h w c) -> n c h w", h=4, w=4)
-        return self.convs(x.contiguous(memory_format=torch.channels_last)) + 0.5
+        return self.convs(channels_last(x)) + 0.5

@@ -305,68 +305,107 @@ class ReplayWriter:
         self.replay.add(episode.index, last)
 
 
-def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
-          run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
-    """Collection (an :class:`envs.driver.Driver` writing through :class:`ReplayWriter`) and the schedule:
-    updates at the train ratio, logging, checkpoints, periodic evaluation."""
-    n, a = cfg.num_envs, agent.action_dim
-    rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
-    agent_policy = AgentPolicy(agent, n, "train", outs=True)
+class Collector:
+    """One agent's side of the training loop: collection (an :class:`envs.driver.Driver` writing through
+    :class:`ReplayWriter`), episode records, and at its schedule the train log, checkpoints and periodic
+    evaluation. The updates themselves are the caller's (:func:`_loop` for one agent, :mod:`mbrl.train_members`
+    for a batch of seeds): :meth:`updates_due` says how many, :attr:`train_metrics` takes their metrics.
+    """
 
-    def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        action, outs = agent_policy(obs, is_first)  # always called: the policy state follows every frame
-        if random_prefill and counters["env_steps"] < cfg.prefill:
-            action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
-            agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
-        return action, outs
+    def __init__(self, cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any],
+                 logger: Logger, run_dir: Path, random_prefill: bool = True) -> None:
+        self.cfg, self.agent, self.replay, self.counters = cfg, agent, replay, counters
+        self.logger, self.run_dir = logger, run_dir
+        n, a = cfg.num_envs, agent.action_dim
+        rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
+        agent_policy = AgentPolicy(agent, n, "train", outs=True)
+        device = agent.device
 
-    writer = ReplayWriter(replay, agent)
-    driver = Driver(venv, policy, on_step=[writer.step], on_episode=[writer.episode])
-    driver.reset(seed=cfg.seed + 7919 * counters["episodes"])
-    last_return: float | None = counters.get("last_return")
-    batch_steps = cfg.batch_size * cfg.batch_length
-    prefill_agent = cfg.prefill // (cfg.action_repeat * n) * n
-    next_log = (counters["env_steps"] // cfg.log_every + 1) * cfg.log_every
-    next_save = (counters["env_steps"] // cfg.save_every + 1) * cfg.save_every if cfg.save_every else None
-    next_eval = (counters["env_steps"] // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
-    train_metrics: list[dict[str, torch.Tensor]] = []
-    log_start = (counters["env_steps"], counters["updates"])
-    while counters["env_steps"] < cfg.steps:
-        ended = driver.step()
-        counters["agent_steps"] += n
-        counters["env_steps"] += n * cfg.action_repeat
+        def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+            action, outs = agent_policy(obs, is_first)  # always called: the policy state follows every frame
+            if random_prefill and counters["env_steps"] < cfg.prefill:
+                action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
+                agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
+            return action, outs
+
+        writer = ReplayWriter(replay, agent)
+        self.driver = Driver(venv, policy, on_step=[writer.step], on_episode=[writer.episode])
+        self.driver.reset(seed=cfg.seed + 7919 * counters["episodes"])
+        self.last_return: float | None = counters.get("last_return")
+        self.prefill_agent = cfg.prefill // (cfg.action_repeat * n) * n
+        self.next_log = (counters["env_steps"] // cfg.log_every + 1) * cfg.log_every
+        self.next_save = (counters["env_steps"] // cfg.save_every + 1) * cfg.save_every if cfg.save_every else None
+        self.next_eval = (counters["env_steps"] // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
+        self.train_metrics: list[dict[str, torch.Tensor]] = []
+        self.log_start = (counters["env_steps"], counters["updates"])
+
+    @property
+    def done(self) -> bool:
+        return self.counters["env_steps"] >= self.cfg.steps
+
+    def collect(self) -> None:
+        """One driver step of every env (``N * action_repeat`` env steps) and the records of ended episodes."""
+        cfg, counters = self.cfg, self.counters
+        ended = self.driver.step()
+        counters["agent_steps"] += cfg.num_envs
+        counters["env_steps"] += cfg.num_envs * cfg.action_repeat
         for episode in ended:
             counters["episodes"] += 1
-            last_return = episode.record["return"]
-            counters["last_return"] = last_return
-            record = {"return": last_return, "length": episode.record["steps"] * cfg.action_repeat}
+            self.last_return = episode.record["return"]
+            counters["last_return"] = self.last_return
+            record = {"return": self.last_return, "length": episode.record["steps"] * cfg.action_repeat}
             if "success" in episode.record:
                 record["success"] = episode.record["success"]
-            logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
-        if counters["env_steps"] >= cfg.prefill and replay.can_sample(cfg.batch_length + cfg.replay_context):
-            due = int(max(0, counters["agent_steps"] - prefill_agent) * cfg.train_ratio / batch_steps) + 1
-            while counters["updates"] < due:
-                train_metrics.append(train_on_replay(cfg, agent, replay, device))
-                counters["updates"] += 1
-        if counters["env_steps"] >= next_log or counters["env_steps"] >= cfg.steps:
+            self.logger.log("episode", counters["env_steps"], counters["agent_steps"], record)
+
+    def updates_due(self) -> int:
+        """How many updates the train ratio asks for now (0 during the prefill or before replay can be sampled)."""
+        cfg, counters = self.cfg, self.counters
+        if counters["env_steps"] < cfg.prefill or not self.replay.can_sample(cfg.batch_length + cfg.replay_context):
+            return 0
+        batch_steps = cfg.batch_size * cfg.batch_length
+        due = int(max(0, counters["agent_steps"] - self.prefill_agent) * cfg.train_ratio / batch_steps) + 1
+        return max(0, due - counters["updates"])
+
+    def after_updates(self) -> None:
+        """At their schedule: the train log record, a checkpoint, a periodic evaluation.
+
+        Raises:
+            mbrl.optim.NonFiniteError: the agent met a non-finite loss or gradient (checked before logging and
+                saving; the previous checkpoint stays the last good one).
+        """
+        cfg, counters, agent = self.cfg, self.counters, self.agent
+        if counters["env_steps"] >= self.next_log or counters["env_steps"] >= cfg.steps:
             agent.check_finite()
-            rates = logger.update_progress(counters["env_steps"], counters["updates"], last_return)
-            record = fetch_metrics(train_metrics)
-            span = counters["env_steps"] - log_start[0]
-            record.update(rates, updates=counters["updates"], replay_size=len(replay),
-                          updates_per_env_step=(counters["updates"] - log_start[1]) / span if span else 0.0)
-            log_start = (counters["env_steps"], counters["updates"])
-            logger.log("train", counters["env_steps"], counters["agent_steps"], record)
-            train_metrics.clear()
-            next_log += cfg.log_every
-        if next_save is not None and counters["env_steps"] >= next_save:
+            rates = self.logger.update_progress(counters["env_steps"], counters["updates"], self.last_return)
+            record = fetch_metrics(self.train_metrics)
+            span = counters["env_steps"] - self.log_start[0]
+            record.update(rates, updates=counters["updates"], replay_size=len(self.replay),
+                          updates_per_env_step=(counters["updates"] - self.log_start[1]) / span if span else 0.0)
+            self.log_start = (counters["env_steps"], counters["updates"])
+            self.logger.log("train", counters["env_steps"], counters["agent_steps"], record)
+            self.train_metrics.clear()
+            self.next_log += cfg.log_every
+        if self.next_save is not None and counters["env_steps"] >= self.next_save:
             agent.check_finite()
-            checkpoint.save(run_dir, agent, replay, counters)
-            next_save += cfg.save_every
-        if next_eval is not None and counters["env_steps"] >= next_eval:
+            checkpoint.save(self.run_dir, agent, self.replay, counters)
+            self.next_save += cfg.save_every
+        if self.next_eval is not None and counters["env_steps"] >= self.next_eval:
             results = run_episodes(agent, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
             returns = [r["return"] for r in results]
-            logger.log("eval", counters["env_steps"], counters["agent_steps"],
-                       {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-                        "episodes": len(returns)})
-            next_eval += cfg.eval_every
+            self.logger.log("eval", counters["env_steps"], counters["agent_steps"],
+                            {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+                             "episodes": len(returns)})
+            self.next_eval += cfg.eval_every
+
+
+def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], logger: Logger,
+          run_dir: Path, device: torch.device, random_prefill: bool = True) -> None:
+    """Collection and the schedule of one agent (:class:`Collector`), with its updates at the train ratio."""
+    run = Collector(cfg, venv, agent, replay, counters, logger, run_dir, random_prefill)
+    while not run.done:
+        run.collect()
+        for _ in range(run.updates_due()):
+            run.train_metrics.append(train_on_replay(cfg, agent, replay, device))
+            counters["updates"] += 1
+        run.after_updates()

@@ -275,7 +275,14 @@ class WorldModel(nn.Module):
             ``(B, T, ...)`` and metrics as detached 0-d tensors (fetched by the caller at log time, so an update
             never waits for the device).
         """
-        cfg = self.loss_cfg
+        embed, prev_action, state = self.filter_inputs(data, state)
+        post, prior = self.rssm.observe(embed, prev_action, data["is_first"], state)
+        total, metrics = self.loss_terms(data, post, prior)
+        return total, post, metrics
+
+    def filter_inputs(self, data: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, Tensor, State | None]:
+        """What :meth:`loss` feeds the posterior filter: ``(embed (B, T, E), prev_action (B, T, A), start state)``;
+        the start state is ``state`` if given, else the batch's replay context if it has one, else None (zeros)."""
         action = data["action"]
         embed = self.embed(data)
         if "start_deter" in data:  # replay context: start from the stored latent and action of the step before
@@ -284,8 +291,14 @@ class WorldModel(nn.Module):
                 state = context_state(data)
         else:
             first = torch.zeros_like(action[:, :1])
-        prev_action = torch.cat([first, action[:, :-1]], 1)
-        post, prior = self.rssm.observe(embed, prev_action, data["is_first"], state)
+        return embed, torch.cat([first, action[:, :-1]], 1), state
+
+    def loss_terms(self, data: dict[str, Tensor], post: State, prior: State) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of :meth:`loss` from the filter's ``(B, T, ...)`` posterior and prior states: ``(scalar loss,
+        metrics)``. Split from :meth:`loss` so that a batch of seeds (:mod:`mbrl.members`) can run the filter as
+        its own compiled region."""
+        cfg = self.loss_cfg
+        action = data["action"]
         feat = self.rssm.features(post)
         b = action.shape[0]
         rec = torch.zeros(action.shape[:2], device=action.device)
@@ -316,7 +329,7 @@ class WorldModel(nn.Module):
                         "wm/dyn": dyn.detach().mean(), "wm/rep": rep.detach().mean(),
                         "wm/prior_ent": self.rssm.entropy(prior).detach().mean(),
                         "wm/post_ent": self.rssm.entropy(post).detach().mean()})
-        return total.mean(), post, metrics
+        return total.mean(), metrics
 
 
 def context_state(data: dict[str, Tensor]) -> State:
