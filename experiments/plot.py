@@ -7,7 +7,10 @@ Reads each run's ``metrics.jsonl`` (records ``{"kind": "train" | "episode" | "ev
 (each episode faint, the windowed mean as a line) and the eval return when the run logged any, then one panel per
 group of ``train`` diagnostics that some run logged (:data:`PANELS`: critic mean, lambda-return mean, advantage
 mean/std, return scale, entropy, policy std, imagined reward, gradient norms, KL, losses, updates per env step).
-Runs are overlaid, one colour each, labelled ``env obs encoder seed`` from ``config.json``. The output format
+Runs are overlaid, one colour each, labelled ``env obs encoder seed`` from ``config.json``. A batch of seeds
+(``dreamshift train seeds=[...]``: a directory with ``members.json`` and one ``seed-<s>/`` run per member) is read
+as its members: the return panel shows their mean and min–max band in one colour, the diagnostics each member.
+The output format
 follows the suffix of ``--out`` (``.png``, ``.svg`` or ``.pdf``); it is written atomically.
 
 With ``--reference`` (a gzipped JSON list of ``{task, method, seed, xs, ys}`` records with ``xs`` in env steps,
@@ -32,6 +35,7 @@ import gzip
 import io as _io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +178,32 @@ def load_run(path: Path | str) -> Run:
     return Run(path, config, records, run_label(config, path.name))
 
 
+MEMBERS_FILE = "members.json"  # a batch of seeds' run directory (mbrl.train_members; read, not imported)
+
+
+def expand_batches(paths: list[Path | str]) -> list[list[Path]]:
+    """Each path as its group of run directories: a batch of seeds (``members.json``) -> its ``seed-<s>/`` member
+    directories in the listed order, any other path -> ``[path]``.
+
+    Raises:
+        ConfigError: a ``members.json`` that is not a list of seeds.
+    """
+    groups = []
+    for p in map(Path, paths):
+        doc_path = p / MEMBERS_FILE
+        if not doc_path.is_file():
+            groups.append([p])
+            continue
+        try:
+            seeds = [int(s) for s in json.loads(doc_path.read_text())["seeds"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{str(doc_path)!r} is not a members file (a list of seeds): {err}") from None
+        groups.append([p / f"seed-{s}" for s in seeds if (p / f"seed-{s}" / "metrics.jsonl").is_file()])
+        if not groups[-1]:
+            raise ConfigError(f"batch {str(p)!r} has no member with metrics.jsonl yet")
+    return groups
+
+
 def load_runs(paths: list[Path | str]) -> list[Run]:
     """:func:`load_run` of each path; labels shared by several runs get their directory name appended."""
     runs = [load_run(p) for p in paths]
@@ -299,18 +329,46 @@ def colours(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def draw_band(ax: Any, members: list[Run], colour: Any, window: float = WINDOW, xmax: float | None = None) -> None:
+    """A batch of seeds on the return panel: every member's episodes (faint points) and, on a grid of 100 env-step
+    points, the mean over members of each member's :func:`window_mean` (line) with its min–max (band)."""
+    xmax = xmax or max([r.furthest for r in members] + [window])
+    grid = np.linspace(0, xmax, 101)[1:]
+    curves = []
+    for run in members:
+        xs, ys = run.series("episode", "return")
+        if len(xs):
+            ax.scatter(xs, ys, s=3, color=colour, alpha=0.12, lw=0)
+            curves.append(np.where(grid <= run.furthest, window_mean(xs, ys, grid, window), np.nan))
+    label = run_label({k: v for k, v in members[0].config.items() if k != "seed"}, members[0].path.parent.name)
+    if not curves:
+        ax.plot([], [], color=colour, label=f"{label} (no episodes yet)")
+        return
+    per = np.stack(curves)
+    ok = ~np.all(np.isnan(per), axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, lo, hi = np.nanmean(per[:, ok], 0), np.nanmin(per[:, ok], 0), np.nanmax(per[:, ok], 0)
+    ax.fill_between(grid[ok], lo, hi, color=colour, alpha=0.2, lw=0)
+    ax.plot(grid[ok], mean, color=colour, lw=1.8, label=f"{label}: mean, min–max of {len(curves)} seeds")
+
+
 def draw_returns(ax: Any, runs: list[Run], reference: dict[str, Curves] | None = None, window: float = WINDOW,
                  xmax: float | None = None, run_colours: list[Any] | None = None, ref_name: str = "reference",
-                 warn: Any = None, tasks: list[str] | None = None) -> None:
+                 warn: Any = None, tasks: list[str] | None = None, bands: list[tuple[list[Run], Any]] | None = None
+                 ) -> None:
     """The return panel: each run's training-episode returns (points) and their :func:`window_mean` (line), eval
     returns (markers), and for each run's task in ``reference`` its mean and seed min-max band up to ``xmax``
     (default: the furthest env step of the runs). ``tasks`` (reference names, default those of the runs' envs)
-    choose the reference curves; ``warn(msg)`` is told about tasks the reference lacks."""
+    choose the reference curves; ``warn(msg)`` is told about tasks the reference lacks. ``bands``: batches of
+    seeds, ``(member runs, colour)`` each, drawn by :func:`draw_band` (their members are not in ``runs``)."""
     run_colours = run_colours or colours(len(runs))
-    xmax = xmax or max([r.furthest for r in runs] + [window])
+    bands = bands or []
+    everyone = runs + [m for members, _ in bands for m in members]
+    xmax = xmax or max([r.furthest for r in everyone] + [window])
     if reference is not None:
         if tasks is None:
-            tasks = list(dict.fromkeys(t for t in (reference_task(r.env) for r in runs) if t))
+            tasks = list(dict.fromkeys(t for t in (reference_task(r.env) for r in everyone) if t))
         # one point per window (the statistic of disjoint windows; the proprio curves have a point every 10k)
         grid = np.arange(window, xmax + 1, window) if xmax >= 4 * window else np.linspace(0, xmax, 41)[1:]
         for i, task in enumerate(tasks):
@@ -324,6 +382,8 @@ def draw_returns(ax: Any, runs: list[Run], reference: dict[str, Curves] | None =
             ax.fill_between(grid[ok], lo[ok], hi[ok], color="0.5", alpha=0.2, lw=0)
             ax.plot(grid[ok], mean[ok], color="k", ls=LINESTYLES[i % len(LINESTYLES)], marker=".", lw=1.2,
                     label=f"{ref_name}{tag}: mean, min–max of {len(reference[task])} seeds")
+    for members, c in bands:
+        draw_band(ax, members, c, window, xmax)
     for run, c in zip(runs, run_colours, strict=True):
         xs, ys = run.series("episode", "return")
         if len(xs):
@@ -388,7 +448,8 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, reference: Path | str
     out = check_out(out)
     if window <= 0:
         raise ConfigError(f"--window must be > 0 env steps, got {window:g}")
-    runs = load_runs(run_dirs)
+    groups = expand_batches(run_dirs)
+    runs = load_runs([d for g in groups for d in g])
     ref = load_reference(reference) if reference is not None else None
     plt = pyplot()
     panels = panels_present(runs)
@@ -401,8 +462,17 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, reference: Path | str
     axes = [fig.add_subplot(gs[0, 0:2])] + [fig.add_subplot(gs[r, c]) for r, c in cells[:len(panels)]]
     run_colours = colours(len(runs))
     xmax = max([r.furthest for r in runs] + [window])
-    draw_returns(axes[0], runs, ref, window, xmax=xmax, run_colours=run_colours,
-                 ref_name=reference_label(reference) if reference is not None else "reference", warn=warn)
+    singles, single_colours, bands, i = [], [], [], 0
+    for path, g in zip(run_dirs, groups, strict=True):
+        if not (Path(path) / MEMBERS_FILE).is_file():
+            singles.append(runs[i])
+            single_colours.append(run_colours[i])
+        else:
+            bands.append((runs[i:i + len(g)], run_colours[i]))
+        i += len(g)
+    draw_returns(axes[0], singles, ref, window, xmax=xmax, run_colours=single_colours,
+                 ref_name=reference_label(reference) if reference is not None else "reference", warn=warn,
+                 bands=bands)
     axes[0].set_title(f"episode return (mean over {window / 1000:g}k env steps)", fontsize=9)
     for ax, panel in zip(axes[1:], panels, strict=True):
         _draw_panel(ax, panel, runs, run_colours, xmax)
