@@ -25,6 +25,7 @@ SETUP_COMMANDS = ("bash .ci/setup && .venv/bin/dreamshift demo", ".venv/bin/pyth
 # ``a=b`` strings in code that are not config overrides. Keep this list tiny; each entry says why.
 NOT_CONFIG_KEYS = {
     "world_model", "actor_critic",  # per-module merge alphas: dreamshift merge/adapt-eval --alpha encoder=0,...
+    "seeds",  # dreamshift train seeds=[0,1,2,3]: a batch of seeds (mbrl.cli.train.split_seeds), not a config key
 }
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
