@@ -9,6 +9,7 @@ under every condition of a shift suite. File format (every key but ``envs`` and 
       - cnn                           #   modes default to [auto] (cnn: full, pretrained: frozen)
       - {name: efficientnet-lite0, modes: [frozen, partial:1, full], overrides: {encoder_input_size: 128}}
     seeds: [0, 1]                     # or an int n >= 1: seeds 0 .. n-1
+    seed_batch: 2                     # train each (env, encoder, mode)'s seeds in batches of this many, one process
     steps: 3000                       # env steps of training
     overrides: {size: XS, prefill: 1000}   # `dreamshift train` keys, applied to every trial
     evaluation: {suite: quick, episodes: 2, seed: 0, alphas: [0.5]}   # alphas: also evaluate WiSE-FT merges
@@ -19,6 +20,11 @@ under every condition of a shift suite. File format (every key but ``envs`` and 
 
 Every trial's configuration is validated (:func:`mbrl.config.build_config`) when the file is loaded, so a bad
 key or value fails before anything runs.
+
+``seed_batch: E`` (default 1: one agent per process) trains the seeds of each (env, encoder, mode) together, E at a
+time, in one process (``dreamshift train seeds=[...]``, :mod:`mbrl.train_members`); each trial is still one seed
+with its own results file and record, so the results schema and the leaderboard do not change. Pretrained encoders
+must then be frozen (a fine-tuned backbone trains one seed per process).
 """
 
 from __future__ import annotations
@@ -35,11 +41,12 @@ from encoders.finetune import parse_mode
 from encoders.registry import check_name, resolve_mode
 from envs.errors import ConfigError
 from mbrl.config import build_config
+from mbrl.members import check_members
 from shifts.suites import parse_suite
 
 BACKENDS = ("local", "slurm", "submitit-local")
-_TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "steps", "overrides", "evaluation",
-             "retries", "backend", "slurm"}
+_TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "seed_batch", "steps", "overrides",
+             "evaluation", "retries", "backend", "slurm"}
 _ENCODER_KEYS = {"name", "modes", "overrides", "label"}
 _EVAL_KEYS = {"suite", "episodes", "seed", "alphas"}
 _BACKEND_KEYS = {"name", "workers", "threads"}
@@ -63,6 +70,9 @@ class Trial:
     eval_seed: int
     group: str  # wandb group: env/encoder/mode
     alphas: list[float] = field(default_factory=list)  # WiSE-FT merges also evaluated (pretrained, trained modes)
+    # seeds as a batch (``seed_batch`` > 1): the batch's id (its run directory under ``runs/``) and its seeds
+    batch: str = ""
+    batch_seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +89,7 @@ class Sweep:
     backend: str = "local"
     workers: int = 1
     threads: int = 0  # torch threads per trial; 0 = cores / workers
+    seed_batch: int = 1  # seeds trained together in one process
     slurm: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -170,6 +181,10 @@ def load(path: Path | str) -> Sweep:
     env_names = _list(f"{where}: envs", data["envs"], str)
     sweep_name = check_sweep_name(str(data.get("name", path.stem)), where)
     seeds = _seeds(where, data.get("seeds", [0]))
+    seed_batch = data.get("seed_batch", 1)
+    if not isinstance(seed_batch, int) or isinstance(seed_batch, bool) or not 1 <= seed_batch <= 64:
+        raise ConfigError(f"{where}: seed_batch must be an int in 1..64 (seeds trained together), got {seed_batch!r}")
+    batches = [seeds[i:i + seed_batch] for i in range(0, len(seeds), seed_batch)]
     common = _str_overrides(f"{where}: overrides", data.get("overrides"))
     for reserved in ("env", "encoder", "encoder_mode", "seed", "run_dir"):
         if reserved in common:
@@ -213,12 +228,20 @@ def load(path: Path | str) -> Sweep:
                     except (ConfigError, ValueError) as exc:
                         raise ConfigError(f"{where}: trial {env} / {label} / {mode} / seed {seed}: {exc}") from None
                     merges = [float(a) for a in alphas] if entry["name"] != "cnn" and resolved != "frozen" else []
+                    group = next(b for b in batches if seed in b) if seed_batch > 1 else []
+                    if group:
+                        try:
+                            check_members(cfg, group)
+                        except ConfigError as exc:
+                            raise ConfigError(f"{where}: trial {env} / {label} / {mode}: seed_batch: {exc}") from None
+                    base = f"{_slug(env)}-{_slug(label)}-{_slug(resolved)}"
                     trials.append(Trial(
                         id=f"{_slug(env)}-{_slug(label)}-{_slug(resolved)}-s{seed}", env=env,
                         encoder=str(entry["name"]), label=label, mode=resolved, seed=seed, overrides=overrides,
                         suite=suite,
                         episodes=episodes, eval_seed=int(eval_seed), group=f"{env}/{label}/{resolved}",
-                        alphas=merges))
+                        alphas=merges, batch=f"{base}-seeds-{'-'.join(map(str, group))}" if group else "",
+                        batch_seeds=list(group)))
     ids = [t.id for t in trials]
     dupes = sorted({x for x in ids if ids.count(x) > 1})
     if dupes:
@@ -241,5 +264,5 @@ def load(path: Path | str) -> Sweep:
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "backend.workers" else 0):
             raise ConfigError(f"{where}: {key} must be a non-negative int (workers >= 1), got {value!r}")
     return Sweep(name=sweep_name, path=str(path), trials=trials, retries=retries,
-                 backend=name, workers=workers, threads=threads, slurm=dict(slurm),
+                 backend=name, workers=workers, threads=threads, seed_batch=seed_batch, slurm=dict(slurm),
                  description=str(data.get("description", "")))

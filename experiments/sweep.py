@@ -37,13 +37,28 @@ class SweepError(DreamshiftError):
     """Some trials failed after their retries (their errors are in ``status/<trial>.json``)."""
 
 
-class TrialJob(submitit.helpers.Checkpointable):
-    """The submitit job of one trial. Checkpointable: on preemption or timeout submitit requeues the same call,
-    which resumes the trial from its last training checkpoint."""
+def run_trials(trials: list[dict[str, Any]], out: str, retries: int, threads: int,
+               wandb_mode: str | None = None) -> list[dict[str, Any]]:
+    """:func:`experiments.trial.run_trial` of each trial in turn: one job's work. A job is one trial, or with
+    ``seed_batch`` the trials of one batch of seeds (the first trains the whole batch, the rest only evaluate)."""
+    return [run_trial(t, out, retries=retries, threads=threads, wandb_mode=wandb_mode) for t in trials]
 
-    def __call__(self, trial: dict[str, Any], out: str, retries: int, threads: int,
-                 wandb_mode: str | None = None) -> dict[str, Any]:
-        return run_trial(trial, out, retries=retries, threads=threads, wandb_mode=wandb_mode)
+
+class TrialJob(submitit.helpers.Checkpointable):
+    """The submitit job of one trial (or one batch of seeds' trials). Checkpointable: on preemption or timeout
+    submitit requeues the same call, which resumes the trial from its last training checkpoint."""
+
+    def __call__(self, trials: list[dict[str, Any]], out: str, retries: int, threads: int,
+                 wandb_mode: str | None = None) -> list[dict[str, Any]]:
+        return run_trials(trials, out, retries, threads, wandb_mode)
+
+
+def jobs_of(todo: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The incomplete trials grouped into jobs: one per trial, or one per batch of seeds (``seed_batch``)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in todo:
+        groups.setdefault(t.get("batch") or t["id"], []).append(t)
+    return list(groups.values())
 
 
 def _describe(status: dict[str, Any]) -> str:
@@ -96,20 +111,26 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
         statuses[status["id"]] = status
         say(f"[{finished}/{len(todo)}] {status['id']}: {_describe(status)}")
 
+    def failed(group: list[dict[str, Any]], error: str) -> None:
+        for t in group:
+            done({"id": t["id"], "state": "failed", "attempts": 1, "errors": [{"error": error}]})
+
+    groups = jobs_of(todo)
+
     if backend == "local":
         threads = _threads(sweep, workers)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
             futures = {}
-            for t in todo:
-                futures[pool.submit(run_trial, t, str(out), sweep.retries, threads, wandb_mode)] = t
+            for group in groups:
+                futures[pool.submit(run_trials, group, str(out), sweep.retries, threads, wandb_mode)] = group
             for fut in as_completed(futures):
-                t = futures[fut]
+                group = futures[fut]
                 try:
-                    done(fut.result())
+                    for status in fut.result():
+                        done(status)
                 except Exception as exc:  # the worker process itself died (e.g. killed for memory)
-                    done({"id": t["id"], "state": "failed", "attempts": 1,
-                          "errors": [{"error": f"worker process died: {type(exc).__name__}: {exc}"}]})
+                    failed(group, f"worker process died: {type(exc).__name__}: {exc}")
     elif backend in ("slurm", "submitit-local"):
         executor = submitit.AutoExecutor(folder=str(out / "submitit" / "%j"),
                                          cluster="local" if backend == "submitit-local" else "slurm")
@@ -129,19 +150,19 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
         threads = _threads(sweep, workers) if backend == "submitit-local" else sweep.threads or params["cpus_per_task"]
         jobs = []
         with executor.batch():
-            for t in todo:
-                jobs.append(executor.submit(TrialJob(), t, str(out), sweep.retries, threads, wandb_mode))
+            for group in groups:
+                jobs.append(executor.submit(TrialJob(), group, str(out), sweep.retries, threads, wandb_mode))
         say(f"submitted {len(jobs)} job(s): {', '.join(sorted({str(j.job_id).split('_')[0] for j in jobs}))}"
             if jobs else "nothing to submit")
-        pending = dict(zip(jobs, todo, strict=True))
+        pending = dict(zip(jobs, groups, strict=True))
         while pending:
             for job in [j for j in pending if j.done()]:
-                t = pending.pop(job)
+                group = pending.pop(job)
                 try:
-                    done(job.result())
+                    for status in job.result():
+                        done(status)
                 except Exception as exc:  # the job itself failed (node failure, out of memory, ...)
-                    done({"id": t["id"], "state": "failed", "attempts": 1,
-                          "errors": [{"error": f"job {job.job_id} failed: {str(exc)[-500:]}"}]})
+                    failed(group, f"job {job.job_id} failed: {str(exc)[-500:]}")
             time.sleep(1.0)
     else:
         raise ConfigError(f"unknown backend {backend!r}; allowed: local, slurm, submitit-local")

@@ -8,6 +8,10 @@ Layout under the sweep directory ``OUT``:
 - ``status/<trial>.json``: state (``done`` | ``failed`` | ``running``), attempts, timings and every error;
 - ``logs/<trial>.log``: the trial's stdout/stderr.
 
+With ``seed_batch`` (:mod:`experiments.spec`) the trials of a batch train together first (:func:`run_batch`,
+``dreamshift train seeds=[...]``) into ``runs/<batch>/``, each trial's run directory being its member
+``runs/<batch>/seed-<s>/``; each trial is then evaluated and recorded as above.
+
 Resumption: a complete trial is skipped; a trial whose run holds a checkpoint resumes training from it (or only
 evaluates, when its budget is spent); a run directory without a checkpoint (killed before its first save) is
 started afresh.
@@ -31,13 +35,17 @@ from mbrl import checkpoint
 from mbrl.config import build_config
 from mbrl.evaluate import evaluate_suite
 from mbrl.merge import merge_run
-from mbrl.train import train
+from mbrl.train import resume_config, train
+from mbrl.train_members import MEMBERS_FILE, train_members
 
 
-def paths(out: Path | str, trial_id: str) -> dict[str, Path]:
-    """The files of trial ``trial_id`` under sweep directory ``out``."""
+def paths(out: Path | str, trial_id: str, trial: dict[str, Any] | None = None) -> dict[str, Path]:
+    """The files of trial ``trial_id`` under sweep directory ``out`` (a batched ``trial``'s run directory is its
+    member directory ``runs/<batch>/seed-<s>``)."""
     out = Path(out)
-    return {"run": out / "runs" / trial_id, "results": out / "results" / f"{trial_id}.jsonl",
+    run = out / "runs" / trial["batch"] / f"seed-{trial['seed']}" if trial and trial.get("batch") else \
+        out / "runs" / trial_id
+    return {"run": run, "results": out / "results" / f"{trial_id}.jsonl",
             "status": out / "status" / f"{trial_id}.json", "log": out / "logs" / f"{trial_id}.log"}
 
 
@@ -72,7 +80,7 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
     Raises:
         whatever training or evaluation raises (the caller records it and retries).
     """
-    p = paths(out, trial["id"])
+    p = paths(out, trial["id"], trial)
     overrides = {**trial["overrides"], "run_dir": str(p["run"]), "wandb_group": trial["group"],
                  "progress": "false"}
     if threads and "threads" not in trial["overrides"]:
@@ -80,7 +88,9 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
     if wandb_mode is not None:
         overrides["wandb_mode"] = wandb_mode
     cfg = build_config(overrides)
-    if checkpoint.checkpoint_path(p["run"]).exists():
+    if trial.get("batch"):
+        _train_batch(trial, out, threads, wandb_mode)
+    elif checkpoint.checkpoint_path(p["run"]).exists():
         done = checkpoint.load_run(p["run"], agent=False).env_steps
         if done < cfg.steps:
             print(f"resuming {trial['id']} at {done} env steps", flush=True)
@@ -108,6 +118,30 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
     return records
 
 
+def _train_batch(trial: dict[str, Any], out: Path | str, threads: int, wandb_mode: str | None) -> None:
+    """Train (or resume, or leave as it is when every member reached its budget) the batch of seeds ``trial``
+    belongs to: ``dreamshift train seeds=[...]`` into ``runs/<batch>/`` (:mod:`mbrl.train_members`)."""
+    batch_dir = Path(out) / "runs" / trial["batch"]
+    overrides = {k: v for k, v in trial["overrides"].items() if k != "seed"}
+    overrides.update(run_dir=str(batch_dir), wandb_group=trial["group"], progress="false")
+    if threads and "threads" not in trial["overrides"]:
+        overrides["threads"] = str(threads)
+    if wandb_mode is not None:
+        overrides["wandb_mode"] = wandb_mode
+    cfg = build_config(overrides)
+    seeds = trial["batch_seeds"]
+    members = [batch_dir / f"seed-{s}" for s in seeds]
+    if (batch_dir / MEMBERS_FILE).is_file() and all(checkpoint.checkpoint_path(m).exists() for m in members):
+        done = min(checkpoint.load_run(m, agent=False).env_steps for m in members)
+        if done < cfg.steps:
+            print(f"resuming batch {trial['batch']} at {done} env steps", flush=True)
+            train_members(resume_config(members[0], {"steps": str(cfg.steps)}), resume=batch_dir)
+        return
+    if batch_dir.exists():  # killed before its first checkpoint: nothing to resume
+        shutil.rmtree(batch_dir)
+    train_members(cfg, seeds)
+
+
 def run_trial(trial: dict[str, Any], out: Path | str, retries: int = 1, threads: int = 0,
               wandb_mode: str | None = None) -> dict[str, Any]:
     """Run a trial with retries, its output going to its log file; never raises for a failing trial.
@@ -118,7 +152,7 @@ def run_trial(trial: dict[str, Any], out: Path | str, retries: int = 1, threads:
     """
     if is_complete(out, trial):
         return {**read_status(out, trial["id"]), "id": trial["id"], "state": "skipped"}
-    p = paths(out, trial["id"])
+    p = paths(out, trial["id"], trial)
     p["log"].parent.mkdir(parents=True, exist_ok=True)
     previous = read_status(out, trial["id"])
     status: dict[str, Any] = {"id": trial["id"], "state": "running", "attempts": previous.get("attempts", 0),

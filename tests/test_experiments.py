@@ -278,6 +278,35 @@ def test_submitit_local_executor_runs_the_same_code_path(tmp_path):
     assert len(results.read_dir(tmp_path / "out" / "results")) == 2
 
 
+def test_seed_batch_trains_a_batch_once_and_records_each_seed(tmp_path):
+    """``seed_batch: 2``: seeds 0 and 1 train in one process into runs/<batch>/seed-<s>/, each seed is its own
+    trial with its own results file; a rerun skips them; the leaderboard counts two seeds."""
+    grid = _grid(tmp_path, encoders=["cnn"], seeds=[0, 1], seed_batch=2, backend={"name": "local", "workers": 1,
+                                                                                  "threads": 1})
+    sweep = spec.load(grid)
+    assert sweep.seed_batch == 2 and {t.batch for t in sweep.trials} == {"dmc-cartpole_balance-cnn-full-seeds-0-1"}
+    out = tmp_path / "out"
+    lines: list[str] = []
+    statuses = run(sweep, out, wandb_mode="disabled", progress=lines.append)
+    assert [s["state"] for s in statuses] == ["done", "done"]
+    batch = out / "runs" / "dmc-cartpole_balance-cnn-full-seeds-0-1"
+    assert json.loads((batch / "members.json").read_text())["seeds"] == [0, 1]
+    for seed in (0, 1):
+        assert json.loads((batch / f"seed-{seed}" / "config.json").read_text())["config"]["seed"] == seed
+    recs = results.read_dir(out / "results")
+    assert sorted({r["seed"] for r in recs}) == [0, 1] and len({r["trial"] for r in recs}) == 2
+    assert "| cnn " in build(out / "results", tmp_path / "board", reps=200)["md"].read_text()
+    again: list[str] = []
+    assert [s["state"] for s in run(sweep, out, wandb_mode="disabled", progress=again.append)] == \
+        ["skipped", "skipped"]
+
+
+@pytest.mark.parametrize("value", [0, -1, "two", 65])
+def test_bad_seed_batch(tmp_path, value):
+    with pytest.raises(ConfigError, match="seed_batch"):
+        spec.load(_grid(tmp_path, seed_batch=value))
+
+
 # --- HTML in a real browser ----------------------------------------------------------------------------------
 
 
