@@ -51,3 +51,37 @@ class ConvEncoder(Encoder):
         # channels_last makes the per-pixel channel norm a contiguous op (~2x faster on CPU).
         x = channels_last(images.to(torch.float32) / 255.0 - 0.5)
         return einops.rearrange(self.convs(x), "n c h w -> n (c h w)")
+
+
+class RandomCNN(ConvEncoder):
+    """The scratch CNN's architecture (:class:`ConvEncoder`) at its random initialisation, frozen: the control for
+    "does pretraining matter for a frozen encoder?" (``encoder=random-cnn``). Its weights come from the run's seed
+    (each seed of a batch has its own); nothing trains them.
+
+    Like a frozen pretrained encoder its output is a fixed function of the image, so the feature cache stores it
+    (:meth:`features`, ``(N, feature_dim)``) and ``decoder=features`` can reconstruct it; :meth:`head` is the
+    identity. Forward: ``(N, 3, H, W)`` uint8 -> ``(N, 16 * depth * mults[-1])`` float, as :class:`ConvEncoder`.
+    """
+
+    def __init__(self, image_size: int = 64, depth: int = 32, mults: tuple[int, ...] = (1, 2, 4, 8),
+                 norm: str = "rms") -> None:
+        super().__init__(image_size, depth, mults, norm)
+        self.requires_grad_(False)
+        self.feature_dim = self.out_dim
+
+    @property
+    def cacheable(self) -> bool:
+        """Always: the weights never change."""
+        return True
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W)`` uint8 -> ``(N, feature_dim)`` the frozen random features (what the cache stores)."""
+        return self.forward(images)
+
+    def head(self, features: Tensor) -> Tensor:
+        """Identity: ``(N, feature_dim)`` -> ``(N, out_dim)``."""
+        return features

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from encoders.base import Encoder
-from encoders.cnn import ConvEncoder
+from encoders.cnn import ConvEncoder, RandomCNN
 from encoders.finetune import parse_mode
 from envs.errors import ConfigError
 
@@ -82,6 +82,20 @@ def _cnn(variant: str, image_size: int, cfg: Any) -> Encoder:
 
 
 register("cnn", _cnn, "cnn")
+
+
+def _random_cnn(variant: str, image_size: int, cfg: Any) -> Encoder:
+    if variant:
+        raise ConfigError(f"encoder random-cnn takes no variant, got random-cnn:{variant}")
+    mode = parse_mode(resolve_mode(cfg))
+    if mode.kind != "frozen":
+        raise ConfigError(f"encoder random-cnn is a frozen random CNN; encoder_mode must be frozen (or auto), got "
+                          f"{mode}; use encoder=cnn to train the CNN")
+    m = cfg.model
+    return RandomCNN(image_size, m.cnn_depth, tuple(m.cnn_mults), m.cnn_norm)
+
+
+register("random-cnn", _random_cnn, "random-cnn")
 
 _PLUGINS = ("encoders.hf", "encoders.efficientnet")
 _loaded = False

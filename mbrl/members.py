@@ -298,7 +298,10 @@ class MemberBatch:
 
     def _names(self) -> tuple[list[str], list[str]]:
         agent = self.members[0]
-        params = [n for n, p in agent.named_parameters() if _stack_key(n, p, True)]
+        others = [dict(m.named_parameters()) for m in self.members[1:]]
+        # frozen weights are shared unless the members' differ (a seed-initialised random encoder, random-cnn)
+        params = [n for n, p in agent.named_parameters() if _stack_key(n, p, True)
+                  or any(not torch.equal(p, o[n]) for o in others)]
         buffers = [n for n, b in agent.named_buffers() if _stack_key(n, b, False)]
         return params, buffers
 
