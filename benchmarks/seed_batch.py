@@ -15,8 +15,10 @@ member) with B x T ``--batch`` x ``--length``:
 
 Columns: ``s/update`` (whole update of all members, replay sampling included), ``s/member-update`` (that / E),
 ``ratio`` (per-member cost / the single agent's; < 1 is cheaper) and, for compiled variants, the first update
-(compile included). The last line is ``per-member cost E=4 / E=1: <ratio>`` for the first variant. No
-assertions; ``--json`` writes the rows atomically.
+(compile included). ``--phases`` also prints, per row, the seconds per member-update spent in each part of the
+update (world-model loss and filter, imagination, critic and actor losses, replay value loss, the three optimiser
+steps with their backward passes): which parts batching makes cheaper. The last line is
+``per-member cost E=4 / E=1: <ratio>`` for the first variant. No assertions; ``--json`` writes the rows atomically.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def measure(variant: dict[str, str], members: int, single: bool, args: argparse.
         feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
         step = batch.train_step
     build = time.perf_counter() - start
+    phases: dict[str, float] = {}
+    if args.phases:
+        _time_phases(batch if not single else agent, single, phases)
     replays = [synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
                                 args.seed + e, feature_dim) for e in range(members)]
 
@@ -106,9 +111,47 @@ def measure(variant: dict[str, str], members: int, single: bool, args: argparse.
         sync(device)
         times.append(time.perf_counter() - t0)
     mean = float(np.mean(times))
-    return {"variant": ":".join(variant.values()), "members": members, "single": single,
+    total = args.updates + args.warmup + 1
+    per_phase = {k: v / total / members for k, v in phases.items()}  # every update was timed by the wrappers
+    return {"phases": per_phase,"variant": ":".join(variant.values()), "members": members, "single": single,
             "first_update_s": first, "s_per_update": mean, "s_per_member_update": mean / members,
             "s_per_update_min": float(np.min(times)), "updates": args.updates}
+
+
+def _time_phases(obj: Any, single: bool, into: dict[str, float]) -> None:
+    """Wrap the parts of ``obj``'s update (an :class:`Agent` or a :class:`MemberBatch`) so that each call adds its
+    wall time to ``into[part]``."""
+
+    def timed(fn: Any, name: str) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                into[name] = into.get(name, 0.0) + time.perf_counter() - t0
+        return call
+
+    opts = ("wm_opt", "actor_opt", "critic_opt")
+    if single:
+        agent = obj
+        agent.wm.loss = timed(agent.wm.loss, "world model loss")
+        agent.ac.imagine = timed(agent.ac.imagine, "imagine")
+        agent.ac.critic_terms = timed(agent.ac.critic_terms, "critic loss")
+        agent.ac.actor_terms = timed(agent.ac.actor_terms, "actor loss")
+        agent.ac.repval_loss = timed(agent.ac.repval_loss, "repval loss")
+    else:
+        names = {"filter_inputs": "world model loss", "observe": "world model loss",
+                 "loss_terms": "world model loss", "imagine": "imagine", "critic_terms": "critic loss",
+                 "actor_terms": "actor loss", "repval0": "repval loss", "repval1": "repval loss"}
+        region = obj._region
+
+        def wrapped(name: str, fn: Any, in_dims: Any = 0, compile: bool = True) -> Any:
+            return timed(region(name, fn, in_dims, compile), names.get(name, name))
+
+        obj._region = wrapped
+    for name in opts:
+        opt = getattr(obj, name)
+        opt.step = timed(opt.step, f"{name} step")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay-steps", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the issue's setting: 1 per process)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phases", action="store_true", help="also time each part of the update (per member-update)")
     p.add_argument("--json", default="", help="write the rows here")
     args = p.parse_args(argv)
     try:
@@ -163,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{row['variant']:<{width}} {label:>9} {row['first_update_s']:>14.1f} {row['s_per_update']:>9.3f} "
                   f"{row['s_per_member_update']:>15.4f} {row['ratio']:>6.2f}", flush=True)
+            if row["phases"]:
+                print("    " + ", ".join(f"{k} {t:.3f}" for k, t in row["phases"].items()), flush=True)
             if first_ratio is None and v is variants[0] and row["members"] == 4 and not row["single"]:
                 first_ratio = row["ratio"]
     print("ratio: per-member s/update divided by the single agent's (E=1 single) of the same variant, this run "

@@ -149,6 +149,8 @@ def _load_base_into(agent: Agent, state: dict[str, Any]) -> None:
     agent.load_state_dict(state["agent"])
     opts = (agent.wm_opt, agent.actor_opt, agent.critic_opt)
     lrs = [[g["base_lr"] for g in o.opt.param_groups] if o.opt is not None else [] for o in opts]
+    if state["optim"] is None:  # an evaluation-only base (a zoo entry): fresh optimiser moments
+        return
     agent.load_optim_state(state["optim"])
     for opt, group_lrs in zip(opts, lrs, strict=True):
         if opt.opt is None:

@@ -433,12 +433,29 @@ def load_run(run_dir: Path | str, device: str = "cpu", agent: bool = True, train
     return run
 
 
+def check_resumable(run_dir: Path | str, state: dict[str, Any]) -> None:
+    """Refuse to train on from an evaluation-only run (a zoo entry, :mod:`experiments.zoo`: weights without
+    optimiser state or replay).
+
+    Raises:
+        CheckpointError: one line naming the run and what it can be used for.
+    """
+    if state.get("optim") is None:
+        raise CheckpointError(f"{str(run_dir)!r} is an evaluation-only run (weights, no optimiser state or replay): "
+                              f"it can be evaluated, analysed and merged, not resumed or adapted; train a new run "
+                              f"or resume the run it was exported from")
+
+
 def restore(run_dir: Path | str, state: dict[str, Any], agent: Agent, replay: Replay | None) -> dict[str, Any]:
     """Load weights, optimiser and RNG states (and the replay, if given) into existing objects.
 
     Returns:
         the stored counters.
+
+    Raises:
+        CheckpointError: an evaluation-only run (:func:`check_resumable`).
     """
+    check_resumable(run_dir, state)
     agent.load_state_dict(state["agent"])
     agent.load_optim_state(state["optim"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -73,6 +73,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     if resume is not None:
         files.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
         state = checkpoint.load_state(resume)
+        checkpoint.check_resumable(resume, state)
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
         diff = incompatible_keys(old, cfg)

@@ -49,11 +49,12 @@ from mbrl.cli import (
     shifts,
     sweep,
     train,
+    zoo,
 )
 
 # The commands, in the order of `dreamshift --help`; each module's register(sub) adds its sub-command(s).
 COMMANDS = (train, evaluate, demo, merge, envs, config, shifts, sweep, leaderboard, pretrain, analyze, adapt,
-            adapt_eval, continual, plot, convert_run)
+            adapt_eval, continual, plot, convert_run, zoo)
 
 __all__ = ["COMMANDS", "main"]
 
