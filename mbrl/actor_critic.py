@@ -78,6 +78,21 @@ def replay_lambda_return(reward: Tensor, is_terminal: Tensor, is_last: Tensor, b
     return torch.stack(out[::-1], 1)
 
 
+def percentiles(x: Tensor, q: Tensor) -> Tensor:
+    """``(Q,)`` quantiles ``q`` (fractions in ``[0, 1]``) of the 1-d ``x`` with linear interpolation, the values of
+    ``torch.quantile`` / ``jnp.percentile``: sort, then interpolate between the neighbours of position
+    ``q * (n - 1)``. Written with sort and gather because ``torch.quantile`` checks ``q`` on the host (a device
+    sync, which a CUDA graph cannot hold) and has no ``vmap`` batching rule (seeds as a batch)."""
+    n = x.shape[-1]
+    srt = torch.sort(x).values
+    pos = q.to(x.dtype) * (n - 1)
+    lo = pos.floor().long().clamp(0, n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = pos - lo.to(x.dtype)
+    a, b = srt[lo], srt[hi]
+    return a + (b - a) * frac
+
+
 def episode_last(batch: dict[str, Tensor]) -> Tensor:
     """``(B, T)`` bool ``is_last`` of a replay batch: the batch's own if present, else ``is_terminal`` or the next
     step starts an episode (``is_first[t + 1]``; the replay stores an episode's final observation as its own
@@ -163,7 +178,7 @@ class ActorCritic(nn.Module):
         are read after the update. A batch with non-finite percentiles leaves them unchanged (its update is skipped
         too, :class:`mbrl.optim.Optimizer`), so a diverged batch cannot poison the normaliser.
         """
-        perc = torch.quantile(ret.detach().flatten().to(torch.float32), self.retnorm_q)
+        perc = percentiles(ret.detach().flatten().to(torch.float32), self.retnorm_q)
         # a non-finite batch (its update is skipped by the optimiser) leaves the statistics as they were
         self.retnorm.copy_(torch.where(torch.isfinite(perc), self.retnorm.lerp(perc, self.cfg.retnorm_rate),
                                        self.retnorm))

@@ -164,6 +164,9 @@ class Config:
     threads: int = 0  # torch CPU threads; 0 = torch default
     precision: str = "fp32"  # fp32 | bf16 (autocast; fp32 master weights, optimiser state and distributions)
     compile: str = "off"  # off | on: torch.compile of the RSSM observe/imagine steps and the MLP heads
+    # auto: on CUDA with compile=on each update is captured once as a CUDA graph and replayed (mbrl.graphs);
+    # on: graphs on CUDA whatever compile is; off: today's eager/compiled update on every device
+    cuda_graphs: str = "auto"
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -216,7 +219,7 @@ _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig}
 OBS: tuple[str, ...] = ("pixels", "state", "pixels+state")
 _CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"), "obs": OBS,
             "decoder": ("pixels", "features"), "loss.feat_loss": ("symlog_mse", "cosine"),
-            "precision": ("fp32", "bf16"), "compile": ("off", "on"),
+            "precision": ("fp32", "bf16"), "compile": ("off", "on"), "cuda_graphs": ("auto", "on", "off"),
             "device": ("auto", "cpu", "cuda"), "model.norm": ("rms", "layer", "none"),
             "model.cnn_norm": ("rms", "layer", "none"), "model.twohot": ("symexp", "symlog"),
             "model.outscale_mode": ("weight", "variance"), "loss.imag_cont": ("prob", "mode"),
@@ -492,7 +495,8 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 # Keys that may differ between a run and its resumption (budgets, logging, hardware).
 _RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "run_dir", "wandb_mode",
-              "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision"}
+              "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision",
+              "cuda_graphs"}
 
 
 # Keys added after runs were stored, with the value those runs had: left out of the hash while they hold it, so

@@ -45,11 +45,11 @@ from envs.errors import ConfigError
 from mbrl.actor_critic import episode_last
 from mbrl.agent import OBSERVE_CHUNK, Agent
 from mbrl.config import Config
+from mbrl.graphs import GraphedStep, graphs_enabled
 from mbrl.optim import AGC_PMIN, LaProp
 from mbrl.world_model import context_state
 
-# torch.quantile (the return normaliser's percentiles) and an in-place lerp have no vmap batching rule yet: vmap
-# runs them per member (same values), and says so on every call
+# ops without a vmap batching rule yet run per member under vmap (same values), and torch says so on every call
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the "
                         "batching rule")
 
@@ -140,6 +140,9 @@ class MemberOptimizer:
         self.step_count = 0
         self.m: dict[str, Tensor] = {}
         self.v: dict[str, Tensor] = {}
+        # the update counter and LaProp's step on the device too, so that a CUDA graph replays fresh updates
+        self._n = torch.zeros((), dtype=torch.int64)
+        self._t = torch.zeros((), dtype=torch.float64)
         self.nonfinite_count = torch.zeros(len(members), dtype=torch.int64)
         self.frozen = torch.zeros(len(members), dtype=torch.bool)  # stopped members: never stepped again
         self.first_nonfinite = torch.full((len(members),), -1, dtype=torch.int64)
@@ -174,6 +177,8 @@ class MemberOptimizer:
         dev = next(iter(self.stacked.values())).device
         self.nonfinite_count = self.nonfinite_count.to(dev)
         self.frozen = self.frozen.to(dev)
+        self._n = torch.full((), self.updates, dtype=torch.int64, device=dev)
+        self._t = torch.full((), float(self.step_count), dtype=torch.float64, device=dev)
         self.first_nonfinite = self.first_nonfinite.to(dev)
         if all(c is not None for c in counts):
             self.nonfinite_count = torch.stack([c.to(dev) for c in counts])
@@ -191,6 +196,12 @@ class MemberOptimizer:
             for n in self.names:
                 opt.opt.state[params[n]] = {"step": self.step_count, "m": self.m[n][e], "v": self.v[n][e]}
 
+    def host_step(self, member_params: list[dict[str, nn.Parameter]]) -> None:
+        """Advance the host's counters for an update a CUDA graph replayed (:mod:`mbrl.graphs`)."""
+        self.updates += 1
+        self.step_count += 1
+        self._publish(member_params)
+
     def zero_grad(self) -> None:
         for n in self.names:
             self.stacked[n].grad = None
@@ -206,6 +217,7 @@ class MemberOptimizer:
     def update(self, member_params: list[dict[str, nn.Parameter]]) -> Tensor:
         """:meth:`step` from the gradients already in the stacks' ``.grad``."""
         self.updates += 1
+        self._n.add_(1)
         names = [n for n in self.names if self.stacked[n].grad is not None]
         e = self.nonfinite_count.shape[0]
         if not names:
@@ -218,7 +230,7 @@ class MemberOptimizer:
         self.part_norms = {part: torch.linalg.vector_norm(torch.stack([norms[n] for n in ns if n in norms]), dim=0)
                            for part, ns in self.parts.items() if any(n in norms for n in ns)}
         found = ~torch.isfinite(norm) & ~self.frozen
-        self.first_nonfinite = torch.where(found & (self.nonfinite_count == 0), self.updates, self.first_nonfinite)
+        self.first_nonfinite = torch.where(found & (self.nonfinite_count == 0), self._n, self.first_nonfinite)
         self.nonfinite_count = self.nonfinite_count + found
         scale = torch.ones_like(table)
         if self.agc > 0:
@@ -228,9 +240,10 @@ class MemberOptimizer:
         if self.clip > 0:
             scale = scale * torch.clamp(self.clip / (norm + 1e-6), max=1.0)
         self.step_count += 1
-        t = self.step_count
+        self._t.add_(1.0)
         b1, b2 = self.betas
-        lr_scale = min(1.0, self.updates / self.warmup) if self.warmup > 0 else 1.0
+        bc1, bc2 = 1.0 - torch.pow(b1, self._t), 1.0 - torch.pow(b2, self._t)
+        lr_scale = torch.clamp(self._n.to(torch.float32) / self.warmup, max=1.0) if self.warmup > 0 else 1.0
         group_of = {n: lr for ns, lr in self.groups for n in ns}
         for i, (n, g) in enumerate(zip(names, grads, strict=True)):
             shape = (e,) + (1,) * (g.ndim - 1)
@@ -238,9 +251,9 @@ class MemberOptimizer:
             g = torch.where(skip, 0.0, g * scale[i].to(g.dtype).view(shape))
             p, m, v = self.stacked[n], self.m[n], self.v[n]
             v.mul_(torch.where(skip, 1.0, b2)).addcmul_(g, g, value=1 - b2)
-            denom = (v / (1 - b2**t)).sqrt_().add_(self.eps)
+            denom = (v / bc2).sqrt_().add_(self.eps)
             m.mul_(torch.where(skip, 1.0, b1)).addcdiv_(g, denom, value=1 - b1)
-            p.add_(torch.where(skip, 0.0, m), alpha=-group_of[n] * lr_scale / (1 - b1**t))
+            p.add_(torch.where(skip, 0.0, m) * (-group_of[n] * lr_scale / bc1))
         self._publish(member_params)
         return norm
 
@@ -285,6 +298,7 @@ class MemberBatch:
         self.bind()
         self._regions: dict[str, Callable[..., Any]] = {}
         self._compile = cfg.compile == "on"
+        self._graphed: GraphedStep | bool | None = None
 
     @property
     def size(self) -> int:
@@ -471,6 +485,21 @@ class MemberBatch:
         metrics.update({f"wm/grad_norm/{name}": n for name, n in self.wm_opt.part_norms.items()})
         self._update_slow_critic()
         return metrics
+
+    def update(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """:meth:`train_step`, captured as one CUDA graph for all members where the run asks for graphs
+        (:mod:`mbrl.graphs`, as :meth:`mbrl.agent.Agent.update`)."""
+        if self._graphed is None:
+            on = graphs_enabled(self.cfg.cuda_graphs, self.cfg.compile, self.device)
+            self._graphed = GraphedStep(self.train_step, self.host_step, capture=True) if on else False
+        if self._graphed is False:
+            return self.train_step(batch, out)
+        return self._graphed(batch, out)
+
+    def host_step(self) -> None:
+        """Advance the host counters of the three optimisers after a replayed update."""
+        for opt in (self.wm_opt, self.actor_opt, self.critic_opt):
+            opt.host_step(self._params)
 
     @torch.no_grad()
     def _update_slow_critic(self) -> None:

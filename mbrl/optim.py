@@ -40,14 +40,30 @@ class LaProp(torch.optim.Optimizer):
     ``step`` still advances on a skipped update (the host cannot know), so later bias corrections are one update
     ahead; :class:`Optimizer` treats any skipped update as an error at the next :meth:`Optimizer.check_finite`.
 
+    ``capturable`` (for CUDA graphs, :mod:`mbrl.graphs`): every per-update number lives on the device, so one
+    captured update replays correctly: ``step`` is a 0-d float32 tensor per parameter, the bias corrections are
+    computed from it on the device and a group's ``lr`` may be a 0-d tensor (changed in place by the warm-up). The
+    parameters of a group then step together (one bias correction per group and device, from its first
+    parameter's ``step``), which holds whenever every parameter gets a gradient each update.
+
     Args:
         params: parameters or parameter groups (each group may set its own ``lr``).
         lr: learning rate; betas: ``(b1, b2)``; eps: added to the RMS (1e-20 in the reference code).
+        capturable: keep ``step`` and the bias corrections on the device (above).
     """
 
     def __init__(self, params: Iterable, lr: float = 4e-5, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-20) -> None:
+                 eps: float = 1e-20, capturable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        self.capturable = capturable
+
+    def set_capturable(self, on: bool) -> None:
+        """Switch the mode, converting every parameter's ``step`` (int <-> 0-d float32 tensor on its device)."""
+        self.capturable = on
+        for p, state in self.state.items():
+            if "step" in state:
+                state["step"] = (torch.as_tensor(float(state["step"]), dtype=torch.float32, device=p.device)
+                                 if on else int(state["step"]))
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch signature
@@ -56,6 +72,9 @@ class LaProp(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
+        if self.capturable:
+            self._step_capturable(found_inf)
+            return loss
         for group in self.param_groups:
             # Bucket by (device, dtype, step) so that each foreach call has one bias correction; normally a
             # group is one bucket.
@@ -77,6 +96,30 @@ class LaProp(torch.optim.Optimizer):
                 _laprop_update(ps, gs, ms, vs, t, group["lr"], *group["betas"], group["eps"], skip)
         return loss
 
+    def _step_capturable(self, found_inf: Tensor | None) -> None:
+        """:meth:`step` with device-side steps, bias corrections and learning rates (``capturable``)."""
+        for group in self.param_groups:
+            buckets: dict[tuple, tuple[list[Tensor], ...]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif not torch.is_tensor(state["step"]):
+                    state["step"] = torch.as_tensor(float(state["step"]), dtype=torch.float32, device=p.device)
+                bucket = buckets.setdefault((p.device, p.dtype), ([], [], [], [], []))
+                for lst, t in zip(bucket, (p, p.grad, state["m"], state["v"], state["step"]), strict=True):
+                    lst.append(t)
+            for (device, _), (ps, gs, ms, vs, steps) in buckets.items():
+                torch._foreach_add_(steps, 1.0)
+                skip = None if found_inf is None else found_inf.to(device, non_blocking=True) > 0
+                lr = group["lr"]
+                lr = lr.to(device) if torch.is_tensor(lr) else torch.as_tensor(lr, device=device)
+                _laprop_update_tensors(ps, gs, ms, vs, steps[0], lr, *group["betas"], group["eps"], skip)
+
 
 def _laprop_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], t: int, lr: float,
                    b1: float, b2: float, eps: float, skip: Tensor | None) -> None:
@@ -92,6 +135,25 @@ def _laprop_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: lis
     del denom
     step = ms if skip is None else torch._foreach_mul(ms, torch.where(skip, 0.0, 1.0))
     torch._foreach_add_(ps, step, alpha=-lr / (1 - b1**t))
+
+
+def _laprop_update_tensors(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], t: Tensor,
+                           lr: Tensor, b1: float, b2: float, eps: float, skip: Tensor | None) -> None:
+    """:func:`_laprop_update` with the step ``t`` and ``lr`` as 0-d device tensors (nothing read on the host): the
+    same operations, the bias corrections ``1 - b^t`` computed in float64 on the device."""
+    t = t.to(torch.float64)
+    torch._foreach_mul_(vs, b2 if skip is None else torch.where(skip, 1.0, b2))
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+    denom = torch._foreach_div(vs, 1.0 - torch.pow(b2, t))
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_mul_(ms, b1 if skip is None else torch.where(skip, 1.0, b1))
+    torch._foreach_addcdiv_(ms, gs, denom, value=1 - b1)
+    del denom
+    scale = -lr / (1.0 - torch.pow(b1, t))
+    if skip is not None:
+        scale = torch.where(skip, 0.0, scale)
+    torch._foreach_add_(ps, torch._foreach_mul(ms, scale))
 
 
 @torch.no_grad()
@@ -217,6 +279,8 @@ class Optimizer:
         self.nonfinite_count: Tensor | None = None
         self.first_nonfinite: Tensor | None = None
         self.fused = False
+        self.capturable = False
+        self._count: Tensor | None = None  # capturable: the update counter on the device
         self._zero_if = _GradZeroer()
         if not param_groups:
             self.opt = None
@@ -226,6 +290,28 @@ class Optimizer:
             self.fused = _fused_adam_supported(self.params)
             self.opt = torch.optim.Adam(param_groups, betas=betas, eps=eps, fused=self.fused or None,
                                         foreach=None if self.fused else True)
+
+    def set_capturable(self, on: bool) -> None:
+        """Keep every per-update number on the device (CUDA graphs, :mod:`mbrl.graphs`): the update counter of the
+        warm-up and of the non-finite flags, the learning rates (0-d tensors changed in place) and LaProp's steps
+        and bias corrections. The host's :attr:`updates` is then advanced by :meth:`host_step` for updates that a
+        graph replays.
+
+        Raises:
+            ConfigError: ``on`` with Adam (its fused kernel takes host learning rates; graphs need LaProp).
+        """
+        if on and self.opt is not None and not isinstance(self.opt, LaProp):
+            from envs.errors import ConfigError
+
+            raise ConfigError("CUDA graphs need optim.name=laprop (cuda_graphs=off runs Adam without graphs)")
+        self.capturable = on
+        self._count = None
+        if isinstance(self.opt, LaProp):
+            self.opt.set_capturable(on)
+
+    def host_step(self) -> None:
+        """Advance the host's update counter for an update that ran as a replayed graph (no Python ran)."""
+        self.updates += 1
 
     def step(self, loss: Tensor) -> Tensor:
         """Backpropagate ``loss``, clip, apply one update (skipped if the gradient is not finite).
@@ -249,6 +335,12 @@ class Optimizer:
         params = [p for p in self.params if p.grad is not None]
         if not params:
             return torch.zeros((), device=self.params[0].device)
+        count: int | Tensor = self.updates
+        if self.capturable:
+            if self._count is None or self._count.device != params[0].device:
+                self._count = torch.full((), self.updates - 1, dtype=torch.int64, device=params[0].device)
+            self._count.add_(1)
+            count = self._count
         with torch.no_grad():
             grads = [p.grad for p in params]
             grad_norms = list(torch._foreach_norm(grads))
@@ -260,16 +352,25 @@ class Optimizer:
                           for name, ps in self.parts.items()}
                 self.part_norms = {name: torch.linalg.vector_norm(torch.stack(ns)) for name, ns in picked.items() if ns}
             found = ~torch.isfinite(norm)
-            self._record(found)
+            self._record(found, count)
             if self.agc > 0:
                 adaptive_clip_(params, self.agc, grad_norms=grad_norms)
             if self.clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(params, self.clip, norm)
             # LaProp (and non-fused Adam) need finite gradients; fused Adam skips on its own
             device_skip = self.fused or self._zero_if([p.grad for p in params], found)
-        scale = min(1.0, self.updates / self.warmup) if self.warmup > 0 else 1.0
-        for group in self.opt.param_groups:
-            group["lr"] = group["base_lr"] * scale
+        if self.capturable:
+            with torch.no_grad():
+                scale_t = torch.clamp(count.to(torch.float32) / self.warmup, max=1.0) if self.warmup > 0 else None
+                for group in self.opt.param_groups:
+                    if not torch.is_tensor(group["lr"]) or group["lr"].device != count.device:
+                        group["lr"] = torch.zeros((), dtype=torch.float32, device=count.device)
+                    group["lr"].copy_(group["base_lr"] * scale_t if scale_t is not None
+                                      else torch.as_tensor(group["base_lr"]))
+        else:
+            scale = min(1.0, self.updates / self.warmup) if self.warmup > 0 else 1.0
+            for group in self.opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
         if device_skip and (isinstance(self.opt, LaProp) or self.fused):
             self.opt.found_inf = found.to(torch.float32)
         try:
@@ -278,12 +379,13 @@ class Optimizer:
             self.opt.found_inf = None
         return norm
 
-    def _record(self, found: Tensor) -> None:
-        """Update the device-side non-finite flags with this update's ``found`` (0-d bool)."""
+    def _record(self, found: Tensor, count: int | Tensor) -> None:
+        """Update the device-side non-finite flags with this update's ``found`` (0-d bool); ``count``: this
+        update's number (a host int, or the device counter when capturable)."""
         if self.nonfinite_count is None or self.nonfinite_count.device != found.device:
             self.nonfinite_count = torch.zeros((), dtype=torch.int64, device=found.device)
             self.first_nonfinite = torch.full((), -1, dtype=torch.int64, device=found.device)
-        self.first_nonfinite = torch.where(found & (self.nonfinite_count == 0), self.updates, self.first_nonfinite)
+        self.first_nonfinite = torch.where(found & (self.nonfinite_count == 0), count, self.first_nonfinite)
         self.nonfinite_count = self.nonfinite_count + found
         self.nonfinite = found
 
@@ -318,4 +420,10 @@ class Optimizer:
                             st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device)
                         elif st:
                             st["step"] = torch.as_tensor(st["step"], dtype=torch.float32, device="cpu")
+            if isinstance(self.opt, LaProp):
+                self.opt.set_capturable(self.capturable)  # steps as ints or device tensors, whichever was saved
+                for group in self.opt.param_groups:
+                    if torch.is_tensor(group["lr"]) and not self.capturable:
+                        group["lr"] = float(group["lr"])
         self.updates = state["updates"]
+        self._count = None

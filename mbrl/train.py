@@ -230,9 +230,9 @@ def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device
     posterior to the host once per update). Returns the update's metrics (:meth:`Agent.train_step`)."""
     batch = replay.sample(cfg.batch_size, cfg.batch_length, device, context=cfg.replay_context)
     if not cfg.replay_context:
-        return agent.train_step(batch)
+        return agent.update(batch)
     out: dict[str, torch.Tensor] = {}
-    metrics = agent.train_step(batch, out=out)
+    metrics = agent.update(batch, out=out)
     replay.write_latents(batch["slot"], out["deter"], out["stoch"])
     return metrics
 

@@ -223,9 +223,9 @@ def _update(cfg: Config, batch: MemberBatch, replays: list[Any]) -> dict[str, to
     data = stack_batches([r.sample(cfg.batch_size, cfg.batch_length, device, context=cfg.replay_context)
                           for r in replays])
     if not cfg.replay_context:
-        return batch.train_step(data)
+        return batch.update(data)
     out: dict[str, torch.Tensor] = {}
-    metrics = batch.train_step(data, out=out)
+    metrics = batch.update(data, out=out)
     for e, replay in enumerate(replays):
         replay.write_latents(data["slot"][e], out["deter"][e], out["stoch"][e])
     return metrics
