@@ -1,65 +1,77 @@
 #!/usr/bin/env bash
-# One prepared GPU run of dreamshift (at most ~8 minutes in all), results into $OUT:
-#   1. update speed of size S (fp32 eager, bf16 eager, bf16 compiled): s/update, updates/s, cold
-#      start-to-first-update, peak GPU memory            -> $OUT/speed.json, $OUT/speed.txt
-#   2. learning for the remaining minutes, in parallel on the one GPU:
-#      - the pixel check: size S, train ratio 512, dmc:walker_stand (DreamerV3 dmc_vision setting)
-#      - the state checks: size1m, train ratio 512, obs=state on cartpole_swingup, walker_stand, reacher_easy,
-#        finger_spin (DreamerV3 dmc_proprio tasks)
-#      each run is stopped by `timeout` when the budget is spent; its metrics.jsonl/config.json come back in
-#      $OUT/runs.tgz, and benchmarks/learning.py's report (tables, PNG) in $OUT/learning-*.{txt,png}
+# One prepared GPU run of dreamshift (at most ~9 minutes in all), results into $OUT:
+#   1. update speed of size S pixels: fp32 eager; bf16 compiled without and with CUDA graphs (cuda_graphs=off/auto),
+#      each update's s/update, updates/s, start-to-first-update (the first call cold, the second warm from the
+#      inductor cache) and peak GPU memory                                 -> $OUT/speed*.json, $OUT/speed.txt
+#   2. seeds as a batch: per-member cost of E=1 and E=4 members, S pixels, bf16 compiled with graphs
+#                                                                          -> $OUT/seeds.json, $OUT/speed.txt
+#   3. the pixel learning check for the remaining minutes: dmc:walker_stand, size S, train ratio 512, bf16,
+#      compiled with CUDA graphs, 4 seeds as one batch (seeds=[0,1,2,3]); stopped by `timeout` when the budget is
+#      spent; its metrics come back in $OUT/runs.tgz and benchmarks/learning.py's report in $OUT/learning-*.{txt,png}
 #
 # On the GPU machine (see ../shared/gpu/README.md):  bash .device/run.sh bash benchmarks/gpu_check.sh
-# On CPU with tiny budgets (a dry run of the script itself):
-#   DEVICE=cpu BUDGET=150 SPEED_UPDATES=1 SPEED_VARIANTS=XS:pixels:fp32:off OUT=/tmp/gpu_out \
-#     bash benchmarks/gpu_check.sh
+# On CPU with tiny budgets (a dry run of the script itself, tests/test_gpu_check.py):
+#   DEVICE=cpu BUDGET=200 SPEED_UPDATES=1 SPEED_ARGS="--batch 2 --length 8 --image-size 32" SPEED_VARIANTS=XS:pixels:fp32:off GRAPH_VARIANTS=XS:pixels:fp32:off \
+#     SEED_VARIANT=XS:pixels SEED_MEMBERS=1,2 SEEDS="[0,1]" STEPS=200 \
+#     PIXEL_SETS="size=XS image_size=32 batch_size=2 batch_length=8 prefill=50 train_ratio=4" \
+#     OUT=/tmp/gpu_out bash benchmarks/gpu_check.sh
 set -u
+# shellcheck disable=SC2086  # SPEED_ARGS and PIXEL_SETS are word lists
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/dreamshift-gpu-out}
 DEVICE=${DEVICE:-cuda}
-BUDGET=${BUDGET:-470}                # seconds for the whole script
-SPEED_BUDGET=${SPEED_BUDGET:-170}    # seconds for part 1
+BUDGET=${BUDGET:-530}                # seconds for the whole script
+SPEED_BUDGET=${SPEED_BUDGET:-200}    # seconds for parts 1 and 2
 SPEED_UPDATES=${SPEED_UPDATES:-30}
-SPEED_VARIANTS=${SPEED_VARIANTS:-S:pixels:fp32:off,S:pixels:bf16:off,S:pixels:bf16:on}
-PIXEL_SETS=${PIXEL_SETS:-size=S train_ratio=512 precision=bf16}
-STATE_SETS=${STATE_SETS:-size=size1m train_ratio=512 obs=state}
-STATE_TASKS=${STATE_TASKS:-cartpole_swingup walker_stand reacher_easy finger_spin}
+SPEED_ARGS=${SPEED_ARGS:-}           # extra options of update_speed.py and seed_batch.py (the dry run's tiny B x T)
+SPEED_VARIANTS=${SPEED_VARIANTS:-S:pixels:fp32:off,S:pixels:bf16:on}
+GRAPH_VARIANTS=${GRAPH_VARIANTS:-S:pixels:bf16:on}
+SEED_VARIANT=${SEED_VARIANT:-S:pixels}
+SEED_MEMBERS=${SEED_MEMBERS:-1,4}
+PIXEL_SETS=${PIXEL_SETS:-size=S train_ratio=512 precision=bf16 compile=on}
+SEEDS=${SEEDS:-[0,1,2,3]}
+STEPS=${STEPS:-50000}
 RUNS=${RUNS:-/tmp/dreamshift-gpu-runs}
 PY=${PY:-python3}
 mkdir -p "$OUT" "$RUNS"
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
+speed_left() { echo $(( SPEED_BUDGET - $(elapsed) )); }
 
-echo "== 1. update speed ($DEVICE, at most ${SPEED_BUDGET}s)"
-timeout "$SPEED_BUDGET" "$PY" benchmarks/update_speed.py --device "$DEVICE" --variants "$SPEED_VARIANTS" \
-  --updates "$SPEED_UPDATES" --warmup 3 --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.txt"
+echo "== 1. update speed ($DEVICE, parts 1-2 at most ${SPEED_BUDGET}s)" | tee "$OUT/speed.txt"
+timeout "$(speed_left)" "$PY" benchmarks/update_speed.py --device "$DEVICE" --variants "$SPEED_VARIANTS" \
+  --updates "$SPEED_UPDATES" --warmup 3 --cuda-graphs off --json "$OUT/speed.json" $SPEED_ARGS 2>&1 \
+  | tee -a "$OUT/speed.txt"
+for pass in cold warm; do  # the second pass starts from the inductor cache the first one filled
+  [ "$(speed_left)" -gt 10 ] || break
+  echo "-- CUDA graphs ($pass)" | tee -a "$OUT/speed.txt"
+  timeout "$(speed_left)" "$PY" benchmarks/update_speed.py --device "$DEVICE" --variants "$GRAPH_VARIANTS" \
+    --updates "$SPEED_UPDATES" --warmup 3 --cuda-graphs auto --json "$OUT/speed-graphs-$pass.json" $SPEED_ARGS 2>&1 \
+    | tee -a "$OUT/speed.txt"
+done
 
-left=$(( BUDGET - $(elapsed) - 40 ))
-echo "== 2. learning runs for ${left}s (elapsed $(elapsed)s)"
-if [ "$left" -gt 20 ]; then
-  pids=()
-  # shellcheck disable=SC2086
-  timeout "$left" "$PY" -m mbrl.cli train env=dmc:walker_stand $PIXEL_SETS steps=50000 seed=0 device="$DEVICE" \
-    threads=2 wandb_mode=disabled progress=false save_every=0 log_every=2000 \
-    run_dir="$RUNS/gpu-pixels/dmc_walker_stand-s0" > "$RUNS/train-pixels.log" 2>&1 &
-  pids+=($!)
-  for task in $STATE_TASKS; do
-    # shellcheck disable=SC2086
-    timeout "$left" "$PY" -m mbrl.cli train env=dmc:$task $STATE_SETS steps=50000 seed=0 device="$DEVICE" \
-      threads=2 wandb_mode=disabled progress=false save_every=0 log_every=2000 \
-      run_dir="$RUNS/gpu-state/dmc_$task-s0" > "$RUNS/train-$task.log" 2>&1 &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-  tail -n 5 "$RUNS"/train-*.log > "$OUT/train.log" 2>/dev/null
+echo "== 2. seeds as a batch (elapsed $(elapsed)s)" | tee -a "$OUT/speed.txt"
+if [ "$(speed_left)" -gt 10 ]; then
+  timeout "$(speed_left)" "$PY" benchmarks/seed_batch.py --device "$DEVICE" --variants "$SEED_VARIANT" \
+    --members "$SEED_MEMBERS" --precision "$([ "$DEVICE" = cuda ] && echo bf16 || echo fp32)" \
+    --compile "$([ "$DEVICE" = cuda ] && echo on || echo off)" --cuda-graphs auto --updates 10 --warmup 3 \
+    --json "$OUT/seeds.json" $SPEED_ARGS 2>&1 | tee -a "$OUT/speed.txt"
 fi
 
-echo "== 3. report (elapsed $(elapsed)s)"
-for check in gpu-pixels gpu-state; do
-  [ -d "$RUNS/$check" ] || continue
-  "$PY" benchmarks/learning.py report "$check" --runs "$RUNS" --out "$OUT/learning-$check.png" \
-    > "$OUT/learning-$check.txt" 2>&1
-  cat "$OUT/learning-$check.txt"
-done
+left=$(( BUDGET - $(elapsed) - 40 ))
+echo "== 3. pixel learning check, seeds $SEEDS as one batch, for ${left}s (elapsed $(elapsed)s)"
+if [ "$left" -gt 20 ]; then
+  # shellcheck disable=SC2086
+  timeout "$left" "$PY" -m mbrl.cli train env=dmc:walker_stand $PIXEL_SETS steps="$STEPS" "seeds=$SEEDS" \
+    device="$DEVICE" threads=2 wandb_mode=disabled progress=false save_every=0 log_every=2000 \
+    run_dir="$RUNS/gpu-pixels/dmc_walker_stand-seeds" > "$RUNS/train-pixels.log" 2>&1
+fi
+
+echo "== 4. report (elapsed $(elapsed)s)"
+if [ -d "$RUNS/gpu-pixels" ]; then
+  "$PY" benchmarks/learning.py report gpu-pixels --runs "$RUNS" --out "$OUT/learning-gpu-pixels.png" \
+    > "$OUT/learning-gpu-pixels.txt" 2>&1
+  cat "$OUT/learning-gpu-pixels.txt"
+fi
 (cd "$RUNS" && tar czf "$OUT/runs.tgz" --exclude=checkpoint --exclude=wandb .)
 echo "== done in $(elapsed)s; files in $OUT:"; ls -la "$OUT"

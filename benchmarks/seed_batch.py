@@ -67,7 +67,8 @@ def config(variant: dict[str, str], args: argparse.Namespace, device: torch.devi
         if "encoder" in variant else []
     return build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={args.precision}",
                          f"compile={args.compile}", f"image_size={args.image_size}", f"batch_size={args.batch}",
-                         f"batch_length={args.length}", "optim.warmup=0", f"device={device.type}", *extra])
+                         f"batch_length={args.length}", "optim.warmup=0", f"device={device.type}",
+                         f"cuda_graphs={args.cuda_graphs}", *extra])
 
 
 def measure(variant: dict[str, str], members: int, single: bool, args: argparse.Namespace,
@@ -80,12 +81,12 @@ def measure(variant: dict[str, str], members: int, single: bool, args: argparse.
         torch.manual_seed(0)
         agent = Agent(cfg, args.action_dim, state_dim).to(device)
         feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
-        step = agent.train_step
+        step = agent.update
     else:
         batch = MemberBatch(cfg, list(range(members)), args.action_dim, state_dim, device)
         agent = batch.members[0]
         feature_dim = agent.wm.encoder.feature_dim if agent.caches_features else 0
-        step = batch.train_step
+        step = batch.update
     build = time.perf_counter() - start
     phases: dict[str, float] = {}
     if args.phases:
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay-steps", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the issue's setting: 1 per process)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuda-graphs", default="off", choices=("auto", "on", "off"),
+                   help="cuda_graphs of the agents (auto: CUDA graphs with --compile on on CUDA)")
     p.add_argument("--phases", action="store_true", help="also time each part of the update (per member-update)")
     p.add_argument("--json", default="", help="write the rows here")
     args = p.parse_args(argv)

@@ -113,7 +113,7 @@ def variant_config(variant: dict[str, str], args: argparse.Namespace, device: to
     return build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
                          f"compile={variant['compile']}", f"image_size={args.image_size}",
                          f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
-                         f"device={device.type}", *extra])
+                         f"device={device.type}", f"cuda_graphs={args.cuda_graphs}", *extra])
 
 
 def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -129,17 +129,17 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
     replay = synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim, variant["obs"],
                               args.seed, feature_dim)
     start = time.perf_counter()
-    agent.train_step(replay.sample(args.batch, args.length, device))
+    agent.update(replay.sample(args.batch, args.length, device))  # a CUDA graph with cuda_graphs (mbrl.graphs)
     sync(device)
     first = build + time.perf_counter() - start
     for _ in range(args.warmup):
-        agent.train_step(replay.sample(args.batch, args.length, device))
+        agent.update(replay.sample(args.batch, args.length, device))
     sync(device)
     times = []
     history = []
     for _ in range(args.updates):
         t0 = time.perf_counter()
-        history.append(agent.train_step(replay.sample(args.batch, args.length, device)))
+        history.append(agent.update(replay.sample(args.batch, args.length, device)))
         sync(device)
         times.append(time.perf_counter() - t0)
     wm_times = []
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16-filter", action="store_true",
                    help="bf16 CPU variants: also time the same agent with its filter (RSSM.observe) under autocast "
                         "instead of fp32, and print the fp32 filter's speed-up")
+    p.add_argument("--cuda-graphs", default="off", choices=("auto", "on", "off"),
+                   help="the runs' cuda_graphs setting (auto: capture each update as a CUDA graph with compile=on "
+                        "on CUDA; default off: the update without graphs)")
     p.add_argument("--json", default="", help="write the rows here")
     args = p.parse_args(argv)
     if args.updates < 1 or args.warmup < 0:
