@@ -56,6 +56,10 @@ _SUITES: dict[str, tuple[str, Callable[[], list[Condition]]]] = {
     "standard": ("every registered kind x severities 1-5", _standard),
     "paper": ("Jones et al. 2025 analogues: texture, lighting and fog, weak (2) and strong (5)",
               lambda: [("texture", 2), ("texture", 5), ("lighting", 2), ("lighting", 5), ("fog", 2), ("fog", 5)]),
+    "grid": ("the first-answer grid: 3 scene-level (color, texture, background) and 3 pixel-level (gaussian_noise, "
+             "fog, motion_blur) kinds at severities 1, 3, 5",
+             lambda: [(k, sev) for k in ("color", "texture", "background", "gaussian_noise", "fog", "motion_blur")
+                      for sev in (1, 3, 5)]),
     "quick": ("CI smoke suite: color and gaussian_noise at severities 1 and 5",
               lambda: [("color", 1), ("color", 5), ("gaussian_noise", 1), ("gaussian_noise", 5)]),
 }
