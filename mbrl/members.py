@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from encoders.registry import resolve_mode, split_name
 from envs.errors import ConfigError
 from mbrl.actor_critic import episode_last
 from mbrl.agent import OBSERVE_CHUNK, Agent
@@ -65,8 +66,6 @@ def check_members(cfg: Config, seeds: list[int]) -> None:
         ConfigError: an empty list, a duplicate or negative seed, ``optim.name=adam`` (the batched optimiser is
             LaProp, the reference's), or a pretrained encoder that is fine-tuned (partial/full/adapter/LoRA).
     """
-    from encoders.registry import resolve_mode, split_name
-
     check_seed_list(seeds)
     if cfg.optim.name != "laprop":
         raise ConfigError(f"seeds=[...] trains with the batched LaProp optimiser; optim.name={cfg.optim.name} "

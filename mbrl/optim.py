@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from envs.errors import DreamshiftError
+from envs.errors import ConfigError, DreamshiftError
 
 AGC_PMIN = 1e-3  # DreamerV3 ``clip_by_agc(pmin=1e-3)``: parameter norms below this count as this
 
@@ -301,8 +301,6 @@ class Optimizer:
             ConfigError: ``on`` with Adam (its fused kernel takes host learning rates; graphs need LaProp).
         """
         if on and self.opt is not None and not isinstance(self.opt, LaProp):
-            from envs.errors import ConfigError
-
             raise ConfigError("CUDA graphs need optim.name=laprop (cuda_graphs=off runs Adam without graphs)")
         self.capturable = on
         self._count = None
