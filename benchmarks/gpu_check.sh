@@ -46,7 +46,7 @@ for pass in cold warm; do  # the second pass starts from the inductor cache the 
   [ "$(speed_left)" -gt 10 ] || break
   echo "-- CUDA graphs ($pass)" | tee -a "$OUT/speed.txt"
   timeout "$(speed_left)" "$PY" benchmarks/update_speed.py --device "$DEVICE" --variants "$GRAPH_VARIANTS" \
-    --updates "$SPEED_UPDATES" --warmup 3 --cuda-graphs auto --json "$OUT/speed-graphs-$pass.json" $SPEED_ARGS 2>&1 \
+    --updates "$SPEED_UPDATES" --warmup 3 --cuda-graphs auto --sync-debug warn --json "$OUT/speed-graphs-$pass.json" $SPEED_ARGS 2>&1 \
     | tee -a "$OUT/speed.txt"
 done
 

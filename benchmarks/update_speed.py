@@ -137,9 +137,17 @@ def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.dev
     sync(device)
     times = []
     history = []
+    watch = device.type == "cuda" and args.sync_debug != "off"  # a host sync inside an update warns or raises
     for _ in range(args.updates):
         t0 = time.perf_counter()
-        history.append(agent.update(replay.sample(args.batch, args.length, device)))
+        batch = replay.sample(args.batch, args.length, device)
+        if watch:
+            torch.cuda.set_sync_debug_mode(args.sync_debug)
+        try:
+            history.append(agent.update(batch))
+        finally:
+            if watch:
+                torch.cuda.set_sync_debug_mode("default")
         sync(device)
         times.append(time.perf_counter() - t0)
     wm_times = []
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16-filter", action="store_true",
                    help="bf16 CPU variants: also time the same agent with its filter (RSSM.observe) under autocast "
                         "instead of fp32, and print the fp32 filter's speed-up")
+    p.add_argument("--sync-debug", default="off", choices=("off", "warn", "error"),
+                   help="CUDA: torch.cuda.set_sync_debug_mode around each timed update (error: a host sync fails)")
     p.add_argument("--cuda-graphs", default="off", choices=("auto", "on", "off"),
                    help="the runs' cuda_graphs setting (auto: capture each update as a CUDA graph with compile=on "
                         "on CUDA; default off: the update without graphs)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,20 @@ class ReplayWriter:
         self.replay.add(episode.index, last)
 
 
+_ANNOUNCED: set[int] = set()
+
+
+def announce_compile(cfg: Config) -> None:
+    """Say once per process, before the first update of a ``compile=on`` run, that it compiles (minutes on a CPU,
+    during which nothing else is printed)."""
+    if cfg.compile != "on" or 0 in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(0)
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "~/.cache/dreamshift/inductor")
+    print(f"compiling the update (compile=on): the first update takes minutes on a CPU, less from the inductor cache "
+          f"in {cache}…", file=sys.stderr, flush=True)
+
+
 class Collector:
     """One agent's side of the training loop: collection (an :class:`envs.driver.Driver` writing through
     :class:`ReplayWriter`), episode records, and at its schedule the train log, checkpoints and periodic
@@ -406,7 +421,10 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     run = Collector(cfg, venv, agent, replay, counters, logger, run_dir, random_prefill)
     while not run.done:
         run.collect()
-        for _ in range(run.updates_due()):
+        due = run.updates_due()
+        if due:
+            announce_compile(cfg)
+        for _ in range(due):
             run.train_metrics.append(train_on_replay(cfg, agent, replay, device))
             counters["updates"] += 1
         run.after_updates()

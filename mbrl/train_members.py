@@ -35,7 +35,15 @@ from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
 from mbrl.optim import NonFiniteError
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
-from mbrl.train import Collector, TrainingInterrupted, _prepare_run, default_run_dir, make_replay, state_dim_of
+from mbrl.train import (
+    Collector,
+    TrainingInterrupted,
+    _prepare_run,
+    announce_compile,
+    default_run_dir,
+    make_replay,
+    state_dim_of,
+)
 
 MEMBERS_FILE = "members.json"
 
@@ -188,7 +196,10 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
                 if e not in active:
                     counters[e]["env_steps"] = lead.counters["env_steps"]
                     counters[e]["agent_steps"] = lead.counters["agent_steps"]
-            for _ in range(lead.updates_due()):
+            due = lead.updates_due()
+            if due:
+                announce_compile(cfg)
+            for _ in range(due):
                 metrics = _update(cfg, batch, replays)
                 for e in range(batch.size):
                     counters[e]["updates"] += 1
