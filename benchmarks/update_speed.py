@@ -113,7 +113,7 @@ def variant_config(variant: dict[str, str], args: argparse.Namespace, device: to
     return build_config([f"size={variant['size']}", f"obs={variant['obs']}", f"precision={variant['precision']}",
                          f"compile={variant['compile']}", f"image_size={args.image_size}",
                          f"batch_size={args.batch}", f"batch_length={args.length}", "optim.warmup=0",
-                         f"device={device.type}", f"cuda_graphs={args.cuda_graphs}", *extra])
+                         f"device={device.type}", f"cuda_graphs={getattr(args, 'cuda_graphs', 'off')}", *extra])
 
 
 def measure(variant: dict[str, str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def test_quick_and_paper_suites():
 
 
 def test_unknown_suite_lists_suites():
-    with pytest.raises(ShiftError, match="unknown suite 'nope'; suites: paper, quick, standard"):
+    with pytest.raises(ShiftError, match="unknown suite 'nope'; suites: grid, paper, quick, standard"):
         suites.get_suite("nope")
 
 
