@@ -8,8 +8,9 @@ and nothing written. Prints one row per case and ``N of M still fail``.
 Each case runs in its own copy of a scratch directory (a file ``f``, a directory ``d``, a tiny run ``run`` with
 a real checkpoint, grid files, results files), so a case that writes is caught (``tree`` before and after) and
 cannot disturb the others. Cases that would train use a tiny model and must fail before training; a case that
-runs past ``--timeout`` fails. One case sends Ctrl-C (SIGINT) to a training run once its first checkpoint
-exists and expects status 130, one line naming ``--resume`` and a loadable checkpoint instead.
+runs past ``--timeout`` fails. Two cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
+its first checkpoint exists and expect status 130 (143), one line naming ``--resume`` and a loadable checkpoint
+instead.
 
 Exit status: 0 when every case passes, 1 otherwise.
 """
@@ -218,10 +219,12 @@ def run_case(case: Case, scratch: Path, work: Path, exe: str, timeout: float) ->
     return ("FAIL", str(res.returncode), "; ".join(reasons)) if reasons else ("OK", "2", f"{detail} ({took:.0f} s)")
 
 
-def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str, str, str]:
-    """Ctrl-C (SIGINT) to ``dreamshift train`` once its first checkpoint exists: status 130, one line naming
-    ``--resume``, no traceback, and a checkpoint that loads."""
-    cwd = work / "ctrl_c"
+def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
+               signum: int = signal.SIGINT) -> tuple[str, str, str]:
+    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists:
+    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, and a checkpoint that loads."""
+    status = 130 if signum == signal.SIGINT else 128 + signum
+    cwd = work / f"ctrl_c_{signal.Signals(signum).name}"
     cwd.mkdir()
     args = [exe, "train", *[a for a in TINY if not a.startswith(("steps=", "save_every="))], "steps=100000",
             "save_every=100", "run_dir=r"]
@@ -236,15 +239,15 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str
         out, err = proc.communicate()
         return "FAIL", str(proc.returncode), f"no checkpoint appeared ({(err.strip().splitlines() or [''])[-1]})"
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return "FAIL", "-", "did not stop after SIGINT"
+        return "FAIL", "-", f"did not stop after {signal.Signals(signum).name}"
     lines = [line for line in err.splitlines() if "interrupted" in line]
     reasons = []
-    if proc.returncode != 130:
+    if proc.returncode != status:
         reasons.append(f"exit {proc.returncode}")
     if "Traceback" in err:
         reasons.append("traceback")
@@ -261,7 +264,7 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str
     shutil.rmtree(cwd, ignore_errors=True)
     if reasons:
         return "FAIL", str(proc.returncode), "; ".join(reasons)
-    return "OK", "130", f"{lines[0]} (checkpoint at {steps} env steps)"
+    return "OK", str(status), f"{lines[0]} (checkpoint at {steps} env steps)"
 
 
 def main() -> int:
@@ -270,7 +273,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="cases run at once")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds a case may run")
     p.add_argument("-k", default="", help="only cases whose name contains this")
-    p.add_argument("--no-ctrl-c", action="store_true", help="skip the Ctrl-C case (it trains for ~20 s)")
+    p.add_argument("--no-ctrl-c", action="store_true", help="skip the Ctrl-C and SIGTERM cases (each trains for ~20 s)")
     p.add_argument("--verbose", action="store_true", help="print the error line of passing cases too")
     args = p.parse_args()
     exe = exe_path(args.exe)
@@ -284,12 +287,13 @@ def main() -> int:
         work.mkdir()
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = [pool.submit(run_case, c, scratch, work, exe, args.timeout) for c in cases]
-            ctrl_c = None
+            stops = []
             if not args.no_ctrl_c and args.k in "ctrl-c train":
-                ctrl_c = pool.submit(run_ctrl_c, scratch, work, exe, args.timeout)
+                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum))
+                         for item, name, signum in (("7", "Ctrl-C during train (SIGINT)", signal.SIGINT),
+                                                    ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM))]
             rows = [(c.item, c.name, *f.result()) for c, f in zip(cases, futures, strict=True)]
-            if ctrl_c is not None:
-                rows.append(("7", "Ctrl-C during train (SIGINT)", *ctrl_c.result()))
+            rows += [(item, name, *f.result()) for item, name, f in stops]
     width = max(len(r[1]) for r in rows)
     print(f"{'item':<4} {'case':<{width}}  {'rc':>3}  result")
     for item, name, verdict, rc, reason in rows:

@@ -22,7 +22,7 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint
+from mbrl import checkpoint, signals
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
     _RESUMABLE,
@@ -45,14 +45,16 @@ from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C in :func:`run_loop`, after the checkpoint was saved: ``checkpoint`` is the path of its
-    ``checkpoint.json`` written at ``env_steps`` (None when no env step was taken, so nothing was saved). A
+    """Ctrl-C (or ``SIGTERM``/``SIGUSR2``, :mod:`mbrl.signals`) in :func:`run_loop`, after the checkpoint was
+    saved: ``checkpoint`` is the path of its ``checkpoint.json`` written at ``env_steps`` (None when no env step
+    was taken, so nothing was saved); ``signum`` is the signal that asked for the stop (None for Ctrl-C). A
     ``KeyboardInterrupt``, so callers that catch that keep working; the CLI turns it into one line naming the
     ``--resume`` command."""
 
-    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
+    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int, signum: int | None = None) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
         self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
+        self.signum = signum
 
 
 def state_dim_of(space: Any) -> int:
@@ -239,7 +241,8 @@ def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
              device: torch.device, resumed: bool = False, random_prefill: bool = True) -> None:
     """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
-    then write the final checkpoint; on Ctrl-C a checkpoint is written first (when any step was taken) and
+    then write the final checkpoint; on Ctrl-C, ``SIGTERM`` or ``SIGUSR2`` (:mod:`mbrl.signals`: checked between
+    steps, so the current update finishes) a checkpoint is written first (when any step was taken) and
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised. Closes ``venv`` and the logger.
 
     Args:
@@ -253,19 +256,20 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             scratch); False acts with the policy throughout and only delays updates (adaptation).
     """
     logger = None
-    try:
-        logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
-                        resume_step=counters["env_steps"] if resumed else None,
-                        run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
-        _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
-        checkpoint.save(run_dir, agent, replay, counters)
-    except KeyboardInterrupt:
-        saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
-        raise TrainingInterrupted(run_dir, saved, counters["env_steps"]) from None
-    finally:
-        venv.close()
-        if logger is not None:
-            logger.close()
+    with signals.stop_requests():
+        try:
+            logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
+                            resume_step=counters["env_steps"] if resumed else None,
+                            run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
+            _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
+            checkpoint.save(run_dir, agent, replay, counters)
+        except KeyboardInterrupt as exc:
+            saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
+            raise TrainingInterrupted(run_dir, saved, counters["env_steps"], getattr(exc, "signum", None)) from None
+        finally:
+            venv.close()
+            if logger is not None:
+                logger.close()
 
 
 class ReplayWriter:
@@ -404,6 +408,7 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     """Collection and the schedule of one agent (:class:`Collector`), with its updates at the train ratio."""
     run = Collector(cfg, venv, agent, replay, counters, logger, run_dir, random_prefill)
     while not run.done:
+        signals.check()  # SIGTERM/SIGUSR2: stop here, between whole steps (run_loop saves the checkpoint)
         run.collect()
         for _ in range(run.updates_due()):
             run.train_metrics.append(train_on_replay(cfg, agent, replay, device))

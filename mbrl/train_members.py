@@ -29,7 +29,7 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint
+from mbrl import checkpoint, signals
 from mbrl.config import Config, model_hash, to_dict, validate
 from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
@@ -169,52 +169,54 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
             last = checkpoint.save(member_cfgs[e].run_dir, batch.members[e], replays[e], counters[e])
         return last
 
-    try:
-        for e, mcfg in enumerate(member_cfgs):
-            loggers.append(Logger(Path(mcfg.run_dir), mcfg.steps, mcfg.wandb_mode, mcfg.wandb_project,
-                                  to_dict(mcfg), mcfg.progress and e == 0,
-                                  resume_step=counters[e]["env_steps"] if resumed else None,
-                                  run_id=f"{run_dir.name}-seed-{mcfg.seed}-{model_hash(mcfg)}",
-                                  group=mcfg.wandb_group or run_dir.name))
-            runs.append(Collector(mcfg, venvs[e], batch.members[e], replays[e], counters[e], loggers[e],
-                                  Path(mcfg.run_dir)))
-        while True:
-            lead = runs[active[0]]
-            if lead.done:
-                break
-            for e in active:
-                runs[e].collect()
-            for e in range(batch.size):  # stopped members follow the schedule's counters (their batch rows idle)
-                if e not in active:
-                    counters[e]["env_steps"] = lead.counters["env_steps"]
-                    counters[e]["agent_steps"] = lead.counters["agent_steps"]
-            for _ in range(lead.updates_due()):
-                metrics = _update(cfg, batch, replays)
-                for e in range(batch.size):
-                    counters[e]["updates"] += 1
-                    runs[e].train_metrics.append({k: v[e] for k, v in metrics.items()})
-            for e in list(active):
-                try:
-                    runs[e].after_updates()
-                except NonFiniteError as err:
-                    active.remove(e)
-                    batch.stop(e)
-                    seed = member_cfgs[e].seed
-                    stopped[str(seed)] = f"member seed={seed}: {err}"
-                    print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr,
-                          flush=True)
-                    _write_members(run_dir, seeds, cfg, stopped)
-            if not active:
-                raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
-        save_all()
-    except KeyboardInterrupt:
-        saved = save_all() if counters[0]["env_steps"] > 0 else None
-        raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"]) from None
-    finally:
-        for v in venvs:
-            v.close()
-        for logger in loggers:
-            logger.close()
+    with signals.stop_requests():
+        try:
+            for e, mcfg in enumerate(member_cfgs):
+                loggers.append(Logger(Path(mcfg.run_dir), mcfg.steps, mcfg.wandb_mode, mcfg.wandb_project,
+                                      to_dict(mcfg), mcfg.progress and e == 0,
+                                      resume_step=counters[e]["env_steps"] if resumed else None,
+                                      run_id=f"{run_dir.name}-seed-{mcfg.seed}-{model_hash(mcfg)}",
+                                      group=mcfg.wandb_group or run_dir.name))
+                runs.append(Collector(mcfg, venvs[e], batch.members[e], replays[e], counters[e], loggers[e],
+                                      Path(mcfg.run_dir)))
+            while True:
+                lead = runs[active[0]]
+                if lead.done:
+                    break
+                signals.check()  # SIGTERM/SIGUSR2: stop between whole steps; every live member is saved below
+                for e in active:
+                    runs[e].collect()
+                for e in range(batch.size):  # stopped members follow the schedule's counters (their batch rows idle)
+                    if e not in active:
+                        counters[e]["env_steps"] = lead.counters["env_steps"]
+                        counters[e]["agent_steps"] = lead.counters["agent_steps"]
+                for _ in range(lead.updates_due()):
+                    metrics = _update(cfg, batch, replays)
+                    for e in range(batch.size):
+                        counters[e]["updates"] += 1
+                        runs[e].train_metrics.append({k: v[e] for k, v in metrics.items()})
+                for e in list(active):
+                    try:
+                        runs[e].after_updates()
+                    except NonFiniteError as err:
+                        active.remove(e)
+                        batch.stop(e)
+                        seed = member_cfgs[e].seed
+                        stopped[str(seed)] = f"member seed={seed}: {err}"
+                        print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr,
+                              flush=True)
+                        _write_members(run_dir, seeds, cfg, stopped)
+                if not active:
+                    raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
+            save_all()
+        except KeyboardInterrupt as exc:
+            saved = save_all() if counters[0]["env_steps"] > 0 else None
+            raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"], getattr(exc, "signum", None)) from None
+        finally:
+            for v in venvs:
+                v.close()
+            for logger in loggers:
+                logger.close()
 
 
 def _update(cfg: Config, batch: MemberBatch, replays: list[Any]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,95 @@
+"""Reliability of ``dreamshift train`` and friends against the outside world: ``SIGTERM``/``SIGUSR2`` stop a run
+like Ctrl-C (checkpoint, one line naming ``--resume``), one writer per run directory, foreign directories refused,
+divergence and bad ranges as one ``error:`` line, orphaned temp files cleaned up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY_RUN
+
+from mbrl import checkpoint
+
+
+def _env() -> dict[str, str]:
+    """The environment of a CLI subprocess: this checkout's code (not an installed copy), one thread."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
+def _start_train(tmp_path: Path, args: list[str], log: str = "train.log") -> subprocess.Popen:
+    out = open(tmp_path / log, "w")  # noqa: SIM115 - closed with the process (the child holds its own copy)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *args], cwd=tmp_path, stdout=out,
+                                stderr=subprocess.PIPE, text=True, env=_env())
+    finally:
+        out.close()
+
+
+def _wait_for(proc: subprocess.Popen, path: Path, timeout: float = 150) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, f"no {path} in time"
+        time.sleep(0.05)
+
+
+def _env_steps(run_dir: Path) -> int:
+    return int(checkpoint.load_state(run_dir)["counters"]["env_steps"])
+
+
+BASE = [a for a in TINY_RUN if not a.startswith(("steps=", "save_every="))]
+
+
+@pytest.mark.parametrize("signum, seeds", [(signal.SIGTERM, None), (signal.SIGUSR2, [0, 1])],
+                         ids=["sigterm-single", "sigusr2-seeds"])
+def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(tmp_path, signum, seeds):
+    run_dir, steps = tmp_path / "run", 400
+    members = [run_dir / f"seed-{s}" for s in seeds] if seeds else [run_dir]
+    extra = [f"seeds=[{','.join(map(str, seeds))}]"] if seeds else []
+    proc = _start_train(tmp_path, [*BASE, f"steps={steps}", "save_every=100", f"run_dir={run_dir}", *extra])
+    try:
+        _wait_for(proc, members[-1] / "checkpoint" / "checkpoint.json")
+        before = [_env_steps(m) for m in members]
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1, err[-3000:]
+    assert signal.Signals(signum).name in lines[0]
+    assert f"dreamshift train --resume {run_dir}" in lines[0]
+    after = [_env_steps(m) for m in members]
+    assert all(a >= b for a, b in zip(after, before, strict=True)) and max(after) < steps
+
+    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [_env_steps(m) for m in members] == [steps] * len(members)
+
+
+def test_stop_requests_restores_the_previous_handlers():
+    from mbrl import signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with signals.stop_requests():
+        assert signal.getsignal(signal.SIGTERM) is not before
+        signals.check()  # nothing requested: no raise
+        os.kill(os.getpid(), signal.SIGUSR2)
+        deadline = time.time() + 5
+        while signals.requested() is None and time.time() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(signals.Terminated) as info:
+            signals.check()
+        assert info.value.signum == signal.SIGUSR2 and isinstance(info.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before
