@@ -9,6 +9,7 @@ steps. Updates happen so that ``updates * batch_size * batch_length ~= train_rat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -22,7 +23,7 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint, signals
+from mbrl import checkpoint, run_lock, signals
 from mbrl.agent import Agent, fetch_metrics
 from mbrl.config import (
     _RESUMABLE,
@@ -74,6 +75,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     check_env_encoder(cfg)  # env, obs, encoder, mode, decoder, encoder_path: EnvError/ConfigError before any write
     if resume is not None:
         files.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
+        run_lock.check_free(resume)  # another process is training it: its pid, before anything else
         state = checkpoint.load_state(resume)
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
@@ -84,6 +86,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    run_lock.check_free(run_dir)
     files.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
     files.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     existing = checkpoint.checkpoint_path(run_dir)
@@ -172,6 +175,8 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
+        mbrl.run_lock.RunLockedError: another process is writing ``run_dir`` (its ``.lock``, held here while
+            training).
     """
     cfg, run_dir, state = _prepare_run(cfg, Path(resume) if resume is not None else None)
     device = resolve_device(cfg.device)
@@ -180,20 +185,21 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     venv = envs.make_vector_env(cfg.env, cfg.num_envs, seed=cfg.seed, **env_kwargs(cfg))
-    try:
-        action_dim = int(venv.single_action_space.shape[0])
-        agent = Agent(cfg, action_dim, state_dim_of(venv.single_observation_space)).to(device)
-        replay = make_replay(cfg, agent)
-        counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if state is not None:
-            counters = checkpoint.restore(run_dir, state, agent, replay)
-        else:
-            files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
-    except BaseException:
-        venv.close()
-        raise
-    run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
+    with contextlib.ExitStack() as held:
+        try:
+            action_dim = int(venv.single_action_space.shape[0])
+            agent = Agent(cfg, action_dim, state_dim_of(venv.single_observation_space)).to(device)
+            replay = make_replay(cfg, agent)
+            counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
+            held.enter_context(run_lock.hold(run_dir))  # one writer per run directory (creates it)
+            if state is not None:
+                counters = checkpoint.restore(run_dir, state, agent, replay)
+            else:
+                files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+        except BaseException:
+            venv.close()
+            raise
+        run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
     return run_dir
 
 

@@ -18,6 +18,7 @@ its last good checkpoint is kept, the batch's optimiser never steps it again) wh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint, signals
+from mbrl import checkpoint, run_lock, signals
 from mbrl.config import Config, model_hash, to_dict, validate
 from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
@@ -88,6 +89,8 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
+        mbrl.run_lock.RunLockedError: another process is writing ``RUN`` or a member's directory (held here while
+            training).
     """
     stopped: dict[str, str] = {}
     if resume is not None:
@@ -96,9 +99,11 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
         if doc is None:
             raise CheckpointError(f"{str(run_dir)!r} has no {MEMBERS_FILE}; it is not a batch of seeds")
         seeds, stopped = doc["seeds"], {str(k): v for k, v in doc["stopped"].items()}
+        run_lock.check_free(run_dir)
     else:
         check_seed_list(seeds or [])
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(dataclasses.replace(cfg, seed=seeds[0]))
+        run_lock.check_free(run_dir)
         if (run_dir / MEMBERS_FILE).exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a batch of seeds; continue it with "
                               f"`dreamshift train --resume {run_dir}` or choose another run_dir")
@@ -125,40 +130,42 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     venvs = []
-    try:
-        for mcfg in member_cfgs:
-            venvs.append(envs.make_vector_env(cfg.env, cfg.num_envs, seed=mcfg.seed, **env_kwargs(mcfg)))
-        action_dim = int(venvs[0].single_action_space.shape[0])
-        batch = MemberBatch(cfg, live, action_dim, state_dim_of(venvs[0].single_observation_space), device)
-        for agent, mcfg in zip(batch.members, member_cfgs, strict=True):
-            agent.cfg = mcfg
-        replays = [make_replay(mcfg, agent) for mcfg, agent in zip(member_cfgs, batch.members, strict=True)]
-        torch.manual_seed(live[0])
-        np.random.seed(live[0])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        counters = []
-        for mcfg, agent, replay, state in zip(member_cfgs, batch.members, replays, states, strict=True):
-            mdir = Path(mcfg.run_dir)
-            mdir.mkdir(parents=True, exist_ok=True)
-            if state is not None:
-                counters.append(checkpoint.restore(mdir, state, agent, replay))
-            else:
-                counters.append({"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
-                files.write_json(mdir / "config.json", {"config": to_dict(mcfg), "config_hash": model_hash(mcfg)})
-        batch.bind()
-        _write_members(run_dir, seeds, cfg, stopped)
-    except BaseException:
-        for v in venvs:
-            v.close()
-        raise
-    _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resume is not None)
+    with contextlib.ExitStack() as held:
+        try:
+            for mcfg in member_cfgs:
+                venvs.append(envs.make_vector_env(cfg.env, cfg.num_envs, seed=mcfg.seed, **env_kwargs(mcfg)))
+            action_dim = int(venvs[0].single_action_space.shape[0])
+            batch = MemberBatch(cfg, live, action_dim, state_dim_of(venvs[0].single_observation_space), device)
+            for agent, mcfg in zip(batch.members, member_cfgs, strict=True):
+                agent.cfg = mcfg
+            replays = [make_replay(mcfg, agent) for mcfg, agent in zip(member_cfgs, batch.members, strict=True)]
+            torch.manual_seed(live[0])
+            np.random.seed(live[0])
+            for locked in (run_dir, *(Path(mcfg.run_dir) for mcfg in member_cfgs)):  # one writer: batch and members
+                held.enter_context(run_lock.hold(locked))
+            counters = []
+            for mcfg, agent, replay, state in zip(member_cfgs, batch.members, replays, states, strict=True):
+                mdir = Path(mcfg.run_dir)
+                if state is not None:
+                    counters.append(checkpoint.restore(mdir, state, agent, replay))
+                else:
+                    counters.append({"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
+                    files.write_json(mdir / "config.json", {"config": to_dict(mcfg), "config_hash": model_hash(mcfg)})
+            batch.bind()
+            _write_members(run_dir, seeds, cfg, stopped)
+        except BaseException:
+            for v in venvs:
+                v.close()
+            raise
+        _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resume is not None)
     return run_dir
 
 
 def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], replays: list[Any],
          counters: list[dict[str, Any]], member_cfgs: list[Config], seeds: list[int], stopped: dict[str, str],
          resumed: bool) -> None:
-    """The lock-step loop of the live members; checkpoints every live member at the end or on Ctrl-C."""
+    """The lock-step loop of the live members; checkpoints every live member at the end or on Ctrl-C, ``SIGTERM``
+    or ``SIGUSR2`` (:mod:`mbrl.signals`)."""
     loggers: list[Logger] = []
     runs: list[Collector] = []
     active = list(range(batch.size))

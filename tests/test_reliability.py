@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, assert_user_error, tree, write_untrained_run
 
 from mbrl import checkpoint
 
@@ -49,7 +49,7 @@ BASE = [a for a in TINY_RUN if not a.startswith(("steps=", "save_every="))]
 
 @pytest.mark.parametrize("signum, seeds", [(signal.SIGTERM, None), (signal.SIGUSR2, [0, 1])],
                          ids=["sigterm-single", "sigusr2-seeds"])
-def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(tmp_path, signum, seeds):
+def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(cli, tmp_path, signum, seeds):
     run_dir, steps = tmp_path / "run", 400
     members = [run_dir / f"seed-{s}" for s in seeds] if seeds else [run_dir]
     extra = [f"seeds=[{','.join(map(str, seeds))}]"] if seeds else []
@@ -57,6 +57,9 @@ def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(tmp_path, s
     try:
         _wait_for(proc, members[-1] / "checkpoint" / "checkpoint.json")
         before = [_env_steps(m) for m in members]
+        # one writer per run: the running process holds RUN/.lock; a second `train --resume` is refused
+        assert (run_dir / ".lock").read_text().strip() == str(proc.pid)
+        assert_user_error(cli("train", "--resume", str(run_dir)), f"pid {proc.pid}", str(run_dir))
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -71,6 +74,7 @@ def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(tmp_path, s
     assert f"dreamshift train --resume {run_dir}" in lines[0]
     after = [_env_steps(m) for m in members]
     assert all(a >= b for a, b in zip(after, before, strict=True)) and max(after) < steps
+    assert not (run_dir / ".lock").exists()  # released (and removed) on the way out
 
     res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, env=_env())
@@ -93,3 +97,68 @@ def test_stop_requests_restores_the_previous_handlers():
             signals.check()
         assert info.value.signum == signal.SIGUSR2 and isinstance(info.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- one writer per run directory ---------------------------------------------------------------------------------
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """``holder(run_dir)``: another live process that holds ``run_dir/.lock`` (flock, its pid written)."""
+    procs = []
+
+    def hold(run_dir: Path) -> subprocess.Popen:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir / ".lock")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", *TINY_RUN, "run_dir=run"],
+    ["train", *TINY_RUN, "run_dir=run", "seeds=[0,1]"],
+    ["train", "--resume", "run"],
+], ids=["new", "seeds", "resume"])
+def test_a_second_writer_is_refused_naming_the_holder_pid(cli, tmp_path, holder, args):
+    if "--resume" in args:
+        write_untrained_run(tmp_path / "run", TINY_RUN)
+    proc = holder(tmp_path / "run")
+    before = tree(tmp_path)
+    assert_user_error(cli(*args), f"pid {proc.pid}", "'run'", "in use")
+    assert tree(tmp_path) == before
+
+
+def test_adapt_into_a_locked_directory_is_refused(cli, tmp_path, holder):
+    write_untrained_run(tmp_path / "base", TINY_RUN)
+    proc = holder(tmp_path / "out")
+    before = tree(tmp_path)
+    res = cli("adapt", "base", "--target", "color:5", "--steps", "10", "--out", "out")
+    assert_user_error(res, f"pid {proc.pid}", "in use")
+    assert tree(tmp_path) == before
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken(cli, tmp_path, holder):
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    proc = holder(run_dir)
+    proc.kill()  # dies holding the lock: the kernel releases it, the file stays with the dead pid
+    proc.wait()
+    assert (run_dir / ".lock").read_text() == str(proc.pid)
+    res = cli("train", "--resume", "run", "steps=60", "log_every=60")
+    assert res.returncode == 0, res.stderr
+    assert _env_steps(run_dir) == 60 and not (run_dir / ".lock").exists()
