@@ -126,6 +126,11 @@ CASES = [
     Case("train model.units=-1", "cfg", ["train", *TINY, "model.units=-1"], ["model.units"]),
     Case("train seed=-1", "cfg", ["train", *TINY, "seed=-1"], ["seed"]),
     Case("leaderboard empty .jsonl", "lb", ["leaderboard", "empty_results", "--out", "lb"], []),
+    # --- reliability (R4: a run directory is ours or refused) ---
+    Case("train into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign"],
+         ["'foreign'", "no dreamshift checkpoint"]),
+    Case("train seeds into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign", "seeds=[0,1]"],
+         ["'foreign'", "no dreamshift checkpoint"]),
 ]
 
 
@@ -150,6 +155,9 @@ def make_scratch(root: Path) -> Path:
     base.mkdir()
     (base / "f").write_text("a file\n")
     (base / "d").mkdir()
+    (base / "foreign").mkdir()  # another program's run directory: files but no dreamshift checkpoint
+    (base / "foreign" / "config.json").write_text('{"lr": 0.1}\n')
+    (base / "foreign" / "metrics.jsonl").write_text('{"step": 1}\n')
     run_dir = base / "run"
     cfg = build_config(TINY + [f"run_dir={run_dir}"])
     torch.manual_seed(0)

@@ -95,8 +95,28 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     if existing.exists():
         raise ConfigError(f"run directory {str(run_dir)!r} already holds a checkpoint; continue it with "
                           f"`dreamshift train --resume {run_dir}` or choose another run_dir")
+    check_fresh_run_dir(run_dir)
     cfg.run_dir = str(run_dir)
     return cfg, run_dir, None
+
+
+def check_fresh_run_dir(run_dir: Path | str, what: str = "run_dir") -> None:
+    """A new run is written only into a directory that does not exist or is empty (a lock file left by a killed
+    process does not count): a directory holding anything else (another program's ``config.json`` or
+    ``metrics.jsonl``, a run killed before its first checkpoint) would be appended to or overwritten.
+
+    Raises:
+        ConfigError: ``run_dir`` holds files; the message names some of them.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    found = sorted(p.name for p in run_dir.iterdir() if p.name != run_lock.LOCK_FILE)
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ConfigError(f"{what} {str(run_dir)!r} already exists and holds files ({shown}) but no dreamshift "
+                          f"checkpoint; a new run is written only into a new or empty directory: choose another "
+                          f"run_dir, or move that one aside")
 
 
 def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | None = None) -> Config:

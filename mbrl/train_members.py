@@ -36,7 +36,15 @@ from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
 from mbrl.optim import NonFiniteError
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
-from mbrl.train import Collector, TrainingInterrupted, _prepare_run, default_run_dir, make_replay, state_dim_of
+from mbrl.train import (
+    Collector,
+    TrainingInterrupted,
+    _prepare_run,
+    check_fresh_run_dir,
+    default_run_dir,
+    make_replay,
+    state_dim_of,
+)
 
 MEMBERS_FILE = "members.json"
 
@@ -107,6 +115,7 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
         if (run_dir / MEMBERS_FILE).exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a batch of seeds; continue it with "
                               f"`dreamshift train --resume {run_dir}` or choose another run_dir")
+        check_fresh_run_dir(run_dir)
     check_members(cfg, seeds)
     check_env_encoder(cfg)
     live = [s for s in seeds if str(s) not in stopped]

@@ -162,3 +162,54 @@ def test_a_stale_lock_of_a_dead_process_is_taken(cli, tmp_path, holder):
     res = cli("train", "--resume", "run", "steps=60", "log_every=60")
     assert res.returncode == 0, res.stderr
     assert _env_steps(run_dir) == 60 and not (run_dir / ".lock").exists()
+
+
+# --- a run directory is ours or refused ---------------------------------------------------------------------------
+
+def _foreign(run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text('{"lr": 0.1}\n')
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    return run_dir
+
+
+@pytest.mark.parametrize("extra", [[], ["seeds=[0,1]"]], ids=["single", "seeds"])
+def test_train_into_a_foreign_directory_is_refused_and_nothing_written(cli, tmp_path, extra):
+    _foreign(tmp_path / "theirs")
+    before = tree(tmp_path)
+    res = cli("train", *TINY_RUN, "run_dir=theirs", *extra)
+    assert_user_error(res, "'theirs'", "config.json, metrics.jsonl", "no dreamshift checkpoint")
+    assert tree(tmp_path) == before
+
+
+def test_train_into_an_empty_existing_directory_works(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".lock").write_text("999999\n")  # left by a killed run: not a file of a run
+    res = cli("train", *[a for a in TINY_RUN if not a.startswith("steps=")], "steps=60", "run_dir=empty")
+    assert res.returncode == 0, res.stderr
+    assert _env_steps(tmp_path / "empty") == 60
+
+
+def test_sweep_trial_killed_before_its_first_checkpoint_restarts(tmp_path):
+    from experiments import trial as trials
+
+    overrides = dict(a.split("=", 1) for a in TINY_RUN if not a.startswith("steps="))
+    spec = {"id": "t0", "overrides": {**overrides, "steps": "60"}, "group": "g", "suite": "contrast:5",
+            "episodes": 1, "eval_seed": 0}
+    run = trials.paths(tmp_path, "t0")["run"]
+    _foreign(run)  # what a trial killed before its first checkpoint leaves (config.json, metrics.jsonl)
+    records = trials.train_and_evaluate(spec, tmp_path)
+    assert records and _env_steps(run) == 60
+
+
+def test_learning_launch_moves_a_run_without_checkpoint_aside(tmp_path, capsys):
+    from conftest import load_benchmark
+
+    learning = load_benchmark("learning")
+    run_dir = _foreign(tmp_path / "check" / "dmc_cartpole_balance-s0")
+    job = learning.Job("dmc_cartpole_balance-s0", run_dir, [sys.executable, "-c", "pass"], "new")
+    assert learning.launch([job], 1) == 0
+    assert not run_dir.exists()
+    kept = [p.name for p in run_dir.parent.iterdir() if p.is_dir()]
+    assert len(kept) == 1 and kept[0].startswith("dmc_cartpole_balance-s0.stale-")
+    assert "old directory kept" in capsys.readouterr().out
