@@ -131,6 +131,9 @@ CASES = [
          ["'foreign'", "no dreamshift checkpoint"]),
     Case("train seeds into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign", "seeds=[0,1]"],
          ["'foreign'", "no dreamshift checkpoint"]),
+    # --- reliability (R5: divergence) ---
+    Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
+         ["'nan_run'", "not finite", "actor"]),
 ]
 
 
@@ -169,6 +172,14 @@ def make_scratch(root: Path) -> Path:
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
     shutil.copytree(run_dir, base / "evalfile_run")
     (base / "evalfile_run" / "eval").write_text("not a directory\n")
+    shutil.copytree(run_dir, base / "nan_run")  # a diverged run: NaN actor weights
+    from mbrl import safe_state
+
+    agent_file = next((base / "nan_run" / "checkpoint").glob("agent-*.safetensors"))
+    weights = safe_state.read_tensors(agent_file)
+    weights = {k: v * float("nan") if k.startswith("ac.actor") and v.is_floating_point() else v
+               for k, v in weights.items()}
+    safe_state.write_tensors(agent_file, weights)
     shutil.copytree(run_dir, base / "trunc_run")
     npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])

@@ -24,7 +24,7 @@ from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
 from mbrl import checkpoint, run_lock, signals
-from mbrl.agent import Agent, fetch_metrics
+from mbrl.agent import Agent, fetch_metrics, module_of
 from mbrl.config import (
     _RESUMABLE,
     _SECTIONS,
@@ -40,6 +40,7 @@ from mbrl.config import (
 )
 from mbrl.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
+from mbrl.optim import NonFiniteError
 from mbrl.policy import AgentPolicy
 from mbrl.replay import Replay
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
@@ -335,11 +336,34 @@ class ReplayWriter:
         self.replay.add(episode.index, last)
 
 
+def diverged(agent: Agent, counters: dict[str, Any], run_dir: Path) -> NonFiniteError:
+    """The error that stops a run whose policy produced a NaN/inf action: what went non-finite first (an
+    optimiser's loss or gradient: module and update; else the weights: module and tensor), the env step, and
+    where the last good checkpoint is (nothing is saved after this)."""
+    at = f" at env step {counters['env_steps']} (update {counters['updates']})"
+    try:
+        agent.check_finite()
+        agent.check_weights()
+        name, weight = max(((k, t) for k, t in agent.state_dict().items() if t.is_floating_point()),
+                           key=lambda kv: float(kv[1].abs().max()) if kv[1].numel() else 0.0)
+        cause = (f"the policy's action is NaN/inf (weights finite, the largest {float(weight.abs().max()):.3g} in "
+                 f"the {module_of(name)}: a learning rate too large?)")
+    except NonFiniteError as err:
+        cause = str(err).split("; the last checkpoint")[0]
+    ckpt = checkpoint.checkpoint_path(run_dir)
+    kept = f"the last checkpoint is kept: {str(ckpt)!r}" if ckpt.exists() else \
+        "no checkpoint was written before it; train again into a new run_dir"
+    return NonFiniteError(f"training diverged{at}: {cause}; {kept}")
+
+
 class Collector:
     """One agent's side of the training loop: collection (an :class:`envs.driver.Driver` writing through
     :class:`ReplayWriter`), episode records, and at its schedule the train log, checkpoints and periodic
     evaluation. The updates themselves are the caller's (:func:`_loop` for one agent, :mod:`mbrl.train_members`
     for a batch of seeds): :meth:`updates_due` says how many, :attr:`train_metrics` takes their metrics.
+
+    A NaN/inf action from the policy (after the prefill) stops :meth:`collect` with
+    :class:`mbrl.optim.NonFiniteError` (:func:`diverged`) before the env sees it: nothing is saved after it.
     """
 
     def __init__(self, cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any],
@@ -356,6 +380,8 @@ class Collector:
             if random_prefill and counters["env_steps"] < cfg.prefill:
                 action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
                 agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
+            elif not np.isfinite(action).all():  # diverged: stop before the env sees it (one line, no traceback)
+                raise diverged(agent, counters, run_dir)
             return action, outs
 
         writer = ReplayWriter(replay, agent)
@@ -401,12 +427,13 @@ class Collector:
         """At their schedule: the train log record, a checkpoint, a periodic evaluation.
 
         Raises:
-            mbrl.optim.NonFiniteError: the agent met a non-finite loss or gradient (checked before logging and
-                saving; the previous checkpoint stays the last good one).
+            mbrl.optim.NonFiniteError: the agent met a non-finite loss or gradient, or a weight is NaN/inf
+                (checked before logging and saving; the previous checkpoint stays the last good one).
         """
         cfg, counters, agent = self.cfg, self.counters, self.agent
         if counters["env_steps"] >= self.next_log or counters["env_steps"] >= cfg.steps:
             agent.check_finite()
+            agent.check_weights(f" at env step {counters['env_steps']} (update {counters['updates']})")
             rates = self.logger.update_progress(counters["env_steps"], counters["updates"], self.last_return)
             record = fetch_metrics(self.train_metrics)
             span = counters["env_steps"] - self.log_start[0]

@@ -185,6 +185,14 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
             last = checkpoint.save(member_cfgs[e].run_dir, batch.members[e], replays[e], counters[e])
         return last
 
+    def stop(e: int, err: NonFiniteError) -> None:
+        active.remove(e)
+        batch.stop(e)
+        seed = member_cfgs[e].seed
+        stopped[str(seed)] = f"member seed={seed}: {err}"
+        print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr, flush=True)
+        _write_members(run_dir, seeds, cfg, stopped)
+
     with signals.stop_requests():
         try:
             for e, mcfg in enumerate(member_cfgs):
@@ -200,8 +208,14 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
                 if lead.done:
                     break
                 signals.check()  # SIGTERM/SIGUSR2: stop between whole steps; every live member is saved below
-                for e in active:
-                    runs[e].collect()
+                for e in list(active):
+                    try:
+                        runs[e].collect()
+                    except NonFiniteError as err:  # a NaN/inf action: diverged (its env never saw the action)
+                        stop(e, err)
+                if not active:
+                    raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
+                lead = runs[active[0]]
                 for e in range(batch.size):  # stopped members follow the schedule's counters (their batch rows idle)
                     if e not in active:
                         counters[e]["env_steps"] = lead.counters["env_steps"]
@@ -215,13 +229,7 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
                     try:
                         runs[e].after_updates()
                     except NonFiniteError as err:
-                        active.remove(e)
-                        batch.stop(e)
-                        seed = member_cfgs[e].seed
-                        stopped[str(seed)] = f"member seed={seed}: {err}"
-                        print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr,
-                              flush=True)
-                        _write_members(run_dir, seeds, cfg, stopped)
+                        stop(e, err)
                 if not active:
                     raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
             save_all()

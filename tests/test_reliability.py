@@ -4,6 +4,7 @@ divergence and bad ranges as one ``error:`` line, orphaned temp files cleaned up
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,59 @@ def test_learning_launch_moves_a_run_without_checkpoint_aside(tmp_path, capsys):
     kept = [p.name for p in run_dir.parent.iterdir() if p.is_dir()]
     assert len(kept) == 1 and kept[0].startswith("dmc_cartpole_balance-s0.stale-")
     assert "old directory kept" in capsys.readouterr().out
+
+
+# --- divergence: one error line, the last checkpoint kept ----------------------------------------------------------
+
+def test_a_diverging_run_stops_with_one_line_before_the_env_sees_a_nan(cli, tmp_path):
+    res = cli("train", *TINY_RUN, "optim.lr=1e30", "run_dir=run")
+    line = assert_user_error(res, "training diverged at env step", "(update ", "new run_dir")
+    assert "action must be finite" not in res.stderr
+    assert not checkpoint.checkpoint_path(tmp_path / "run").exists(), line
+
+
+def test_a_run_diverging_after_a_checkpoint_keeps_it(cli, tmp_path):
+    base = [a for a in TINY_RUN if not a.startswith(("prefill=", "save_every="))]
+    res = cli("train", *base, "prefill=100", "save_every=50", "optim.lr=1e30", "run_dir=run")
+    assert_user_error(res, "training diverged at env step", "the last checkpoint is kept", "checkpoint.json")
+    run = checkpoint.load_run(tmp_path / "run")  # loads: its weights are finite (but diverged)
+    assert 50 <= run.env_steps < 200
+    before = tree(tmp_path)
+    res = cli("evaluate", "run", "--episodes", "1")  # its policy acts NaN: one line, no episode, nothing written
+    assert_user_error(res, "action is NaN/inf", "earlier checkpoint")
+    assert tree(tmp_path) == before
+
+
+def test_a_seeds_member_with_a_nan_action_stops_while_the_other_finishes(cli, tmp_path, monkeypatch):
+    # member seed=1 acts NaN once it leaves the prefill (as a diverged actor would); seed=0 is unchanged
+    from mbrl import policy
+
+    real = policy.AgentPolicy.__call__
+
+    def call(self, obs, is_first):
+        action, outs = real(self, obs, is_first)
+        return (action * float("nan") if self.agent.cfg.seed == 1 else action), outs
+
+    monkeypatch.setattr(policy.AgentPolicy, "__call__", call)
+    steps = [a for a in TINY_RUN if not a.startswith("steps=")]
+    res = cli("train", *steps, "steps=100", "run_dir=run", "seeds=[0,1]")
+    assert res.returncode == 0, res.stderr
+    assert "member seed=1 stopped: training diverged at env step 50" in res.stderr
+    assert _env_steps(tmp_path / "run" / "seed-0") == 100
+    doc = json.loads((tmp_path / "run" / "members.json").read_text())
+    assert list(doc["stopped"]) == ["1"]
+
+
+def test_evaluate_a_run_with_nan_weights_is_one_line_and_writes_nothing(cli, tmp_path):
+    from mbrl import safe_state
+
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    path = next((run_dir / "checkpoint").glob("agent-*.safetensors"))
+    weights = safe_state.read_tensors(path)
+    name = next(k for k in weights if k.startswith("ac.actor") and weights[k].is_floating_point())
+    weights[name] = weights[name] * float("nan")
+    safe_state.write_tensors(path, weights)
+    before = tree(tmp_path)
+    res = cli("evaluate", "run", "--episodes", "1")
+    assert_user_error(res, "'run'", "not finite", name, "actor")
+    assert tree(tmp_path) == before
