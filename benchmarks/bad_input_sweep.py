@@ -131,6 +131,17 @@ CASES = [
          ["'foreign'", "no dreamshift checkpoint"]),
     Case("train seeds into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign", "seeds=[0,1]"],
          ["'foreign'", "no dreamshift checkpoint"]),
+    # --- reliability (R6: ranges checked before any work) ---
+    Case("evaluate --seed -1", "R6", ["evaluate", "{RUN}", "--seed", "-1"], ["--seed"]),
+    Case("evaluate --episodes huge", "R6", ["evaluate", "{RUN}", "--episodes", "100000000000"], ["--episodes"]),
+    Case("plot --window nan", "R6", ["plot", "{RUN}", "--out", "p.png", "--window", "nan"], ["--window"]),
+    Case("plot --window inf", "R6", ["plot", "{RUN}", "--out", "p.png", "--window", "inf"], ["--window"]),
+    Case("gallery --seed -1", "R6", ["shifts", "gallery", "--seed", "-1"], ["--seed"]),
+    Case("gallery --out .jpg", "R6", ["shifts", "gallery", "--out", "g.jpg"], ["--out", ".png"]),
+    Case("leaderboard --reps 1e12", "R6", ["leaderboard", "{RUN}", "--reps", "1e12"], ["--reps"],
+         usage="dreamshift leaderboard"),
+    Case("leaderboard --reps huge", "R6", ["leaderboard", "{RUN}", "--reps", "1000000000000"], ["--reps"]),
+    Case("train threads=100000", "R6", ["train", *TINY, "threads=100000"], ["threads", "1024"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),

@@ -289,7 +289,7 @@ RANGES: dict[str, Range] = {
     "replay_context": Range(0, note="0 = off (sequences start from the zero state); K >= 1 = sample K more steps "
                                     "and start from the stored posterior latent of the step before the sequence"),
     "save_every": Range(0, note="0 = only at the end"), "eval_every": Range(0, note="0 = no periodic evaluation"),
-    "eval_episodes": _ONE, "threads": Range(0, note="0 = torch's default"),
+    "eval_episodes": _ONE, "threads": Range(0, 1024, note="0 = torch's default"),
     # model
     "model.deter": _ONE, "model.hidden": _ONE, "model.stoch": _ONE, "model.classes": _ONE, "model.blocks": _ONE,
     "model.units": _ONE, "model.head_layers": _NONNEG, "model.ac_layers": _NONNEG, "model.cnn_depth": _ONE,

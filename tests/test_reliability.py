@@ -270,3 +270,31 @@ def test_evaluate_a_run_with_nan_weights_is_one_line_and_writes_nothing(cli, tmp
     res = cli("evaluate", "run", "--episodes", "1")
     assert_user_error(res, "'run'", "not finite", name, "actor")
     assert tree(tmp_path) == before
+
+
+# --- ranges checked before any work -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needles", [
+    (["evaluate", "run", "--seed", "-1"], ["--seed", "[0, "]),
+    (["evaluate", "run", "--seed", "-1", "--suite", "contrast:5"], ["--seed", "[0, "]),
+    (["evaluate", "run", "--seed", str(2**32)], ["--seed", "2**32"]),
+    (["evaluate", "run", "--episodes", "100000000000"], ["--episodes", ">= 1 and <= 10000"]),
+    (["evaluate", "run", "--episodes", "0", "--suite", "contrast:5"], ["--episodes", ">= 1 and <= 10000"]),
+    (["plot", "run", "--out", "p.png", "--window", "nan"], ["--window", "finite"]),
+    (["plot", "run", "--out", "p.png", "--window", "inf"], ["--window", "finite"]),
+    (["shifts", "gallery", "--seed", "-1"], ["--seed", "[0, 4294967295]"]),
+    (["shifts", "gallery", "--out", "g.jpg"], ["'g.jpg'", ".png"]),
+    (["leaderboard", "run", "--reps", "1e12"], ["--reps"]),
+    (["leaderboard", "run", "--reps", "1000000000000"], ["--reps", "[100, 100000]"]),
+    (["train", *TINY_RUN, "threads=100000"], ["threads=100000", "[0, 1024]"]),
+    (["config", "threads=100000"], ["threads=100000", "[0, 1024]"]),
+], ids=["evaluate-seed", "suite-seed", "evaluate-seed-2**32", "evaluate-episodes-huge", "suite-episodes-0",
+        "plot-window-nan", "plot-window-inf", "gallery-seed", "gallery-jpg", "leaderboard-reps-float",
+        "leaderboard-reps-huge", "train-threads", "config-threads"])
+def test_a_value_out_of_range_is_one_line_before_any_work(cli, tmp_path, args, needles):
+    write_untrained_run(tmp_path / "run", TINY_RUN)
+    before = tree(tmp_path)
+    t0 = time.time()
+    assert_user_error(cli(*args), *needles)
+    assert tree(tmp_path) == before
+    assert time.time() - t0 < 20  # refused up front, not after running episodes
