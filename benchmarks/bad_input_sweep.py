@@ -123,7 +123,8 @@ CASES = [
          usage="dreamshift evaluate"),
     # --- other helpers' items (config ranges, leaderboard inputs) ---
     Case("train optim.lr=nan", "cfg", ["train", *TINY, "optim.lr=nan"], ["optim.lr"]),
-    Case("train model.units=-1", "cfg", ["train", *TINY, "model.units=-1"], ["model.units"]),
+    Case("train model.units=-1", "cfg", ["train", *[a for a in TINY if not a.startswith("model.units=")],
+                                         "model.units=-1"], ["model.units"]),
     Case("train seed=-1", "cfg", ["train", *TINY, "seed=-1"], ["seed"]),
     Case("leaderboard empty .jsonl", "lb", ["leaderboard", "empty_results", "--out", "lb"], []),
     # --- reliability (R4: a run directory is ours or refused) ---
@@ -141,7 +142,14 @@ CASES = [
     Case("leaderboard --reps 1e12", "R6", ["leaderboard", "{RUN}", "--reps", "1e12"], ["--reps"],
          usage="dreamshift leaderboard"),
     Case("leaderboard --reps huge", "R6", ["leaderboard", "{RUN}", "--reps", "1000000000000"], ["--reps"]),
-    Case("train threads=100000", "R6", ["train", *TINY, "threads=100000"], ["threads", "1024"]),
+    Case("train threads=100000", "R6", ["train", *[a for a in TINY if not a.startswith("threads=")], "threads=100000"],
+         ["threads", "1024"]),
+    # --- reliability (R7: grid files and command lines: each key once, bounded documents) ---
+    Case("sweep grid with a duplicate key", "R7", ["sweep", "dupkey.yaml", "--dry-run"], ["duplicate key 'steps'"]),
+    Case("sweep grid with an anchor/alias", "R7", ["sweep", "alias.yaml", "--dry-run"], ["anchor"]),
+    Case("sweep grid over 1 MiB", "R7", ["sweep", "huge.yaml", "--dry-run"], ["1 MiB"]),
+    Case("sweep description > 2000 chars", "R7", ["sweep", "longdesc.yaml", "--dry-run"], ["description"]),
+    Case("train seed=1 seed=2", "R7", ["train", *TINY, "seed=1", "seed=2"], ["seed is given twice"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -198,6 +206,11 @@ def make_scratch(root: Path) -> Path:
                               ("seeds_list", "t", "[0, -1]"), ("escape", '"../../../escape"', "[0]"),
                               ("slash", '"a/b"', "[0]")):
         (base / f"{name}.yaml").write_text(GRID.format(name=stem, seeds=seeds))
+    good = GRID.format(name="t", seeds="[0]")
+    (base / "dupkey.yaml").write_text(good + "steps: 300\n")
+    (base / "alias.yaml").write_text(good.replace("seeds: [0]", "seeds: &s [0]") + "description: *s\n")
+    (base / "huge.yaml").write_text(good + "# " + "x" * (1 << 20) + "\n")
+    (base / "longdesc.yaml").write_text(good + f"description: {'x' * 2001}\n")
     (base / "latin1.yaml").write_bytes(GRID.format(name="t", seeds="[0]").encode() + "# caf\xe9\n".encode("latin-1"))
     (base / "results").mkdir()
     (base / "empty_results").mkdir()

@@ -352,13 +352,19 @@ def _convert(key: str, raw: str, typ: Any) -> Any:
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, str]:
-    """Split ``key=value`` tokens into a dict; raises :class:`ConfigError` for a token without ``=``."""
+    """Split ``key=value`` tokens into a dict; raises :class:`ConfigError` for a token without ``=`` or a key
+    given twice (``seed=1 seed=2``: which one was meant cannot be told, so neither silently wins)."""
     out: dict[str, str] = {}
+    given: dict[str, str] = {}
     for tok in tokens:
         if "=" not in tok or tok.startswith("="):
             raise ConfigError(f"bad override {tok!r}; expected key=value, e.g. env=dmc:walker_walk steps=100000")
         key, value = tok.split("=", 1)
-        out[key.strip()] = value
+        key = key.strip()
+        if key in given:
+            raise ConfigError(f"{key} is given twice ({given[key]} and {tok}); give each key once")
+        given[key] = tok
+        out[key] = value
     return out
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_RUN, assert_user_error, tree, write_untrained_run
+from conftest import ROOT, TINY_RUN, assert_user_error, override, tree, write_untrained_run
 
 from mbrl import checkpoint
 
@@ -286,7 +286,7 @@ def test_evaluate_a_run_with_nan_weights_is_one_line_and_writes_nothing(cli, tmp
     (["shifts", "gallery", "--out", "g.jpg"], ["'g.jpg'", ".png"]),
     (["leaderboard", "run", "--reps", "1e12"], ["--reps"]),
     (["leaderboard", "run", "--reps", "1000000000000"], ["--reps", "[100, 100000]"]),
-    (["train", *TINY_RUN, "threads=100000"], ["threads=100000", "[0, 1024]"]),
+    (["train", *override(TINY_RUN, "threads=100000")], ["threads=100000", "[0, 1024]"]),
     (["config", "threads=100000"], ["threads=100000", "[0, 1024]"]),
 ], ids=["evaluate-seed", "suite-seed", "evaluate-seed-2**32", "evaluate-episodes-huge", "suite-episodes-0",
         "plot-window-nan", "plot-window-inf", "gallery-seed", "gallery-jpg", "leaderboard-reps-float",
@@ -298,3 +298,79 @@ def test_a_value_out_of_range_is_one_line_before_any_work(cli, tmp_path, args, n
     assert_user_error(cli(*args), *needles)
     assert tree(tmp_path) == before
     assert time.time() - t0 < 20  # refused up front, not after running episodes
+
+
+# --- grid files and command lines: each key once, bounded documents ---------------------------------------------
+
+GRID = """name: tiny
+envs: [dmc:cartpole_balance]
+encoders: [cnn]
+seeds: [0]
+steps: 150
+overrides: {size: XS, image_size: 32, model.deter: 64, model.hidden: 32, model.units: 32, model.cnn_depth: 4,
+            prefill: 50, batch_size: 2, batch_length: 8, train_ratio: 4, threads: 1}
+evaluation: {suite: "contrast:5", episodes: 1}
+retries: 0
+"""
+
+
+def _grid_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_base_grid_loads(tmp_path):
+    from experiments import spec
+
+    sweep = spec.load(_grid_file(tmp_path, GRID + "description: a tiny grid\n"))
+    assert len(sweep.trials) == 1 and sweep.description == "a tiny grid"
+
+
+@pytest.mark.parametrize("text, match", [
+    (GRID + "seeds: [0, 1]\n", r"duplicate key 'seeds' at line 10 \(first given at line 4\)"),
+    (GRID.replace("steps: 150", "steps: 150\nsteps: 300"),
+     r"duplicate key 'steps' at line 6 \(first given at line 5\)"),
+    (GRID.replace("prefill: 50,", "prefill: 50, prefill: 60,"), r"duplicate key 'prefill' at line 7"),
+    (GRID + "evaluation: {suite: quick}\n", "duplicate key 'evaluation'"),
+    (GRID.replace("seeds: [0]", "seeds: &s [0]"), r"anchor \(&s\) at line 4"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]\n",
+     r"anchor \(&a\) at line 1"),
+    (GRID + "description: [not, a, string]\n", "description must be a string of at most 2000 characters, got a list"),
+    (GRID + f"description: {'x' * 2001}\n", "at most 2000 characters, got 2001 characters"),
+    (GRID + "# " + "x" * (1 << 20) + "\n", r"at most 1048576 bytes \(1 MiB\)"),
+], ids=["dup-top", "dup-adjacent", "dup-nested", "dup-mapping", "anchor", "billion-laughs", "description-list",
+        "description-long", "over-1MiB"])
+def test_a_grid_file_is_held_to_what_a_grid_needs(tmp_path, text, match):
+    from envs.errors import ConfigError
+    from experiments import spec
+
+    with pytest.raises(ConfigError, match=match):
+        spec.load(_grid_file(tmp_path, text))
+
+
+def test_a_grid_with_a_duplicate_key_is_one_line_from_the_cli(cli, tmp_path):
+    _grid_file(tmp_path, GRID + "steps: 300\n")
+    before = tree(tmp_path)
+    assert_user_error(cli("sweep", "grid.yaml", "--dry-run", "--out", "out"), "duplicate key 'steps'", "line 10")
+    assert tree(tmp_path) == before
+
+
+def test_a_description_of_2000_characters_is_fine(tmp_path):
+    from experiments import spec
+
+    assert len(spec.load(_grid_file(tmp_path, GRID + f"description: {'x' * 2000}\n")).description) == 2000
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train", *TINY_RUN, "seed=1", "seed=2"], ["seed is given twice", "seed=1", "seed=2"]),
+    (["train", *TINY_RUN], ["threads is given twice"]),  # + one more threads= below
+    (["config", "steps=1", " steps=2"], ["steps is given twice"]),
+    (["demo", "steps=100", "steps=200"], ["steps is given twice"]),
+], ids=["train-seed", "train-tiny-key", "config-steps", "demo-steps"])
+def test_a_key_given_twice_on_the_command_line_is_one_line(cli, tmp_path, args, needles):
+    if args == ["train", *TINY_RUN]:
+        args = [*args, "threads=2"]
+    before = tree(tmp_path)
+    assert_user_error(cli(*args), *needles)
+    assert tree(tmp_path) == before
