@@ -53,7 +53,7 @@ from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_met
 from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
-from mbrl.train import make_replay, run_loop
+from mbrl.train import make_replay, remove_orphans, run_loop
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
@@ -269,6 +269,7 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(run_lock.hold(out))  # one writer per run directory (creates it)
+            remove_orphans(out)
             if not resume:
                 _load_base_into(agent, start.state)
                 files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
             replay = make_replay(cfg, agent)
             counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
             held.enter_context(run_lock.hold(run_dir))  # one writer per run directory (creates it)
+            remove_orphans(run_dir)  # only now: no other writer can be mid-write in it
             if state is not None:
                 counters = checkpoint.restore(run_dir, state, agent, replay)
             else:
@@ -222,6 +224,19 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
             raise
         run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
     return run_dir
+
+
+def remove_orphans(run_dir: Path | str) -> list[Path]:
+    """Remove the temp files of interrupted atomic writes (a process killed while saving a checkpoint) from
+    ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours), with a note on stderr
+    naming them; returns them. Call it while holding the run's lock (:func:`mbrl.run_lock.hold`)."""
+    ckpt_dir = Path(run_dir) / checkpoint.CHECKPOINT_DIR
+    removed = files.remove_temp_files(ckpt_dir)
+    if removed:
+        names = ", ".join(p.name for p in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        print(f"note: removed {len(removed)} temporary file(s) left in {str(ckpt_dir)!r} by an interrupted write: "
+              f"{names}", file=sys.stderr, flush=True)
+    return removed
 
 
 def make_replay(cfg: Config, agent: Agent) -> Replay:

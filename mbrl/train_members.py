@@ -43,6 +43,7 @@ from mbrl.train import (
     check_fresh_run_dir,
     default_run_dir,
     make_replay,
+    remove_orphans,
     state_dim_of,
 )
 
@@ -152,6 +153,8 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
             np.random.seed(live[0])
             for locked in (run_dir, *(Path(mcfg.run_dir) for mcfg in member_cfgs)):  # one writer: batch and members
                 held.enter_context(run_lock.hold(locked))
+            for mcfg in member_cfgs:
+                remove_orphans(mcfg.run_dir)
             counters = []
             for mcfg, agent, replay, state in zip(member_cfgs, batch.members, replays, states, strict=True):
                 mdir = Path(mcfg.run_dir)

@@ -374,3 +374,58 @@ def test_a_key_given_twice_on_the_command_line_is_one_line(cli, tmp_path, args, 
     before = tree(tmp_path)
     assert_user_error(cli(*args), *needles)
     assert tree(tmp_path) == before
+
+
+# --- orphaned temp files of interrupted atomic writes ----------------------------------------------------------
+
+KILLED_WRITE = """
+import sys, time
+from envs.files import atomic_write
+
+def write(f):
+    f.write(b"half a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+
+atomic_write(sys.argv[1], write)
+"""
+
+
+def _killed_write(target: Path) -> Path:
+    """Kill -9 a real process in the middle of ``atomic_write(target)``; returns the temp file it left."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stdout=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.kill()
+        proc.wait()
+    (orphan,) = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
+    return orphan
+
+
+def test_remove_temp_files_takes_only_atomic_write_orphans(tmp_path):
+    from envs import files
+
+    orphan = _killed_write(tmp_path / "agent-9.safetensors")
+    assert files.is_temp_file(orphan.name)
+    keep = [tmp_path / n for n in ("notes.tmp", ".hidden", "agent.tmp", ".x.tmp", "checkpoint.json")]
+    for p in keep:
+        p.write_text("mine")
+    (tmp_path / ".dir.abcdefgh.tmp").mkdir()  # a directory with the pattern's name: not a temp file of ours
+    assert files.remove_temp_files(tmp_path) == [orphan]
+    assert all(p.exists() for p in keep) and (tmp_path / ".dir.abcdefgh.tmp").is_dir()
+
+
+def test_train_resume_removes_orphans_left_in_the_checkpoint_directory(cli, tmp_path):
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    ckpt_dir = run_dir / "checkpoint"
+    orphans = [_killed_write(ckpt_dir / "agent-99.safetensors"), _killed_write(ckpt_dir / "checkpoint.json")]
+    (ckpt_dir / "notes.tmp").write_text("not ours")
+    res = cli("train", "--resume", "run", "steps=60", "log_every=60")
+    assert res.returncode == 0, res.stderr
+    assert not any(p.exists() for p in orphans) and (ckpt_dir / "notes.tmp").exists()
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: removed 2 temporary")]
+    assert len(notes) == 1 and orphans[0].name in notes[0]
+    assert _env_steps(run_dir) == 60
