@@ -8,8 +8,9 @@ and nothing written. Prints one row per case and ``N of M still fail``.
 Each case runs in its own copy of a scratch directory (a file ``f``, a directory ``d``, a tiny run ``run`` with
 a real checkpoint, grid files, results files), so a case that writes is caught (``tree`` before and after) and
 cannot disturb the others. Cases that would train use a tiny model and must fail before training; a case that
-runs past ``--timeout`` fails. One case sends Ctrl-C (SIGINT) to a training run once its first checkpoint
-exists and expects status 130, one line naming ``--resume`` and a loadable checkpoint instead.
+runs past ``--timeout`` fails. Two cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
+its first checkpoint exists and expect status 130 (143), one line naming ``--resume`` and a loadable checkpoint
+instead.
 
 Exit status: 0 when every case passes, 1 otherwise.
 """
@@ -122,9 +123,36 @@ CASES = [
          usage="dreamshift evaluate"),
     # --- other helpers' items (config ranges, leaderboard inputs) ---
     Case("train optim.lr=nan", "cfg", ["train", *TINY, "optim.lr=nan"], ["optim.lr"]),
-    Case("train model.units=-1", "cfg", ["train", *TINY, "model.units=-1"], ["model.units"]),
+    Case("train model.units=-1", "cfg", ["train", *[a for a in TINY if not a.startswith("model.units=")],
+                                         "model.units=-1"], ["model.units"]),
     Case("train seed=-1", "cfg", ["train", *TINY, "seed=-1"], ["seed"]),
     Case("leaderboard empty .jsonl", "lb", ["leaderboard", "empty_results", "--out", "lb"], []),
+    # --- reliability (R4: a run directory is ours or refused) ---
+    Case("train into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign"],
+         ["'foreign'", "no dreamshift checkpoint"]),
+    Case("train seeds into a foreign dir", "R4", ["train", *TINY, "run_dir=foreign", "seeds=[0,1]"],
+         ["'foreign'", "no dreamshift checkpoint"]),
+    # --- reliability (R6: ranges checked before any work) ---
+    Case("evaluate --seed -1", "R6", ["evaluate", "{RUN}", "--seed", "-1"], ["--seed"]),
+    Case("evaluate --episodes huge", "R6", ["evaluate", "{RUN}", "--episodes", "100000000000"], ["--episodes"]),
+    Case("plot --window nan", "R6", ["plot", "{RUN}", "--out", "p.png", "--window", "nan"], ["--window"]),
+    Case("plot --window inf", "R6", ["plot", "{RUN}", "--out", "p.png", "--window", "inf"], ["--window"]),
+    Case("gallery --seed -1", "R6", ["shifts", "gallery", "--seed", "-1"], ["--seed"]),
+    Case("gallery --out .jpg", "R6", ["shifts", "gallery", "--out", "g.jpg"], ["--out", ".png"]),
+    Case("leaderboard --reps 1e12", "R6", ["leaderboard", "{RUN}", "--reps", "1e12"], ["--reps"],
+         usage="dreamshift leaderboard"),
+    Case("leaderboard --reps huge", "R6", ["leaderboard", "{RUN}", "--reps", "1000000000000"], ["--reps"]),
+    Case("train threads=100000", "R6", ["train", *[a for a in TINY if not a.startswith("threads=")], "threads=100000"],
+         ["threads", "1024"]),
+    # --- reliability (R7: grid files and command lines: each key once, bounded documents) ---
+    Case("sweep grid with a duplicate key", "R7", ["sweep", "dupkey.yaml", "--dry-run"], ["duplicate key 'steps'"]),
+    Case("sweep grid with an anchor/alias", "R7", ["sweep", "alias.yaml", "--dry-run"], ["anchor"]),
+    Case("sweep grid over 1 MiB", "R7", ["sweep", "huge.yaml", "--dry-run"], ["1 MiB"]),
+    Case("sweep description > 2000 chars", "R7", ["sweep", "longdesc.yaml", "--dry-run"], ["description"]),
+    Case("train seed=1 seed=2", "R7", ["train", *TINY, "seed=1", "seed=2"], ["seed is given twice"]),
+    # --- reliability (R5: divergence) ---
+    Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
+         ["'nan_run'", "not finite", "actor"]),
 ]
 
 
@@ -149,6 +177,9 @@ def make_scratch(root: Path) -> Path:
     base.mkdir()
     (base / "f").write_text("a file\n")
     (base / "d").mkdir()
+    (base / "foreign").mkdir()  # another program's run directory: files but no dreamshift checkpoint
+    (base / "foreign" / "config.json").write_text('{"lr": 0.1}\n')
+    (base / "foreign" / "metrics.jsonl").write_text('{"step": 1}\n')
     run_dir = base / "run"
     cfg = build_config(TINY + [f"run_dir={run_dir}"])
     torch.manual_seed(0)
@@ -160,6 +191,14 @@ def make_scratch(root: Path) -> Path:
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
     shutil.copytree(run_dir, base / "evalfile_run")
     (base / "evalfile_run" / "eval").write_text("not a directory\n")
+    shutil.copytree(run_dir, base / "nan_run")  # a diverged run: NaN actor weights
+    from mbrl import safe_state
+
+    agent_file = next((base / "nan_run" / "checkpoint").glob("agent-*.safetensors"))
+    weights = safe_state.read_tensors(agent_file)
+    weights = {k: v * float("nan") if k.startswith("ac.actor") and v.is_floating_point() else v
+               for k, v in weights.items()}
+    safe_state.write_tensors(agent_file, weights)
     shutil.copytree(run_dir, base / "trunc_run")
     npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
@@ -167,6 +206,11 @@ def make_scratch(root: Path) -> Path:
                               ("seeds_list", "t", "[0, -1]"), ("escape", '"../../../escape"', "[0]"),
                               ("slash", '"a/b"', "[0]")):
         (base / f"{name}.yaml").write_text(GRID.format(name=stem, seeds=seeds))
+    good = GRID.format(name="t", seeds="[0]")
+    (base / "dupkey.yaml").write_text(good + "steps: 300\n")
+    (base / "alias.yaml").write_text(good.replace("seeds: [0]", "seeds: &s [0]") + "description: *s\n")
+    (base / "huge.yaml").write_text(good + "# " + "x" * (1 << 20) + "\n")
+    (base / "longdesc.yaml").write_text(good + f"description: {'x' * 2001}\n")
     (base / "latin1.yaml").write_bytes(GRID.format(name="t", seeds="[0]").encode() + "# caf\xe9\n".encode("latin-1"))
     (base / "results").mkdir()
     (base / "empty_results").mkdir()
@@ -218,10 +262,12 @@ def run_case(case: Case, scratch: Path, work: Path, exe: str, timeout: float) ->
     return ("FAIL", str(res.returncode), "; ".join(reasons)) if reasons else ("OK", "2", f"{detail} ({took:.0f} s)")
 
 
-def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str, str, str]:
-    """Ctrl-C (SIGINT) to ``dreamshift train`` once its first checkpoint exists: status 130, one line naming
-    ``--resume``, no traceback, and a checkpoint that loads."""
-    cwd = work / "ctrl_c"
+def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
+               signum: int = signal.SIGINT) -> tuple[str, str, str]:
+    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists:
+    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, and a checkpoint that loads."""
+    status = 130 if signum == signal.SIGINT else 128 + signum
+    cwd = work / f"ctrl_c_{signal.Signals(signum).name}"
     cwd.mkdir()
     args = [exe, "train", *[a for a in TINY if not a.startswith(("steps=", "save_every="))], "steps=100000",
             "save_every=100", "run_dir=r"]
@@ -236,15 +282,15 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str
         out, err = proc.communicate()
         return "FAIL", str(proc.returncode), f"no checkpoint appeared ({(err.strip().splitlines() or [''])[-1]})"
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return "FAIL", "-", "did not stop after SIGINT"
+        return "FAIL", "-", f"did not stop after {signal.Signals(signum).name}"
     lines = [line for line in err.splitlines() if "interrupted" in line]
     reasons = []
-    if proc.returncode != 130:
+    if proc.returncode != status:
         reasons.append(f"exit {proc.returncode}")
     if "Traceback" in err:
         reasons.append("traceback")
@@ -261,7 +307,7 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float) -> tuple[str
     shutil.rmtree(cwd, ignore_errors=True)
     if reasons:
         return "FAIL", str(proc.returncode), "; ".join(reasons)
-    return "OK", "130", f"{lines[0]} (checkpoint at {steps} env steps)"
+    return "OK", str(status), f"{lines[0]} (checkpoint at {steps} env steps)"
 
 
 def main() -> int:
@@ -270,7 +316,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="cases run at once")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds a case may run")
     p.add_argument("-k", default="", help="only cases whose name contains this")
-    p.add_argument("--no-ctrl-c", action="store_true", help="skip the Ctrl-C case (it trains for ~20 s)")
+    p.add_argument("--no-ctrl-c", action="store_true", help="skip the Ctrl-C and SIGTERM cases (each trains for ~20 s)")
     p.add_argument("--verbose", action="store_true", help="print the error line of passing cases too")
     args = p.parse_args()
     exe = exe_path(args.exe)
@@ -284,12 +330,13 @@ def main() -> int:
         work.mkdir()
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = [pool.submit(run_case, c, scratch, work, exe, args.timeout) for c in cases]
-            ctrl_c = None
+            stops = []
             if not args.no_ctrl_c and args.k in "ctrl-c train":
-                ctrl_c = pool.submit(run_ctrl_c, scratch, work, exe, args.timeout)
+                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum))
+                         for item, name, signum in (("7", "Ctrl-C during train (SIGINT)", signal.SIGINT),
+                                                    ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM))]
             rows = [(c.item, c.name, *f.result()) for c, f in zip(cases, futures, strict=True)]
-            if ctrl_c is not None:
-                rows.append(("7", "Ctrl-C during train (SIGINT)", *ctrl_c.result()))
+            rows += [(item, name, *f.result()) for item, name, f in stops]
     width = max(len(r[1]) for r in rows)
     print(f"{'item':<4} {'case':<{width}}  {'rc':>3}  result")
     for item, name, verdict, rc, reason in rows:

@@ -247,11 +247,12 @@ def launch(jobs: list[Job], parallel: int) -> int:
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
-            if job.status == "new" and (job.run_dir / "metrics.jsonl").exists():
-                # killed before its first checkpoint: its log would be appended to; keep it aside
-                stale = job.run_dir / f"metrics.stale-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-                (job.run_dir / "metrics.jsonl").rename(stale)
-                print(f"note: {job.run_dir} had no checkpoint; restarting it (old log kept as {stale.name})")
+            if job.status == "new" and job.run_dir.is_dir() and any(job.run_dir.iterdir()):
+                # killed before its first checkpoint: `train` writes a new run only into a new or empty
+                # directory, so keep the old one aside (a sibling that find_runs does not match)
+                stale = job.run_dir.with_name(f"{job.run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+                job.run_dir.rename(stale)
+                print(f"note: {job.run_dir} had no checkpoint; restarting it (old directory kept as {stale.name})")
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             log = open(job.run_dir.parent / f"{job.name}.log", "a")
             print(f"[{time.strftime('%H:%M:%S')}] start {job.name} ({job.status}): log {log.name}", flush=True)

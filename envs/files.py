@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,33 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# the temp files of atomic_write: ".<target name>.<8 random characters of tempfile.mkstemp>.tmp"
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether ``name`` is the name of an :func:`atomic_write` temp file (``.<name>.<8 characters>.tmp``)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(directory: Path | str) -> list[Path]:
+    """Remove the temp files that interrupted :func:`atomic_write` calls (a killed process) left in
+    ``directory`` (not its subdirectories); returns them. Only files named as :func:`atomic_write` names them are
+    touched. Call it only while no other process can be writing there (e.g. holding the run's lock)."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in sorted(directory.iterdir()):
+        if is_temp_file(entry.name) and entry.is_file() and not entry.is_symlink():
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+    return removed
 
 
 def write_json(path: Path | str, data: Any) -> Path:

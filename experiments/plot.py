@@ -446,8 +446,8 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, reference: Path | str
         ConfigError: bad run directory, reference file or output path (checked before anything is written).
     """
     out = check_out(out)
-    if window <= 0:
-        raise ConfigError(f"--window must be > 0 env steps, got {window:g}")
+    if not (math.isfinite(window) and window > 0):  # NaN compares false with everything, inf averages nothing
+        raise ConfigError(f"--window must be a finite number > 0 of env steps, got {window:g}")
     groups = expand_batches(run_dirs)
     runs = load_runs([d for g in groups for d in g])
     ref = load_reference(reference) if reference is not None else None

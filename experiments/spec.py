@@ -19,7 +19,10 @@ under every condition of a shift suite. File format (every key but ``envs`` and 
             array_parallelism: 16}
 
 Every trial's configuration is validated (:func:`mbrl.config.build_config`) when the file is loaded, so a bad
-key or value fails before anything runs.
+key or value fails before anything runs. The file itself is held to what a grid needs (:func:`read_grid`): at most
+:data:`MAX_GRID_BYTES`, no key given twice in a mapping (reported with its line), no YAML anchors or aliases
+(``&name``/``*name``: nothing for a grid to share, and the way a small file expands into a huge document), and a
+``description`` that is a string of at most :data:`MAX_DESCRIPTION` characters.
 
 ``seed_batch: E`` (default 1: one agent per process) trains the seeds of each (env, encoder, mode) together, E at a
 time, in one process (``dreamshift train seeds=[...]``, :mod:`mbrl.train_members`); each trial is still one seed
@@ -45,6 +48,8 @@ from mbrl.members import check_members
 from shifts.suites import parse_suite
 
 BACKENDS = ("local", "slurm", "submitit-local")
+MAX_GRID_BYTES = 1 << 20  # 1 MiB: the grids that ship are ~1-2 KiB
+MAX_DESCRIPTION = 2000  # characters of a grid's description
 _TOP_KEYS = {"name", "description", "envs", "encoders", "modes", "seeds", "seed_batch", "steps", "overrides",
              "evaluation", "retries", "backend", "slurm"}
 _ENCODER_KEYS = {"name", "modes", "overrides", "label"}
@@ -151,30 +156,92 @@ def _list(where: str, value: Any, kind: type | tuple[type, ...]) -> list[Any]:
     return items
 
 
-def load(path: Path | str) -> Sweep:
-    """Parse and validate a grid file; returns its trials (ids unique, configs checked).
+class GridYAMLError(yaml.YAMLError):
+    """A grid file that is valid YAML but not allowed in a grid (a duplicate key, an anchor or an alias)."""
+
+
+class GridLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what a grid file has no use for: a key given twice in one mapping (YAML
+    would silently keep the last) and anchors/aliases (which let a small file expand to a huge document)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose the next node; an alias or an anchor is a :class:`GridYAMLError`."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise GridYAMLError(f"a YAML alias (*{event.anchor}) at line {event.start_mark.line + 1}: grid files "
+                                f"may not use anchors or aliases; write the values out")
+        if getattr(event, "anchor", None) is not None:
+            raise GridYAMLError(f"a YAML anchor (&{event.anchor}) at line {event.start_mark.line + 1}: grid files "
+                                f"may not use anchors or aliases; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Construct a mapping; a key given twice is a :class:`GridYAMLError` naming both lines."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise GridYAMLError(f"duplicate key {key!r} at line {line} (first given at line {first}); give "
+                                        f"each key once")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_grid(path: Path) -> Any:
+    """The YAML document of the grid file ``path`` (:class:`GridLoader`), refusing files over
+    :data:`MAX_GRID_BYTES`.
 
     Raises:
-        ConfigError: missing or unreadable file, not UTF-8, YAML error, unknown key, wrong type, no seeds, a name
-            that is not a plain directory name, an invalid trial configuration, or two trials with the same id.
+        ConfigError: too large, unreadable, not UTF-8, not valid YAML, or using what :class:`GridLoader` refuses.
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a grid file" if path.is_dir() else "not found"
-        raise ConfigError(f"sweep file {str(path)!r} {what} (the grids that ship are in experiments/*.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_GRID_BYTES:
+            raise ConfigError(f"sweep file {str(path)!r} is {size} bytes; a grid file may be at most "
+                              f"{MAX_GRID_BYTES} bytes (1 MiB)")
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=GridLoader)  # a SafeLoader subclass
     except UnicodeDecodeError as exc:
         raise ConfigError(f"sweep file {str(path)!r} is not UTF-8 text (byte {exc.start}); give a YAML grid "
                           f"file") from None
     except OSError as exc:
         raise ConfigError(f"sweep file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except GridYAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load(path: Path | str) -> Sweep:
+    """Parse and validate a grid file; returns its trials (ids unique, configs checked).
+
+    Raises:
+        ConfigError: missing, unreadable or too large file, not UTF-8, YAML error, a duplicate key, an anchor or
+            alias (:func:`read_grid`), unknown key, wrong type, no seeds, a name that is not a plain directory
+            name, a description that is not a short string, an invalid trial configuration, or two trials with
+            the same id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a grid file" if path.is_dir() else "not found"
+        raise ConfigError(f"sweep file {str(path)!r} {what} (the grids that ship are in experiments/*.yaml)")
+    data = read_grid(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     where = str(path)
     _check_keys(where, data, _TOP_KEYS)
+    description = data.get("description")
+    description = "" if description is None else description  # `description:` left empty
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        got = f"{len(description)} characters" if isinstance(description, str) else f"a {type(description).__name__}"
+        raise ConfigError(f"{where}: description must be a string of at most {MAX_DESCRIPTION} characters, got {got}")
     for key in ("envs", "encoders"):
         if key not in data:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -265,4 +332,4 @@ def load(path: Path | str) -> Sweep:
             raise ConfigError(f"{where}: {key} must be a non-negative int (workers >= 1), got {value!r}")
     return Sweep(name=sweep_name, path=str(path), trials=trials, retries=retries,
                  backend=name, workers=workers, threads=threads, seed_batch=seed_batch, slurm=dict(slurm),
-                 description=str(data.get("description", "")))
+                 description=description)

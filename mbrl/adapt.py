@@ -31,6 +31,7 @@ runs through the one evaluator (:func:`mbrl.evaluate.evaluate_agent`), runs load
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import typing
@@ -45,14 +46,14 @@ import torch
 from envs import files
 from envs.errors import CheckpointError, ConfigError
 from envs.vector import AUTORESET_MODE
-from mbrl import checkpoint
+from mbrl import checkpoint, run_lock
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
 from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
-from mbrl.train import make_replay, run_loop
+from mbrl.train import make_replay, remove_orphans, run_loop
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
@@ -187,6 +188,7 @@ def adapt(run: Path | str | None, target: str | Condition | None, steps: int | N
     """
     overrides = dict(overrides or {})
     if resume is not None:
+        run_lock.check_free(resume)  # another process is adapting it: its pid, before anything else
         return _resume(Path(resume), steps, overrides)
     if run is None or out is None or target is None or steps is None:
         raise ConfigError("adapt needs RUN, --target, --steps and --out (or --resume OUT)")
@@ -197,6 +199,7 @@ def adapt(run: Path | str | None, target: str | Condition | None, steps: int | N
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1 target env steps, got {steps}")
     run, out = Path(run), Path(out)
+    run_lock.check_free(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         hint = f"; continue it with `dreamshift adapt --resume {out}`" if checkpoint.checkpoint_path(out).exists() \
             else ""
@@ -265,16 +268,19 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
         mixed.counts = counters["mix_counts"]
     counters["mix_counts"] = mixed.counts
     venv = make_shifted_vector_env(cfg, conditions, meta["shift_seed"])
-    try:
-        if not resume:
-            _load_base_into(agent, start.state)
-            out.mkdir(parents=True, exist_ok=True)
-            files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg), **meta})
-    except BaseException:
-        venv.close()
-        raise
-    run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
-             random_prefill=False)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock.hold(out))  # one writer per run directory (creates it)
+            remove_orphans(out)
+            if not resume:
+                _load_base_into(agent, start.state)
+                files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg),
+                                                       **meta})
+        except BaseException:
+            venv.close()
+            raise
+        run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
+                 random_prefill=False)
     return out
 
 

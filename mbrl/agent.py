@@ -36,7 +36,7 @@ from envs.errors import ConfigError
 from mbrl.actor_critic import ActorCritic, episode_last
 from mbrl.config import Config
 from mbrl.graphs import GraphedStep, graphs_enabled
-from mbrl.optim import Optimizer
+from mbrl.optim import NonFiniteError, Optimizer
 from mbrl.rssm import State
 from mbrl.world_model import WorldModel, check_decoder
 
@@ -45,6 +45,23 @@ PolicyState = tuple[State, Tensor]
 #: ``compile=on``: filter steps per compiled :meth:`mbrl.rssm.RSSM.observe_steps` graph (measured on size1m state,
 #: B x T 16 x 64: chunks of 4 give most of the gain of 8 for half the compile time).
 OBSERVE_CHUNK = 4
+
+
+def nonfinite_tensors(weights: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``weights`` holding a NaN or an infinity."""
+    return [name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+
+
+def module_of(name: str) -> str:
+    """The agent module a state-dict key belongs to: ``world model``, ``actor``, ``critic`` (also the slow
+    critic and return normaliser), else the key's first part."""
+    if name.startswith("wm."):
+        return "world model"
+    if name.startswith("ac.actor"):
+        return "actor"
+    if name.startswith("ac."):
+        return "critic"
+    return name.split(".", 1)[0]
 
 
 class Agent(nn.Module):
@@ -220,6 +237,15 @@ class Agent(nn.Module):
         non-finite loss or gradient since the start. Synchronises with the device: call at log/checkpoint time."""
         for name, opt in (("world model", self.wm_opt), ("actor", self.actor_opt), ("critic", self.critic_opt)):
             opt.check_finite(name)
+
+    def check_weights(self, when: str = "") -> None:
+        """Raise :class:`mbrl.optim.NonFiniteError` (one line naming the module and the first tensor, then
+        ``when``, e.g. ``" at env step 104 (update 13)"``) if a weight or buffer is NaN/inf. Synchronises with
+        the device: call at log/checkpoint time or after a non-finite action."""
+        bad = nonfinite_tensors(self.state_dict())
+        if bad:
+            raise NonFiniteError(f"non-finite weights in the {module_of(bad[0])} ({bad[0]}"
+                                 f"{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}){when}")
 
     def initial_state(self, n: int) -> PolicyState:
         """Policy state (latent, previous action) for ``n`` parallel envs."""

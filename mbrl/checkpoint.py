@@ -52,7 +52,7 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import CheckpointError
 from mbrl import safe_state
-from mbrl.agent import Agent
+from mbrl.agent import Agent, module_of, nonfinite_tensors
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
@@ -114,7 +114,7 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
     """
     agent.check_finite()
     weights = agent.state_dict()
-    bad = [name for name, p in weights.items() if p.is_floating_point() and not bool(p.isfinite().all())]
+    bad = nonfinite_tensors(weights)
     if bad:
         raise NonFiniteError(f"non-finite weights in {bad[0]} (and {len(bad) - 1} more tensors); not saving a "
                              f"checkpoint, the previous one in {str(run_dir)!r} stays loadable")
@@ -384,12 +384,20 @@ class LoadedRun:
 
         Raises:
             CheckpointError: ``weights`` do not fit the stored config (missing, extra or mis-shaped tensors).
+            mbrl.optim.NonFiniteError: a weight is NaN/inf (the run diverged).
             ConfigError: an unknown device or ``cuda`` without a GPU; an encoder the config names that cannot
                 be built here (e.g. missing pretrained weights).
         """
+        weights = self.weights if weights is None else weights
+        bad = nonfinite_tensors(weights)
+        if bad:  # a diverged run (saved before checkpoints refused NaN, or edited): no episode could run
+            raise NonFiniteError(f"the weights in the checkpoint of {str(self.run_dir)!r} are not finite: "
+                                 f"{module_of(bad[0])} tensor {bad[0]}"
+                                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} hold NaN/inf (the run "
+                                 f"diverged); evaluate or continue an earlier copy of the run")
         agent = Agent(self.config, self.action_dim, self.state_dim)
         try:
-            agent.load_state_dict(self.weights if weights is None else weights)
+            agent.load_state_dict(weights)
         except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors; torch's message spans lines
             detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             detail = detail if len(detail) <= 300 else detail[:297] + "..."

@@ -292,7 +292,7 @@ RANGES: dict[str, Range] = {
     "replay_context": Range(0, note="0 = off (sequences start from the zero state); K >= 1 = sample K more steps "
                                     "and start from the stored posterior latent of the step before the sequence"),
     "save_every": Range(0, note="0 = only at the end"), "eval_every": Range(0, note="0 = no periodic evaluation"),
-    "eval_episodes": _ONE, "threads": Range(0, note="0 = torch's default"),
+    "eval_episodes": _ONE, "threads": Range(0, 1024, note="0 = torch's default"),
     # model
     "model.deter": _ONE, "model.hidden": _ONE, "model.stoch": _ONE, "model.classes": _ONE, "model.blocks": _ONE,
     "model.units": _ONE, "model.head_layers": _NONNEG, "model.ac_layers": _NONNEG, "model.cnn_depth": _ONE,
@@ -355,13 +355,19 @@ def _convert(key: str, raw: str, typ: Any) -> Any:
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, str]:
-    """Split ``key=value`` tokens into a dict; raises :class:`ConfigError` for a token without ``=``."""
+    """Split ``key=value`` tokens into a dict; raises :class:`ConfigError` for a token without ``=`` or a key
+    given twice (``seed=1 seed=2``: which one was meant cannot be told, so neither silently wins)."""
     out: dict[str, str] = {}
+    given: dict[str, str] = {}
     for tok in tokens:
         if "=" not in tok or tok.startswith("="):
             raise ConfigError(f"bad override {tok!r}; expected key=value, e.g. env=dmc:walker_walk steps=100000")
         key, value = tok.split("=", 1)
-        out[key.strip()] = value
+        key = key.strip()
+        if key in given:
+            raise ConfigError(f"{key} is given twice ({given[key]} and {tok}); give each key once")
+        given[key] = tok
+        out[key] = value
     return out
 
 

@@ -9,6 +9,7 @@ steps. Updates happen so that ``updates * batch_size * batch_length ~= train_rat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -23,8 +24,8 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint
-from mbrl.agent import Agent, fetch_metrics
+from mbrl import checkpoint, run_lock, signals
+from mbrl.agent import Agent, fetch_metrics, module_of
 from mbrl.config import (
     _RESUMABLE,
     _SECTIONS,
@@ -40,20 +41,23 @@ from mbrl.config import (
 )
 from mbrl.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
+from mbrl.optim import NonFiniteError
 from mbrl.policy import AgentPolicy
 from mbrl.replay import Replay
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C in :func:`run_loop`, after the checkpoint was saved: ``checkpoint`` is the path of its
-    ``checkpoint.json`` written at ``env_steps`` (None when no env step was taken, so nothing was saved). A
+    """Ctrl-C (or ``SIGTERM``/``SIGUSR2``, :mod:`mbrl.signals`) in :func:`run_loop`, after the checkpoint was
+    saved: ``checkpoint`` is the path of its ``checkpoint.json`` written at ``env_steps`` (None when no env step
+    was taken, so nothing was saved); ``signum`` is the signal that asked for the stop (None for Ctrl-C). A
     ``KeyboardInterrupt``, so callers that catch that keep working; the CLI turns it into one line naming the
     ``--resume`` command."""
 
-    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int) -> None:
+    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int, signum: int | None = None) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
         self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
+        self.signum = signum
 
 
 def state_dim_of(space: Any) -> int:
@@ -73,6 +77,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     check_env_encoder(cfg)  # env, obs, encoder, mode, decoder, encoder_path: EnvError/ConfigError before any write
     if resume is not None:
         files.check_run_dir(resume, "--resume", writable=True)  # a file or a read-only run: say so, before loading
+        run_lock.check_free(resume)  # another process is training it: its pid, before anything else
         state = checkpoint.load_state(resume)
         checkpoint.check_resumable(resume, state)
         old = checkpoint.config_of(state)
@@ -84,6 +89,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    run_lock.check_free(run_dir)
     files.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
     files.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     existing = checkpoint.checkpoint_path(run_dir)
@@ -92,8 +98,28 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
     if existing.exists():
         raise ConfigError(f"run directory {str(run_dir)!r} already holds a checkpoint; continue it with "
                           f"`dreamshift train --resume {run_dir}` or choose another run_dir")
+    check_fresh_run_dir(run_dir)
     cfg.run_dir = str(run_dir)
     return cfg, run_dir, None
+
+
+def check_fresh_run_dir(run_dir: Path | str, what: str = "run_dir") -> None:
+    """A new run is written only into a directory that does not exist or is empty (a lock file left by a killed
+    process does not count): a directory holding anything else (another program's ``config.json`` or
+    ``metrics.jsonl``, a run killed before its first checkpoint) would be appended to or overwritten.
+
+    Raises:
+        ConfigError: ``run_dir`` holds files; the message names some of them.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    found = sorted(p.name for p in run_dir.iterdir() if p.name != run_lock.LOCK_FILE)
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ConfigError(f"{what} {str(run_dir)!r} already exists and holds files ({shown}) but no dreamshift "
+                          f"checkpoint; a new run is written only into a new or empty directory: choose another "
+                          f"run_dir, or move that one aside")
 
 
 def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | None = None) -> Config:
@@ -172,6 +198,8 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
+        mbrl.run_lock.RunLockedError: another process is writing ``run_dir`` (its ``.lock``, held here while
+            training).
     """
     cfg, run_dir, state = _prepare_run(cfg, Path(resume) if resume is not None else None)
     device = resolve_device(cfg.device)
@@ -180,21 +208,36 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     venv = envs.make_vector_env(cfg.env, cfg.num_envs, seed=cfg.seed, **env_kwargs(cfg))
-    try:
-        action_dim = int(venv.single_action_space.shape[0])
-        agent = Agent(cfg, action_dim, state_dim_of(venv.single_observation_space)).to(device)
-        replay = make_replay(cfg, agent)
-        counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if state is not None:
-            counters = checkpoint.restore(run_dir, state, agent, replay)
-        else:
-            files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
-    except BaseException:
-        venv.close()
-        raise
-    run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
+    with contextlib.ExitStack() as held:
+        try:
+            action_dim = int(venv.single_action_space.shape[0])
+            agent = Agent(cfg, action_dim, state_dim_of(venv.single_observation_space)).to(device)
+            replay = make_replay(cfg, agent)
+            counters: dict[str, Any] = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0}
+            held.enter_context(run_lock.hold(run_dir))  # one writer per run directory (creates it)
+            remove_orphans(run_dir)  # only now: no other writer can be mid-write in it
+            if state is not None:
+                counters = checkpoint.restore(run_dir, state, agent, replay)
+            else:
+                files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
+        except BaseException:
+            venv.close()
+            raise
+        run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
     return run_dir
+
+
+def remove_orphans(run_dir: Path | str) -> list[Path]:
+    """Remove the temp files of interrupted atomic writes (a process killed while saving a checkpoint) from
+    ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours), with a note on stderr
+    naming them; returns them. Call it while holding the run's lock (:func:`mbrl.run_lock.hold`)."""
+    ckpt_dir = Path(run_dir) / checkpoint.CHECKPOINT_DIR
+    removed = files.remove_temp_files(ckpt_dir)
+    if removed:
+        names = ", ".join(p.name for p in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        print(f"note: removed {len(removed)} temporary file(s) left in {str(ckpt_dir)!r} by an interrupted write: "
+              f"{names}", file=sys.stderr, flush=True)
+    return removed
 
 
 def make_replay(cfg: Config, agent: Agent) -> Replay:
@@ -241,7 +284,8 @@ def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
              device: torch.device, resumed: bool = False, random_prefill: bool = True) -> None:
     """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
-    then write the final checkpoint; on Ctrl-C a checkpoint is written first (when any step was taken) and
+    then write the final checkpoint; on Ctrl-C, ``SIGTERM`` or ``SIGUSR2`` (:mod:`mbrl.signals`: checked between
+    steps, so the current update finishes) a checkpoint is written first (when any step was taken) and
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised. Closes ``venv`` and the logger.
 
     Args:
@@ -255,19 +299,20 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             scratch); False acts with the policy throughout and only delays updates (adaptation).
     """
     logger = None
-    try:
-        logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
-                        resume_step=counters["env_steps"] if resumed else None,
-                        run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
-        _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
-        checkpoint.save(run_dir, agent, replay, counters)
-    except KeyboardInterrupt:
-        saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
-        raise TrainingInterrupted(run_dir, saved, counters["env_steps"]) from None
-    finally:
-        venv.close()
-        if logger is not None:
-            logger.close()
+    with signals.stop_requests():
+        try:
+            logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
+                            resume_step=counters["env_steps"] if resumed else None,
+                            run_id=f"{run_dir.name}-{model_hash(cfg)}", group=cfg.wandb_group)
+            _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
+            checkpoint.save(run_dir, agent, replay, counters)
+        except KeyboardInterrupt as exc:
+            saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
+            raise TrainingInterrupted(run_dir, saved, counters["env_steps"], getattr(exc, "signum", None)) from None
+        finally:
+            venv.close()
+            if logger is not None:
+                logger.close()
 
 
 class ReplayWriter:
@@ -321,11 +366,34 @@ def announce_compile(cfg: Config) -> None:
           f"in {cache}…", file=sys.stderr, flush=True)
 
 
+def diverged(agent: Agent, counters: dict[str, Any], run_dir: Path) -> NonFiniteError:
+    """The error that stops a run whose policy produced a NaN/inf action: what went non-finite first (an
+    optimiser's loss or gradient: module and update; else the weights: module and tensor), the env step, and
+    where the last good checkpoint is (nothing is saved after this)."""
+    at = f" at env step {counters['env_steps']} (update {counters['updates']})"
+    try:
+        agent.check_finite()
+        agent.check_weights()
+        name, weight = max(((k, t) for k, t in agent.state_dict().items() if t.is_floating_point()),
+                           key=lambda kv: float(kv[1].abs().max()) if kv[1].numel() else 0.0)
+        cause = (f"the policy's action is NaN/inf (weights finite, the largest {float(weight.abs().max()):.3g} in "
+                 f"the {module_of(name)}: a learning rate too large?)")
+    except NonFiniteError as err:
+        cause = str(err).split("; the last checkpoint")[0]
+    ckpt = checkpoint.checkpoint_path(run_dir)
+    kept = f"the last checkpoint is kept: {str(ckpt)!r}" if ckpt.exists() else \
+        "no checkpoint was written before it; train again into a new run_dir"
+    return NonFiniteError(f"training diverged{at}: {cause}; {kept}")
+
+
 class Collector:
     """One agent's side of the training loop: collection (an :class:`envs.driver.Driver` writing through
     :class:`ReplayWriter`), episode records, and at its schedule the train log, checkpoints and periodic
     evaluation. The updates themselves are the caller's (:func:`_loop` for one agent, :mod:`mbrl.train_members`
     for a batch of seeds): :meth:`updates_due` says how many, :attr:`train_metrics` takes their metrics.
+
+    A NaN/inf action from the policy (after the prefill) stops :meth:`collect` with
+    :class:`mbrl.optim.NonFiniteError` (:func:`diverged`) before the env sees it: nothing is saved after it.
     """
 
     def __init__(self, cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any],
@@ -342,6 +410,8 @@ class Collector:
             if random_prefill and counters["env_steps"] < cfg.prefill:
                 action = rng.uniform(-1, 1, (n, a)).astype(np.float32)
                 agent_policy.state = (agent_policy.state[0], torch.from_numpy(action).to(device))
+            elif not np.isfinite(action).all():  # diverged: stop before the env sees it (one line, no traceback)
+                raise diverged(agent, counters, run_dir)
             return action, outs
 
         writer = ReplayWriter(replay, agent)
@@ -387,12 +457,13 @@ class Collector:
         """At their schedule: the train log record, a checkpoint, a periodic evaluation.
 
         Raises:
-            mbrl.optim.NonFiniteError: the agent met a non-finite loss or gradient (checked before logging and
-                saving; the previous checkpoint stays the last good one).
+            mbrl.optim.NonFiniteError: the agent met a non-finite loss or gradient, or a weight is NaN/inf
+                (checked before logging and saving; the previous checkpoint stays the last good one).
         """
         cfg, counters, agent = self.cfg, self.counters, self.agent
         if counters["env_steps"] >= self.next_log or counters["env_steps"] >= cfg.steps:
             agent.check_finite()
+            agent.check_weights(f" at env step {counters['env_steps']} (update {counters['updates']})")
             rates = self.logger.update_progress(counters["env_steps"], counters["updates"], self.last_return)
             record = fetch_metrics(self.train_metrics)
             span = counters["env_steps"] - self.log_start[0]
@@ -420,6 +491,7 @@ def _loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str,
     """Collection and the schedule of one agent (:class:`Collector`), with its updates at the train ratio."""
     run = Collector(cfg, venv, agent, replay, counters, logger, run_dir, random_prefill)
     while not run.done:
+        signals.check()  # SIGTERM/SIGUSR2: stop here, between whole steps (run_loop saves the checkpoint)
         run.collect()
         due = run.updates_due()
         if due:

@@ -18,6 +18,7 @@ its last good checkpoint is kept, the batch's optimiser never steps it again) wh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint
+from mbrl import checkpoint, run_lock, signals
 from mbrl.config import Config, model_hash, to_dict, validate
 from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
@@ -40,8 +41,10 @@ from mbrl.train import (
     TrainingInterrupted,
     _prepare_run,
     announce_compile,
+    check_fresh_run_dir,
     default_run_dir,
     make_replay,
+    remove_orphans,
     state_dim_of,
 )
 
@@ -96,6 +99,8 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
+        mbrl.run_lock.RunLockedError: another process is writing ``RUN`` or a member's directory (held here while
+            training).
     """
     stopped: dict[str, str] = {}
     if resume is not None:
@@ -104,12 +109,15 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
         if doc is None:
             raise CheckpointError(f"{str(run_dir)!r} has no {MEMBERS_FILE}; it is not a batch of seeds")
         seeds, stopped = doc["seeds"], {str(k): v for k, v in doc["stopped"].items()}
+        run_lock.check_free(run_dir)
     else:
         check_seed_list(seeds or [])
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(dataclasses.replace(cfg, seed=seeds[0]))
+        run_lock.check_free(run_dir)
         if (run_dir / MEMBERS_FILE).exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a batch of seeds; continue it with "
                               f"`dreamshift train --resume {run_dir}` or choose another run_dir")
+        check_fresh_run_dir(run_dir)
     check_members(cfg, seeds)
     check_env_encoder(cfg)
     live = [s for s in seeds if str(s) not in stopped]
@@ -133,40 +141,44 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     venvs = []
-    try:
-        for mcfg in member_cfgs:
-            venvs.append(envs.make_vector_env(cfg.env, cfg.num_envs, seed=mcfg.seed, **env_kwargs(mcfg)))
-        action_dim = int(venvs[0].single_action_space.shape[0])
-        batch = MemberBatch(cfg, live, action_dim, state_dim_of(venvs[0].single_observation_space), device)
-        for agent, mcfg in zip(batch.members, member_cfgs, strict=True):
-            agent.cfg = mcfg
-        replays = [make_replay(mcfg, agent) for mcfg, agent in zip(member_cfgs, batch.members, strict=True)]
-        torch.manual_seed(live[0])
-        np.random.seed(live[0])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        counters = []
-        for mcfg, agent, replay, state in zip(member_cfgs, batch.members, replays, states, strict=True):
-            mdir = Path(mcfg.run_dir)
-            mdir.mkdir(parents=True, exist_ok=True)
-            if state is not None:
-                counters.append(checkpoint.restore(mdir, state, agent, replay))
-            else:
-                counters.append({"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
-                files.write_json(mdir / "config.json", {"config": to_dict(mcfg), "config_hash": model_hash(mcfg)})
-        batch.bind()
-        _write_members(run_dir, seeds, cfg, stopped)
-    except BaseException:
-        for v in venvs:
-            v.close()
-        raise
-    _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resume is not None)
+    with contextlib.ExitStack() as held:
+        try:
+            for mcfg in member_cfgs:
+                venvs.append(envs.make_vector_env(cfg.env, cfg.num_envs, seed=mcfg.seed, **env_kwargs(mcfg)))
+            action_dim = int(venvs[0].single_action_space.shape[0])
+            batch = MemberBatch(cfg, live, action_dim, state_dim_of(venvs[0].single_observation_space), device)
+            for agent, mcfg in zip(batch.members, member_cfgs, strict=True):
+                agent.cfg = mcfg
+            replays = [make_replay(mcfg, agent) for mcfg, agent in zip(member_cfgs, batch.members, strict=True)]
+            torch.manual_seed(live[0])
+            np.random.seed(live[0])
+            for locked in (run_dir, *(Path(mcfg.run_dir) for mcfg in member_cfgs)):  # one writer: batch and members
+                held.enter_context(run_lock.hold(locked))
+            for mcfg in member_cfgs:
+                remove_orphans(mcfg.run_dir)
+            counters = []
+            for mcfg, agent, replay, state in zip(member_cfgs, batch.members, replays, states, strict=True):
+                mdir = Path(mcfg.run_dir)
+                if state is not None:
+                    counters.append(checkpoint.restore(mdir, state, agent, replay))
+                else:
+                    counters.append({"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
+                    files.write_json(mdir / "config.json", {"config": to_dict(mcfg), "config_hash": model_hash(mcfg)})
+            batch.bind()
+            _write_members(run_dir, seeds, cfg, stopped)
+        except BaseException:
+            for v in venvs:
+                v.close()
+            raise
+        _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resume is not None)
     return run_dir
 
 
 def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], replays: list[Any],
          counters: list[dict[str, Any]], member_cfgs: list[Config], seeds: list[int], stopped: dict[str, str],
          resumed: bool) -> None:
-    """The lock-step loop of the live members; checkpoints every live member at the end or on Ctrl-C."""
+    """The lock-step loop of the live members; checkpoints every live member at the end or on Ctrl-C, ``SIGTERM``
+    or ``SIGUSR2`` (:mod:`mbrl.signals`)."""
     loggers: list[Logger] = []
     runs: list[Collector] = []
     active = list(range(batch.size))
@@ -177,55 +189,65 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
             last = checkpoint.save(member_cfgs[e].run_dir, batch.members[e], replays[e], counters[e])
         return last
 
-    try:
-        for e, mcfg in enumerate(member_cfgs):
-            loggers.append(Logger(Path(mcfg.run_dir), mcfg.steps, mcfg.wandb_mode, mcfg.wandb_project,
-                                  to_dict(mcfg), mcfg.progress and e == 0,
-                                  resume_step=counters[e]["env_steps"] if resumed else None,
-                                  run_id=f"{run_dir.name}-seed-{mcfg.seed}-{model_hash(mcfg)}",
-                                  group=mcfg.wandb_group or run_dir.name))
-            runs.append(Collector(mcfg, venvs[e], batch.members[e], replays[e], counters[e], loggers[e],
-                                  Path(mcfg.run_dir)))
-        while True:
-            lead = runs[active[0]]
-            if lead.done:
-                break
-            for e in active:
-                runs[e].collect()
-            for e in range(batch.size):  # stopped members follow the schedule's counters (their batch rows idle)
-                if e not in active:
-                    counters[e]["env_steps"] = lead.counters["env_steps"]
-                    counters[e]["agent_steps"] = lead.counters["agent_steps"]
-            due = lead.updates_due()
-            if due:
-                announce_compile(cfg)
-            for _ in range(due):
-                metrics = _update(cfg, batch, replays)
-                for e in range(batch.size):
-                    counters[e]["updates"] += 1
-                    runs[e].train_metrics.append({k: v[e] for k, v in metrics.items()})
-            for e in list(active):
-                try:
-                    runs[e].after_updates()
-                except NonFiniteError as err:
-                    active.remove(e)
-                    batch.stop(e)
-                    seed = member_cfgs[e].seed
-                    stopped[str(seed)] = f"member seed={seed}: {err}"
-                    print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr,
-                          flush=True)
-                    _write_members(run_dir, seeds, cfg, stopped)
-            if not active:
-                raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
-        save_all()
-    except KeyboardInterrupt:
-        saved = save_all() if counters[0]["env_steps"] > 0 else None
-        raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"]) from None
-    finally:
-        for v in venvs:
-            v.close()
-        for logger in loggers:
-            logger.close()
+    def stop(e: int, err: NonFiniteError) -> None:
+        active.remove(e)
+        batch.stop(e)
+        seed = member_cfgs[e].seed
+        stopped[str(seed)] = f"member seed={seed}: {err}"
+        print(f"error: member seed={seed} stopped: {err}; the other members go on", file=sys.stderr, flush=True)
+        _write_members(run_dir, seeds, cfg, stopped)
+
+    with signals.stop_requests():
+        try:
+            for e, mcfg in enumerate(member_cfgs):
+                loggers.append(Logger(Path(mcfg.run_dir), mcfg.steps, mcfg.wandb_mode, mcfg.wandb_project,
+                                      to_dict(mcfg), mcfg.progress and e == 0,
+                                      resume_step=counters[e]["env_steps"] if resumed else None,
+                                      run_id=f"{run_dir.name}-seed-{mcfg.seed}-{model_hash(mcfg)}",
+                                      group=mcfg.wandb_group or run_dir.name))
+                runs.append(Collector(mcfg, venvs[e], batch.members[e], replays[e], counters[e], loggers[e],
+                                      Path(mcfg.run_dir)))
+            while True:
+                lead = runs[active[0]]
+                if lead.done:
+                    break
+                signals.check()  # SIGTERM/SIGUSR2: stop between whole steps; every live member is saved below
+                for e in list(active):
+                    try:
+                        runs[e].collect()
+                    except NonFiniteError as err:  # a NaN/inf action: diverged (its env never saw the action)
+                        stop(e, err)
+                if not active:
+                    raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
+                lead = runs[active[0]]
+                for e in range(batch.size):  # stopped members follow the schedule's counters (their batch rows idle)
+                    if e not in active:
+                        counters[e]["env_steps"] = lead.counters["env_steps"]
+                        counters[e]["agent_steps"] = lead.counters["agent_steps"]
+                due = lead.updates_due()
+                if due:
+                    announce_compile(cfg)
+                for _ in range(due):
+                    metrics = _update(cfg, batch, replays)
+                    for e in range(batch.size):
+                        counters[e]["updates"] += 1
+                        runs[e].train_metrics.append({k: v[e] for k, v in metrics.items()})
+                for e in list(active):
+                    try:
+                        runs[e].after_updates()
+                    except NonFiniteError as err:
+                        stop(e, err)
+                if not active:
+                    raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
+            save_all()
+        except KeyboardInterrupt as exc:
+            saved = save_all() if counters[0]["env_steps"] > 0 else None
+            raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"], getattr(exc, "signum", None)) from None
+        finally:
+            for v in venvs:
+                v.close()
+            for logger in loggers:
+                logger.close()
 
 
 def _update(cfg: Config, batch: MemberBatch, replays: list[Any]) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import envs
 from envs import files as mio
 from envs.driver import Driver
 from envs.errors import ConfigError
+from envs.validation import MAX_SEED
 from shifts.base import SEVERITIES, ShiftWrapper, make_shift
 from shifts.base import kinds as registered
 from shifts.suites import for_env, parse_suite
@@ -116,11 +117,16 @@ def write_gallery(out: Path | str, env_name: str = "dmc:walker_walk", suite: str
     Raises:
         ShiftError: unknown suite/kind or unregistered kinds.
         EnvError: unknown env.
-        ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), or ``out`` cannot be written
-            (:func:`envs.files.check_output_file`); all before anything is rendered.
+        ConfigError: ``size`` or ``scale`` out of range (:func:`check_dimensions`), ``seed`` outside
+            ``[0, 2**32 - 1]``, ``out`` not a ``.png`` or not writable (:func:`envs.files.check_output_file`); all
+            before anything is rendered.
     """
     check_dimensions(size, scale)
-    mio.check_output_file(out, "--out")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in [0, {MAX_SEED}] (an env reset seed), got {seed}")
+    mio.check_output_file(out, "--out")  # a directory, an unwritable place: said first
+    if Path(out).suffix.lower() != ".png":
+        raise ConfigError(f"--out {str(out)!r}: the gallery is written as a PNG; give a file name ending in .png")
     name, conditions = parse_suite(suite)
     conditions = for_env(name, conditions, env_name)
     kinds = list(dict.fromkeys(k for k, _ in conditions if k != "none"))

@@ -40,6 +40,13 @@ TINY_RUN = ["env=dmc:cartpole_balance", *(f"{k}={v}" for k, v in TINY.items()), 
             "replay_capacity=5000", "wandb_mode=disabled", "progress=false", "threads=1", "device=cpu"]
 
 
+def override(base: list[str], *extra: str) -> list[str]:
+    """``base`` key=value tokens (e.g. ``TINY_RUN``) with those of ``extra`` replacing the ones of the same key:
+    each key once, as the command line requires (a key given twice is refused)."""
+    keys = {tok.split("=", 1)[0] for tok in extra}
+    return [tok for tok in base if tok.split("=", 1)[0] not in keys] + list(extra)
+
+
 @pytest.fixture
 def tiny_cfg():
     """``tiny_cfg(**extra)`` -> a validated tiny :class:`mbrl.config.Config` (extra dotted overrides as kwargs

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, override
 
 from envs.errors import CheckpointError, ConfigError
 from experiments import results
@@ -180,7 +180,7 @@ def test_adapted_frames_are_the_shifted_env(base_run, adapted):
 
 
 def test_frozen_encoder_stays_frozen(tmp_path):
-    base = train(build_config(TINY_RUN + ["encoder_mode=frozen", "steps=100", f"run_dir={tmp_path / 'base'}"]))
+    base = train(build_config(override(TINY_RUN, "encoder_mode=frozen", "steps=100", f"run_dir={tmp_path / 'base'}")))
     out = adapt(base, "gaussian_noise:5", 60, 0.5, 0.5, tmp_path / "ad", overrides=FAST)
     a, b = checkpoint.load_state(out)["agent"], checkpoint.load_state(base)["agent"]
     enc = [k for k in a if k.startswith("wm.encoder.")]
@@ -277,7 +277,7 @@ def test_merge_refuses_different_model_configs(base_run, tmp_path):
     from mbrl.config import model_hash, to_dict
 
     other = tmp_path / "other"
-    cfg = build_config(TINY_RUN + ["model.deter=128", f"run_dir={other}"])
+    cfg = build_config(override(TINY_RUN, "model.deter=128", f"run_dir={other}"))
     files.write_json(other / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(other, Agent(cfg, 1), None, {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0})
     with pytest.raises(ConfigError, match=r"model\.deter"):

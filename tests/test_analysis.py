@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, override
 
 from envs.errors import ConfigError
 from experiments.analysis.attention import attention_grid, cls_attention, keep_mass, require_vit, upsample
@@ -48,9 +48,9 @@ def run(tmp_path_factory, vit_dir) -> Path:
     threads = torch.get_num_threads()
     run_dir = tmp_path_factory.mktemp("runs") / "vit-full"
     try:
-        train(build_config(TINY_RUN + [f"run_dir={run_dir}", f"encoder=hf:{vit_dir}", "encoder_mode=full",
-                                       "encoder_input_size=32", "encoder_feature=cls", "optim.encoder_lr=1e-3",
-                                       "optim.warmup=1", "steps=150"]))
+        train(build_config(override(TINY_RUN, f"run_dir={run_dir}", f"encoder=hf:{vit_dir}", "encoder_mode=full",
+                                    "encoder_input_size=32", "encoder_feature=cls", "optim.encoder_lr=1e-3",
+                                    "optim.warmup=1", "steps=150")))
     finally:
         torch.set_num_threads(threads)
     return run_dir

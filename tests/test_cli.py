@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error, tree, write_untrained_run
+from conftest import TINY_RUN, assert_user_error, override, tree, write_untrained_run
 
 TINY = TINY_RUN
 
@@ -52,8 +52,8 @@ BAD_OVERRIDES = [
 
 @pytest.mark.parametrize(("overrides", "needles"), BAD_OVERRIDES)
 def test_train_rejects_bad_overrides_and_writes_nothing(cli, tmp_path, overrides, needles):
-    # the bad token comes last, so it wins over a valid TINY value of the same key
-    res = cli("train", *TINY, *overrides)
+    # the bad token replaces TINY's valid value of the same key (a key given twice is refused)
+    res = cli("train", *override(TINY, *overrides))
     assert_user_error(res, *needles)
     assert tree(tmp_path) == {}, "a failed train must not create a run directory"
 
@@ -71,7 +71,7 @@ def test_config_command_rejects_bad_override(cli, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_device_cuda_without_gpu(cli, tmp_path):
-    assert_user_error(cli("train", *TINY, "device=cuda"), "cuda", "device=cpu")
+    assert_user_error(cli("train", *override(TINY, "device=cuda")), "cuda", "device=cpu")
     assert tree(tmp_path) == {}
 
 
@@ -106,7 +106,7 @@ def test_resume_missing_dir(cli, tmp_path):
 
 def test_resume_with_incompatible_config(cli, tmp_path, ckpt_run):
     before = tree(ckpt_run)
-    line = assert_user_error(cli("train", "--resume", str(ckpt_run), *TINY, "model.deter=128", "seed=3"),
+    line = assert_user_error(cli("train", "--resume", str(ckpt_run), *override(TINY, "model.deter=128", "seed=3")),
                              "cannot resume", "model.deter=128 (the run has 64)", "seed=3 (the run has 0)")
     assert "only budgets, logging and device may change" in line
     assert tree(ckpt_run) == before, "a refused resume must not touch the run"
@@ -123,7 +123,7 @@ def test_train_into_run_dir_that_has_a_checkpoint(cli, tmp_path, ckpt_run):
 # --- the same user errors through a real interpreter: status, stderr, no traceback, nothing written ---
 
 @pytest.mark.parametrize(("args", "needles"), [
-    pytest.param(["train", *TINY, "env=dmc:walker_fly"], ("walker_fly", "known dmc tasks"), id="unknown-env"),
+    pytest.param(["train", *override(TINY, "env=dmc:walker_fly")], ("walker_fly", "known dmc tasks"), id="unknown-env"),
     pytest.param(["train", *TINY, "steps"], ("key=value",), id="token-without-equals"),
 ])
 def test_subprocess_user_errors(tmp_path, args, needles):
@@ -134,7 +134,7 @@ def test_subprocess_user_errors(tmp_path, args, needles):
 
 def test_subprocess_refuses_incompatible_resume(tmp_path, ckpt_run):
     before = tree(ckpt_run)
-    res = cli_subprocess("train", "--resume", str(ckpt_run), *TINY, "model.deter=128", cwd=tmp_path)
+    res = cli_subprocess("train", "--resume", str(ckpt_run), *override(TINY, "model.deter=128"), cwd=tmp_path)
     assert_user_error(res, "cannot resume", "model.deter")
     assert tree(ckpt_run) == before and tree(tmp_path) == {}
 

@@ -94,7 +94,7 @@ BAD = [
     ("batch_length", "1", "batch_length=1 must be >= 2"),
     ("camera", "-2", "camera=-2 must be >= -1"),
     ("time_limit", "-1", "time_limit=-1 must be >= 0"),
-    ("threads", "-1", "threads=-1 must be >= 0"),
+    ("threads", "-1", "threads=-1 must be in [0, 1024]"),
     ("encoder_input_size", "0", "encoder_input_size=0 must be >= 8"),
     ("encoder_token_dim", "0", "encoder_token_dim=0 must be >= 1"),
     ("image_size", "4", "image_size=4 must be >= 8"),

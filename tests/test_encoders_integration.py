@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import override
 
 from mbrl import checkpoint
 from mbrl.config import build_config
@@ -37,7 +38,7 @@ def _train(tmp_path, *extra):
 
     old = torch.get_num_threads()
     try:
-        return train(build_config(TINY_RUN + [f"run_dir={tmp_path / 'run'}", *extra]))
+        return train(build_config(override(TINY_RUN, f"run_dir={tmp_path / 'run'}", *extra)))
     finally:
         torch.set_num_threads(old)
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_RUN, assert_user_error, load_benchmark, tree
+from conftest import TINY, TINY_RUN, assert_user_error, load_benchmark, override, tree
 
 from envs.errors import ConfigError
 from mbrl.agent import Agent
@@ -164,7 +164,7 @@ def test_trains_end_to_end_on_dm_control_with_the_feature_cache(cli, tmp_path):
 ])
 def test_refusals_exit_2_with_one_line_and_write_nothing(cli, tmp_path, extra, needle):
     before = tree(tmp_path)
-    res = cli("train", *TINY_RUN, *EFF, "decoder=features", *extra, "run_dir=run")
+    res = cli("train", *override([*TINY_RUN, *EFF, "decoder=features"], *extra, "run_dir=run"))
     assert_user_error(res, "decoder=features", needle, "encoder_mode=frozen", "encoder_cache=true", "decoder=pixels")
     assert tree(tmp_path) == before
 

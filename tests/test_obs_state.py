@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error
+from conftest import TINY_RUN, assert_user_error, override
 
 from mbrl.agent import Agent
 from mbrl.distributions import symlog
@@ -83,7 +83,7 @@ def test_state_obs_needs_a_state_dim(tiny_cfg):
 
 @pytest.mark.parametrize("obs", ["state", "pixels+state"])
 def test_train_end_to_end_on_dm_control(obs, cli, tmp_path):
-    res = cli("train", *TINY_RUN, f"obs={obs}", "steps=300", "run_dir=run")
+    res = cli("train", *override(TINY_RUN, f"obs={obs}", "steps=300", "run_dir=run"))
     assert res.returncode == 0, res.stderr
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -106,6 +106,6 @@ def test_bad_obs_value_is_one_error_line(cli, tmp_path):
 
 
 def test_state_on_a_pixel_only_suite_is_refused(cli, tmp_path):
-    res = cli("train", *TINY_RUN, "env=driving:carracing", "obs=state", "run_dir=run")
+    res = cli("train", *override(TINY_RUN, "env=driving:carracing", "obs=state", "run_dir=run"))
     assert_user_error(res, "state", "dmc", "metaworld")
     assert not (tmp_path / "run").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error, tree
+from conftest import TINY_RUN, assert_user_error, override, tree
 from test_train import _ckpt_counters, records
 
 from mbrl import checkpoint
@@ -110,7 +110,7 @@ def test_resume_with_a_non_resumable_override_is_one_error(cli, run, tmp_path, o
 
 def test_resume_with_the_full_original_overrides_still_works(run):
     """benchmarks/learning.py passes every original override again (identical values) plus a larger budget."""
-    cfg = resume_config(run, [*TINY_RUN, "steps=250", f"run_dir={run}"])
+    cfg = resume_config(run, override(TINY_RUN, "steps=250", f"run_dir={run}"))
     assert cfg.steps == 250 and cfg.run_dir == str(run)
     stored = checkpoint.read_config(run)
     cfg.steps, cfg.run_dir = stored.steps, stored.run_dir  # the copied run was trained elsewhere

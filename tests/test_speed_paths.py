@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error, load_benchmark
+from conftest import TINY_RUN, assert_user_error, load_benchmark, override
 
 from mbrl.agent import Agent, fetch_metrics
 
@@ -169,7 +169,7 @@ def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cl
         return (loss * float("nan") if calls["n"] > 12 else loss), post, metrics
 
     monkeypatch.setattr(WorldModel, "loss", poisoned)
-    res = cli("train", *TINY_RUN, "obs=state", "steps=400", "save_every=100", "log_every=50", "run_dir=run")
+    res = cli("train", *override(TINY_RUN, "obs=state", "steps=400", "save_every=100", "log_every=50", "run_dir=run"))
     assert_user_error(res, "non-finite", "world model", "update 13")
     state = checkpoint.load_state(tmp_path / "run")
     assert 0 < state["counters"]["env_steps"] < 400

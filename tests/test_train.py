@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, override
 
 from envs.errors import ConfigError
 from mbrl import checkpoint
@@ -58,7 +58,7 @@ def trained(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     run_dir = tmp_path_factory.mktemp("train") / "run"
     try:
-        out = train(build_config(BASE + [f"steps={STEPS}", f"run_dir={run_dir}"]))
+        out = train(build_config(override(BASE, f"steps={STEPS}", f"run_dir={run_dir}")))
     finally:
         torch.set_num_threads(threads)
     assert out == run_dir
@@ -66,7 +66,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_train_writes_config_metrics_and_checkpoint(trained):
-    cfg = build_config(BASE + [f"steps={STEPS}", f"run_dir={trained}"])
+    cfg = build_config(override(BASE, f"steps={STEPS}", f"run_dir={trained}"))
     stored = json.loads((trained / "config.json").read_text())
     assert stored["config"] == json.loads(json.dumps(to_dict(cfg)))
     assert stored["config_hash"] == model_hash(cfg)
@@ -112,7 +112,7 @@ def test_resume_with_changed_model_key_is_refused_and_touches_nothing(trained):
     threads = torch.get_num_threads()
     try:
         with pytest.raises(ConfigError, match=r"model\.deter") as err:
-            train(build_config(BASE + [f"steps={STEPS + 100}", "model.deter=128"]), resume=trained)
+            train(build_config(override(BASE, f"steps={STEPS + 100}", "model.deter=128")), resume=trained)
     finally:
         torch.set_num_threads(threads)
     assert "64" in str(err.value) and "128" in str(err.value)
@@ -152,8 +152,9 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     agent_pt = run_dir / "checkpoint" / "checkpoint.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *BASE, "steps=100000", "save_every=200",
-                             f"run_dir={run_dir}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train",
+                             *override(BASE, "steps=100000", "save_every=200", f"run_dir={run_dir}")], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 150
         while True:
@@ -177,9 +178,9 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     assert any(r["env_steps"] > stored["env_steps"] for r in records(run_dir))  # logged after the checkpoint
 
     target = stored["env_steps"] + 100
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir), *BASE,
-                          f"steps={target}", "save_every=200"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=150, env=env)
+    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir),
+                          *override(BASE, f"steps={target}", "save_every=200")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=150, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert str(run_dir) in res.stdout
 
@@ -211,7 +212,7 @@ def test_kill_and_resume_continues_the_run(tmp_path):
 def _resume_in_process(run_dir: Path, steps: int) -> None:
     threads = torch.get_num_threads()
     try:
-        train(build_config(BASE + [f"steps={steps}"]), resume=run_dir)
+        train(build_config(override(BASE, f"steps={steps}")), resume=run_dir)
     finally:
         torch.set_num_threads(threads)
 
@@ -240,7 +241,7 @@ def test_resume_tolerates_a_metrics_line_cut_by_the_kill(trained, tmp_path):
 
 def test_vectorised_collection_with_two_env_processes(tmp_path):
     """num_envs=2 collects through gymnasium's AsyncVectorEnv: two replay streams, both episodes logged."""
-    run = train(build_config(BASE + ["num_envs=2", "steps=200", "save_every=0", f"run_dir={tmp_path / 'vec'}"]))
+    run = train(build_config(override(BASE, "num_envs=2", "steps=200", "save_every=0", f"run_dir={tmp_path / 'vec'}")))
     state = checkpoint.load_state(run)
     assert state["counters"]["env_steps"] == 200  # 50 agent steps x 2 envs x action repeat 2
     assert state["counters"]["agent_steps"] == 100

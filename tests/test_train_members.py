@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, assert_user_error
+from conftest import TINY_RUN, assert_user_error, override
 from test_train import _ckpt_counters, records
 
 from mbrl import checkpoint
@@ -116,7 +116,7 @@ def test_a_diverging_member_stops_and_the_others_go_on(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(members_mod.MemberBatch, "train_step", poisoned)
     run_dir = tmp_path / "run"
-    train_members(build_config([*STATE_RUN, f"run_dir={run_dir}", "steps=300"]), [0, 1])
+    train_members(build_config(override(STATE_RUN, f"run_dir={run_dir}", "steps=300")), [0, 1])
     doc = read_members(run_dir)
     assert list(doc["stopped"]) == ["1"] and "world model at update 1" in doc["stopped"]["1"]
     assert "member seed=1 stopped" in capsys.readouterr().err

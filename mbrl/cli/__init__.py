@@ -21,7 +21,8 @@ Shared pieces (the parser class, ``--device``/``--threads`` checks, the Ctrl-C m
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume, an output path that cannot be
 written, an unknown option) prints one ``error:`` line and exits with status 2; nothing is written. Ctrl-C prints
-one line saying what was saved and how to continue (``--resume``), exit status 130.
+one line saying what was saved and how to continue (``--resume``), exit status 130; ``SIGTERM``/``SIGUSR2`` during
+training (:mod:`mbrl.signals`) do the same after the current update, exit status 143/140 (128 + the signal).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except DreamshiftError as exc:  # EnvError, ShiftError, ConfigError, CheckpointError, ...: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C: what was saved and how to continue, not a traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGUSR2: what was saved and how to continue
         print(common.interrupted_message(args, argv if argv is not None else sys.argv[1:], exc), file=sys.stderr)
-        return common.INTERRUPTED_STATUS
+        return common.interrupted_status(exc)
     return 0
 

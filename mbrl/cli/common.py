@@ -133,12 +133,32 @@ def _quote(parts: list[str]) -> str:
     return "dreamshift " + " ".join(shlex.quote(p) for p in parts)
 
 
+def interrupted_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by ``exc``: ``128 + signal`` for a training loop stopped by
+    ``SIGTERM``/``SIGUSR2`` (:mod:`mbrl.signals`), else :data:`INTERRUPTED_STATUS` (Ctrl-C)."""
+    signum = getattr(exc, "signum", None)
+    return 128 + int(signum) if signum else INTERRUPTED_STATUS
+
+
 def interrupted_message(args: argparse.Namespace, argv: list[str], exc: KeyboardInterrupt) -> str:
     """One line for a command stopped by Ctrl-C: what was saved and how to continue.
 
     ``exc`` is a :class:`mbrl.train.TrainingInterrupted` when the training loop was running (it saved a
-    checkpoint); other commands write their results atomically, so nothing half-written is left.
+    checkpoint); other commands write their results atomically, so nothing half-written is left. A stop asked
+    for by ``SIGTERM``/``SIGUSR2`` (``exc.signum``) says so: ``interrupted (SIGTERM): ...``.
     """
+    return _with_signal(_interrupted_message(args, argv, exc), getattr(exc, "signum", None))
+
+
+def _with_signal(line: str, signum: int | None) -> str:
+    if not signum:
+        return line
+    import signal
+
+    return line.replace("interrupted", f"interrupted ({signal.Signals(signum).name})", 1)
+
+
+def _interrupted_message(args: argparse.Namespace, argv: list[str], exc: KeyboardInterrupt) -> str:
     command = getattr(args, "command", None)
     run_dir, ckpt, steps = getattr(exc, "run_dir", None), getattr(exc, "checkpoint", None), getattr(exc, "env_steps",
                                                                                                     0)

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="evaluate a trained run on its clean env (records also go to "
                        "RUN_DIR/eval/results/, read by `dreamshift leaderboard RUN_DIR`)")
     e.add_argument("run_dir")
-    e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--episodes", type=int, default=10,
+                   help=f"episodes per condition, 1-{evaluation.MAX_EPISODES} (default 10)")
+    e.add_argument("--seed", type=int, default=0, help="evaluation seed (episode and shift seeds), >= 0")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     common.add_threads(e)
     e.add_argument("--alpha", default="", help="comma-separated weight-merging alphas to sweep (e.g. 0,0.5,1)")
@@ -63,6 +64,7 @@ def run_clean(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
     except ValueError:
         raise ConfigError(f"--alpha {alphas!r}: expected comma-separated numbers in [0, 1]") from None
     _check_eval_run(run_dir, device)
+    evaluation.check_eval_range(episodes, seed)  # before any episode (and before any alpha's file is written)
     for alpha in sweep:
         path = evaluation.evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha,
                                    **common.threads_kwargs(evaluation.evaluate, threads))

@@ -14,6 +14,8 @@ from experiments.leaderboard import build
 from experiments.results import resolve_dir
 from experiments.screenshot import screenshot
 
+MIN_REPS, MAX_REPS = 100, 100_000  # bootstrap replications: fewer give no CI worth showing, more only take time
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``leaderboard`` to the ``dreamshift`` sub-commands (handler :func:`handle`)."""
@@ -21,15 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     lb.add_argument("results_dir", help="directory searched recursively for *.jsonl results (a sweep's results/, "
                     "a run's eval/results), or a run directory evaluated by `dreamshift evaluate RUN [--suite S]`")
     lb.add_argument("--out", help="output directory (default RESULTS_DIR/../leaderboard; RUN/eval/leaderboard)")
-    lb.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the CIs")
+    lb.add_argument("--reps", type=int, default=2000,
+                    help=f"bootstrap replications of the CIs, {MIN_REPS}-{MAX_REPS} (default 2000)")
     lb.add_argument("--screenshot", action="store_true", help="also render index.html in headless Chromium")
     lb.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> None:
     """Run ``dreamshift leaderboard``; raises ``ConfigError`` on bad input."""
-    if args.reps < 100:
-        raise ConfigError(f"--reps must be >= 100, got {args.reps}")
+    if not MIN_REPS <= args.reps <= MAX_REPS:
+        raise ConfigError(f"--reps must be in [{MIN_REPS}, {MAX_REPS}], got {args.reps}")
     out = check_output_dir(args.out or resolve_dir(args.results_dir).resolve().parent / "leaderboard",
                            "--out" if args.out else "leaderboard directory")
     paths = build(args.results_dir, out, reps=args.reps)

@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh_sub.add_parser("list", help="print the suites and the shift kinds (with their level)")
     g = sh_sub.add_parser("gallery", help="PNG grid of one frame: rows = kinds of a suite, columns = severity 0-5")
     g.add_argument("--env", default="dmc:walker_walk")
-    g.add_argument("--out", default="gallery.png")
+    g.add_argument("--out", default="gallery.png", help="output PNG file (.png)")
     g.add_argument("--suite", default="standard")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="env reset and shift seed, 0 to 2**32 - 1")
     g.add_argument("--size", type=int, default=64, help="frame side in pixels, 16-1024")
     g.add_argument("--scale", type=int, default=0, help="cell upscaling factor 1-16, at most 1024 px a cell "
                    "(default: cells of ~128 px)")

@@ -33,6 +33,7 @@ from envs.driver import Driver
 from envs.errors import ConfigError
 from mbrl.agent import Agent
 from mbrl.config import Config
+from mbrl.optim import NonFiniteError
 from mbrl.policy import AgentPolicy
 from mbrl.runtime import env_kwargs
 
@@ -130,6 +131,9 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
     Returns:
         ``[{"episode_seed": int, "return": float, "length": env steps}, ...]``, plus ``success`` (max over
         the episode) for envs that report it.
+
+    Raises:
+        mbrl.optim.NonFiniteError: the policy gave a NaN/inf action (the env never gets it).
     """
     out = []
     with eval_threads(cfg, threads):
@@ -138,7 +142,15 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
             if wrap is not None:
                 env = wrap(env)
             policy = AgentPolicy(agent, 1, mode)
-            driver = Driver(env, policy)
+
+            def act(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+                action, outs = policy(obs, is_first)
+                if not np.isfinite(action).all():  # diverged (finite but huge) weights: never hand the env a NaN
+                    raise NonFiniteError(f"the agent's action is NaN/inf (episode seed {seed + len(out)}): its "
+                                         f"weights diverged; evaluate an earlier checkpoint of the run")
+                return action, outs
+
+            driver = Driver(env, act)
             for i in range(episodes):
                 with seeded_rng(episode_rng_seed(seed + i), agent.device):
                     policy.reset()

@@ -21,6 +21,7 @@ import numpy as np
 from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import ConfigError
+from envs.validation import MAX_SEED
 from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash
@@ -51,6 +52,24 @@ def drop_pct(clean: float, shifted: float) -> float | None:
     return None if clean == 0 else 100.0 * (clean - shifted) / abs(clean)
 
 
+MAX_EPISODES = 10_000  # episodes per condition an evaluation may ask for (a day of dm_control episodes per core)
+
+
+def check_eval_range(episodes: int, seed: int, what: str = "--episodes", seed_what: str = "--seed") -> None:
+    """Check an evaluation's ``episodes`` (1 to :data:`MAX_EPISODES`) and ``seed`` (>= 0, and the episode seeds
+    ``EVAL_SEED_OFFSET + seed + i`` at most the envs' largest seed, 2**32 - 1) before anything is loaded or run.
+
+    Raises:
+        ConfigError: either is out of range (one line naming the option and the bounds).
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or not 1 <= episodes <= MAX_EPISODES:
+        raise ConfigError(f"{what} must be >= 1 and <= {MAX_EPISODES}, got {episodes}")
+    top = MAX_SEED - EVAL_SEED_OFFSET - (episodes - 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= top:
+        raise ConfigError(f"{seed_what} must be in [0, {top}] (episode seeds {EVAL_SEED_OFFSET} + seed + i must stay "
+                          f"below 2**32), got {seed}")
+
+
 def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10, seed: int = 0,
                    device: str = "auto", progress: Callable[[str], None] | None = None,
                    threads: int | None = None) -> Path:
@@ -69,12 +88,11 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
 
     Raises:
         ShiftError: unknown suite/kind or a kind that is not registered (before anything is loaded).
-        ConfigError: ``episodes`` < 1, ``threads`` < 0.
+        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0.
         CheckpointError: no checkpoint in ``run_dir``.
     """
     name, conditions = parse_suite(suite)
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    check_eval_range(episodes, seed)
     resolve_threads(None, threads)  # validate before loading
     run = checkpoint.load_run(run_dir, device)
     cfg, agent = run.config, run.agent
@@ -138,10 +156,9 @@ def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes
         ``success``), from which the CLI writes results-schema records.
 
     Raises:
-        ConfigError: ``episodes`` < 1, ``threads`` < 0.
+        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0.
     """
-    if episodes < 1:
-        raise ConfigError(f"--eval-episodes must be >= 1, got {episodes}")
+    check_eval_range(episodes, seed, "--eval-episodes")
     out: list[dict[str, Any]] = []
 
     def record(i: int, cond: Condition, results: list[dict[str, Any]]) -> None:
@@ -171,10 +188,9 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
 
     Raises:
         CheckpointError: no checkpoint in ``run_dir``.
-        ConfigError: ``episodes`` < 1, ``threads`` < 0.
+        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0.
     """
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    check_eval_range(episodes, seed)
     resolve_threads(None, threads)  # validate before loading
     # a merged agent is built on the CPU, where the pretrained weights it interpolates with are loaded
     run = checkpoint.load_run(run_dir, device if alpha is None else "cpu")
