@@ -35,7 +35,7 @@ from encoders.registry import build_encoder
 from envs.errors import ConfigError
 from mbrl.actor_critic import ActorCritic, episode_last
 from mbrl.config import Config
-from mbrl.graphs import GraphedStep, graphs_enabled
+from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import NonFiniteError, Optimizer
 from mbrl.rssm import State
 from mbrl.world_model import WorldModel, check_decoder
@@ -64,7 +64,7 @@ def module_of(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-class Agent(nn.Module):
+class Agent(GraphedUpdates, nn.Module):
     """DreamerV3 agent for continuous actions in ``[-1, 1]^A`` and square RGB images.
 
     Args:
@@ -111,7 +111,6 @@ class Agent(nn.Module):
                                     o.agc, o.ac_clip, o.warmup)
 
         self._compiled = False
-        self._graphed: GraphedStep | bool | None = None  # mbrl.graphs: built at the first update
         if cfg.compile == "on":
             self.compile_steps()
 
@@ -213,19 +212,14 @@ class Agent(nn.Module):
         self.ac.update_slow_critic()
         return metrics
 
-    def update(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """One training update as the run asks: captured as a CUDA graph (:mod:`mbrl.graphs`; ``cuda_graphs=auto``
-        with ``compile=on`` on CUDA, LaProp), else :meth:`train_step` itself. Same arguments and result."""
-        if self._graphed is None:
-            on = graphs_enabled(self.cfg.cuda_graphs, self.cfg.compile, self.device) and self.cfg.optim.name == \
-                "laprop"
-            if on:
-                for opt in (self.wm_opt, self.actor_opt, self.critic_opt):
-                    opt.set_capturable(True)
-            self._graphed = GraphedStep(self.train_step, self.host_step, capture=True) if on else False
-        if self._graphed is False:
-            return self.train_step(batch, out)
-        return self._graphed(batch, out)
+    def wants_graphs(self) -> bool:
+        """Whether :meth:`update` captures CUDA graphs (:mod:`mbrl.graphs`: ``cuda_graphs=auto`` with ``compile=on``
+        on CUDA, LaProp); if so, the optimisers switch to device-side numbers."""
+        on = graphs_enabled(self.cfg.cuda_graphs, self.cfg.compile, self.device) and self.cfg.optim.name == "laprop"
+        if on:
+            for opt in (self.wm_opt, self.actor_opt, self.critic_opt):
+                opt.set_capturable(True)
+        return on
 
     def host_step(self) -> None:
         """Advance the optimisers' host counters after an update a CUDA graph replayed."""

@@ -119,3 +119,24 @@ def graphs_enabled(setting: str, compile_: str, device: torch.device | str) -> b
         raise ConfigError("cuda_graphs=on needs device=cuda; use cuda_graphs=auto (graphs on CUDA with compile=on) "
                           "or off")
     return cuda and (setting == "on" or (setting == "auto" and compile_ == "on"))
+
+
+class GraphedUpdates:
+    """Mixin of the two things that train (:class:`mbrl.agent.Agent`, :class:`mbrl.members.MemberBatch`):
+    :meth:`update` runs their ``train_step`` captured as a CUDA graph where :meth:`wants_graphs` says so (decided
+    at the first update), else ``train_step`` itself. They define ``train_step(batch, out)``, ``host_step()`` and
+    ``wants_graphs()``."""
+
+    _graphed: GraphedStep | bool | None = None
+
+    def wants_graphs(self) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def update(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> Metrics:
+        """One training update as the run asks (same arguments and result as ``train_step``)."""
+        if self._graphed is None:
+            on = self.wants_graphs()
+            self._graphed = GraphedStep(self.train_step, self.host_step, capture=True) if on else False  # type: ignore[attr-defined]
+        if self._graphed is False:
+            return self.train_step(batch, out)  # type: ignore[attr-defined]
+        return self._graphed(batch, out)

@@ -46,7 +46,7 @@ from envs.errors import ConfigError
 from mbrl.actor_critic import episode_last
 from mbrl.agent import OBSERVE_CHUNK, Agent
 from mbrl.config import Config
-from mbrl.graphs import GraphedStep, graphs_enabled
+from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import AGC_PMIN, LaProp
 from mbrl.world_model import context_state
 
@@ -262,7 +262,7 @@ class MemberOptimizer:
         return self.nonfinite_count, self.first_nonfinite
 
 
-class MemberBatch:
+class MemberBatch(GraphedUpdates):
     """``E`` DreamerV3 agents, one per seed, updated together (module docstring).
 
     Args:
@@ -297,7 +297,6 @@ class MemberBatch:
         self.bind()
         self._regions: dict[str, Callable[..., Any]] = {}
         self._compile = cfg.compile == "on"
-        self._graphed: GraphedStep | bool | None = None
 
     @property
     def size(self) -> int:
@@ -485,15 +484,9 @@ class MemberBatch:
         self._update_slow_critic()
         return metrics
 
-    def update(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """:meth:`train_step`, captured as one CUDA graph for all members where the run asks for graphs
-        (:mod:`mbrl.graphs`, as :meth:`mbrl.agent.Agent.update`)."""
-        if self._graphed is None:
-            on = graphs_enabled(self.cfg.cuda_graphs, self.cfg.compile, self.device)
-            self._graphed = GraphedStep(self.train_step, self.host_step, capture=True) if on else False
-        if self._graphed is False:
-            return self.train_step(batch, out)
-        return self._graphed(batch, out)
+    def wants_graphs(self) -> bool:
+        """Whether :meth:`update` captures the members' update as one CUDA graph (:mod:`mbrl.graphs`)."""
+        return graphs_enabled(self.cfg.cuda_graphs, self.cfg.compile, self.device)
 
     def host_step(self) -> None:
         """Advance the host counters of the three optimisers after a replayed update."""

@@ -72,53 +72,41 @@ class LaProp(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
-        if self.capturable:
-            self._step_capturable(found_inf)
-            return loss
         for group in self.param_groups:
-            # Bucket by (device, dtype, step) so that each foreach call has one bias correction; normally a
-            # group is one bucket.
-            buckets: dict[tuple, tuple[list[Tensor], ...]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                bucket = buckets.setdefault((p.device, p.dtype, state["step"]), ([], [], [], []))
-                for lst, t in zip(bucket, (p, p.grad, state["m"], state["v"]), strict=True):
-                    lst.append(t)
-            for (device, _, t), (ps, gs, ms, vs) in buckets.items():
+            for key, (ps, gs, ms, vs, steps) in self._buckets(group).items():
+                device = key[0]
                 skip = None if found_inf is None else found_inf.to(device, non_blocking=True) > 0
-                _laprop_update(ps, gs, ms, vs, t, group["lr"], *group["betas"], group["eps"], skip)
+                if self.capturable:
+                    torch._foreach_add_(steps, 1.0)
+                    lr = group["lr"]
+                    lr = lr.to(device) if torch.is_tensor(lr) else torch.as_tensor(lr, device=device)
+                    _laprop_update_tensors(ps, gs, ms, vs, steps[0], lr, *group["betas"], group["eps"], skip)
+                else:
+                    _laprop_update(ps, gs, ms, vs, key[2], group["lr"], *group["betas"], group["eps"], skip)
         return loss
 
-    def _step_capturable(self, found_inf: Tensor | None) -> None:
-        """:meth:`step` with device-side steps, bias corrections and learning rates (``capturable``)."""
-        for group in self.param_groups:
-            buckets: dict[tuple, tuple[list[Tensor], ...]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                elif not torch.is_tensor(state["step"]):
-                    state["step"] = torch.as_tensor(float(state["step"]), dtype=torch.float32, device=p.device)
-                bucket = buckets.setdefault((p.device, p.dtype), ([], [], [], [], []))
-                for lst, t in zip(bucket, (p, p.grad, state["m"], state["v"], state["step"]), strict=True):
-                    lst.append(t)
-            for (device, _), (ps, gs, ms, vs, steps) in buckets.items():
-                torch._foreach_add_(steps, 1.0)
-                skip = None if found_inf is None else found_inf.to(device, non_blocking=True) > 0
-                lr = group["lr"]
-                lr = lr.to(device) if torch.is_tensor(lr) else torch.as_tensor(lr, device=device)
-                _laprop_update_tensors(ps, gs, ms, vs, steps[0], lr, *group["betas"], group["eps"], skip)
+    def _buckets(self, group: dict) -> dict[tuple, tuple[list[Tensor], ...]]:
+        """The group's parameters that have a gradient with their gradients, moments and steps, bucketed so that
+        each foreach call has one bias correction: by (device, dtype, step) with host steps (advanced here), by
+        (device, dtype) when capturable (device steps, advanced by the caller). Normally a group is one bucket."""
+        buckets: dict[tuple, tuple[list[Tensor], ...]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device) if self.capturable else 0
+                state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif self.capturable and not torch.is_tensor(state["step"]):
+                state["step"] = torch.as_tensor(float(state["step"]), dtype=torch.float32, device=p.device)
+            if not self.capturable:
+                state["step"] += 1
+            key = (p.device, p.dtype) if self.capturable else (p.device, p.dtype, state["step"])
+            bucket = buckets.setdefault(key, ([], [], [], [], []))
+            for lst, t in zip(bucket, (p, p.grad, state["m"], state["v"], state["step"]), strict=True):
+                lst.append(t)
+        return buckets
 
 
 def _laprop_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], t: int, lr: float,
