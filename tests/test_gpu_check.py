@@ -14,7 +14,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     tiny = ("size=XS image_size=32 batch_size=2 batch_length=8 prefill=50 train_ratio=4 model.deter=64 "
             "model.hidden=32 model.stoch=4 model.classes=4 model.blocks=4 model.units=32 model.cnn_depth=4 "
-            "model.bins=31 time_limit=100 log_every=100")
+            "model.bins=31 time_limit=100")
     env = {**os.environ, "DEVICE": "cpu", "BUDGET": "400", "SPEED_BUDGET": "150", "SPEED_UPDATES": "1",
            "SPEED_ARGS": "--batch 2 --length 8 --image-size 32 --warmup 0",
            "SPEED_VARIANTS": "XS:pixels:fp32:off", "GRAPH_VARIANTS": "XS:pixels:fp32:off", "SEED_VARIANT": "XS:pixels",
