@@ -113,7 +113,6 @@ class BaseEnv(gymnasium.Env):
         self.env_name = env_name
         self._pixels, self._state = check_obs(obs)
         if self._state and not self.has_state:
-            check_obs(obs, env_name)  # the registry's message (lists the suites with a state vector)
             raise EnvError(f"obs={obs!r} is not available for {env_name}: {type(self).__name__} has no state vector")
         self.obs = obs
         self.size: tuple[int, int] = check_size(size)

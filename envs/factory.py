@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium
 
 from envs.errors import EnvError
-from envs.registry import parse_env_name, suite_class
+from envs.registry import check_state_obs, parse_env_name, suite_class
 from envs.validation import check_obs
 
 __all__ = ["COMMON_KWARGS", "make_env"]
@@ -72,7 +72,7 @@ def make_env(
     """
     check_obs(obs)  # the mode itself first: cheap, no simulator import
     suite, domain, task = parse_env_name(name)
-    check_obs(obs, name)  # a state mode for a suite without a state vector
+    check_state_obs(obs, name)  # a state mode for a suite without a state vector
     cls = suite_class(suite)
     extra = dict(options or {})
     allowed = [p.name for p in inspect.signature(cls).parameters.values()

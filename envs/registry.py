@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CARLA_TOWNS", "DRIVING_TASKS", "METAWORLD_PIP", "SUITES", "SUITE_CLASSES", "default_camera",
            "dmc_domains", "dmc_task_names", "list_envs", "metaworld_available", "metaworld_tasks",
-           "parse_dmc_task", "parse_env_name", "parse_metaworld_task", "state_suites", "suite_class"]
+           "check_state_obs", "parse_dmc_task", "parse_env_name", "parse_metaworld_task", "state_suites", "suite_class"]
 
 #: The env class of every suite, ``suite -> "module:Class"`` (a :class:`envs.base.BaseEnv` subclass, imported
 #: lazily). Adding a suite = its env module + one line here.
@@ -131,6 +131,21 @@ def suite_class(suite: str) -> type[BaseEnv]:
 def state_suites() -> tuple[str, ...]:
     """The suites with a state observation vector (``obs="state"`` / ``"pixels+state"``)."""
     return tuple(s for s in SUITES if suite_class(s).has_state)
+
+
+def check_state_obs(obs: str, name: str) -> None:
+    """Refuse a state mode (``obs`` ``state`` / ``pixels+state``) for an env ``name`` (``"suite:task"``) whose suite
+    has no state vector (:func:`state_suites`).
+
+    Raises:
+        EnvError: the message names the env and the suites that have a state vector.
+    """
+    if obs == "pixels":
+        return
+    suites = state_suites()
+    if name.split(":", 1)[0] not in suites:
+        raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "
+                       f"{', '.join(suites)}")
 
 
 def list_envs() -> list[str]:

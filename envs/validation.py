@@ -7,7 +7,6 @@ from __future__ import annotations
 import numbers
 
 from envs.errors import EnvError
-from envs.registry import state_suites
 
 __all__ = ["MAX_SEED", "OBS_MODES", "check_int", "check_obs", "check_seed", "check_size"]
 
@@ -69,25 +68,16 @@ def check_seed(seed: object) -> int | None:
     return int(seed)  # type: ignore[call-overload]
 
 
-def check_obs(obs: object, name: str | None = None) -> tuple[bool, bool]:
+def check_obs(obs: object) -> tuple[bool, bool]:
     """Validate an ``obs`` mode and return ``(pixels, state)``: whether ``obs["image"]`` / ``obs["state"]`` are
-    returned.
+    returned. Whether a suite has a state vector is the registry's to say (:func:`envs.registry.check_state_obs`).
 
     Args:
         obs: ``"pixels"``, ``"state"`` or ``"pixels+state"`` (see :data:`OBS_MODES`).
-        name: the env name ``"suite:task"``; when given, a state mode is refused for suites without a state
-            vector (:func:`envs.registry.state_suites`: the env classes with ``has_state``).
 
     Raises:
-        EnvError: ``obs`` is not one of :data:`OBS_MODES` (message lists them), or asks for ``state`` on a suite
-            without one (message names the env and the suites that have it).
+        EnvError: ``obs`` is not one of :data:`OBS_MODES` (message lists them).
     """
     if not isinstance(obs, str) or obs not in OBS_MODES:
         raise EnvError(f"obs must be one of {', '.join(repr(m) for m in OBS_MODES)}, got {obs!r}")
-    state = obs != "pixels"
-    if state and name is not None:
-        suites = state_suites()
-        if name.split(":", 1)[0] not in suites:
-            raise EnvError(f"obs={obs!r} is not available for {name}; suites with a state observation: "
-                           f"{', '.join(suites)}")
-    return obs != "state", state
+    return obs != "state", obs != "pixels"

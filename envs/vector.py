@@ -58,7 +58,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from envs.errors import EnvError
 from envs.factory import make_env
-from envs.registry import parse_env_name
+from envs.registry import check_state_obs, parse_env_name
 from envs.validation import MAX_SEED, check_int, check_obs, check_seed
 
 __all__ = ["AUTORESET_MODE", "make_vector_env"]
@@ -122,7 +122,7 @@ def make_vector_env(
             "and seed/asynchronous for make_vector_env"
         )
     if "obs" in env_kwargs:
-        check_obs(env_kwargs["obs"], name)  # a state mode for a suite without a state vector
+        check_state_obs(env_kwargs["obs"], name)  # a state mode for a suite without a state vector
     seed = check_seed(seed)
     if seed is not None and seed + num_envs - 1 > MAX_SEED:
         raise EnvError(

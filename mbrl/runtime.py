@@ -32,7 +32,8 @@ def check_env_encoder(cfg: Config) -> None:
         ConfigError, envs.EnvError: the first bad name, with what is allowed.
     """
     envs.registry.parse_env_name(cfg.env)
-    envs.validation.check_obs(cfg.obs, cfg.env)
+    envs.validation.check_obs(cfg.obs)
+    envs.registry.check_state_obs(cfg.obs, cfg.env)
     check_name(cfg.encoder)
     mode = parse_mode(resolve_mode(cfg))
     if split_name(cfg.encoder)[0] == "cnn" and mode.kind not in ("full", "frozen"):
