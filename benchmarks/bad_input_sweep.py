@@ -168,10 +168,10 @@ def make_scratch(root: Path) -> Path:
     import torch
 
     from envs import files
-    from mbrl import checkpoint
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay
+    from mbrl.runs import checkpoint
 
     base = root / "scratch"
     base.mkdir()
@@ -297,7 +297,7 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
     if len(lines) != 1 or "--resume" not in lines[0]:
         reasons.append(f"{len(lines)} 'interrupted' lines" + ("" if lines and "--resume" in lines[0] else
                                                               ", no --resume"))
-    from mbrl import checkpoint
+    from mbrl.runs import checkpoint
 
     try:
         steps = checkpoint.load_state(cwd / "r")["counters"]["env_steps"]

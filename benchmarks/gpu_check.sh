@@ -62,7 +62,7 @@ left=$(( BUDGET - $(elapsed) - 40 ))
 echo "== 3. pixel learning check, seeds $SEEDS as one batch, for ${left}s (elapsed $(elapsed)s)"
 if [ "$left" -gt 20 ]; then
   # shellcheck disable=SC2086
-  timeout "$left" "$PY" -m mbrl.cli train env=dmc:walker_stand $PIXEL_SETS steps="$STEPS" "seeds=$SEEDS" \
+  timeout "$left" "$PY" -m dreamshift train env=dmc:walker_stand $PIXEL_SETS steps="$STEPS" "seeds=$SEEDS" \
     device="$DEVICE" threads=2 wandb_mode=disabled progress=false save_every=0 log_every=2000 \
     run_dir="$RUNS/gpu-pixels/dmc_walker_stand-seeds" > "$RUNS/train-pixels.log" 2>&1
 fi

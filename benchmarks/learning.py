@@ -23,7 +23,7 @@ a time with ``threads=1`` each, into ``RUNS/<check>/<task>[-<variant>]-s<seed>``
 ``dmc_walker_stand``), each run's output in ``<run dir>.log``. A run directory that holds a checkpoint is resumed
 (``dreamshift train --resume DIR`` with the same overrides and ``steps=N``); one that already reached the
 budget is skipped. ``--batch`` trains the seeds of each (variant, task) as one batch in one process
-(``dreamshift train seeds=[...]``, :mod:`mbrl.train_members`) into ``RUNS/<check>/<task>[-<variant>]-seeds/`` with
+(``dreamshift train seeds=[...]``, :mod:`mbrl.runs.train_members`) into ``RUNS/<check>/<task>[-<variant>]-seeds/`` with
 one ``seed-<s>/`` run directory per seed; ``report`` reads those as seeds too. ``--tasks`` limits a run to some of
 the check's tasks. ``--set key=value ...`` adds train overrides to every run (e.g. ``--set size=size12m
 train_ratio=1024``); they must be given again when resuming.
@@ -171,8 +171,8 @@ def run_overrides(check: Check, task: str, variant: str, seed: int, steps: int, 
 
 
 def train_command(overrides: dict[str, str], resume: bool) -> list[str]:
-    """``python -m mbrl.cli train [--resume RUN_DIR] key=value ...``."""
-    cmd = [sys.executable, "-m", "mbrl.cli", "train"]
+    """``python -m dreamshift train [--resume RUN_DIR] key=value ...``."""
+    cmd = [sys.executable, "-m", "dreamshift", "train"]
     if resume:
         cmd += ["--resume", overrides["run_dir"]]
     return cmd + [f"{k}={v}" for k, v in overrides.items()]

@@ -19,7 +19,7 @@ with the training split's mean/std:
 - k-NN: cosine similarity, ``k = 5``, majority vote (classification only).
 
 Metrics: accuracy (task identity), R^2 averaged over targets (cartpole). The random-init baseline is
-``Dinov2Model(config)`` of the pretrained model's own config (as :func:`mbrl.pretrain.build_backbone` builds
+``Dinov2Model(config)`` of the pretrained model's own config (as :func:`mbrl.runs.pretrain.build_backbone` builds
 it) at another seed, with the pretrained model's preprocessing (mean/std).
 """
 
@@ -232,7 +232,7 @@ def run(model_dir: str, seed: int = 1000, episodes: int = 3, episode_len: int = 
 
 
 def _arch_of(config: object) -> str:
-    from mbrl.pretrain import ARCHS
+    from mbrl.runs.pretrain import ARCHS
 
     for name, a in ARCHS.items():
         if (config.hidden_size, config.num_hidden_layers) == (a["hidden_size"], a["num_hidden_layers"]):
@@ -257,9 +257,9 @@ def _cell(v: float) -> str:
 
 
 def update_card(model_dir: str, report: dict, command: str) -> None:
-    """Replace the probe section of ``MODEL_CARD.md`` (between the markers of :mod:`mbrl.pretrain`)."""
+    """Replace the probe section of ``MODEL_CARD.md`` (between the markers of :mod:`mbrl.runs.pretrain`)."""
     from envs.files import atomic_write
-    from mbrl.pretrain import CARD, PROBE_BEGIN, PROBE_END
+    from mbrl.runs.pretrain import CARD, PROBE_BEGIN, PROBE_END
 
     path = Path(model_dir) / CARD
     text = path.read_text()

@@ -13,7 +13,7 @@ What is measured (all in one process, one phase after another, nothing overlappi
      process (the **baseline** of every ratio in this section); ``vector N`` is :func:`envs.make_vector_env`
      with ``N`` sub-envs (``N = 1``: in-process ``SyncVectorEnv``; ``N > 1``: one spawned subprocess per
      sub-env, ``AsyncVectorEnv``), as the training loop builds it.
-   - ``policy``: the same envs with the agent in the loop, exactly as :func:`mbrl.train._loop` collects after
+   - ``policy``: the same envs with the agent in the loop, exactly as :func:`mbrl.runs.train._loop` collects after
      prefill: ``Agent.act`` (encoder + RSSM posterior step + actor sample, ``--policy-size``), the action back to
      numpy, ``env.step`` and ``Replay.add_batch`` (plus the final observation at episode ends). No training
      updates are interleaved, so this is the collection ceiling of the training loop. ``ms/act`` is the mean
@@ -66,8 +66,8 @@ from mbrl.agent import Agent
 from mbrl.config import SIZES, Config, build_config
 from mbrl.policy import AgentPolicy  # noqa: E402
 from mbrl.replay import Replay  # noqa: E402
+from mbrl.runs.train import ReplayWriter  # noqa: E402
 from mbrl.runtime import resolve_device  # noqa: E402
-from mbrl.train import ReplayWriter  # noqa: E402
 
 #: sheeprl's DreamerV3 size ``S``: seconds per update on this class of 2-core CPU, as measured by the project
 #: lead. External: NOT measured by this script, other code, possibly other batch/settings; orientation only.
@@ -191,8 +191,8 @@ def raw_vector(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 
 def policy_loop(args: argparse.Namespace, agent: Agent, env: Any, n: int, name: str) -> dict[str, Any]:
-    """Collect like :func:`mbrl.train._loop` after prefill: an :class:`envs.driver.Driver` acting with the agent
-    and writing to replay through :class:`mbrl.train.ReplayWriter` (no updates). ``env``: a single env (``n``
+    """Collect like :func:`mbrl.runs.train._loop` after prefill: an :class:`envs.driver.Driver` acting with the agent
+    and writing to replay through :class:`mbrl.runs.train.ReplayWriter` (no updates). ``env``: a single env (``n``
     = 1) or a vector env of ``n`` sub-envs."""
     try:
         shape = (args.image_size, args.image_size, 3)

@@ -1,4 +1,4 @@
-"""Frame collection for encoder pretraining (:mod:`mbrl.pretrain`): random-action rollouts of our envs under
+"""Frame collection for encoder pretraining (:mod:`mbrl.runs.pretrain`): random-action rollouts of our envs under
 randomised visual shifts.
 
 - Env specs: comma-separated names or shell globs over :func:`envs.list_envs`, e.g. ``dmc:*``,
@@ -49,7 +49,7 @@ class FrameSet:
         severities: ``(N,) int64`` 0-5.
         env_names, kind_names: the label vocabularies.
         meta: free-form JSON-able description (the collection arguments and time; see
-            :func:`mbrl.pretrain.pretrain`, which reuses a cached file only when they match).
+            :func:`mbrl.runs.pretrain.pretrain`, which reuses a cached file only when they match).
     """
 
     frames: np.ndarray

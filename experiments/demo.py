@@ -13,7 +13,7 @@ Agents (:data:`AGENTS`), all on :data:`ENV` with the same world-model size and r
 
 Each trained agent is evaluated on every condition of the ``quick`` suite (clean, ``color`` and
 ``gaussian_noise`` at severities 1 and 5) with ``eval_episodes`` episodes per condition and the same episode seeds
-(:func:`mbrl.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
+(:func:`mbrl.runs.evaluate.evaluate_suite`); its results records go to ``RUN/eval/results/`` as ``dreamshift
 evaluate --suite`` writes them. The uniform-random policy plays the same episode seeds under the same
 conditions (:func:`random_policy_records`). :func:`combined_table` turns all records into one table: normalised
 return (:mod:`experiments.normalisation`) ID and OOD with the standard error, drop %, and the mean over all
@@ -68,9 +68,9 @@ from envs.registry import state_suites
 from experiments import leaderboard, metrics, results
 from experiments.normalisation import constants
 from mbrl.config import build_config
-from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate_suite, run_episodes
+from mbrl.runs.evaluate import EVAL_SEED_OFFSET, evaluate_suite, run_episodes
+from mbrl.runs.train import train
 from mbrl.runtime import check_env_encoder, env_kwargs
-from mbrl.train import train
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite
 
@@ -119,7 +119,7 @@ def agent_configs(given: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
 
 
 class RandomPolicy:
-    """The uniform-random policy in the interface :func:`mbrl.evaluate.run_episodes` drives: every action is drawn
+    """The uniform-random policy in the interface :func:`mbrl.runs.evaluate.run_episodes` drives: every action is drawn
     uniformly from ``[low, high]`` with numpy's global generator, which ``run_episodes`` seeds per episode, so its
     episodes are reproducible and independent of the observation.
 
@@ -146,7 +146,7 @@ def random_policy_records(env: str, suite: str, episodes: int, seed: int = EVAL_
                           overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Results records (:func:`experiments.results.episode_records`, label :data:`RANDOM_LABEL`) of the
     uniform-random policy on every condition of ``suite``, with the episode seeds and shift seed of
-    :func:`mbrl.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state`` where its suite has a
+    :func:`mbrl.runs.evaluate.evaluate_suite` (``seed``). The env is built with ``obs=state`` where its suite has a
     state vector: the policy reads no observation and a visual shift cannot change a return, so nothing needs to
     be rendered.
 

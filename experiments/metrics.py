@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.normalisation import constants
-from mbrl.evaluate import drop_pct  # noqa: F401  (re-exported: the suite summaries' drop %, one definition)
+from mbrl.runs.evaluate import drop_pct  # noqa: F401  (re-exported: the suite summaries' drop %, one definition)
 
 
 def normalised_return(returns: float | np.ndarray, env: str) -> float | np.ndarray:

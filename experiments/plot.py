@@ -1,4 +1,4 @@
-"""Learning curves and training diagnostics of runs against env steps (``dreamshift plot``, :mod:`mbrl.cli.plot`).
+"""Learning curves and training diagnostics of runs against env steps (``dreamshift plot``, :mod:`dreamshift.plot`).
 
     dreamshift plot RUN [RUN ...] --out PNG [--reference FILE.json.gz] [--window 10000]
 
@@ -47,7 +47,7 @@ from envs.errors import ConfigError
 
 WINDOW = 10_000  # env steps averaged by the smoothed return curves
 FORMATS = (".png", ".svg", ".pdf")
-EVAL_KEYS = ("return_mean", "return")  # eval records: mean over the eval episodes (mbrl.train), or a single return
+EVAL_KEYS = ("return_mean", "return")  # eval records: mean over the eval episodes (mbrl.runs.train), or a single return
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def load_run(path: Path | str) -> Run:
     return Run(path, config, records, run_label(config, path.name))
 
 
-MEMBERS_FILE = "members.json"  # a batch of seeds' run directory (mbrl.train_members; read, not imported)
+MEMBERS_FILE = "members.json"  # a batch of seeds' run directory (mbrl.runs.train_members; read, not imported)
 
 
 def expand_batches(paths: list[Path | str]) -> list[list[Path]]:

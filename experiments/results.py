@@ -5,7 +5,7 @@ trial (``RESULTS_DIR/<trial>.jsonl``, atomically, once the trial's evaluation is
 RUN [--suite S]`` one file per condition under ``RUN/eval/results/`` (:func:`write_run`; the trial is the run
 directory's name), and so do ``dreamshift adapt``'s stage report, ``adapt-eval``'s alpha sweep (one trial and
 label ``...@alpha=<alpha>`` per merged agent) and ``continual``'s stages (:func:`from_conditions`), all built by
-:func:`episode_records` and written by :func:`mbrl.cli.common.write_records`, and ``dreamshift leaderboard``
+:func:`episode_records` and written by :func:`dreamshift.common.write_records`, and ``dreamshift leaderboard``
 reads every ``*.jsonl`` under a directory (a run directory stands for its ``eval/results``). Paths are never
 hand-edited: a record says what it measured.
 
@@ -245,9 +245,9 @@ def episode_records(run: dict[str, Any], shift: str, severity: int, episodes: It
 
     Args:
         run: the run's config and metadata: ``env``, ``encoder``, ``encoder_mode``, ``size``, ``seed``,
-            ``eval_seed``, ``env_steps_trained``, ``config_hash`` (the fields :mod:`mbrl.evaluate` and
-            :mod:`mbrl.evaluate` record).
-        episodes: :func:`mbrl.evaluate.run_episodes` records (``episode_seed``, ``return``, ``length``, optional
+            ``eval_seed``, ``env_steps_trained``, ``config_hash`` (the fields :mod:`mbrl.runs.evaluate` and
+            :mod:`mbrl.runs.evaluate` record).
+        episodes: :func:`mbrl.runs.evaluate.run_episodes` records (``episode_seed``, ``return``, ``length``, optional
             ``success`` in [0, 1]).
         trial: the sweep trial id, or the run directory's name outside sweeps.
         label: the method's name on the leaderboard (default: the encoder name).
@@ -269,7 +269,7 @@ def episode_records(run: dict[str, Any], shift: str, severity: int, episodes: It
 
 
 def from_suite(summary: dict[str, Any], trial: str, label: str | None = None) -> list[dict[str, Any]]:
-    """Schema records from the summary that :func:`mbrl.evaluate.evaluate_suite` writes
+    """Schema records from the summary that :func:`mbrl.runs.evaluate.evaluate_suite` writes
     (``RUN_DIR/eval/suite-<name>.json``); ``label`` defaults to the encoder name."""
     return [r for ep in summary["episodes"]
             for r in episode_records(ep, ep["shift"], ep["severity"], [ep], trial, label)]
@@ -286,7 +286,7 @@ def condition_shift(shifts: Iterable[Iterable[Any]]) -> tuple[str, int]:
     one when the severities differ).
 
     Args:
-        shifts: ``[[kind, severity], ...]`` (the ``shifts`` of a :func:`mbrl.evaluate.evaluate_agent` record).
+        shifts: ``[[kind, severity], ...]`` (the ``shifts`` of a :func:`mbrl.runs.evaluate.evaluate_agent` record).
     """
     pairs = [(str(k), int(s)) for k, s in shifts]
     if not pairs:
@@ -299,9 +299,9 @@ def condition_shift(shifts: Iterable[Iterable[Any]]) -> tuple[str, int]:
 
 def from_conditions(run: dict[str, Any], conditions: Iterable[dict[str, Any]], trial: str,
                     label: str | None = None) -> list[dict[str, Any]]:
-    """Schema records of an adaptation evaluation: ``conditions`` are :func:`mbrl.evaluate.evaluate_agent` records
+    """Schema records of an adaptation evaluation: ``conditions`` are :func:`mbrl.runs.evaluate.evaluate_agent` records
     (``shifts``, ``episodes``) of the stage report (``RUN/eval/adapt-report.json``), an alpha sweep row or a
-    continual stage, ``run`` their ``run_meta`` (:func:`mbrl.evaluate.run_metadata`); conditions are named by
+    continual stage, ``run`` their ``run_meta`` (:func:`mbrl.runs.evaluate.run_metadata`); conditions are named by
     :func:`condition_shift`.
 
     Raises:

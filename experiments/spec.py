@@ -25,7 +25,7 @@ key or value fails before anything runs. The file itself is held to what a grid 
 ``description`` that is a string of at most :data:`MAX_DESCRIPTION` characters.
 
 ``seed_batch: E`` (default 1: one agent per process) trains the seeds of each (env, encoder, mode) together, E at a
-time, in one process (``dreamshift train seeds=[...]``, :mod:`mbrl.train_members`); each trial is still one seed
+time, in one process (``dreamshift train seeds=[...]``, :mod:`mbrl.runs.train_members`); each trial is still one seed
 with its own results file and record, so the results schema and the leaderboard do not change. Pretrained encoders
 must then be frozen (a fine-tuned backbone trains one seed per process).
 """

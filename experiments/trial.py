@@ -31,12 +31,12 @@ from typing import Any
 from envs import files
 from experiments import results
 from experiments.wandb_log import log_evaluation
-from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.evaluate import evaluate_suite
-from mbrl.merge import merge_run
-from mbrl.train import resume_config, train
-from mbrl.train_members import MEMBERS_FILE, train_members
+from mbrl.runs import checkpoint
+from mbrl.runs.evaluate import evaluate_suite
+from mbrl.runs.merge import merge_run
+from mbrl.runs.train import resume_config, train
+from mbrl.runs.train_members import MEMBERS_FILE, train_members
 
 
 def paths(out: Path | str, trial_id: str, trial: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -99,7 +99,7 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
         if p["run"].exists():  # killed before its first checkpoint: nothing to resume
             shutil.rmtree(p["run"])
         train(cfg)
-    eval_threads = cfg.threads or threads or None  # as the trial trained (mbrl.evaluate.resolve_threads)
+    eval_threads = cfg.threads or threads or None  # as the trial trained (mbrl.runs.evaluate.resolve_threads)
     summary_path = evaluate_suite(p["run"], trial["suite"], episodes=trial["episodes"], seed=trial["eval_seed"],
                                   progress=lambda line: print(line, flush=True), threads=eval_threads)
     records = results.from_suite(json.loads(summary_path.read_text()), trial["id"], trial.get("label"))
@@ -120,7 +120,7 @@ def train_and_evaluate(trial: dict[str, Any], out: Path | str, threads: int = 0,
 
 def _train_batch(trial: dict[str, Any], out: Path | str, threads: int, wandb_mode: str | None) -> None:
     """Train (or resume, or leave as it is when every member reached its budget) the batch of seeds ``trial``
-    belongs to: ``dreamshift train seeds=[...]`` into ``runs/<batch>/`` (:mod:`mbrl.train_members`)."""
+    belongs to: ``dreamshift train seeds=[...]`` into ``runs/<batch>/`` (:mod:`mbrl.runs.train_members`)."""
     batch_dir = Path(out) / "runs" / trial["batch"]
     overrides = {k: v for k, v in trial["overrides"].items() if k != "seed"}
     overrides.update(run_dir=str(batch_dir), wandb_group=trial["group"], progress="false")

@@ -3,7 +3,7 @@
 A zoo entry is a run directory whose checkpoint holds the agent's weights, config and counters but no replay and
 no optimiser state (a few MB at size1m instead of tens), so it loads and evaluates like any run
 (``dreamshift evaluate experiments/zoo/<name>``, ``--suite``, leaderboard, analyses) and a resume refuses it with
-one line (:func:`mbrl.checkpoint.check_resumable`). ``provenance.json`` says where it came from:
+one line (:func:`mbrl.runs.checkpoint.check_resumable`). ``provenance.json`` says where it came from:
 
 - ``source``: the run directory it was exported from; ``command``: the command that trained it (from the run's
   ``config.json`` and counters); ``commit``: the code version of the export (``experiments.results.code_version``);
@@ -23,7 +23,7 @@ from typing import Any
 from envs import files
 from envs.errors import ConfigError
 from experiments.results import code_version
-from mbrl import checkpoint
+from mbrl.runs import checkpoint
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 PROVENANCE = "provenance.json"

@@ -91,7 +91,7 @@ def check_decoder(cfg: Config) -> None:
 
     ``decoder=features`` needs ``obs`` with ``pixels``, a pretrained encoder (not ``cnn``), the ``frozen`` mode
     (``encoder_mode=frozen``, or ``auto`` for a pretrained encoder) and ``encoder_cache=true``. Call before anything
-    is written (:func:`mbrl.train._prepare_run`) and when an agent is built.
+    is written (:func:`mbrl.runs.train._prepare_run`) and when an agent is built.
 
     Raises:
         ConfigError: one line naming what was given and what is allowed.

@@ -11,7 +11,7 @@ Modules:
 - :mod:`shifts.suites`: the named evaluation suites of ``(kind, severity)`` conditions;
 - :mod:`shifts.gallery`: a PNG grid of one frame under every kind and severity (``dreamshift shifts gallery``).
 
-Layers above use them: a trained run is evaluated on every condition of a suite by :mod:`mbrl.evaluate`
+Layers above use them: a trained run is evaluated on every condition of a suite by :mod:`mbrl.runs.evaluate`
 (``dreamshift evaluate RUN --suite``); how far each severity moves the frames is measured by
 :mod:`experiments.analysis.calibration` (``dreamshift analyze calibration``).
 

@@ -90,7 +90,7 @@ def shifted_env(name: str, conditions: Condition, shift_seed: int, **kwargs: Any
 
 def condition_wrapper(conditions: Condition, shift_seed: int) -> Callable[[gymnasium.Env], gymnasium.Env]:
     """A function wrapping an env with the shifts of ``conditions`` (the ``wrap`` of
-    :func:`mbrl.evaluate.run_episodes`)."""
+    :func:`mbrl.runs.evaluate.run_episodes`)."""
     def wrap(env: gymnasium.Env) -> gymnasium.Env:
         return ShiftWrapper(env, [make_shift(k, s, shift_seed) for k, s in conditions])
 

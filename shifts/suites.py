@@ -19,7 +19,7 @@
   night, fog 100, heavy rain)
   ==========================================================  ===============================
 
-  The paper's drop is ``100 (ID - OOD) / ID``, as :mod:`mbrl.evaluate` reports. (The paper's ManiSkill OOD
+  The paper's drop is ``100 (ID - OOD) / ID``, as :mod:`mbrl.runs.evaluate` reports. (The paper's ManiSkill OOD
   objects -- held-out YCB objects -- have no DMC analogue.)
 - ``quick``: a small suite for CI and smoke tests: one scene kind and one pixel kind at severities 1 and 5.
 

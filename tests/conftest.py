@@ -13,7 +13,7 @@ import torch
 
 # imported at collection, outside any captured test: the command modules import their libraries (submitit sets up a
 # logging handler on the stderr it sees at import), which must not be a test's captured stream
-from mbrl.cli import main as cli_main
+from dreamshift import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ class Result:
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
-    """``cli(*args)``: run :func:`mbrl.cli.main` in-process with the cwd set to ``tmp_path``."""
+    """``cli(*args)``: run :func:`dreamshift.main` in-process with the cwd set to ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
 
@@ -119,10 +119,10 @@ def write_untrained_run(run_dir: Path, overrides: list[str]) -> Path:
     import numpy as np
 
     from envs import files
-    from mbrl import checkpoint
     from mbrl.agent import Agent
     from mbrl.config import build_config, model_hash, to_dict
     from mbrl.replay import Replay
+    from mbrl.runs import checkpoint
 
     cfg = build_config([*overrides, f"run_dir={run_dir}"])
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
-"""Tests of issue 9: adapting a trained agent to a shifted domain (:mod:`mbrl.adapt`), the mixed replay
-(:class:`mbrl.replay.MixedReplay`), merging two agents per module (:mod:`mbrl.merge`), continual sequences
-(:mod:`mbrl.continual`) and their command line (:mod:`mbrl.cli.adapt`, :mod:`mbrl.cli.adapt_eval`,
-:mod:`mbrl.cli.continual`, :mod:`mbrl.cli.merge`).
+"""Tests of issue 9: adapting a trained agent to a shifted domain (:mod:`mbrl.runs.adapt`), the mixed replay
+(:class:`mbrl.replay.MixedReplay`), merging two agents per module (:mod:`mbrl.runs.merge`), continual sequences
+(:mod:`mbrl.runs.continual`) and their command line (:mod:`dreamshift.adapt`, :mod:`dreamshift.adapt_eval`,
+:mod:`dreamshift.continual`, :mod:`dreamshift.merge`).
 
 A tiny base run (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once
 per module; adaptations use ~100 target env steps."""
@@ -18,16 +18,16 @@ import pytest
 import torch
 from conftest import TINY_RUN, override
 
+from dreamshift import main
 from envs.errors import CheckpointError, ConfigError
 from experiments import results
-from mbrl import checkpoint
-from mbrl.adapt import adapt, alpha_sweep, stage_report
-from mbrl.cli import main
 from mbrl.config import build_config
-from mbrl.continual import continual
-from mbrl.merge import MODULES, merge_agent_states, merged_agents, module_of, parse_alpha
 from mbrl.replay import MixedReplay, Replay
-from mbrl.train import train
+from mbrl.runs import checkpoint
+from mbrl.runs.adapt import adapt, alpha_sweep, stage_report
+from mbrl.runs.continual import continual
+from mbrl.runs.merge import MODULES, merge_agent_states, merged_agents, module_of, parse_alpha
+from mbrl.runs.train import train
 from shifts.conditions import other_levels, parse_target
 
 IMG = (4, 4, 3)
@@ -262,7 +262,7 @@ def test_merge_cli_two_runs_writes_a_loadable_run(base_run, adapted, tmp_path, c
 
 
 def test_merge_cli_single_run_form_still_merges_with_pretrained_weights(base_run, tmp_path, capsys):
-    # the scratch cnn has no pretrained weights: the one-run form still reaches mbrl.merge.merge_run
+    # the scratch cnn has no pretrained weights: the one-run form still reaches mbrl.runs.merge.merge_run
     assert main(["merge", str(base_run), "--alpha", "0.5", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "pretrained" in err

@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import TINY_RUN, override
 
+from dreamshift import main
 from envs.errors import ConfigError
 from experiments.analysis.attention import attention_grid, cls_attention, keep_mass, require_vit, upsample
 from experiments.analysis.cka import linear_cka
 from experiments.analysis.jaccard import jaccard_index, jaccard_per_frame
 from experiments.analysis.knn import knn_accuracy
 from experiments.analysis.report import RECORD_KEYS
-from mbrl.cli import main
 
 pytest.importorskip("transformers")
 pytest.importorskip("skimage")
@@ -43,7 +43,7 @@ def vit_dir(tmp_path_factory) -> str:
 def run(tmp_path_factory, vit_dir) -> Path:
     """A tiny run (dmc:cartpole_balance, 32 px) whose tiny ViT encoder is fully fine-tuned."""
     from mbrl.config import build_config
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     threads = torch.get_num_threads()
     run_dir = tmp_path_factory.mktemp("runs") / "vit-full"

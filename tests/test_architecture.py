@@ -1,9 +1,10 @@
-"""The house is one-way: ``envs`` -> ``shifts`` -> ``encoders`` -> ``mbrl`` core -> ``mbrl`` runs -> ``experiments``
--> the CLI (``mbrl.cli``), each layer importing only from the layers below it, with no import cycle between the
-modules of a package. The contracts are ``[tool.importlinter]`` in pyproject.toml; ``lint-imports`` checks them.
+"""The house is one-way: ``envs`` -> ``shifts`` -> ``encoders`` -> ``mbrl`` core -> ``mbrl.runs`` -> ``experiments``
+-> the CLI package ``dreamshift``, each layer importing only from the layers below it, with no import cycle between
+the modules of a package. The contracts are ``[tool.importlinter]`` in pyproject.toml; ``lint-imports`` checks them.
 
-Also checked here: every module of ``mbrl`` is placed in a layer of the ``house`` contract (the core and runs
-layers list their modules, so a new module must be placed), and no project import hides inside a function (a
+Also checked here: the folders show the floors (the runs in ``mbrl/runs/``, the CLI in ``dreamshift/``, nothing
+else below ``mbrl/``), every module at ``mbrl``'s top is placed in the core layer of the ``house`` contract (the
+core layer lists its modules, so a new module must be placed), and no project import hides inside a function (a
 lazy import that dodges a cycle hides the cycle from the linter; heavy optional third-party packages may still
 be imported lazily).
 """
@@ -22,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("envs", "shifts", "encoders", "mbrl", "experiments")
+PACKAGES = ("envs", "shifts", "encoders", "mbrl", "experiments", "dreamshift")
 
 
 def _config() -> dict:
@@ -51,18 +52,28 @@ def test_the_house_lists_the_layers_in_order():
     assert house["type"] == "layers"
     assert set(_config()["root_packages"]) == set(PACKAGES)
     layers = [layer.split(" : ") for layer in house["layers"]]
-    assert layers[0] == ["mbrl.cli"] and layers[1] == ["experiments"], layers
+    assert layers[0] == ["dreamshift"] and layers[1] == ["experiments"], layers
     assert layers[-3:] == [["encoders"], ["shifts"], ["envs"]], layers
-    runs, core = set(layers[2]), set(layers[3])
-    assert {"mbrl.train", "mbrl.evaluate", "mbrl.checkpoint", "mbrl.adapt"} <= runs, runs
+    assert layers[2] == ["mbrl.runs"], layers
+    core = set(layers[3])
     assert {"mbrl.agent", "mbrl.world_model", "mbrl.config", "mbrl.replay"} <= core, core
+
+
+def test_the_folders_show_the_floors():
+    """The runs live in ``mbrl/runs/``, the CLI in ``dreamshift/``; ``mbrl``'s only subpackage is ``runs``."""
+    runs = {p.stem for p in (ROOT / "mbrl" / "runs").glob("*.py")} | {"evaluate"}
+    assert {"train", "train_members", "checkpoint", "adapt", "merge", "continual", "convert", "pretrain",
+            "run_lock", "signals"} <= runs, runs
+    assert (ROOT / "mbrl" / "runs" / "evaluate" / "__init__.py").is_file()
+    assert [p.parent.name for p in (ROOT / "mbrl").glob("*/__init__.py")] == ["runs"]
+    assert (ROOT / "dreamshift" / "__main__.py").is_file() and not (ROOT / "mbrl" / "cli").exists()
 
 
 def test_every_mbrl_module_is_placed_in_the_house():
     house = next(c for c in _config()["contracts"] if c["id"] == "house")
     placed = {m.strip() for layer in house["layers"] for m in layer.split(":")}
     modules = {f"mbrl.{p.stem}" for p in (ROOT / "mbrl").glob("*.py") if p.stem != "__init__"}
-    modules |= {f"mbrl.{p.parent.name}" for p in (ROOT / "mbrl").glob("*/__init__.py")}
+    modules |= {f"mbrl.{p.parent.name}" for p in (ROOT / "mbrl").glob("*/__init__.py")}  # mbrl.runs
     missing = sorted(modules - placed)
     assert not missing, (f"mbrl modules in no layer of the house contract (pyproject.toml [tool.importlinter]): "
                          f"{', '.join(missing)}; add each to the core or the runs layer")

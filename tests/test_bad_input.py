@@ -90,12 +90,12 @@ def test_evaluate_refuses_a_run_whose_eval_is_a_file(cli, tmp_path, ckpt_run):
 
 
 def test_continual_checks_set_before_the_stage_0_evaluation(cli, tmp_path, ckpt_run, monkeypatch):
-    import mbrl.continual
+    import mbrl.runs.continual
 
     def no_evaluation(*args, **kwargs):
         raise AssertionError("evaluated before --set was checked")
 
-    monkeypatch.setattr(mbrl.continual, "evaluate_agent", no_evaluation)
+    monkeypatch.setattr(mbrl.runs.continual, "evaluate_agent", no_evaluation)
     before = tree(tmp_path)
     assert_user_error(cli("continual", str(ckpt_run), "--stages", "color:5", "--steps", "10", "--out", "seq",
                           "--set", "model.deter=8"), "model.deter")
@@ -201,8 +201,8 @@ def test_good_sweep_grid_dry_run_still_lists_its_trials(cli, tmp_path):
 # --- item 7: Ctrl-C -----------------------------------------------------------------------------------------
 
 def test_ctrl_c_during_train_prints_one_line_and_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
-    from mbrl import checkpoint, train
     from mbrl.replay import read_npz
+    from mbrl.runs import checkpoint, train
 
     real_save = checkpoint.save
     calls = {"n": 0}
@@ -229,11 +229,11 @@ def test_ctrl_c_during_train_prints_one_line_and_leaves_a_loadable_checkpoint(cl
 
 def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypatch):
     import experiments.sweep
-    import mbrl.adapt
-    import mbrl.continual
-    import mbrl.evaluate
-    import mbrl.pretrain
-    from mbrl.train import TrainingInterrupted
+    import mbrl.runs.adapt
+    import mbrl.runs.continual
+    import mbrl.runs.evaluate
+    import mbrl.runs.pretrain
+    from mbrl.runs.train import TrainingInterrupted
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -241,14 +241,14 @@ def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypat
     def adapt_interrupted(*args, **kwargs):
         raise TrainingInterrupted(Path("new"), Path("new/checkpoint/agent.pt"), 40)
 
-    monkeypatch.setattr(mbrl.evaluate, "evaluate", interrupt)
+    monkeypatch.setattr(mbrl.runs.evaluate, "evaluate", interrupt)
     monkeypatch.setattr(experiments.sweep, "run", interrupt)
-    monkeypatch.setattr(mbrl.adapt, "adapt", adapt_interrupted)
-    monkeypatch.setattr(mbrl.continual, "continual", interrupt)
-    monkeypatch.setattr(mbrl.pretrain, "pretrain", interrupt)
+    monkeypatch.setattr(mbrl.runs.adapt, "adapt", adapt_interrupted)
+    monkeypatch.setattr(mbrl.runs.continual, "continual", interrupt)
+    monkeypatch.setattr(mbrl.runs.pretrain, "pretrain", interrupt)
     _grid(tmp_path / "grid.yaml")
     (tmp_path / "vit").mkdir()
-    (tmp_path / "vit" / mbrl.pretrain.CHECKPOINT).write_bytes(b"")
+    (tmp_path / "vit" / mbrl.runs.pretrain.CHECKPOINT).write_bytes(b"")
     cases = [
         (["evaluate", str(ckpt_run)], "no half-written file"),
         (["sweep", "grid.yaml"], "continue with: dreamshift sweep grid.yaml"),
@@ -311,7 +311,7 @@ def test_analyze_without_arguments_says_what_each_analysis_needs(cli, tmp_path):
 
 
 def test_truncated_replay_on_resume_is_a_checkpoint_error(cli, tmp_path, ckpt_run):
-    from mbrl import checkpoint
+    from mbrl.runs import checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(ckpt_run, run)

@@ -1,4 +1,4 @@
-"""Run directories are safe to open: checkpoints are safetensors + JSON (:mod:`mbrl.checkpoint`), an older
+"""Run directories are safe to open: checkpoints are safetensors + JSON (:mod:`mbrl.runs.checkpoint`), an older
 pickle checkpoint is refused without being unpickled (by ``evaluate``, ``train --resume``, ``load_state`` and
 ``pretrain --resume``), the new format round-trips weights, optimiser states and RNG streams bit for bit, and
 ``dreamshift convert-run`` turns an older checkpoint into an identical new one."""
@@ -17,10 +17,10 @@ import torch
 from conftest import TINY_RUN, assert_user_error, tree
 
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import build_config, to_dict
 from mbrl.replay import Replay
+from mbrl.runs import checkpoint
 
 
 class _Payload:
@@ -75,7 +75,7 @@ def test_new_run_into_an_old_run_directory_is_refused(cli, tmp_path):
 
 
 def test_malicious_pretrain_checkpoint_is_refused(tmp_path):
-    from mbrl.pretrain import PretrainConfig, pretrain
+    from mbrl.runs.pretrain import PretrainConfig, pretrain
 
     out, marker = tmp_path / "pre", tmp_path / "pre-was-unpickled"
     out.mkdir()
@@ -218,7 +218,7 @@ def test_a_kill_before_the_json_leaves_the_previous_checkpoint(tmp_path, tiny_cf
 # --- converter ----------------------------------------------------------------------------------------------
 
 def save_legacy(run_dir: Path, agent: Agent, replay: Replay | None, counters: dict) -> Path:
-    """A checkpoint in the layout ``mbrl.checkpoint.save`` wrote before the safe format: ``replay-<n>.npz`` and
+    """A checkpoint in the layout ``mbrl.runs.checkpoint.save`` wrote before the safe format: ``replay-<n>.npz`` and
     one ``torch.save`` pickle ``agent.pt`` (copied from that version's ``save``)."""
     ckpt_dir = Path(run_dir) / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)

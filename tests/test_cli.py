@@ -1,8 +1,8 @@
-"""Tests for the ``dreamshift`` command line (:mod:`mbrl.cli`): every bad input exits with status 2, one
+"""Tests for the ``dreamshift`` command line (:mod:`dreamshift`): every bad input exits with status 2, one
 ``error:`` line saying what is allowed, no traceback and no files written; plus ``envs list`` and ``config``.
 
-Each bad input is checked in-process through :func:`mbrl.cli.main` (cheap: a fresh interpreter costs seconds
-on a loaded machine, mostly importing torch), and the main ones again in a real ``python -m mbrl.cli``
+Each bad input is checked in-process through :func:`dreamshift.main` (cheap: a fresh interpreter costs seconds
+on a loaded machine, mostly importing torch), and the main ones again in a real ``python -m dreamshift``
 subprocess so that the exit status, stderr and the absence of a traceback are those a user sees.
 """
 
@@ -22,7 +22,7 @@ TINY = TINY_RUN
 
 
 def cli_subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbrl.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dreamshift", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 

@@ -25,7 +25,7 @@ SETUP_COMMANDS = ("bash .ci/setup && .venv/bin/dreamshift demo", ".venv/bin/pyth
 # ``a=b`` strings in code that are not config overrides. Keep this list tiny; each entry says why.
 NOT_CONFIG_KEYS = {
     "world_model", "actor_critic",  # per-module merge alphas: dreamshift merge/adapt-eval --alpha encoder=0,...
-    "seeds",  # dreamshift train seeds=[0,1,2,3]: a batch of seeds (mbrl.cli.train.split_seeds), not a config key
+    "seeds",  # dreamshift train seeds=[0,1,2,3]: a batch of seeds (dreamshift.train.split_seeds), not a config key
 }
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
@@ -60,8 +60,8 @@ def _code_lines(page: Path) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The ``dreamshift`` parser, built as ``main`` builds it (every module of ``mbrl.cli.COMMANDS``)."""
-    from mbrl.cli import _parser as build
+    """The ``dreamshift`` parser, built as ``main`` builds it (every module of ``dreamshift.COMMANDS``)."""
+    from dreamshift import _parser as build
 
     return build()
 
@@ -128,7 +128,7 @@ def test_readme_is_a_short_map_with_the_setup_commands():
 def test_dreamshift_commands_and_options_exist():
     parser = _parser()
     commands = _subparsers(parser)
-    from mbrl.cli.analyze import ANALYSES
+    from dreamshift.analyze import ANALYSES
 
     found = _invocations()
     assert len(found) > 30, found  # the pages do show commands; a broken regex would find none

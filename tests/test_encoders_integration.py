@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import override
 
-from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.merge import merge_run, merged_agent
 from mbrl.replay import Replay
+from mbrl.runs import checkpoint
+from mbrl.runs.merge import merge_run, merged_agent
 
 TINY_RUN = ["env=dmc:cartpole_balance", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32",
             "model.blocks=4", "model.stoch=4", "model.classes=4", "model.cnn_depth=4", "model.bins=31",
@@ -34,7 +34,7 @@ def tiny_backbones(tmp_path_factory):
 
 
 def _train(tmp_path, *extra):
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     old = torch.get_num_threads()
     try:
@@ -127,7 +127,7 @@ def test_merge_needs_a_pretrained_encoder(tmp_path):
 
 def test_cache_memory_guard():
     from envs.errors import ConfigError
-    from mbrl.train import _check_cache_memory
+    from mbrl.runs.train import _check_cache_memory
 
     cfg = build_config(["steps=1e9", "replay_capacity=1e9"])
     with pytest.raises(ConfigError, match="encoder_feature=cls"):

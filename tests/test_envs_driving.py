@@ -241,7 +241,7 @@ def test_train_smoke(tmp_path):
     import json
 
     from mbrl.config import build_config
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     threads = torch.get_num_threads()
     run_dir = tmp_path / "run"

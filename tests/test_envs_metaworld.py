@@ -327,7 +327,7 @@ def test_vector_env_with_two_metaworld_envs():
 @needs_metaworld
 def test_train_smoke_run(tmp_path, single_thread):
     from mbrl.config import build_config
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     cfg = build_config([
         "env=metaworld:reach", "size=XS", "model.deter=64", "model.hidden=32", "model.units=32", "model.blocks=4",

@@ -1,8 +1,8 @@
 """Issue 19 (items 1 and 2): every evaluation is reproducible bit for bit and runs with the run's ``threads``.
 
-Every evaluation rolls out through :func:`mbrl.evaluate.run_episodes`, which seeds each episode's random draws
+Every evaluation rolls out through :func:`mbrl.runs.evaluate.run_episodes`, which seeds each episode's random draws
 (RSSM posterior samples; policy samples in ``train`` mode) from its episode seed, leaves the caller's RNG
-streams untouched and sets torch's CPU threads (:func:`mbrl.evaluate.resolve_threads`). A tiny run
+streams untouched and sets torch's CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`). A tiny run
 (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once per module; the
 global RNGs are reseeded differently before the two evaluations compared, so a rollout that drew from them
 would differ."""
@@ -21,10 +21,10 @@ import torch
 from conftest import TINY_RUN
 
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate, resolve_threads, run_episodes
-from mbrl.train import train
+from mbrl.runs import checkpoint
+from mbrl.runs.evaluate import EVAL_SEED_OFFSET, evaluate, resolve_threads, run_episodes
+from mbrl.runs.train import train
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_evaluate_clean_twice_gives_identical_files(run_dir, tmp_path):
 
 
 def test_evaluate_suite_twice_gives_identical_files(run_dir, tmp_path):
-    from mbrl.evaluate import evaluate_suite
+    from mbrl.runs.evaluate import evaluate_suite
     from shifts.base import kinds
 
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
@@ -135,7 +135,7 @@ def _fake_adapted(run_dir: Path, out: Path) -> Path:
 
 
 def test_stage_report_and_alpha_sweep_twice_give_identical_files(run_dir, tmp_path):
-    from mbrl.adapt import alpha_sweep, stage_report
+    from mbrl.runs.adapt import alpha_sweep, stage_report
 
     adapted = _fake_adapted(run_dir, tmp_path / "adapted")
     first, second = _twice(stage_report, adapted, episodes=1, levels=False)
@@ -163,7 +163,7 @@ def _record_threads(monkeypatch) -> list[int]:
 
 
 def test_evaluation_runs_with_the_runs_threads_and_restores_the_callers(run_dir, tmp_path, monkeypatch):
-    from mbrl.evaluate import evaluate_suite
+    from mbrl.runs.evaluate import evaluate_suite
 
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     assert checkpoint.config_of(checkpoint.load_state(run)).threads == 1

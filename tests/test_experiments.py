@@ -364,7 +364,7 @@ def test_killed_trial_resumes_training_from_its_checkpoint(tmp_path):
 
 
 def test_cli_sweep_dry_run_and_bad_input(tmp_path, capsys):
-    from mbrl.cli import main
+    from dreamshift import main
 
     grid = _grid(tmp_path)
     assert main(["sweep", str(grid), "--dry-run", "--out", str(tmp_path / "out")]) == 0

@@ -146,7 +146,7 @@ def test_trains_end_to_end_on_dm_control_with_the_feature_cache(cli, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train" and "wm/rec_features" in r]
     assert train and all(math.isfinite(r["wm/rec_features"]) and "wm/rec_image" not in r for r in train)
-    from mbrl import checkpoint
+    from mbrl.runs import checkpoint
 
     weights = checkpoint.load_state(run)["agent"]
     assert any(k.startswith("wm.feature_decoder.") for k in weights)

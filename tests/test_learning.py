@@ -139,7 +139,7 @@ def test_plan_new_resume_done(learning, tmp_path):
                              "dmc_cartpole_swingup-dreamshift-vit-s0", "dmc_walker_stand-dreamshift-vit-s0"]
     assert [j.status for j in jobs] == ["new", "new", "done", "resume"]
     cmd = by_name["dmc_walker_stand-dreamshift-vit-s0"].cmd
-    assert cmd[2:6] == ["mbrl.cli", "train", "--resume", str(resumed)]
+    assert cmd[2:6] == ["dreamshift", "train", "--resume", str(resumed)]
     args = dict(a.split("=", 1) for a in cmd[6:])
     assert args == {"progress": "false", "wandb_mode": "disabled", "size": "size1m", "train_ratio": "64",
                     "decoder": "features", "encoder_input_size": "64", "precision": "bf16", "compile": "on",

@@ -1,4 +1,4 @@
-"""The run loader (:func:`mbrl.checkpoint.load_run`): a real tiny run opens as a :class:`LoadedRun` (config,
+"""The run loader (:func:`mbrl.runs.checkpoint.load_run`): a real tiny run opens as a :class:`LoadedRun` (config,
 agent with the stored weights in eval mode, counters, metadata); a missing run, a missing weights file and a
 stored config that does not fit give the one :class:`CheckpointError`, naming the path and what is wrong."""
 
@@ -12,9 +12,9 @@ import torch
 from conftest import TINY_RUN, write_untrained_run
 
 from envs.errors import CheckpointError
-from mbrl import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import build_config
+from mbrl.runs import checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_train_end_to_end_on_dm_control(obs, cli, tmp_path):
     assert train and all(math.isfinite(r["wm/rec_state"]) for r in train if "wm/rec_state" in r)
     assert any("wm/rec_state" in r for r in train)
     assert ("wm/rec_image" in train[-1]) == (obs == "pixels+state")
-    from mbrl import checkpoint
+    from mbrl.runs import checkpoint
 
     state = checkpoint.load_state(run)
     assert state["state_dim"] == 5  # cartpole: position (3) + velocity (2)

@@ -30,7 +30,7 @@ def write_run(path: Path, env: str = "dmc:walker_stand", seed: int = 0, steps: i
     for s in range(1000, steps + 1, 1000):
         lines.append({"kind": "episode", "env_steps": s, "agent_steps": s // 2, "return": slope * s, "length": 1000})
         rec = {"kind": "train", "env_steps": s, "agent_steps": s // 2, "updates": s // 4, "fps": 100.0}
-        if diagnostics and s > 2000:  # no learner metrics during the prefill, as in mbrl.train
+        if diagnostics and s > 2000:  # no learner metrics during the prefill, as in mbrl.runs.train
             rec.update({"wm/loss": 50.0 - s / 1000, "wm/rec": 30.0, "wm/kl": 1.5, "wm/dyn": 1.5, "wm/rep": 1.5,
                         "ac/return": s / 1e4, "ac/entropy": 1.0 - s / 1e5, "ac/critic_mean": s / 2e4,
                         "ac/adv_mean": 0.0, "ac/adv_std": 1.0, "wm/grad_norm": 10.0, "ac/actor_grad_norm": 0.1,

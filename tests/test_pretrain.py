@@ -1,4 +1,4 @@
-"""``dreamshift pretrain`` (mbrl.pretrain, encoders.pretrain_data, mbrl.cli.pretrain) and the bundled
+"""``dreamshift pretrain`` (mbrl.runs.pretrain, encoders.pretrain_data, dreamshift.pretrain) and the bundled
 ``dreamshift-vit`` encoder. Tiny configs (``vit-micro``, a few frames of one dm_control env, a few steps)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from encoders.pretrain_data import collect_frames, expand_envs
 from envs.errors import ConfigError
 from mbrl.config import build_config
-from mbrl.pretrain import (
+from mbrl.runs.pretrain import (
     DINO,
     PretrainConfig,
     build_backbone,
@@ -249,7 +249,7 @@ def test_finished_out_is_not_overwritten(tmp_path, single_thread):
 
 
 def test_cli_reports_one_error_line(tmp_path, capsys):
-    from mbrl.cli import main
+    from dreamshift import main
 
     rc = main(["pretrain", "--envs", "dmc:*", "--arch", "vit-huge", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY_RUN, assert_user_error, override, tree, write_untrained_run
 
-from mbrl import checkpoint
+from mbrl.runs import checkpoint
 
 
 def _env() -> dict[str, str]:
@@ -27,7 +27,7 @@ def _env() -> dict[str, str]:
 def _start_train(tmp_path: Path, args: list[str], log: str = "train.log") -> subprocess.Popen:
     out = open(tmp_path / log, "w")  # noqa: SIM115 - closed with the process (the child holds its own copy)
     try:
-        return subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *args], cwd=tmp_path, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "dreamshift", "train", *args], cwd=tmp_path, stdout=out,
                                 stderr=subprocess.PIPE, text=True, env=_env())
     finally:
         out.close()
@@ -77,14 +77,14 @@ def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(cli, tmp_pa
     assert all(a >= b for a, b in zip(after, before, strict=True)) and max(after) < steps
     assert not (run_dir / ".lock").exists()  # released (and removed) on the way out
 
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir)], cwd=tmp_path,
+    res = subprocess.run([sys.executable, "-m", "dreamshift", "train", "--resume", str(run_dir)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, env=_env())
     assert res.returncode == 0, res.stderr[-3000:]
     assert [_env_steps(m) for m in members] == [steps] * len(members)
 
 
 def test_stop_requests_restores_the_previous_handlers():
-    from mbrl import signals
+    from mbrl.runs import signals
 
     before = signal.getsignal(signal.SIGTERM)
     with signals.stop_requests():

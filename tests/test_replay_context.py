@@ -14,9 +14,9 @@ import torch
 from conftest import TINY_RUN, write_untrained_run
 
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.config import build_config, model_hash
 from mbrl.replay import MixedReplay, Replay, read_npz
+from mbrl.runs import checkpoint
 
 IMG = (4, 4, 3)
 A = 2
@@ -275,7 +275,7 @@ def test_zero_context_loss_is_todays_zero_start_filter(tiny_cfg):
 
 def test_policy_and_update_hand_back_their_posterior(tiny_cfg):
     from mbrl.agent import Agent
-    from mbrl.train import policy_extras, train_on_replay
+    from mbrl.runs.train import policy_extras, train_on_replay
 
     cfg = tiny_cfg(replay_context="1", batch_size="2", batch_length="5")
     torch.manual_seed(0)
@@ -315,7 +315,7 @@ def test_config_key_range_and_capacity():
 
 
 def test_a_run_stored_before_the_key_existed_resumes_unchanged(tmp_path):
-    from mbrl.train import resume_config, train
+    from mbrl.runs.train import resume_config, train
 
     run = write_untrained_run(tmp_path / "run", TINY_RUN)
     stored_hash = json.loads((run / "config.json").read_text())["config_hash"]
@@ -337,7 +337,7 @@ def test_a_run_stored_before_the_key_existed_resumes_unchanged(tmp_path):
 
 @pytest.fixture(scope="module")
 def context_run(tmp_path_factory):
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     threads = torch.get_num_threads()
     run = tmp_path_factory.mktemp("ctx") / "run"
@@ -350,7 +350,7 @@ def context_run(tmp_path_factory):
 
 def test_context_run_stores_latents_and_resume_keeps_them(context_run, tmp_path):
     from mbrl.agent import Agent
-    from mbrl.train import make_replay, resume_config, train
+    from mbrl.runs.train import make_replay, resume_config, train
 
     run = tmp_path / "run"
     shutil.copytree(context_run, run)
@@ -384,7 +384,7 @@ def test_context_run_stores_latents_and_resume_keeps_them(context_run, tmp_path)
 def test_adapting_a_context_run_mixes_its_latents_and_leaves_it_untouched(context_run, tmp_path):
     import hashlib
 
-    from mbrl.adapt import adapt, load_source_replay
+    from mbrl.runs.adapt import adapt, load_source_replay
 
     def tree(root):
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -18,9 +18,9 @@ import torch
 from conftest import TINY_RUN, assert_user_error, override, tree
 from test_train import _ckpt_counters, records
 
-from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.train import resume_config, train
+from mbrl.runs import checkpoint
+from mbrl.runs.train import resume_config, train
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_kill_9_then_resume_without_overrides_finishes_the_run(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     base = [a for a in TINY_RUN if not a.startswith(("steps=", "save_every="))]
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *base, f"steps={steps}", "save_every=200",
+    proc = subprocess.Popen([sys.executable, "-m", "dreamshift", "train", *base, f"steps={steps}", "save_every=200",
                              f"run_dir={run_dir}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 150
@@ -66,7 +66,7 @@ def test_kill_9_then_resume_without_overrides_finishes_the_run(tmp_path):
     stored = checkpoint.load_state(run_dir)["counters"]
     assert 200 <= stored["env_steps"] < steps and stored["updates"] > 0
 
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir)], cwd=tmp_path,
+    res = subprocess.run([sys.executable, "-m", "dreamshift", "train", "--resume", str(run_dir)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     final = checkpoint.load_state(run_dir)

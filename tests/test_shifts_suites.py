@@ -1,4 +1,4 @@
-"""Suites (:mod:`shifts.suites`), suite evaluation (:mod:`mbrl.evaluate`) and the ``dreamshift shifts`` /
+"""Suites (:mod:`shifts.suites`), suite evaluation (:mod:`mbrl.runs.evaluate`) and the ``dreamshift shifts`` /
 ``dreamshift evaluate --suite`` commands. Works with or without the scene-level kinds (:mod:`shifts.scene`):
 tests that need a scene kind use it when registered and fall back to pixel kinds otherwise."""
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, tree
 
-from mbrl.evaluate import aggregate, format_table
+from mbrl.runs.evaluate import aggregate, format_table
 from shifts import suites
 from shifts.base import ShiftError, kinds, make_shift
 
@@ -25,7 +25,7 @@ TINY = TINY_RUN
 def run_dir(tmp_path_factory) -> Path:
     """A tiny run trained in-process for 200 env steps."""
     from mbrl.config import build_config
-    from mbrl.train import train
+    from mbrl.runs.train import train
 
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("suite") / "run"
@@ -186,7 +186,7 @@ def test_evaluate_suite_other_bad_input(cli, tmp_path, run_dir):
 
 def test_subprocess_unknown_suite_kind(tmp_path, run_dir):
     before = tree(run_dir)
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "evaluate", str(run_dir), "--suite", "rain:3"],
+    res = subprocess.run([sys.executable, "-m", "dreamshift", "evaluate", str(run_dir), "--suite", "rain:3"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert_user_error(res, "unknown", "'rain'")

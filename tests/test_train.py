@@ -1,5 +1,5 @@
-"""End-to-end tests of :mod:`mbrl.train`, :mod:`mbrl.checkpoint` and :mod:`mbrl.evaluate` on real dm_control
-pixels with a tiny model: run files, checkpoint contents, kill -9 and resume, refused resume, evaluation.
+"""End-to-end tests of :mod:`mbrl.runs.train`, :mod:`mbrl.runs.checkpoint` and :mod:`mbrl.runs.evaluate` on real
+dm_control pixels with a tiny model: run files, checkpoint contents, kill -9 and resume, refused resume, evaluation.
 
 Budgets are in env steps; with ``action_repeat=2`` one agent step is 2 env steps."""
 
@@ -21,10 +21,10 @@ import torch
 from conftest import TINY_RUN, override
 
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.config import build_config, model_hash, to_dict
 from mbrl.replay import Replay
-from mbrl.train import train
+from mbrl.runs import checkpoint
+from mbrl.runs.train import train
 
 BASE = TINY_RUN
 STEPS = 200
@@ -120,7 +120,7 @@ def test_resume_with_changed_model_key_is_refused_and_touches_nothing(trained):
 
 
 def test_evaluate_writes_clean_json(trained, tmp_path):
-    from mbrl.evaluate import EVAL_SEED_OFFSET, evaluate
+    from mbrl.runs.evaluate import EVAL_SEED_OFFSET, evaluate
 
     # evaluate a copy: the shared run must stay unchanged for the other tests
     run = tmp_path / "run"
@@ -152,7 +152,7 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     agent_pt = run_dir / "checkpoint" / "checkpoint.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train",
+    proc = subprocess.Popen([sys.executable, "-m", "dreamshift", "train",
                              *override(BASE, "steps=100000", "save_every=200", f"run_dir={run_dir}")], cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -178,7 +178,7 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     assert any(r["env_steps"] > stored["env_steps"] for r in records(run_dir))  # logged after the checkpoint
 
     target = stored["env_steps"] + 100
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir),
+    res = subprocess.run([sys.executable, "-m", "dreamshift", "train", "--resume", str(run_dir),
                           *override(BASE, f"steps={target}", "save_every=200")], cwd=tmp_path, capture_output=True,
                          text=True, timeout=150, env=env)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""``dreamshift train ... seeds=[...]`` (:mod:`mbrl.train_members`) on real dm_control with a tiny model: the run
+"""``dreamshift train ... seeds=[...]`` (:mod:`mbrl.runs.train_members`) on real dm_control with a tiny model: the run
 directory layout, every member read by evaluate / leaderboard / plot, kill -9 then resume, a diverging member
 stopped while the others go on, and bad seed lists refused with one line."""
 
@@ -18,10 +18,10 @@ import torch
 from conftest import TINY_RUN, assert_user_error, override
 from test_train import _ckpt_counters, records
 
-from mbrl import checkpoint
-from mbrl.cli.train import split_seeds
+from dreamshift.train import split_seeds
 from mbrl.config import build_config
-from mbrl.train_members import member_dir, read_members, train_members
+from mbrl.runs import checkpoint
+from mbrl.runs.train_members import member_dir, read_members, train_members
 
 STATE_RUN = [*TINY_RUN, "obs=state"]
 
@@ -75,7 +75,7 @@ def test_kill_9_then_resume_finishes_every_member(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     base = [a for a in STATE_RUN if not a.startswith(("steps=", "save_every="))]
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *base, f"steps={steps}", "save_every=200",
+    proc = subprocess.Popen([sys.executable, "-m", "dreamshift", "train", *base, f"steps={steps}", "save_every=200",
                              f"run_dir={run_dir}", "seeds=[0,1]"], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT, env=env)
     ckpts = [member_dir(run_dir, s) / "checkpoint" / "checkpoint.json" for s in (0, 1)]
@@ -91,7 +91,7 @@ def test_kill_9_then_resume_finishes_every_member(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         log.close()
-    res = subprocess.run([sys.executable, "-m", "mbrl.cli", "train", "--resume", str(run_dir)], cwd=tmp_path,
+    res = subprocess.run([sys.executable, "-m", "dreamshift", "train", "--resume", str(run_dir)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     for seed in (0, 1):

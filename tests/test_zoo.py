@@ -11,9 +11,9 @@ import pytest
 from conftest import TINY_RUN, assert_user_error
 
 from experiments.zoo import PROVENANCE, ZOO_DIR, export, size_mb
-from mbrl import checkpoint
 from mbrl.config import build_config
-from mbrl.train import train
+from mbrl.runs import checkpoint
+from mbrl.runs.train import train
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 observations (``dreamshift analyze wm RUN_DIR``).
 
 Per condition ``(kind, severity)`` of a suite (the clean env first), ``episodes`` episodes are collected with
-the agent's policy (``mode`` ``eval`` = policy mean, as :func:`mbrl.evaluate.run_episodes`; episode seeds
+the agent's policy (``mode`` ``eval`` = policy mean, as :func:`mbrl.runs.evaluate.run_episodes`; episode seeds
 ``EVAL_SEED_OFFSET + seed + i``, the same for every condition; at most ``max_steps`` agent steps each) in the
 env wrapped by :class:`shifts.base.ShiftWrapper`. Then the world model filters each episode as in training
 (:meth:`mbrl.world_model.WorldModel.loss`: encoder -> :meth:`RSSM.observe` with the previous actions) and
@@ -38,11 +38,11 @@ import envs
 from encoders.registry import resolve_mode
 from envs.driver import Driver, Step
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.config import model_hash
 from mbrl.distributions import categorical_kl
-from mbrl.evaluate import EVAL_SEED_OFFSET, episode_rng_seed, seeded_rng
 from mbrl.policy import AgentPolicy
+from mbrl.runs import checkpoint
+from mbrl.runs.evaluate import EVAL_SEED_OFFSET, episode_rng_seed, seeded_rng
 from mbrl.runtime import env_kwargs
 from shifts.base import ShiftWrapper, make_shift
 from shifts.suites import for_env, parse_suite

@@ -1,6 +1,6 @@
 """The encoders an analysis compares, by role (``weights``):
 
-- ``pretrained``: the encoder's pretrained end point, exactly what :func:`mbrl.merge.pretrained_encoder_state`
+- ``pretrained``: the encoder's pretrained end point, exactly what :func:`mbrl.runs.merge.pretrained_encoder_state`
   gives WiSE-FT merging (backbone reloaded from its source, adapters/LoRA at their identity start).
 - ``finetuned``: the run's encoder as stored in ``RUN_DIR/checkpoint/`` (only with a run).
 - ``random``: the same architecture at random initialisation (a control: what the analysis gives without any
@@ -24,9 +24,9 @@ from torch import nn
 
 from encoders.registry import build_encoder, resolve_mode
 from envs.errors import ConfigError
-from mbrl import checkpoint
 from mbrl.config import build_config, model_hash
-from mbrl.merge import pretrained_encoder_state
+from mbrl.runs import checkpoint
+from mbrl.runs.merge import pretrained_encoder_state
 
 # the random-init control is seeded RANDOM_INIT_SEED + seed: not 0, the seed a tiny test model may have been made with
 RANDOM_INIT_SEED = 1_000_003

@@ -1,5 +1,5 @@
 """The ``dreamshift`` command line: the top layer of the house (``envs`` -> ``shifts`` -> ``encoders`` -> ``mbrl``
-core -> ``mbrl`` runs -> ``experiments`` -> this package).
+core -> ``mbrl.runs`` -> ``experiments`` -> this package).
 
 Every command is a module of this package with ``register(sub)``, which adds its parser(s) to the sub-parser set
 and binds ``set_defaults(handler=fn)``; ``fn(args) -> None`` runs the command and raises ``DreamshiftError``
@@ -16,13 +16,13 @@ them in the order of ``dreamshift --help``:
     dreamshift sweep | leaderboard | pretrain | analyze | adapt | adapt-eval | continual | plot | convert-run
 
 Shared pieces (the parser class, ``--device``/``--threads`` checks, the Ctrl-C message) are in
-:mod:`mbrl.cli.common`; ``python -m mbrl.cli`` runs :func:`main` (:mod:`mbrl.cli.__main__`), as does the
+:mod:`dreamshift.common`; ``python -m dreamshift`` runs :func:`main` (:mod:`dreamshift.__main__`), as does the
 ``dreamshift`` console script.
 
 Bad input (unknown env, key, type, missing checkpoint, incompatible resume, an output path that cannot be
 written, an unknown option) prints one ``error:`` line and exits with status 2; nothing is written. Ctrl-C prints
 one line saying what was saved and how to continue (``--resume``), exit status 130; ``SIGTERM``/``SIGUSR2`` during
-training (:mod:`mbrl.signals`) do the same after the current update, exit status 143/140 (128 + the signal).
+training (:mod:`mbrl.runs.signals`) do the same after the current update, exit status 143/140 (128 + the signal).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ import argparse
 import os
 import sys
 
-from envs.errors import DreamshiftError
-from mbrl.cli import (
+from dreamshift import (
     adapt,
     adapt_eval,
     analyze,
@@ -52,6 +51,7 @@ from mbrl.cli import (
     train,
     zoo,
 )
+from envs.errors import DreamshiftError
 
 # The commands, in the order of `dreamshift --help`; each module's register(sub) adds its sub-command(s).
 COMMANDS = (train, evaluate, demo, merge, envs, config, shifts, sweep, leaderboard, pretrain, analyze, adapt,

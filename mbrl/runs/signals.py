@@ -4,7 +4,7 @@
 :func:`stop_requests` installs a handler for both signals for the duration of a ``with`` block; the handler only
 records the signal. The loop calls :func:`check` between steps (after a whole collection step and its updates),
 which raises :class:`Terminated`, a ``KeyboardInterrupt``: the loop's Ctrl-C path then saves a checkpoint and
-raises :class:`mbrl.train.TrainingInterrupted` with the signal, and the CLI prints one line naming the run and its
+raises :class:`mbrl.runs.train.TrainingInterrupted` with the signal, and the CLI prints one line naming the run and its
 ``--resume`` command and exits with ``128 + signal number`` (143 for ``SIGTERM``). Nothing is interrupted in the
 middle of an update or a checkpoint write.
 

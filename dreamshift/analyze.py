@@ -13,10 +13,11 @@ env, encoder, encoder_mode, metric, value, n, config_hash, and what locates it) 
 ``RUN_DIR/analysis/`` (without a run: ``./analysis/``), or ``--out DIR``; ``jaccard`` also writes
 ``jaccard.png`` (or ``--png PATH``), ``calibration`` also ``calibration.csv``.
 
-With RUN_DIR the encoders compared are the run's pretrained end point (:func:`mbrl.merge.pretrained_encoder_state`),
-its fine-tuned encoder, and a random-init control; without a run, ``encoder=NAME`` (plus any ``dreamshift
-train`` settings, e.g. ``encoder_input_size=224 encoder_path=DIR``) builds the pretrained encoder, compared
-with its random-init control. See :mod:`experiments.analysis` (calibration: :mod:`experiments.analysis.calibration`,
+With RUN_DIR the encoders compared are the run's pretrained end point
+(:func:`mbrl.runs.merge.pretrained_encoder_state`), its fine-tuned encoder, and a random-init control; without a
+run, ``encoder=NAME`` (plus any ``dreamshift train`` settings, e.g. ``encoder_input_size=224 encoder_path=DIR``)
+builds the pretrained encoder, compared with its random-init control. See :mod:`experiments.analysis`
+(calibration: :mod:`experiments.analysis.calibration`,
 world-model errors: :mod:`experiments.analysis.diagnostics`).
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamshift.common import add_threads, check_device
 from envs import files
 from envs.errors import ConfigError
 from experiments.analysis.attention import require_vit
@@ -40,10 +42,9 @@ from experiments.analysis.frames import collect_frames
 from experiments.analysis.jaccard import attention_jaccard, overlay_png
 from experiments.analysis.report import record, write_csv, write_report
 from experiments.analysis.sources import from_run, from_settings
-from mbrl import checkpoint
-from mbrl.checkpoint import checkpoint_path
-from mbrl.cli.common import add_threads, check_device
 from mbrl.config import parse_overrides
+from mbrl.runs import checkpoint
+from mbrl.runs.checkpoint import checkpoint_path
 
 ANALYSES = {
     "jaccard": "CLS-attention mask vs ground-truth foreground mask (Jaccard), ViT encoders",

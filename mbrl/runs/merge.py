@@ -20,7 +20,7 @@ import torch
 from encoders.finetune import merge_weights
 from envs import files
 from envs.errors import ConfigError
-from mbrl import checkpoint
+from mbrl.runs import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash, to_dict
 
@@ -55,7 +55,7 @@ def merged_agent(run: Path | str | checkpoint.LoadedRun, alpha: float) -> Agent:
     """The run's agent with its encoder replaced by the ``alpha`` interpolation, on the CPU.
 
     Args:
-        run: a run directory, or a run already loaded (:func:`mbrl.checkpoint.load_run`, agent on the CPU),
+        run: a run directory, or a run already loaded (:func:`mbrl.runs.checkpoint.load_run`, agent on the CPU),
             whose agent is then merged in place.
 
     Raises:
@@ -213,7 +213,7 @@ def check_mergeable(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, b
     """Refuse to merge runs whose model configurations differ.
 
     Args:
-        base, adapted: loaded runs (:func:`mbrl.checkpoint.load_run`).
+        base, adapted: loaded runs (:func:`mbrl.runs.checkpoint.load_run`).
 
     Raises:
         ConfigError: the configs differ in a key that fixes the weights' shapes or meaning (env, encoder,
@@ -272,7 +272,7 @@ def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, 
     agent = _merged(base, adapted, alphas)
     meta = adapted.meta
     agent.cfg.run_dir = str(out_dir)
-    # the adapted run's lineage (mbrl.adapt), so the merged run is evaluated and continued like it
+    # the adapted run's lineage (mbrl.runs.adapt), so the merged run is evaluated and continued like it
     extra = {k: meta[k] for k in ("adapted_from", "target", "conditions", "lineage", "base_env_steps",
                                   "lineage_target_env_steps", "mix", "lr_scale", "shift_seed", "replay_sources")
              if k in meta}

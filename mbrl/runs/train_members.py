@@ -1,5 +1,5 @@
 """Training a batch of seeds in one process (``dreamshift train ... seeds=[0,1,2,3]``): ``E`` members collect in
-their own envs into their own replays (each a :class:`mbrl.train.Collector`), and every update trains all of them
+their own envs into their own replays (each a :class:`mbrl.runs.train.Collector`), and every update trains all of them
 at once (:class:`mbrl.members.MemberBatch`).
 
 Run directory ``RUN/``:
@@ -30,13 +30,13 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint, run_lock, signals
+from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.config import Config, model_hash, to_dict, validate
 from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
 from mbrl.optim import NonFiniteError
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
-from mbrl.train import (
+from mbrl.runs.train import (
     Collector,
     TrainingInterrupted,
     _prepare_run,
@@ -99,7 +99,7 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
-        mbrl.run_lock.RunLockedError: another process is writing ``RUN`` or a member's directory (held here while
+        mbrl.runs.run_lock.RunLockedError: another process is writing ``RUN`` or a member's directory (held here while
             training).
     """
     stopped: dict[str, str] = {}
@@ -178,7 +178,7 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
          counters: list[dict[str, Any]], member_cfgs: list[Config], seeds: list[int], stopped: dict[str, str],
          resumed: bool) -> None:
     """The lock-step loop of the live members; checkpoints every live member at the end or on Ctrl-C, ``SIGTERM``
-    or ``SIGUSR2`` (:mod:`mbrl.signals`)."""
+    or ``SIGUSR2`` (:mod:`mbrl.runs.signals`)."""
     loggers: list[Logger] = []
     runs: list[Collector] = []
     active = list(range(batch.size))

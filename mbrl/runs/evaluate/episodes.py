@@ -1,5 +1,5 @@
 """The rollouts of evaluation: an agent's episodes with fixed episode seeds (:func:`run_episodes`) and the CPU
-threads they run with. :mod:`mbrl.evaluate.suite` evaluates a run's checkpoint with them, clean (the ``none:0``
+threads they run with. :mod:`mbrl.runs.evaluate.suite` evaluates a run's checkpoint with them, clean (the ``none:0``
 condition, ``RUN_DIR/eval/clean.json``) or under every condition of a shift suite (``run_episodes(..., wrap=...)``).
 
 Every evaluation (clean, suites, sweep trials, adaptation reports, alpha sweeps, continual stages, the periodic

@@ -1,5 +1,5 @@
-"""``dreamshift adapt``: continue a trained run on a shifted env, mixing in its old replay (:mod:`mbrl.adapt`).
-``adapt-eval`` (:mod:`mbrl.cli.adapt_eval`) evaluates merged agents, ``continual`` (:mod:`mbrl.cli.continual`)
+"""``dreamshift adapt``: continue a trained run on a shifted env, mixing in its old replay (:mod:`mbrl.runs.adapt`).
+``adapt-eval`` (:mod:`dreamshift.adapt_eval`) evaluates merged agents, ``continual`` (:mod:`dreamshift.continual`)
 adapts through a sequence of shifts.
 
     dreamshift adapt RUN --target color:5 --steps 5000 [--mix 0.5] [--lr-scale 0.1] --out RUN2 [--seed S]
@@ -8,7 +8,7 @@ adapts through a sequence of shifts.
 
 Bad input raises :class:`~envs.errors.ConfigError` / ``CheckpointError``: the CLI prints one ``error:`` line and
 exits with status 2, before anything is written (run directories and ``--out`` are checked first, with
-:mod:`envs.files`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`mbrl.cli`).
+:mod:`envs.files`'s path checks). Ctrl-C prints one line naming the ``--resume`` command (:mod:`dreamshift`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from dreamshift.common import add_threads, say, split_args, threads_kwargs, threads_setting, write_report_records
 from envs import files
 from envs.errors import ConfigError
-from mbrl import adapt as adaptation
-from mbrl.cli.common import add_threads, say, split_args, threads_kwargs, threads_setting, write_report_records
+from mbrl.runs import adapt as adaptation
 
 
 def handle(args: argparse.Namespace) -> None:

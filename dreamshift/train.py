@@ -1,10 +1,10 @@
-"""``dreamshift train [key=value ...] [--resume RUN_DIR]``: train an agent (:func:`mbrl.train.train`), or with
-``seeds=[0,1,2,3]`` one agent per seed as one batch in this process (:func:`mbrl.train_members.train_members`:
+"""``dreamshift train [key=value ...] [--resume RUN_DIR]``: train an agent (:func:`mbrl.runs.train.train`), or with
+``seeds=[0,1,2,3]`` one agent per seed as one batch in this process (:func:`mbrl.runs.train_members.train_members`:
 ``RUN/seed-<s>/`` per member).
 
 ``--resume RUN_DIR`` continues the run from its own stored config; ``key=value`` settings given with it may change
-only budgets, logging and device (``steps``, ``log_every``, ``device``, ...; :func:`mbrl.train.resume_config`).
-``benchmarks/learning.py`` launches ``python -m mbrl.cli train --resume RUN_DIR key=value ...``.
+only budgets, logging and device (``steps``, ``log_every``, ``device``, ...; :func:`mbrl.runs.train.resume_config`).
+``benchmarks/learning.py`` launches ``python -m dreamshift train --resume RUN_DIR key=value ...``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import argparse
 from pathlib import Path
 
 from envs.errors import ConfigError
-from mbrl.checkpoint import checkpoint_path
 from mbrl.config import build_config
 from mbrl.members import check_seed_list
-from mbrl.train import resume_config, train
-from mbrl.train_members import MEMBERS_FILE, member_dir, read_members, train_members
+from mbrl.runs.checkpoint import checkpoint_path
+from mbrl.runs.train import resume_config, train
+from mbrl.runs.train_members import MEMBERS_FILE, member_dir, read_members, train_members
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def handle(args: argparse.Namespace) -> None:
 
 def run_train(overrides: list[str], resume: str | None) -> Path:
     """``dreamshift train``: a new run from ``overrides``, or with ``resume`` the run's own stored config, where
-    ``overrides`` may change only budgets, logging and device (:func:`mbrl.train.resume_config`); returns the run
+    ``overrides`` may change only budgets, logging and device (:func:`mbrl.runs.train.resume_config`); returns the run
     directory."""
     overrides, seeds = split_seeds(overrides)
     members = read_members(resume) if resume is not None and Path(resume).is_dir() else None

@@ -1,4 +1,4 @@
-"""``dreamshift evaluate``: evaluate a trained run (:mod:`mbrl.evaluate`), clean or under a shift suite.
+"""``dreamshift evaluate``: evaluate a trained run (:mod:`mbrl.runs.evaluate`), clean or under a shift suite.
 
     dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1] [--device D] [--threads N]
     dreamshift evaluate RUN_DIR --suite quick [--episodes N] [--threads N]  # every (shift, severity) of a suite
@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dreamshift import common
 from envs import files
 from envs.errors import ConfigError
 from experiments import results
-from mbrl import evaluate as evaluation
-from mbrl.cli import common
+from mbrl.runs import evaluate as evaluation
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +95,7 @@ def run_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str, t
 
 def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]],
                    tag: str = "") -> None:
-    """Write an evaluation's records (:func:`mbrl.cli.common.write_records`; the trial is the run directory's
+    """Write an evaluation's records (:func:`dreamshift.common.write_records`; the trial is the run directory's
     name). ``conditions``: ``(shift, severity, run metadata, episode records)``."""
     trial = common.run_trial(run_dir)
     common.write_records(run_dir, [(tag, [r for shift, severity, run, episodes in conditions

@@ -1,4 +1,4 @@
-"""``dreamshift pretrain``: self-supervised pretraining of a small ViT on env frames (:mod:`mbrl.pretrain`).
+"""``dreamshift pretrain``: self-supervised pretraining of a small ViT on env frames (:mod:`mbrl.runs.pretrain`).
 
     dreamshift pretrain --envs 'dmc:*,metaworld:*' --frames 12000 --arch vit-tiny --objective dino \\
         --out DIR [--diversity 0.5] [--seed 0] [--steps N | --epochs E] [--batch-size 64] [--resume]
@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from mbrl import pretrain as pretraining
+from mbrl.runs import pretrain as pretraining
 
 
 def register(sub: argparse._SubParsersAction) -> None:

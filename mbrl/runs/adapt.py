@@ -14,7 +14,7 @@ collects ``prefill`` env steps with its own policy (no random actions: it is alr
 the run's train ratio (replayed agent steps, from both sources, per target agent step).
 
 A lineage: adapting an adapted run continues from it and mixes in *all* earlier data (the root run's replay and
-every earlier stage's target replay, an equal share each), which :mod:`mbrl.continual` uses for sequences of
+every earlier stage's target replay, an equal share each), which :mod:`mbrl.runs.continual` uses for sequences of
 shifts. ``config.json`` of an adapted run holds, besides the config: ``adapted_from`` (the parent run),
 ``target`` (``"kind:severity[,...]"``), ``conditions``, ``mix``, ``lr_scale``, ``shift_seed``,
 ``replay_sources`` (run directories whose checkpoint replays are mixed in), ``lineage`` (every earlier stage:
@@ -22,11 +22,11 @@ run, target, env steps), ``base_env_steps`` (env steps of the root run) and ``li
 env steps of the earlier stages).
 
 Evaluation (:func:`stage_report`): the run on its target, the clean env, every earlier target of the lineage and
-the other severities of the target's kind, with fixed episode seeds (``mbrl.evaluate.EVAL_SEED_OFFSET + seed +
+the other severities of the target's kind, with fixed episode seeds (``mbrl.runs.evaluate.EVAL_SEED_OFFSET + seed +
 i``), and the data used: target env steps as a fraction of the root run's env steps.
 
 The conditions (``--target``, the clean env ``()``, other levels) are :mod:`shifts.conditions`; every evaluation
-runs through the one evaluator (:func:`mbrl.evaluate.evaluate_agent`), runs load through :mod:`mbrl.checkpoint`.
+runs through the one evaluator (:func:`mbrl.runs.evaluate.evaluate_agent`), runs load through :mod:`mbrl.runs.checkpoint`.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ import torch
 from envs import files
 from envs.errors import CheckpointError, ConfigError
 from envs.vector import AUTORESET_MODE
-from mbrl import checkpoint, run_lock
+from mbrl.runs import checkpoint, run_lock
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
-from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
-from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
+from mbrl.runs.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
+from mbrl.runs.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
-from mbrl.train import make_replay, remove_orphans, run_loop
+from mbrl.runs.train import make_replay, remove_orphans, run_loop
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
@@ -82,7 +82,7 @@ def lineage_info(run: checkpoint.LoadedRun) -> dict[str, Any]:
     ``lineage`` (earlier stages), ``base_env_steps`` (root run) and ``lineage_target_env_steps``.
 
     Args:
-        run: the parent run (:func:`mbrl.checkpoint.load_run`).
+        run: the parent run (:func:`mbrl.runs.checkpoint.load_run`).
 
     Raises:
         CheckpointError: the parent's ``config.json`` is missing or unreadable.
@@ -323,10 +323,10 @@ def stage_report(run_dir: Path | str, episodes: int = 3, seed: int = 0, levels: 
                  threads: int | None = None) -> Path:
     """Evaluate an adapted run (:func:`report_conditions`) and write ``RUN/eval/adapt-report.json`` atomically;
     returns its path. See :func:`format_report` for the printed table. Reproducible bit for bit
-    (:func:`mbrl.evaluate.evaluate_agent`).
+    (:func:`mbrl.runs.evaluate.evaluate_agent`).
 
     Args:
-        threads: torch CPU threads of the evaluation (:func:`mbrl.evaluate.resolve_threads`: default the run's
+        threads: torch CPU threads of the evaluation (:func:`mbrl.runs.evaluate.resolve_threads`: default the run's
             ``threads``, else all cores).
 
     Raises:
@@ -370,16 +370,16 @@ def format_report(report: dict[str, Any]) -> str:
 def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str], episodes: int = 3,
                 seed: int = 0, levels: bool = False, device: str = "cpu",
                 progress: Callable[[str], None] | None = None, threads: int | None = None) -> Path:
-    """Evaluate the merged agents ``(1 - alpha) * base + alpha * adapted`` (per module, :mod:`mbrl.merge`) for
+    """Evaluate the merged agents ``(1 - alpha) * base + alpha * adapted`` (per module, :mod:`mbrl.runs.merge`) for
     each alpha spec on the adapted run's target, the clean env and earlier targets (and the target's other
     levels with ``levels``); writes ``ADAPTED/eval/alpha-sweep.json`` atomically and returns its path.
 
     Args:
-        alphas: specs of :func:`mbrl.merge.parse_alpha`, e.g. ``["0", "0.5", "1", "encoder=0,world_model=1"]``.
-        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the adapted run's
+        alphas: specs of :func:`mbrl.runs.merge.parse_alpha`, e.g. ``["0", "0.5", "1", "encoder=0,world_model=1"]``.
+        threads: torch CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`: default the adapted run's
             ``threads``, else all cores); restored on return.
 
-    Every merged agent is evaluated on the same seeded episodes (:func:`mbrl.evaluate.evaluate_agent`):
+    Every merged agent is evaluated on the same seeded episodes (:func:`mbrl.runs.evaluate.evaluate_agent`):
     reproducible bit for bit, and differences between alphas come from the weights alone.
 
     Raises:

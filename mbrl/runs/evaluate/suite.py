@@ -2,7 +2,7 @@
 or on its clean env: the clean evaluation (:func:`evaluate`) is the ``none:0`` condition of a suite.
 
 Every condition runs the same episode seeds (``EVAL_SEED_OFFSET + seed + i``) through
-:func:`~mbrl.evaluate.episodes.run_episodes`, in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the
+:func:`~mbrl.runs.evaluate.episodes.run_episodes`, in a fresh env wrapped by :class:`~shifts.base.ShiftWrapper`; the
 shift's own seed is ``seed``, so its per-episode randomness is a function of ``(seed, episode seed, kind)`` and the
 whole file is reproducible. A suite's results go atomically to ``RUN_DIR/eval/suite-<name>.json``: one record per
 episode and an aggregate per condition with the drop ``100 (clean - shifted) / |clean|`` of the mean return (Jones
@@ -22,11 +22,11 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import ConfigError
 from envs.validation import MAX_SEED
-from mbrl import checkpoint
+from mbrl.runs import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash
-from mbrl.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
-from mbrl.merge import merged_agent
+from mbrl.runs.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
+from mbrl.runs.merge import merged_agent
 from mbrl.runtime import resolve_device
 from shifts.conditions import CLEAN, Condition, condition_name, condition_wrapper, suite_condition
 from shifts.suites import for_env, parse_suite
@@ -80,10 +80,10 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         episodes: episodes per condition.
         seed: evaluation seed (episode seeds and shift seed).
         progress: called with one line per finished condition.
-        threads: torch CPU threads (:func:`mbrl.evaluate.resolve_threads`: default the run's ``threads``, else
+        threads: torch CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`: default the run's ``threads``, else
             all cores); restored on return.
 
-    Every condition runs through :func:`mbrl.evaluate.run_episodes`, which seeds each episode's random draws from
+    Every condition runs through :func:`mbrl.runs.evaluate.run_episodes`, which seeds each episode's random draws from
     its episode seed: the same run, suite, episodes, seed and threads give the same file, bit for bit.
 
     Raises:
@@ -113,7 +113,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
 def run_metadata(run: Any, seed: int) -> dict[str, Any]:
     """What identifies an evaluated run in its results records (:func:`experiments.results.episode_records`):
     ``env``, ``encoder``, ``encoder_mode`` (resolved), ``size``, ``seed`` (training), ``eval_seed`` (``seed``),
-    ``env_steps_trained`` and ``config_hash`` of a loaded run (:func:`mbrl.checkpoint.load_run`)."""
+    ``env_steps_trained`` and ``config_hash`` of a loaded run (:func:`mbrl.runs.checkpoint.load_run`)."""
     cfg = run.config
     return {"env": cfg.env, "encoder": cfg.encoder, "encoder_mode": resolve_mode(cfg), "size": cfg.size,
             "seed": cfg.seed, "eval_seed": seed, "env_steps_trained": int(run.counters["env_steps"]),
@@ -126,7 +126,7 @@ def run_conditions(agent: Agent, cfg: Any, conditions: list[Condition], episodes
     """Roll ``agent`` out for ``episodes`` episodes under each condition (:mod:`shifts.conditions`;
     :data:`~shifts.conditions.CLEAN`, a suite's ``none:0``, is the clean env), every condition on the same episode
     seeds ``EVAL_SEED_OFFSET + seed + i`` and with shift seed ``seed``; returns the
-    :func:`~mbrl.evaluate.episodes.run_episodes` records of each condition, in order. ``done(i, condition,
+    :func:`~mbrl.runs.evaluate.episodes.run_episodes` records of each condition, in order. ``done(i, condition,
     records)`` is called after each condition."""
     out: list[list[dict[str, Any]]] = []
     for i, cond in enumerate(conditions):
@@ -146,13 +146,13 @@ def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes
     episode seed: reproducible bit for bit. The evaluation of adaptation stages, alpha sweeps and continual runs.
 
     Args:
-        threads: torch CPU threads (:func:`~mbrl.evaluate.episodes.resolve_threads`: default the run's
+        threads: torch CPU threads (:func:`~mbrl.runs.evaluate.episodes.resolve_threads`: default the run's
             ``cfg.threads``, else all cores); restored on return.
 
     Returns:
         one record per condition: ``condition`` (name), ``shifts`` (``[[kind, severity], ...]``), ``n``,
         ``returns``, ``return_mean``, ``return_stderr`` and ``episodes`` (the
-        :func:`~mbrl.evaluate.episodes.run_episodes` records: ``episode_seed``, ``return``, ``length``, optional
+        :func:`~mbrl.runs.evaluate.episodes.run_episodes` records: ``episode_seed``, ``return``, ``length``, optional
         ``success``), from which the CLI writes results-schema records.
 
     Raises:
@@ -179,11 +179,11 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
              alpha: float | None = None, threads: int | None = None) -> Path:
     """Evaluate the checkpoint of ``run_dir`` on its clean env, the ``none:0`` condition of a suite
     (:func:`run_conditions`); returns the path of ``eval/clean.json`` (``eval/clean-alpha<alpha>.json`` when
-    ``alpha`` is given: the encoder merged with its pretrained weights, see :mod:`mbrl.merge`). Reproducible bit
-    for bit (:func:`~mbrl.evaluate.episodes.run_episodes`).
+    ``alpha`` is given: the encoder merged with its pretrained weights, see :mod:`mbrl.runs.merge`). Reproducible bit
+    for bit (:func:`~mbrl.runs.evaluate.episodes.run_episodes`).
 
     Args:
-        threads: torch CPU threads (:func:`~mbrl.evaluate.episodes.resolve_threads`; default the run's
+        threads: torch CPU threads (:func:`~mbrl.runs.evaluate.episodes.resolve_threads`; default the run's
             ``threads``, else all cores).
 
     Raises:

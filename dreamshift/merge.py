@@ -1,4 +1,4 @@
-"""``dreamshift merge``: interpolate weights (:mod:`mbrl.merge`).
+"""``dreamshift merge``: interpolate weights (:mod:`mbrl.runs.merge`).
 
     dreamshift merge RUN_DIR --alpha A [--out DIR]              # encoder vs its pretrained weights (WiSE-FT)
     dreamshift merge BASE ADAPTED --alpha encoder=a,world_model=b,actor_critic=c [--out DIR]
@@ -10,7 +10,7 @@ import argparse
 
 from envs import files
 from envs.errors import ConfigError
-from mbrl.merge import format_alpha, merge_run, merge_runs, parse_alpha
+from mbrl.runs.merge import format_alpha, merge_run, merge_runs, parse_alpha
 
 
 def register(sub: argparse._SubParsersAction) -> None:

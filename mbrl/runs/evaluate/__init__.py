@@ -1,18 +1,18 @@
 """The one evaluator of trained runs: every evaluation of a run rolls out here.
 
-- :mod:`mbrl.evaluate.episodes`: :func:`~mbrl.evaluate.episodes.run_episodes`, the seeded rollout of an agent
+- :mod:`mbrl.runs.evaluate.episodes`: :func:`~mbrl.runs.evaluate.episodes.run_episodes`, the seeded rollout of an agent
   for a number of episodes (optionally through a shift ``wrap``), and its CPU-thread handling;
-- :mod:`mbrl.evaluate.suite`: a run's checkpoint under conditions ``(kind, severity)``
-  (:func:`~mbrl.evaluate.suite.run_conditions`): every condition of a shift suite
-  (:func:`~mbrl.evaluate.suite.evaluate_suite`, ``RUN_DIR/eval/suite-<name>.json``, with its per-condition
-  aggregate, drop % and table) or the clean env, the ``none:0`` condition (:func:`~mbrl.evaluate.suite.evaluate`,
-  ``RUN_DIR/eval/clean.json``), and :func:`~mbrl.evaluate.suite.evaluate_agent`, an agent's returns under the
+- :mod:`mbrl.runs.evaluate.suite`: a run's checkpoint under conditions ``(kind, severity)``
+  (:func:`~mbrl.runs.evaluate.suite.run_conditions`): every condition of a shift suite
+  (:func:`~mbrl.runs.evaluate.suite.evaluate_suite`, ``RUN_DIR/eval/suite-<name>.json``, with its per-condition
+  aggregate, drop % and table) or the clean env, the ``none:0`` condition (:func:`~mbrl.runs.evaluate.suite.evaluate`,
+  ``RUN_DIR/eval/clean.json``), and :func:`~mbrl.runs.evaluate.suite.evaluate_agent`, an agent's returns under the
   conditions of an adaptation (stage reports, alpha sweeps, continual runs).
 
-The names below are the public API; import them from ``mbrl.evaluate``.
+The names below are the public API; import them from ``mbrl.runs.evaluate``.
 """
 
-from mbrl.evaluate.episodes import (
+from mbrl.runs.evaluate.episodes import (
     EVAL_SEED_OFFSET,
     episode_rng_seed,
     eval_threads,
@@ -20,7 +20,7 @@ from mbrl.evaluate.episodes import (
     run_episodes,
     seeded_rng,
 )
-from mbrl.evaluate.suite import (
+from mbrl.runs.evaluate.suite import (
     MAX_EPISODES,
     aggregate,
     check_eval_range,

@@ -1,9 +1,9 @@
 """Continual adaptation through a sequence of visual shifts (one lineage).
 
 ``continual(RUN, stages, steps, mix, lr_scale, out)`` adapts the agent of ``RUN`` to the first shift, the result
-to the second, and so on (:func:`mbrl.adapt.adapt`, each stage mixing in an equal share of every earlier
+to the second, and so on (:func:`mbrl.runs.adapt.adapt`, each stage mixing in an equal share of every earlier
 condition's data: the clean run's replay and each earlier stage's target replay). Stage ``i`` (1-based) is the run
-directory ``OUT/stage<i>-<kind><severity>``; after each stage it is evaluated (:func:`mbrl.adapt.stage_report`)
+directory ``OUT/stage<i>-<kind><severity>``; after each stage it is evaluated (:func:`mbrl.runs.adapt.stage_report`)
 on the clean env, every earlier target and the current target (and the other severities of the current kind),
 and ``OUT/continual.json`` -- the matrix stage x condition, with the base run as stage 0, and the data used --
 is rewritten atomically, so a killed sequence keeps what it finished; ``resume=True`` continues it (finished
@@ -20,9 +20,9 @@ from typing import Any
 
 from envs import files
 from envs.errors import ConfigError
-from mbrl import checkpoint
-from mbrl.adapt import REPORT_FILE, _override, adapt, stage_report
-from mbrl.evaluate import evaluate_agent, resolve_threads
+from mbrl.runs import checkpoint
+from mbrl.runs.adapt import REPORT_FILE, _override, adapt, stage_report
+from mbrl.runs.evaluate import evaluate_agent, resolve_threads
 from shifts.conditions import CLEAN, Condition, condition_name, parse_target
 
 SUMMARY_FILE = "continual.json"
@@ -63,13 +63,13 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
     Args:
         run: trained (clean) run directory, read only.
         stages: ``"kind:sev;kind:sev;..."`` or parsed conditions.
-        steps: target env steps per stage; mix, lr_scale, seed, overrides: as :func:`mbrl.adapt.adapt`.
+        steps: target env steps per stage; mix, lr_scale, seed, overrides: as :func:`mbrl.runs.adapt.adapt`.
         eval_episodes: evaluation episodes per condition after each stage (>= 1).
         levels: also evaluate the other severities of each stage's kind.
         resume: continue a killed sequence in ``out``.
-        threads: torch CPU threads of the evaluations (:func:`mbrl.evaluate.resolve_threads`: default each
+        threads: torch CPU threads of the evaluations (:func:`mbrl.runs.evaluate.resolve_threads`: default each
             evaluated run's ``threads``, else all cores); the adaptations train with their config's ``threads``
-            (``overrides``). Every evaluation is reproducible bit for bit (:func:`mbrl.evaluate.evaluate_agent`).
+            (``overrides``). Every evaluation is reproducible bit for bit (:func:`mbrl.runs.evaluate.evaluate_agent`).
 
     Returns:
         ``OUT/continual.json``: ``stages`` (one record per stage: run, target, data, results per condition with

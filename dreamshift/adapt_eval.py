@@ -1,10 +1,10 @@
 """``dreamshift adapt-eval``: evaluate merged agents ``(1-a) BASE + a ADAPTED`` on target and clean
-(:func:`mbrl.adapt.alpha_sweep`).
+(:func:`mbrl.runs.adapt.alpha_sweep`).
 
     dreamshift adapt-eval BASE ADAPTED --alpha 0,0.5,1 [--episodes 3] [--threads N]  # merged agents
 
 Besides ``ADAPTED/eval/alpha-sweep.json`` each merged agent's results-schema records go to
-``ADAPTED/eval/results/`` (:func:`mbrl.cli.common.write_sweep_records`), read by ``dreamshift leaderboard ADAPTED``.
+``ADAPTED/eval/results/`` (:func:`dreamshift.common.write_sweep_records`), read by ``dreamshift leaderboard ADAPTED``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
+from dreamshift.common import add_threads, check_device, say, threads_kwargs, write_sweep_records
 from envs import files
 from envs.errors import ConfigError
-from mbrl.adapt import alpha_sweep, format_sweep
-from mbrl.cli.common import add_threads, check_device, say, threads_kwargs, write_sweep_records
+from mbrl.runs.adapt import alpha_sweep, format_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:

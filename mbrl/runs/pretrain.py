@@ -1,6 +1,6 @@
 """Self-supervised pretraining of a small ViT on our env frames: DINO and MAE.
 
-``dreamshift pretrain`` (:mod:`mbrl.cli.pretrain`) calls :func:`pretrain`. Frames come from
+``dreamshift pretrain`` (:mod:`dreamshift.pretrain`) calls :func:`pretrain`. Frames come from
 :mod:`encoders.pretrain_data` (random actions under randomised visual shifts); the result is a
 ``transformers`` ``Dinov2Model`` directory (``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``
 with the data's mean/std) that loads through the normal encoder path ``encoder=hf:<dir>`` (and, for the bundled
@@ -818,7 +818,7 @@ so that a pretrained encoder exists without network access. Load it with `encode
 - Normalisation (`preprocessor_config.json`): the training frames' per-channel mean {_fmt(s['mean'])} and
   std {_fmt(s['std'])} on `[0, 1]`.
 - Saved backbone: {'the EMA teacher' if a['objective'] == 'dino' else 'the encoder'}. Hyper-parameters and sources:
-  the docstring of `mbrl/pretrain.py`.
+  the docstring of `mbrl/runs/pretrain.py`.
 
 ## Training
 

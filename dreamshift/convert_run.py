@@ -1,5 +1,5 @@
 """``dreamshift convert-run``: convert older run checkpoints (``checkpoint/agent.pt``, a pickle) into the safe
-format (safetensors + ``checkpoint.json``, :mod:`mbrl.checkpoint`), see :mod:`mbrl.convert`.
+format (safetensors + ``checkpoint.json``, :mod:`mbrl.runs.checkpoint`), see :mod:`mbrl.runs.convert`.
 
     dreamshift convert-run RUN [RUN ...]
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from mbrl.convert import convert_run
+from mbrl.runs.convert import convert_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:

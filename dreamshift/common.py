@@ -1,4 +1,4 @@
-"""Pieces shared by the ``dreamshift`` sub-commands (the modules of :mod:`mbrl.cli`): the argument parser class
+"""Pieces shared by the ``dreamshift`` sub-commands (the modules of :mod:`dreamshift`): the argument parser class
 whose usage errors are one ``error:`` line under the sub-command's own usage, the ``--device`` and ``--threads``
 checks, the ``RUN key=value`` splitting of the adaptation commands, and the one-line message printed when a
 command is interrupted (Ctrl-C).
@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from envs.errors import ConfigError
 from experiments import results
 from mbrl.config import parse_overrides
-from mbrl.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
+from mbrl.runs.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
 
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
@@ -135,7 +135,7 @@ def _quote(parts: list[str]) -> str:
 
 def interrupted_status(exc: KeyboardInterrupt) -> int:
     """The exit status of a command stopped by ``exc``: ``128 + signal`` for a training loop stopped by
-    ``SIGTERM``/``SIGUSR2`` (:mod:`mbrl.signals`), else :data:`INTERRUPTED_STATUS` (Ctrl-C)."""
+    ``SIGTERM``/``SIGUSR2`` (:mod:`mbrl.runs.signals`), else :data:`INTERRUPTED_STATUS` (Ctrl-C)."""
     signum = getattr(exc, "signum", None)
     return 128 + int(signum) if signum else INTERRUPTED_STATUS
 
@@ -143,7 +143,7 @@ def interrupted_status(exc: KeyboardInterrupt) -> int:
 def interrupted_message(args: argparse.Namespace, argv: list[str], exc: KeyboardInterrupt) -> str:
     """One line for a command stopped by Ctrl-C: what was saved and how to continue.
 
-    ``exc`` is a :class:`mbrl.train.TrainingInterrupted` when the training loop was running (it saved a
+    ``exc`` is a :class:`mbrl.runs.train.TrainingInterrupted` when the training loop was running (it saved a
     checkpoint); other commands write their results atomically, so nothing half-written is left. A stop asked
     for by ``SIGTERM``/``SIGUSR2`` (``exc.signum``) says so: ``interrupted (SIGTERM): ...``.
     """
@@ -212,7 +212,7 @@ def run_trial(run_dir: str | Path) -> str:
 
 
 def write_report_records(run_dir: str | Path, report: dict[str, Any]) -> None:
-    """Records of a stage report (``RUN/eval/adapt-report.json`` of :func:`mbrl.adapt.stage_report`, the clean
+    """Records of a stage report (``RUN/eval/adapt-report.json`` of :func:`mbrl.runs.adapt.stage_report`, the clean
     condition written ``none``/0) under ``RUN/eval/results/``, trial the run directory's name: the same files as
     ``dreamshift evaluate RUN [--suite]`` writes for the same conditions, which they replace. A report written
     before reports kept their episodes gets none (a note on stderr)."""
@@ -224,7 +224,7 @@ def write_report_records(run_dir: str | Path, report: dict[str, Any]) -> None:
 
 
 def write_sweep_records(adapted_run: str | Path, sweep: dict[str, Any]) -> None:
-    """Records of an alpha sweep (``ADAPTED/eval/alpha-sweep.json`` of :func:`mbrl.adapt.alpha_sweep`) under
+    """Records of an alpha sweep (``ADAPTED/eval/alpha-sweep.json`` of :func:`mbrl.runs.adapt.alpha_sweep`) under
     ``ADAPTED/eval/results/``: each merged agent is its own trial and label, ``<run>@alpha=<alpha>`` and
     ``<encoder>@alpha=<alpha>`` (one leaderboard row per merge), with ``encoder_mode`` ``<mode>+merge:<alpha>``
     and files tagged ``-alpha<alpha>``."""

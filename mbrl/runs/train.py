@@ -24,7 +24,7 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl import checkpoint, run_lock, signals
+from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.agent import Agent, fetch_metrics, module_of
 from mbrl.config import (
     _RESUMABLE,
@@ -39,7 +39,7 @@ from mbrl.config import (
     to_dict,
     validate,
 )
-from mbrl.evaluate.episodes import run_episodes
+from mbrl.runs.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
 from mbrl.optim import NonFiniteError
 from mbrl.policy import AgentPolicy
@@ -48,7 +48,7 @@ from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or ``SIGTERM``/``SIGUSR2``, :mod:`mbrl.signals`) in :func:`run_loop`, after the checkpoint was
+    """Ctrl-C (or ``SIGTERM``/``SIGUSR2``, :mod:`mbrl.runs.signals`) in :func:`run_loop`, after the checkpoint was
     saved: ``checkpoint`` is the path of its ``checkpoint.json`` written at ``env_steps`` (None when no env step
     was taken, so nothing was saved); ``signum`` is the signal that asked for the stop (None for Ctrl-C). A
     ``KeyboardInterrupt``, so callers that catch that keep working; the CLI turns it into one line naming the
@@ -198,7 +198,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
 
     Raises:
         ConfigError, CheckpointError, envs.EnvError: bad input, before anything is written.
-        mbrl.run_lock.RunLockedError: another process is writing ``run_dir`` (its ``.lock``, held here while
+        mbrl.runs.run_lock.RunLockedError: another process is writing ``run_dir`` (its ``.lock``, held here while
             training).
     """
     cfg, run_dir, state = _prepare_run(cfg, Path(resume) if resume is not None else None)
@@ -230,7 +230,7 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
 def remove_orphans(run_dir: Path | str) -> list[Path]:
     """Remove the temp files of interrupted atomic writes (a process killed while saving a checkpoint) from
     ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours), with a note on stderr
-    naming them; returns them. Call it while holding the run's lock (:func:`mbrl.run_lock.hold`)."""
+    naming them; returns them. Call it while holding the run's lock (:func:`mbrl.runs.run_lock.hold`)."""
     ckpt_dir = Path(run_dir) / checkpoint.CHECKPOINT_DIR
     removed = files.remove_temp_files(ckpt_dir)
     if removed:
@@ -284,7 +284,7 @@ def train_on_replay(cfg: Config, agent: Agent, replay: Any, device: torch.device
 def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[str, Any], run_dir: Path,
              device: torch.device, resumed: bool = False, random_prefill: bool = True) -> None:
     """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
-    then write the final checkpoint; on Ctrl-C, ``SIGTERM`` or ``SIGUSR2`` (:mod:`mbrl.signals`: checked between
+    then write the final checkpoint; on Ctrl-C, ``SIGTERM`` or ``SIGUSR2`` (:mod:`mbrl.runs.signals`: checked between
     steps, so the current update finishes) a checkpoint is written first (when any step was taken) and
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised. Closes ``venv`` and the logger.
 
@@ -389,7 +389,7 @@ def diverged(agent: Agent, counters: dict[str, Any], run_dir: Path) -> NonFinite
 class Collector:
     """One agent's side of the training loop: collection (an :class:`envs.driver.Driver` writing through
     :class:`ReplayWriter`), episode records, and at its schedule the train log, checkpoints and periodic
-    evaluation. The updates themselves are the caller's (:func:`_loop` for one agent, :mod:`mbrl.train_members`
+    evaluation. The updates themselves are the caller's (:func:`_loop` for one agent, :mod:`mbrl.runs.train_members`
     for a batch of seeds): :meth:`updates_due` says how many, :attr:`train_metrics` takes their metrics.
 
     A NaN/inf action from the policy (after the prefill) stops :meth:`collect` with

@@ -1,5 +1,5 @@
 """One-off conversion of older run checkpoints (``RUN/checkpoint/agent.pt``, a ``torch.save`` pickle) into the
-safe format of :mod:`mbrl.checkpoint` (safetensors + ``checkpoint.json``).
+safe format of :mod:`mbrl.runs.checkpoint` (safetensors + ``checkpoint.json``).
 
 Unpickling runs whatever code a pickle names, so this is the only place that opens such a file, and only when the
 user asks for it with ``dreamshift convert-run RUN`` (after a one-line warning that the file is trusted). The new
@@ -20,7 +20,7 @@ import torch
 
 from envs import files
 from envs.errors import CheckpointError
-from mbrl import checkpoint
+from mbrl.runs import checkpoint
 
 _KEYS = ("config", "action_dim", "agent", "optim", "counters", "replay_file", "rng")
 

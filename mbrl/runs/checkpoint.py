@@ -30,7 +30,7 @@ incompatible run raises one :class:`CheckpointError` naming the path and what is
 state into the objects of a resumed training loop.
 
 A run whose ``checkpoint/`` holds an older pickle checkpoint (``agent.pt``) and no ``checkpoint.json`` is refused
-with one :class:`CheckpointError` naming the converter (``dreamshift convert-run RUN``, :mod:`mbrl.convert`); the
+with one :class:`CheckpointError` naming the converter (``dreamshift convert-run RUN``, :mod:`mbrl.runs.convert`); the
 pickle is never opened here.
 """
 
@@ -296,8 +296,8 @@ def config_of(state: dict[str, Any]) -> Config:
 
 def read_meta(run_dir: Path | str) -> dict[str, Any]:
     """A run's ``config.json`` as a dict: the config as trained plus what the command that made the run adds
-    (``adapted_from``, ``target``, ``lineage``, ``replay_sources``, ... of :mod:`mbrl.adapt`; ``merged_from``,
-    ``alpha`` of :mod:`mbrl.merge`).
+    (``adapted_from``, ``target``, ``lineage``, ``replay_sources``, ... of :mod:`mbrl.runs.adapt`; ``merged_from``,
+    ``alpha`` of :mod:`mbrl.runs.merge`).
 
     Raises:
         CheckpointError: the run directory or its ``config.json`` is missing, unreadable or not a JSON object.
@@ -352,7 +352,7 @@ class LoadedRun:
 
     @property
     def adapted_from(self) -> str | None:
-        """The parent run of an adapted run (:mod:`mbrl.adapt`), None for a run trained from scratch."""
+        """The parent run of an adapted run (:mod:`mbrl.runs.adapt`), None for a run trained from scratch."""
         return self.meta.get("adapted_from")
 
     @property
@@ -417,7 +417,7 @@ def load_run(run_dir: Path | str, device: str = "cpu", agent: bool = True, train
         agent: build the trained agent (:meth:`LoadedRun.build_agent`); False leaves :attr:`LoadedRun.agent`
             None (the weights are still read).
         train_state: keep the raw checkpoint state (optimiser and RNG states) in :attr:`LoadedRun.state`, for
-            training on from the run (:func:`restore`, :mod:`mbrl.adapt`).
+            training on from the run (:func:`restore`, :mod:`mbrl.runs.adapt`).
 
     Raises:
         CheckpointError: the one error of a missing or unusable run, naming the path and what is wrong: no run

@@ -1,5 +1,5 @@
 """``dreamshift continual``: adapt through a sequence of shifts, evaluating every earlier condition
-(:mod:`mbrl.continual`).
+(:mod:`mbrl.runs.continual`).
 
     dreamshift continual RUN --stages "color:5;gaussian_noise:5" --steps 5000 [--mix 0.5] --out DIR [--resume]
                          [--threads N]
@@ -11,10 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
+from dreamshift.common import add_threads, say, split_args, threads_setting, write_report_records
 from envs import files
 from envs.errors import ConfigError
-from mbrl import continual as continual_mod
-from mbrl.cli.common import add_threads, say, split_args, threads_setting, write_report_records
+from mbrl.runs import continual as continual_mod
 
 
 def register(sub: argparse._SubParsersAction) -> None:
