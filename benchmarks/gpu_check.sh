@@ -32,6 +32,7 @@ PIXEL_SETS=${PIXEL_SETS:-size=S train_ratio=512 precision=bf16 compile=on}
 SEEDS=${SEEDS:-[0,1,2,3]}
 STEPS=${STEPS:-50000}
 RUNS=${RUNS:-/tmp/dreamshift-gpu-runs}
+THREADS=${THREADS:-2}                # torch CPU threads of the training run (the CPU dry run: 1)
 PY=${PY:-python3}
 mkdir -p "$OUT" "$RUNS"
 start=$(date +%s)
@@ -63,7 +64,7 @@ echo "== 3. pixel learning check, seeds $SEEDS as one batch, for ${left}s (elaps
 if [ "$left" -gt 20 ]; then
   # shellcheck disable=SC2086
   timeout "$left" "$PY" -m dreamshift train env=dmc:walker_stand $PIXEL_SETS steps="$STEPS" "seeds=$SEEDS" \
-    device="$DEVICE" threads=2 wandb_mode=disabled progress=false save_every=0 log_every=2000 \
+    device="$DEVICE" threads="$THREADS" wandb_mode=disabled progress=false save_every=0 log_every=2000 \
     run_dir="$RUNS/gpu-pixels/dmc_walker_stand-seeds" > "$RUNS/train-pixels.log" 2>&1
 fi
 

@@ -38,6 +38,7 @@ from mbrl.config import Config
 from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import NonFiniteError, Optimizer
 from mbrl.rssm import State
+from mbrl.runtime import resolve_device
 from mbrl.world_model import WorldModel, check_decoder
 
 PolicyState = tuple[State, Tensor]
@@ -45,6 +46,22 @@ PolicyState = tuple[State, Tensor]
 #: ``compile=on``: filter steps per compiled :meth:`mbrl.rssm.RSSM.observe_steps` graph (measured on size1m state,
 #: B x T 16 x 64: chunks of 4 give most of the gain of 8 for half the compile time).
 OBSERVE_CHUNK = 4
+
+#: What ``compile=on`` can compile (:meth:`Agent.compile_steps`): per-step functions and heads, the update's filter
+#: chunks, the imagination rollout, the actor-critic loss halves.
+COMPILE_REGIONS = ("steps", "observe", "imagine", "losses")
+
+#: ``compile=on`` on a CPU: the regions whose compile time pays off there (``benchmarks/compile_regions.py``,
+#: size1m state fp32, 1 thread: without ``steps`` the cold first update took 290 s instead of 520 s and the update
+#: was as fast, 1.071 vs 1.069 s; per-step compiled acting saves ~1 ms per policy step, which a run never recovers
+#: the ~230 s of compiling for).
+CPU_COMPILE_REGIONS = ("observe", "imagine", "losses")
+
+
+def compile_regions(device: torch.device) -> tuple[str, ...]:
+    """The regions ``compile=on`` compiles on ``device``: all of :data:`COMPILE_REGIONS` on CUDA, where every
+    launch saved counts, and :data:`CPU_COMPILE_REGIONS` elsewhere."""
+    return COMPILE_REGIONS if device.type == "cuda" else CPU_COMPILE_REGIONS
 
 
 def nonfinite_tensors(weights: dict[str, Tensor]) -> list[str]:
@@ -111,6 +128,7 @@ class Agent(GraphedUpdates, nn.Module):
                                     o.agc, o.ac_clip, o.warmup)
 
         self._compiled = False
+        self.compiled_regions: tuple[str, ...] = ()
         if cfg.compile == "on":
             self.compile_steps()
 
@@ -124,17 +142,26 @@ class Agent(GraphedUpdates, nn.Module):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def compile_steps(self) -> None:
+    def compile_steps(self, regions: tuple[str, ...] | None = None) -> None:
         """``torch.compile`` the hot paths, static shapes, default mode. Idempotent.
 
-        Per step: RSSM observe/imagine steps, actor and critic MLPs, reward and continue heads. Larger regions:
-        :meth:`mbrl.rssm.RSSM.observe_steps` (the observe loop runs in chunks of :data:`OBSERVE_CHUNK` steps)
-        and, for ``loss.actor_grad=reinforce``, :meth:`ActorCritic.imagine` (called under ``no_grad``),
+        Args:
+            regions: which of :data:`COMPILE_REGIONS` to compile; ``None``: :func:`compile_regions` for this
+                agent's device, ``cfg.device`` (all of them on CUDA; on CPU those whose compile time pays off).
+
+        ``steps``: the RSSM observe/imagine steps, the actor and critic MLPs, the reward and continue heads (acting
+        and other per-step callers). ``observe``: :meth:`mbrl.rssm.RSSM.observe_steps` (the update's filter in
+        chunks of :data:`OBSERVE_CHUNK` steps, forward and backward). ``imagine`` (``loss.actor_grad=reinforce``):
+        :meth:`ActorCritic.imagine` (called under ``no_grad``). ``losses`` (``reinforce``):
         :meth:`ActorCritic.critic_terms` and :meth:`ActorCritic.actor_terms`. None of them has a graph break
         (``tests/test_speed_paths.py``). Random draws inside compiled regions come from inductor's RNG stream,
         not eager's (same distributions, different samples)."""
         if self._compiled:
             return
+        regions = compile_regions(resolve_device(self.cfg.device)) if regions is None else regions
+        unknown = sorted(set(regions) - set(COMPILE_REGIONS))
+        if unknown:
+            raise ValueError(f"unknown compile regions {unknown}; allowed: {', '.join(COMPILE_REGIONS)}")
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
                               os.path.join(os.path.expanduser("~"), ".cache", "dreamshift", "inductor"))
         # Each compiled function is specialised per input shape, grad mode and autocast state (acting, observing,
@@ -145,22 +172,28 @@ class Agent(GraphedUpdates, nn.Module):
             if hasattr(dynamo, key):
                 setattr(dynamo, key, max(getattr(dynamo, key), 64))
         rssm = self.wm.rssm
-        rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
-        rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
-        # The observe loop in chunks of OBSERVE_CHUNK steps, one graph each (forward and backward): an update's
-        # B x T filter steps are launch-bound (B rows per step), and the whole T-step loop as one graph compiles
-        # for many minutes.
-        rssm.observe_chunk = OBSERVE_CHUNK
-        rssm.observe_steps = torch.compile(rssm.observe_steps, dynamic=False)
-        for module in (self.ac.actor, self.ac.critic, self.ac.slow_critic, self.wm.reward_head, self.wm.cont_head):
-            module.compile(dynamic=False)
+        if "steps" in regions:
+            rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
+            rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
+            for module in (self.ac.actor, self.ac.critic, self.ac.slow_critic, self.wm.reward_head,
+                           self.wm.cont_head):
+                module.compile(dynamic=False)
+        if "observe" in regions:
+            # The observe loop in chunks of OBSERVE_CHUNK steps, one graph each (forward and backward): an update's
+            # B x T filter steps are launch-bound (B rows per step), and the whole T-step loop as one graph
+            # compiles for many minutes.
+            rssm.observe_chunk = OBSERVE_CHUNK
+            rssm.observe_steps = torch.compile(rssm.observe_steps, dynamic=False)
         if self.cfg.loss.actor_grad == "reinforce":
             # Larger regions: the whole no-grad imagination rollout (H steps of policy sample + prior step, the
             # reward and continue heads) and the two differentiable halves of the actor-critic loss, each one graph.
             ac = self.ac
-            ac.imagine = torch.compile(ac.imagine, dynamic=False)
-            ac.critic_terms = torch.compile(ac.critic_terms, dynamic=False)
-            ac.actor_terms = torch.compile(ac.actor_terms, dynamic=False)
+            if "imagine" in regions:
+                ac.imagine = torch.compile(ac.imagine, dynamic=False)
+            if "losses" in regions:
+                ac.critic_terms = torch.compile(ac.critic_terms, dynamic=False)
+                ac.actor_terms = torch.compile(ac.actor_terms, dynamic=False)
+        self.compiled_regions = tuple(r for r in COMPILE_REGIONS if r in regions)
         self._compiled = True
 
     def train_step(self, batch: dict[str, Tensor], out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:

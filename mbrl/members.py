@@ -17,7 +17,7 @@ Nothing flows between members:
   finiteness and skips the update per member: a NaN in member 1 leaves member 0's step untouched and member 1's
   weights and moments as they were (as :class:`mbrl.optim.Optimizer` does for one agent);
 - return normaliser, slow critic and optimiser state are stacked per member;
-- replay, envs, evaluation and checkpoints are per member (:mod:`mbrl.train_members`).
+- replay, envs, evaluation and checkpoints are per member (:mod:`mbrl.runs.train_members`).
 
 Where we differ from ``E`` separate runs: the update's random draws (latent and policy samples) come from one
 torch generator, drawn per member (``vmap(randomness="different")``), so member ``e``'s draws depend on the batch
@@ -44,10 +44,11 @@ from torch.func import functional_call, vmap
 from encoders.registry import resolve_mode, split_name
 from envs.errors import ConfigError
 from mbrl.actor_critic import episode_last
-from mbrl.agent import OBSERVE_CHUNK, Agent
+from mbrl.agent import OBSERVE_CHUNK, Agent, compile_regions
 from mbrl.config import Config
 from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import AGC_PMIN, LaProp
+from mbrl.runtime import resolve_device
 from mbrl.world_model import context_state
 
 # ops without a vmap batching rule yet run per member under vmap (same values), and torch says so on every call
@@ -296,7 +297,8 @@ class MemberBatch(GraphedUpdates):
         self._build_optimizers()
         self.bind()
         self._regions: dict[str, Callable[..., Any]] = {}
-        self._compile = cfg.compile == "on"
+        # compile=on: which of the update's regions run compiled (all on CUDA; on CPU those that pay off)
+        self._compiled = set(compile_regions(resolve_device(cfg.device))) if cfg.compile == "on" else set()
 
     @property
     def size(self) -> int:
@@ -368,9 +370,10 @@ class MemberBatch(GraphedUpdates):
 
     # --- the update -------------------------------------------------------------------------------------------
 
-    def _region(self, name: str, fn: Callable[..., Any], in_dims: Any = 0, compile: bool = True) -> Callable:
-        """``vmap`` over members of ``fn(template_agent, *args)`` with the stacked tensors as the first argument
-        (``torch.compile``'d with ``compile=on`` where ``compile``); cached per name."""
+    def _region(self, name: str, fn: Callable[..., Any], in_dims: Any = 0, compile: str | None = None) -> Callable:
+        """``vmap`` over members of ``fn(template_agent, *args)`` with the stacked tensors as the first argument,
+        ``torch.compile``'d when ``compile`` names one of :data:`mbrl.agent.COMPILE_REGIONS` that ``compile=on``
+        compiles on this device (:func:`mbrl.agent.compile_regions`); cached per name."""
         if name not in self._regions:
             bound = _Bound(self.template, fn)
 
@@ -378,7 +381,7 @@ class MemberBatch(GraphedUpdates):
                 return functional_call(bound, tensors, args, strict=False)
 
             region = vmap(call, in_dims=in_dims, randomness="different")
-            if self._compile and compile:
+            if compile in self._compiled:
                 region = torch.compile(region, dynamic=False)
             self._regions[name] = region
         return self._regions[name]
@@ -397,8 +400,9 @@ class MemberBatch(GraphedUpdates):
         e, b, t = embed.shape[:3]
         if state is None:
             state = {k: einops.repeat(v, "b ... -> e b ...", e=e) for k, v in rssm.initial(b, embed.device).items()}
-        step = OBSERVE_CHUNK if self._compile else t
-        chunk = self._region("observe", lambda a, s, pa, em, f: a.wm.rssm.observe_steps(s, pa, em, f))
+        step = OBSERVE_CHUNK if "observe" in self._compiled else t
+        chunk = self._region("observe", lambda a, s, pa, em, f: a.wm.rssm.observe_steps(s, pa, em, f),
+                             compile="observe")
         posts, priors = [], []
         for i in range(0, t, step):
             state, post, prior = chunk(tensors, state, prev_action[:, :, i:i + step], embed[:, :, i:i + step],
@@ -414,11 +418,11 @@ class MemberBatch(GraphedUpdates):
         """``(E,)`` world-model losses, ``(E, B, T, ...)`` posteriors and ``(E,)`` metrics (vmapped
         :meth:`mbrl.world_model.WorldModel.loss`, its filter as :meth:`_observe`)."""
         wm = self.tensors("wm.")
-        inputs = self._region("filter_inputs", lambda a, d: a.wm.filter_inputs(d)[:2], compile=False)
+        inputs = self._region("filter_inputs", lambda a, d: a.wm.filter_inputs(d)[:2])
         embed, prev_action = inputs(wm, batch)
         state = context_state(batch) if "start_deter" in batch else None  # elementwise: members stay apart
         post, prior = self._observe(wm, embed, prev_action, batch["is_first"], state)
-        terms = self._region("loss_terms", lambda a, d, po, pr: a.wm.loss_terms(d, po, pr), compile=False)
+        terms = self._region("loss_terms", lambda a, d, po, pr: a.wm.loss_terms(d, po, pr))
         loss, metrics = terms(wm, batch, post, prior)
         return loss, post, metrics
 
@@ -448,18 +452,20 @@ class MemberBatch(GraphedUpdates):
         everything = self.tensors()
         with agent.autocast():
             if lcfg.actor_grad == "backprop":
-                loss_all = self._region("ac_backprop", lambda a, s, c: _imagine_and_loss(a, s, c, horizon),
-                                        compile=False)
+                loss_all = self._region("ac_backprop", lambda a, s, c: _imagine_and_loss(a, s, c, horizon))
                 actor_loss, critic_loss, ac_metrics, ret = loss_all(everything, start, start_cont)
             else:
-                imagine = self._region("imagine", lambda a, s, c: a.ac.imagine(a.wm, s, c, horizon))
+                imagine = self._region("imagine", lambda a, s, c: a.ac.imagine(a.wm, s, c, horizon),
+                                       compile="imagine")
                 with torch.no_grad():
                     traj = imagine(everything, start, start_cont)
                 feat, weight = traj["feat"].detach(), traj["weight"]
-                critic = self._region("critic_terms", lambda a, f, r, c, w: a.ac.critic_terms(f, r, c, w))
+                critic = self._region("critic_terms", lambda a, f, r, c, w: a.ac.critic_terms(f, r, c, w),
+                                      compile="losses")
                 critic_loss, ret, adv, ac_metrics = critic(everything, feat, traj["reward"].detach(),
                                                            traj["cont"].detach(), weight)
-                actor = self._region("actor_terms", lambda a, f, act, ad, w: a.ac.actor_terms(f, act, ad, w))
+                actor = self._region("actor_terms", lambda a, f, act, ad, w: a.ac.actor_terms(f, act, ad, w),
+                                     compile="losses")
                 actor_loss, actor_metrics = actor(everything, feat[:, :-1], traj["action"][:, :-1].detach(), adv,
                                                   weight[:, :-1])
                 ac_metrics.update(actor_metrics)
@@ -470,7 +476,7 @@ class MemberBatch(GraphedUpdates):
                                      if k in ("is_first", "is_terminal", "is_last")})
                 last = einops.rearrange(last, "(e b) t -> e b t", b=b)
                 repval = self._region(f"repval{int(joint)}", lambda a, f, r, term, la, bo: _repval(
-                    a, f, r, term, la, bo, joint), compile=False)
+                    a, f, r, term, la, bo, joint), compile="losses")
                 rv_critic, rv_wm, rv_metrics = repval(everything, post, batch["reward"], batch["is_terminal"], last,
                                                       boot)
                 critic_loss = critic_loss + lcfg.repval * rv_critic

@@ -84,6 +84,7 @@ def _buffer(value: float, n: int = 50, seed: int = 0) -> Replay:
 
 
 @pytest.mark.parametrize(("mix", "batch"), [(0.25, 16), (0.25, 2), (0.5, 5), (0.0, 8), (1.0, 8)])
+@pytest.mark.slow
 def test_mixed_replay_honours_the_mix_fraction(mix, batch):
     mixed = MixedReplay(_buffer(1.0), [_buffer(-1.0, seed=1)], mix, seed=0)
     n_batches = 400
@@ -134,6 +135,7 @@ def test_mixed_replay_writes_only_the_target_and_checks_input():
 
 
 # ------------------------------------------------------------------------------------------------ adapt
+@pytest.mark.slow
 def test_adapt_writes_a_run_that_continues_the_base_on_the_target(base_run, adapted):
     meta = json.loads((adapted / "config.json").read_text())
     base_meta = json.loads((base_run / "config.json").read_text())
@@ -179,6 +181,7 @@ def test_adapted_frames_are_the_shifted_env(base_run, adapted):
     assert mean_shift > 10
 
 
+@pytest.mark.slow
 def test_frozen_encoder_stays_frozen(tmp_path):
     base = train(build_config(override(TINY_RUN, "encoder_mode=frozen", "steps=100", f"run_dir={tmp_path / 'base'}")))
     out = adapt(base, "gaussian_noise:5", 60, 0.5, 0.5, tmp_path / "ad", overrides=FAST)
@@ -188,6 +191,7 @@ def test_frozen_encoder_stays_frozen(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("wm.rssm."))  # the rest trained
 
 
+@pytest.mark.slow
 def test_stage_report_scores_target_clean_levels_and_data(adapted, tmp_path):
     run = tmp_path / "ad"
     shutil.copytree(adapted, run)
@@ -203,6 +207,7 @@ def test_stage_report_scores_target_clean_levels_and_data(adapted, tmp_path):
     assert not list((run / "eval").glob(".*")), "temp files left behind"
 
 
+@pytest.mark.slow
 def test_resume_continues_an_adapted_run(adapted, tmp_path):
     run = tmp_path / "ad"
     shutil.copytree(adapted, run)
@@ -284,6 +289,7 @@ def test_merge_refuses_different_model_configs(base_run, tmp_path):
         merged_agents(base_run, other, 0.5)
 
 
+@pytest.mark.slow
 def test_alpha_sweep_evaluates_each_alpha_on_target_and_clean(base_run, adapted, tmp_path):
     run = tmp_path / "ad"
     shutil.copytree(adapted, run)
@@ -295,6 +301,7 @@ def test_alpha_sweep_evaluates_each_alpha_on_target_and_clean(base_run, adapted,
         assert all(0.0 <= r["return_mean"] <= 100.0 for r in row["results"])
 
 
+@pytest.mark.slow
 def test_adapt_eval_cli_writes_one_leaderboard_row_per_alpha(base_run, adapted, tmp_path, capsys):
     run = tmp_path / "ad"
     shutil.copytree(adapted, run)
@@ -323,6 +330,7 @@ def test_condition_shift_names_conditions_in_the_suite_vocabulary():
 
 
 # ------------------------------------------------------------------------------------------------ continual
+@pytest.mark.slow
 def test_continual_two_stages_evaluates_every_earlier_condition(base_run, tmp_path):
     before = tree(base_run)
     path = continual(base_run, "color:5;gaussian_noise:5", 60, mix=0.5, lr_scale=0.1, out=tmp_path / "seq",
@@ -350,6 +358,7 @@ def test_continual_two_stages_evaluates_every_earlier_condition(base_run, tmp_pa
 
 
 
+@pytest.mark.slow
 def test_continual_cli_writes_each_stages_records(base_run, tmp_path, capsys):
     out = tmp_path / "seq"
     assert main(["continual", str(base_run), "--stages", "color:5", "--steps", "60", "--out", str(out),
@@ -422,6 +431,7 @@ def test_cli_missing_run_and_bad_alpha(base_run, adapted, tmp_path, capsys):
     assert not (tmp_path / "from-merged").exists()
 
 
+@pytest.mark.slow
 def test_adapt_cli_adapts_and_prints_the_stage_report(base_run, tmp_path, capsys):
     out = tmp_path / "ad"
     assert main(["adapt", str(base_run), "--target", "gaussian_noise:5", "--steps", "60", "--mix", "0", "--out",

@@ -165,6 +165,7 @@ def test_bad_input_is_a_config_error(capsys, tmp_path):
 # --------------------------------------------------------------------------------------- calibration
 
 
+@pytest.mark.slow
 def test_calibration_zero_at_severity_zero_and_growing(tmp_path, single_thread):
     out = tmp_path / "cal"
     assert main(["analyze", "calibration", "--env", "dmc:cartpole_balance", "--suite", "gaussian_noise:1+3+5,"
@@ -194,6 +195,7 @@ def test_calibration_zero_at_severity_zero_and_growing(tmp_path, single_thread):
 # ------------------------------------------------------------------------------------------- on a run
 
 
+@pytest.mark.slow
 def test_jaccard_on_run_writes_json_records_and_png(run, single_thread):
     from PIL import Image
 
@@ -264,6 +266,7 @@ def test_forgetting_on_image_folder_and_missing_datasets(run, tmp_path, capsys, 
         assert "datasets" in err and "ImageFolder" in err
 
 
+@pytest.mark.slow
 def test_world_model_diagnostics_under_shift(run, single_thread):
     out = run / "wm-out"
     assert main(["analyze", "wm", str(run), "--suite", "gaussian_noise:5", "--episodes", "1", "--max-steps", "12",

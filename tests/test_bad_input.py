@@ -200,6 +200,7 @@ def test_good_sweep_grid_dry_run_still_lists_its_trials(cli, tmp_path):
 
 # --- item 7: Ctrl-C -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_prints_one_line_and_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
     from mbrl.replay import read_npz
     from mbrl.runs import checkpoint, train

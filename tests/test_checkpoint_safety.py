@@ -144,6 +144,7 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("algo", ["dreamerv3", "dreamerv3_2023"])  # LaProp / Adam
+@pytest.mark.slow
 def test_round_trip_continues_bit_for_bit(tmp_path, tiny_cfg, single_thread, algo):
     cfg = tiny_cfg(algo=algo)
     torch.manual_seed(0)

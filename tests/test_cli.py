@@ -126,12 +126,14 @@ def test_train_into_run_dir_that_has_a_checkpoint(cli, tmp_path, ckpt_run):
     pytest.param(["train", *override(TINY, "env=dmc:walker_fly")], ("walker_fly", "known dmc tasks"), id="unknown-env"),
     pytest.param(["train", *TINY, "steps"], ("key=value",), id="token-without-equals"),
 ])
+@pytest.mark.slow
 def test_subprocess_user_errors(tmp_path, args, needles):
     res = cli_subprocess(*args, cwd=tmp_path)
     assert_user_error(res, *needles)
     assert tree(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_subprocess_refuses_incompatible_resume(tmp_path, ckpt_run):
     before = tree(ckpt_run)
     res = cli_subprocess("train", "--resume", str(ckpt_run), *override(TINY, "model.deter=128"), cwd=tmp_path)
@@ -139,6 +141,7 @@ def test_subprocess_refuses_incompatible_resume(tmp_path, ckpt_run):
     assert tree(ckpt_run) == before and tree(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_envs_list_console_script(tmp_path):
     exe = Path(sys.executable).parent / "dreamshift"
     assert exe.exists(), "the dreamshift console script is not installed"
@@ -152,6 +155,7 @@ def test_envs_list_console_script(tmp_path):
     assert "dmc        available" in res.stderr and "missing: a CARLA server at localhost:2000" in res.stderr
 
 
+@pytest.mark.slow
 def test_config_prints_resolved_json(tmp_path):
     res = cli_subprocess("config", "size=XS", "model.units=100", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

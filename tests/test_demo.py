@@ -54,6 +54,7 @@ def test_combined_table_refuses_mixed_envs():
         demo.combined_table(records)
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_prints_one_table_with_the_random_policy(cli, tmp_path, monkeypatch):
     # two of the demo's agents, tiny models, 50-step episodes, 2 episodes per condition
     monkeypatch.setattr(demo, "AGENTS", (demo.AGENTS[0], demo.AGENTS[1]))

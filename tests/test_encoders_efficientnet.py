@@ -107,6 +107,7 @@ def test_weights_layout_and_parameter_count(frozen224):
 
 @pytest.mark.parametrize(("feature", "input_size", "tokens"), [("mean", 64, 4), ("cls", 64, 4), ("patch", 64, 4),
                                                                ("patch", 224, 49), ("patch_flatten", 64, 4)])
+@pytest.mark.slow
 def test_feature_shapes(tiny_cfg, feature, input_size, tokens):
     enc = _encoder(tiny_cfg, "frozen", feature, input_size)
     assert enc.num_tokens == tokens == (math.ceil(input_size / 32)) ** 2

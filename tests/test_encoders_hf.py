@@ -78,6 +78,7 @@ def _images(n: int = 3, size: int = 64, seed: int = 0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ import
 
 
+@pytest.mark.slow
 def test_import_is_lazy():
     code = "import sys, encoders.hf; assert 'transformers' not in sys.modules and 'peft' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -88,6 +89,7 @@ def test_import_is_lazy():
 
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("feature", ["cls", "mean", "patch", "patch_flatten"])
+@pytest.mark.slow
 def test_output_shapes(model_dirs, kind, feature, single_thread):
     _, size, p = KINDS[kind]
     enc = _build(model_dirs, kind, encoder_feature=feature, encoder_token_dim="8")
@@ -237,6 +239,7 @@ def test_backbone_weights_fixed_unless_trained(model_dirs, kind, mode, single_th
 
 
 @pytest.mark.parametrize(("kind", "mode"), [("dinov2", "full"), ("clip", "partial:2"), ("vit", "full")])
+@pytest.mark.slow
 def test_pretrained_state_dict_and_merge(model_dirs, kind, mode, single_thread):
     import transformers as tf
 

@@ -47,6 +47,7 @@ def _backbone_state(agent):
     return {k: v.clone() for k, v in agent.wm.encoder.backbone.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_frozen_dinov2_trains_end_to_end_with_feature_cache(tmp_path, tiny_backbones):
     run = _train(tmp_path, "encoder=dinov2", f"encoder_path={tiny_backbones / 'dinov2'}", "encoder_mode=frozen",
                  "encoder_feature=patch", "encoder_input_size=28")
@@ -73,6 +74,7 @@ def test_frozen_dinov2_trains_end_to_end_with_feature_cache(tmp_path, tiny_backb
     assert recomputed.abs().max() > 0
 
 
+@pytest.mark.slow
 def test_clip_partial_trains_end_to_end_and_changes_only_last_blocks(tmp_path, tiny_backbones):
     run = _train(tmp_path, "encoder=clip", f"encoder_path={tiny_backbones / 'clip'}", "encoder_mode=partial:2",
                  "encoder_input_size=32", "optim.encoder_lr=1e-3", "optim.warmup=0")
@@ -88,6 +90,7 @@ def test_clip_partial_trains_end_to_end_and_changes_only_last_blocks(tmp_path, t
     assert not any(".layers.0." in k or ".layers.1." in k or "embeddings" in k for k in changed)
 
 
+@pytest.mark.slow
 def test_merge_endpoints_are_bit_exact(tmp_path, tiny_backbones):
     run = _train(tmp_path, "encoder=dinov2", f"encoder_path={tiny_backbones / 'dinov2'}", "encoder_mode=full",
                  "encoder_feature=cls", "encoder_input_size=28", "optim.encoder_lr=1e-3", "optim.warmup=0")
@@ -117,6 +120,7 @@ def test_merge_endpoints_are_bit_exact(tmp_path, tiny_backbones):
         merged_agent(run, 1.5)
 
 
+@pytest.mark.slow
 def test_merge_needs_a_pretrained_encoder(tmp_path):
     from envs.errors import ConfigError
 

@@ -235,6 +235,7 @@ def test_default_episode_is_1000_env_steps():
     env.close()
 
 
+@pytest.mark.slow
 def test_seeding_is_deterministic():
     actions = np.random.default_rng(1).uniform(-1, 1, size=(12, 6)).astype(np.float32)
     env_a = make_env(WALKER, size=32)
@@ -290,6 +291,7 @@ def test_dmcenv_rejects_unknown_domain_and_task():
 
 
 # ------------------------------------------------------------- vector env
+@pytest.mark.slow
 def test_async_vector_env_stacks_and_autoresets_same_step():
     name, kwargs = (
         "dmc:cartpole_balance",

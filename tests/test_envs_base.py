@@ -223,6 +223,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CASES)
+@pytest.mark.slow
 def test_fresh_envs_are_bit_identical(name, kwargs):
     limit = 3 * kwargs.get("action_repeat", 2) + 1  # 4 agent steps, the last one a single env step
     a = make_env(name, seed=3, time_limit=limit, **kwargs)

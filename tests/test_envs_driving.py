@@ -61,6 +61,7 @@ def test_non_square_size():
 
 
 @pytest.mark.parametrize("zoom", [None, 4.5])
+@pytest.mark.slow
 def test_matches_gymnasium_carracing_at_96(zoom, monkeypatch):
     """At size 96 and action_repeat 1, frames and rewards are CarRacing-v3's own (its module ZOOM set to the
     appearance's zoom), bit for bit: the fast off-screen culling draws exactly what CarRacing draws."""
@@ -117,6 +118,7 @@ def test_seeding_reproduces_pixels_and_seeds_differ():
     dict(brightness=0.5),
     dict(tint=(1.0, 0.8, 0.6)),
 ])
+@pytest.mark.slow
 def test_appearance_changes_pixels_not_reward(change):
     base = CarRacingEnv(size=64)
     shifted = CarRacingEnv(size=64, appearance=Appearance(**change))
@@ -236,6 +238,7 @@ def test_vector_env(asynchronous):
         venv.close()
 
 
+@pytest.mark.slow
 def test_train_smoke(tmp_path):
     """A tiny DreamerV3 run on driving:carracing in-process (writes metrics with a finite loss)."""
     import json

@@ -88,6 +88,7 @@ def test_without_metaworld_list_envs_works_and_make_env_names_pip(monkeypatch):
         ({"options": {"goal": 50}}, r"goal must be None or an MT1 goal index in \[0, 50\), got 50"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_raise_env_error(kwargs, pattern):
     with pytest.raises(EnvError, match=pattern):
         make_env(REACH, **kwargs)
@@ -96,6 +97,7 @@ def test_bad_arguments_raise_env_error(kwargs, pattern):
 # ---------------------------------------------------------- single env
 @needs_metaworld
 @pytest.mark.parametrize("task", TASKS)
+@pytest.mark.slow
 def test_task_resets_steps_and_renders(task):
     env = make_env(f"metaworld:{task}", size=64, seed=0)
     assert env.time_limit == 500 and env.action_repeat == 2  # Meta-World's episode: 500 env steps
@@ -133,6 +135,7 @@ def test_state_observation_and_gymnasium_checker():
 
 
 @needs_metaworld
+@pytest.mark.slow
 def test_seeding_reproduces_pixels_and_seeds_pick_goals():
     actions = np.random.default_rng(1).uniform(-1, 1, size=(8, 4)).astype(np.float32)
     env_a = make_env(REACH, size=64, obs="pixels+state")
@@ -185,6 +188,7 @@ def test_pinned_goal_is_used_for_every_episode():
 
 
 @needs_metaworld
+@pytest.mark.slow
 def test_reach_success_with_scripted_p_controller(reach):
     obs, info = reach.reset(seed=0)
     assert info["success"] == 0.0
@@ -203,6 +207,7 @@ def test_reach_success_with_scripted_p_controller(reach):
 
 @needs_metaworld
 @pytest.mark.parametrize(("time_limit", "repeat", "agent_steps"), [(7, 3, 3), (501, 100, 6)])
+@pytest.mark.slow
 def test_truncation_at_exactly_time_limit_env_steps(time_limit, repeat, agent_steps):
     # 501 > Meta-World's own max_path_length (500): still allowed
     env = make_env(REACH, size=8, seed=0, time_limit=time_limit, action_repeat=repeat)
@@ -287,6 +292,7 @@ def test_hook_api_and_physics_handle_match_dmcenv(reach):
 
 
 @needs_metaworld
+@pytest.mark.slow
 def test_scene_shifts_run_on_metaworld():
     from shifts.base import ShiftWrapper, make_shift
 
@@ -302,6 +308,7 @@ def test_scene_shifts_run_on_metaworld():
 
 # ------------------------------------------------------------- vector env
 @needs_metaworld
+@pytest.mark.slow
 def test_vector_env_with_two_metaworld_envs():
     venv = make_vector_env(REACH, 2, seed=5, size=16, time_limit=4, obs="pixels+state")
     try:
@@ -325,6 +332,7 @@ def test_vector_env_with_two_metaworld_envs():
 
 # ------------------------------------------------------------ training
 @needs_metaworld
+@pytest.mark.slow
 def test_train_smoke_run(tmp_path, single_thread):
     from mbrl.config import build_config
     from mbrl.runs.train import train

@@ -75,6 +75,7 @@ def _agent(run: Path):
 
 # ------------------------------------------------------------------------------------------------ rollouts
 @pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.slow
 def test_run_episodes_is_reproducible_and_leaves_global_rngs_alone(run_dir, mode):
     agent, cfg = _agent(run_dir)
     results = []
@@ -101,6 +102,7 @@ def test_training_rng_stream_is_unchanged_by_evaluation(run_dir):
 
 
 # ------------------------------------------------------------------------------------------------ entry points
+@pytest.mark.slow
 def test_evaluate_clean_twice_gives_identical_files(run_dir, tmp_path):
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     first, second = _twice(evaluate, run, episodes=2, seed=0, device="cpu")
@@ -108,6 +110,7 @@ def test_evaluate_clean_twice_gives_identical_files(run_dir, tmp_path):
     assert len(first["episodes"]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_suite_twice_gives_identical_files(run_dir, tmp_path):
     from mbrl.runs.evaluate import evaluate_suite
     from shifts.base import kinds
@@ -134,6 +137,7 @@ def _fake_adapted(run_dir: Path, out: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_stage_report_and_alpha_sweep_twice_give_identical_files(run_dir, tmp_path):
     from mbrl.runs.adapt import alpha_sweep, stage_report
 
@@ -162,6 +166,7 @@ def _record_threads(monkeypatch) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_evaluation_runs_with_the_runs_threads_and_restores_the_callers(run_dir, tmp_path, monkeypatch):
     from mbrl.runs.evaluate import evaluate_suite
 

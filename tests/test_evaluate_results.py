@@ -33,6 +33,7 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_evaluate_suite_and_clean_feed_the_leaderboard(tiny_run, tmp_path, cli):
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     res = cli("evaluate", str(run), "--suite", "contrast:5", "--episodes", "1")

@@ -207,6 +207,7 @@ def local_sweep(tmp_path_factory):
     return sweep, out, statuses, lines
 
 
+@pytest.mark.slow
 def test_local_sweep_completes_and_leaderboard_lists_both(local_sweep, tmp_path):
     sweep, out, statuses, lines = local_sweep
     assert [s["state"] for s in statuses] == ["done", "done"]
@@ -235,6 +236,7 @@ def test_rerun_skips_finished_trials_and_keeps_their_records(local_sweep):
     assert {p.name: p.read_bytes() for p in (out / "results").glob("*.jsonl")} == before
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_the_unfinished_trial(local_sweep, tmp_path):
     """Simulate a kill: one trial lost its results file (its run kept a checkpoint), the other finished.
     The rerun evaluates only the unfinished trial (from its checkpoint) and loses no record of the other."""
@@ -255,6 +257,7 @@ def test_killed_sweep_resumes_the_unfinished_trial(local_sweep, tmp_path):
     assert "resuming" not in log.split("attempt 2")[1]  # the budget was spent: it only re-evaluated
 
 
+@pytest.mark.slow
 def test_failed_trial_is_retried_and_recorded(tmp_path):
     grid = _grid(tmp_path, encoders=[{"name": "cnn", "overrides": {"eval_episodes": 1}}], retries=1,
                  evaluation={"suite": "contrast:5", "episodes": 1})
@@ -268,6 +271,7 @@ def test_failed_trial_is_retried_and_recorded(tmp_path):
     assert not (tmp_path / "out" / "results").exists() or not list((tmp_path / "out" / "results").iterdir())
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_same_code_path(tmp_path):
     sweep = spec.load(_grid(tmp_path, encoders=["cnn"], backend={"name": "submitit-local", "threads": 1}))
     lines: list[str] = []
@@ -278,6 +282,7 @@ def test_submitit_local_executor_runs_the_same_code_path(tmp_path):
     assert len(results.read_dir(tmp_path / "out" / "results")) == 2
 
 
+@pytest.mark.slow
 def test_seed_batch_trains_a_batch_once_and_records_each_seed(tmp_path):
     """``seed_batch: 2``: seeds 0 and 1 train in one process into runs/<batch>/seed-<s>/, each seed is its own
     trial with its own results file; a rerun skips them; the leaderboard counts two seeds."""
@@ -331,6 +336,7 @@ def test_leaderboard_html_renders_in_headless_chromium(tmp_path):
     assert 0.002 < dark < 0.5  # text and plots drawn on a white page, not blank and not an error screen
 
 
+@pytest.mark.slow
 def test_wandb_eval_run_is_offline_grouped_and_idempotent(tmp_path):
     from experiments.wandb_log import log_evaluation
 
@@ -347,6 +353,7 @@ def test_wandb_eval_run_is_offline_grouped_and_idempotent(tmp_path):
     assert len(files) == 2 and {f.name for f in files} == {f"run-{run_id}.wandb"}
 
 
+@pytest.mark.slow
 def test_killed_trial_resumes_training_from_its_checkpoint(tmp_path):
     """A trial killed after a checkpoint (here: at 100 of its 150 env steps, no results yet) continues training
     from that checkpoint instead of starting over."""

@@ -83,6 +83,7 @@ def test_pixels_decoder_unchanged():
 
 
 @pytest.mark.parametrize("feat_loss", ["symlog_mse", "cosine"])
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch_of_real_frames_and_ignores_the_image(frames, feat_loss):
     torch.manual_seed(0)
     agent = Agent(_cfg("decoder=features", f"loss.feat_loss={feat_loss}", "optim.lr=1e-3"), A)
@@ -138,6 +139,7 @@ def test_hf_vit_frozen_with_feature_decoder(tmp_path):
 # ---------------------------------------------------------------- end to end and refusals
 
 
+@pytest.mark.slow
 def test_trains_end_to_end_on_dm_control_with_the_feature_cache(cli, tmp_path):
     res = cli("train", *TINY_RUN, *EFF, "decoder=features", "run_dir=run")
     assert res.returncode == 0, res.stderr
@@ -204,6 +206,7 @@ def test_diagnostics_use_the_feature_error(frames):
     assert np.allclose(errors["recon_mse"] * 1280, errors["recon_sse"])
 
 
+@pytest.mark.slow
 def test_update_speed_benchmark_variants_and_ratio(capsys):
     us = load_benchmark("update_speed")
     assert us.parse_variant("S:pixels:fp32:off") == {"size": "S", "obs": "pixels", "precision": "fp32",
@@ -221,6 +224,7 @@ def test_update_speed_benchmark_variants_and_ratio(capsys):
     assert "features / pixels" in out.splitlines()[-3]
 
 
+@pytest.mark.slow
 def test_input_size_probe_benchmark(capsys):
     """The probe recovers a linear target and misses noise; bad sizes are one error line; a tiny real run prints
     its table with R^2 of the mean-pooled features above the grey-pixel baseline's floor."""

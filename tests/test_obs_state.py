@@ -46,6 +46,7 @@ def test_state_encoder_applies_symlog_and_decoder_loss_is_symlog_squared_error()
     assert torch.allclose(dec.loss(feat, target), expect)
 
 
+@pytest.mark.slow
 def test_state_only_world_model_has_no_pixel_parts_and_its_state_loss_falls(tiny_cfg):
     torch.manual_seed(0)
     agent = Agent(tiny_cfg(obs="state", optim__warmup="0", optim__lr="1e-3"), action_dim=A, state_dim=D)
@@ -82,6 +83,7 @@ def test_state_obs_needs_a_state_dim(tiny_cfg):
 
 
 @pytest.mark.parametrize("obs", ["state", "pixels+state"])
+@pytest.mark.slow
 def test_train_end_to_end_on_dm_control(obs, cli, tmp_path):
     res = cli("train", *override(TINY_RUN, f"obs={obs}", "steps=300", "run_dir=run"))
     assert res.returncode == 0, res.stderr

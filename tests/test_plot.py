@@ -65,6 +65,7 @@ def runs(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_plot_two_runs_with_reference(cli, runs):
     before = tree(runs)
     res = cli("plot", "a", "b", "--out", "figs/p.png", "--reference", "ref.json.gz")
@@ -84,6 +85,7 @@ def test_plot_svg_without_reference_or_diagnostics(cli, tmp_path):
     assert b"<svg" in (tmp_path / "p.svg").read_bytes()
 
 
+@pytest.mark.slow
 def test_plot_reference_without_the_task_is_a_note(cli, runs):
     write_reference(runs / "other.json.gz", seed_curves("dmc_finger_spin", [100]))
     res = cli("plot", "a", "--out", "p.png", "--reference", "other.json.gz")

@@ -103,6 +103,7 @@ def test_dino_student_fits_a_fixed_teacher(frames, single_thread):
     assert 0 < stats["teacher_entropy"] <= np.log(32) + 1e-6
 
 
+@pytest.mark.slow
 def test_tiny_mae_run_lowers_its_loss(tmp_path, single_thread):
     s = pretrain(_cfg(tmp_path / "mae", objective="mae", steps=24, lr=3e-3, log_every=4))
     log = [json.loads(line) for line in (tmp_path / "mae" / "train_log.jsonl").read_text().splitlines()]
@@ -117,6 +118,7 @@ def test_tiny_mae_run_lowers_its_loss(tmp_path, single_thread):
     assert "mae" in (tmp_path / "mae" / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, monkeypatch, single_thread):
     ref = pretrain(_cfg(tmp_path / "ref"))
     calls = {"n": 0}
@@ -149,6 +151,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, monkeypatch,
 # ------------------------------------------------------------------------------------ encoder round trip
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_bit_identically_through_registry(tiny_model, single_thread):
     from encoders.registry import build_encoder
 

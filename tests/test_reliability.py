@@ -50,6 +50,7 @@ BASE = [a for a in TINY_RUN if not a.startswith(("steps=", "save_every="))]
 
 @pytest.mark.parametrize("signum, seeds", [(signal.SIGTERM, None), (signal.SIGUSR2, [0, 1])],
                          ids=["sigterm-single", "sigusr2-seeds"])
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_names_resume_and_resume_finishes(cli, tmp_path, signum, seeds):
     run_dir, steps = tmp_path / "run", 400
     members = [run_dir / f"seed-{s}" for s in seeds] if seeds else [run_dir]
@@ -203,6 +204,7 @@ def test_sweep_trial_killed_before_its_first_checkpoint_restarts(tmp_path):
     assert records and _env_steps(run) == 60
 
 
+@pytest.mark.slow
 def test_learning_launch_moves_a_run_without_checkpoint_aside(tmp_path, capsys):
     from conftest import load_benchmark
 
@@ -237,6 +239,7 @@ def test_a_run_diverging_after_a_checkpoint_keeps_it(cli, tmp_path):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_seeds_member_with_a_nan_action_stops_while_the_other_finishes(cli, tmp_path, monkeypatch):
     # member seed=1 acts NaN once it leaves the prefill (as a diverged actor would); seed=0 is unchanged
     from mbrl import policy

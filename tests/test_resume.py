@@ -41,6 +41,7 @@ def run(trained, tmp_path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_without_overrides_finishes_the_run(tmp_path):
     run_dir, steps = tmp_path / "run", 1000
     ckpt = run_dir / "checkpoint" / "checkpoint.json"
@@ -83,6 +84,7 @@ def test_kill_9_then_resume_without_overrides_finishes_the_run(tmp_path):
     assert updates == sorted(updates) and updates[-1] == c["updates"]
 
 
+@pytest.mark.slow
 def test_resume_with_steps_extends_the_budget(cli, run):
     before = records(run)
     res = cli("train", "--resume", "run", "steps=300", "log_every=100")

@@ -39,6 +39,7 @@ def clean():
 
 
 @pytest.mark.parametrize("kind", DRIVING_KINDS)
+@pytest.mark.slow
 def test_driving_shift_grows_with_severity_and_keeps_rewards(kind, clean):
     clean_frames, clean_rewards = clean
     zero_frames, _ = _rollout(kind, 0)

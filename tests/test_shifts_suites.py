@@ -141,6 +141,7 @@ def test_shifts_gallery_rejects_bad_input(cli, tmp_path):
     assert tree(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_evaluate_suite_writes_one_record_per_condition(cli, run_dir):
     suite, conditions = quick_or_fallback()
     res = cli("evaluate", str(run_dir), "--suite", suite, "--episodes", "1")
@@ -184,6 +185,7 @@ def test_evaluate_suite_other_bad_input(cli, tmp_path, run_dir):
     assert tree(run_dir) == before and tree(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_subprocess_unknown_suite_kind(tmp_path, run_dir):
     before = tree(run_dir)
     res = subprocess.run([sys.executable, "-m", "dreamshift", "evaluate", str(run_dir), "--suite", "rain:3"],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, load_benchmark, override
 
-from mbrl.agent import Agent, fetch_metrics
+from mbrl.agent import COMPILE_REGIONS, CPU_COMPILE_REGIONS, Agent, compile_regions, fetch_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -44,6 +44,7 @@ def test_train_step_metrics_are_device_tensors_fetched_once(tiny_cfg):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.slow
 def test_update_losses_are_finite_and_fall(tiny_cfg, precision):
     torch.manual_seed(0)
     agent = Agent(tiny_cfg(obs="state", precision=precision, optim__warmup="0", optim__lr="1e-3"),
@@ -70,6 +71,7 @@ def test_bf16_runs_the_networks_in_bf16_and_the_losses_in_fp32(tiny_cfg):
     assert post["deter"].dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_compiled_update_has_no_graph_breaks_and_learns(tiny_cfg):
     """``compile=on`` compiles the per-step regions and the larger ones (the no-grad imagination rollout, the two
     halves of the actor-critic loss, the world model's observe chunks) without a graph break, and a compiled tiny
@@ -80,8 +82,9 @@ def test_compiled_update_has_no_graph_breaks_and_learns(tiny_cfg):
     counters.clear()
     clear_compilation_metrics()
     torch.manual_seed(0)
-    agent = Agent(tiny_cfg(obs="state", compile="on", optim__warmup="0", optim__lr="1e-3",
-                           loss__imag_horizon="4"), action_dim=A, state_dim=D)  # a short rollout compiles faster
+    agent = Agent(tiny_cfg(obs="state", optim__warmup="0", optim__lr="1e-3", loss__imag_horizon="4"),
+                  action_dim=A, state_dim=D)  # a short rollout compiles faster
+    agent.compile_steps(COMPILE_REGIONS)  # every region, as on CUDA (a CPU compiles CPU_COMPILE_REGIONS)
     history = _train(agent, 12)
     losses = [m["wm/loss"] for m in history]
     assert all(math.isfinite(v) for m in history for v in m.values())
@@ -150,14 +153,14 @@ def test_compiled_actor_critic_loss_matches_eager(tiny_cfg):
                 metrics["ac/adv_std"], metrics["ac/entropy"]], grads
 
     eager, eager_grads = run()
-    agent.compile_steps()
+    agent.compile_steps(("losses",))
     compiled, compiled_grads = run()
     for a, b in zip(eager + eager_grads, compiled + compiled_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
-    from mbrl import checkpoint
+    from mbrl.runs import checkpoint
     from mbrl.world_model import WorldModel
 
     original = WorldModel.loss
@@ -178,6 +181,7 @@ def test_non_finite_loss_stops_with_one_line_and_leaves_a_loadable_checkpoint(cl
     assert all(torch.isfinite(v).all() for v in state["agent"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_flop_bound_counts_an_update_that_scales_with_the_batch(capsys):
     """The FLOP count of one update is positive, mostly matmuls, and doubles with the batch (every part of an
     update -- observe, imagination from every replay step, the heads -- is linear in B); bad targets are one
@@ -215,3 +219,35 @@ def test_update_speed_times_the_bf16_filter_against_the_fp32_one(tmp_path):
     fp32, bf16 = json.loads(out.read_text())["rows"]
     assert "fp32_filter_speedup" not in fp32
     assert bf16["fp32_filter_speedup"] > 0 and bf16["bf16_filter_s_per_update"] > 0
+
+
+def test_compile_steps_compiles_only_the_regions_asked_for(tiny_cfg):
+    """``compile_steps(regions)`` wraps only those regions (compiling happens at the first call, not here); CUDA
+    compiles every region, a CPU the measured subset; an unknown region is refused."""
+    agent = Agent(tiny_cfg(obs="state"), action_dim=A, state_dim=D)
+    agent.compile_steps(("imagine",))
+    assert agent.compiled_regions == ("imagine",)
+    assert hasattr(agent.ac.imagine, "_torchdynamo_orig_callable")
+    for eager in (agent.ac.critic_terms, agent.ac.actor_terms, agent.wm.rssm.obs_step, agent.wm.rssm.observe_steps):
+        assert not hasattr(eager, "_torchdynamo_orig_callable"), eager
+    assert agent.ac.actor._compiled_call_impl is None
+    agent.compile_steps(("steps",))  # idempotent: the first call decided
+    assert agent.compiled_regions == ("imagine",)
+    other = Agent(tiny_cfg(obs="state"), action_dim=A, state_dim=D)
+    other.compile_steps(("steps", "losses"))
+    assert other.ac.actor._compiled_call_impl is not None
+    assert hasattr(other.ac.critic_terms, "_torchdynamo_orig_callable")
+    assert not hasattr(other.ac.imagine, "_torchdynamo_orig_callable")
+    assert compile_regions(torch.device("cuda")) == COMPILE_REGIONS
+    assert compile_regions(torch.device("cpu")) == CPU_COMPILE_REGIONS
+    assert set(CPU_COMPILE_REGIONS) <= set(COMPILE_REGIONS)
+    with pytest.raises(ValueError, match="unknown compile regions"):
+        Agent(tiny_cfg(obs="state"), action_dim=A, state_dim=D).compile_steps(("everything",))
+
+
+def test_compile_regions_benchmark_parses_sets_and_refuses_unknown_regions():
+    bench = load_benchmark("compile_regions")
+    assert bench.parse_set("none") == () and bench.parse_set("all") == COMPILE_REGIONS
+    assert bench.parse_set("imagine+losses") == ("imagine", "losses")
+    with pytest.raises(SystemExit, match="error: compile set 'imagine\\+fast'"):
+        bench.parse_set("imagine+fast")

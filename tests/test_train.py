@@ -65,6 +65,7 @@ def trained(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_writes_config_metrics_and_checkpoint(trained):
     cfg = build_config(override(BASE, f"steps={STEPS}", f"run_dir={trained}"))
     stored = json.loads((trained / "config.json").read_text())
@@ -147,6 +148,7 @@ def _ckpt_counters(path: Path) -> dict | None:
         return None
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
     agent_pt = run_dir / "checkpoint" / "checkpoint.json"
@@ -239,6 +241,7 @@ def test_resume_tolerates_a_metrics_line_cut_by_the_kill(trained, tmp_path):
     assert records(run) == kept
 
 
+@pytest.mark.slow
 def test_vectorised_collection_with_two_env_processes(tmp_path):
     """num_envs=2 collects through gymnasium's AsyncVectorEnv: two replay streams, both episodes logged."""
     run = train(build_config(override(BASE, "num_envs=2", "steps=200", "save_every=0", f"run_dir={tmp_path / 'vec'}")))

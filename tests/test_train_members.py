@@ -38,6 +38,7 @@ def batch_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_layout_and_members_are_single_runs(batch_run):
     doc = read_members(batch_run)
     assert doc["seeds"] == [3, 5] and doc["stopped"] == {}
@@ -54,6 +55,7 @@ def test_layout_and_members_are_single_runs(batch_run):
     assert set(w3) == set(w5) and any(not torch.equal(w3[k], w5[k]) for k in w3)  # own seeds, own weights
 
 
+@pytest.mark.slow
 def test_every_member_is_read_by_evaluate_leaderboard_and_plot(cli, batch_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(batch_run, run)
@@ -70,6 +72,7 @@ def test_every_member_is_read_by_evaluate_leaderboard_and_plot(cli, batch_run, t
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_finishes_every_member(tmp_path):
     run_dir, steps = tmp_path / "run", 600
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -102,6 +105,7 @@ def test_kill_9_then_resume_finishes_every_member(tmp_path):
         assert train_steps == list(range(50, steps + 1, 50))  # none duplicated, none lost
 
 
+@pytest.mark.slow
 def test_a_diverging_member_stops_and_the_others_go_on(tmp_path, monkeypatch, capsys):
     """NaN rewards in member 1's batches: member 1 stops at its first check (its last good checkpoint kept,
     members.json says why), member 0 trains to the end with finite weights."""

@@ -23,6 +23,7 @@ def trained(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_export_is_evaluation_only_with_provenance(cli, trained, tmp_path):
     res = cli("zoo-export", str(trained), "--name", "tiny", "--out", str(tmp_path / "zoo"))
     assert res.returncode == 0, res.stderr
