@@ -150,6 +150,14 @@ CASES = [
     Case("sweep grid over 1 MiB", "R7", ["sweep", "huge.yaml", "--dry-run"], ["1 MiB"]),
     Case("sweep description > 2000 chars", "R7", ["sweep", "longdesc.yaml", "--dry-run"], ["description"]),
     Case("train seed=1 seed=2", "R7", ["train", *TINY, "seed=1", "seed=2"], ["seed is given twice"]),
+    # --- issue 28 item 1: run_dir a symbolic link loop or a link to nothing ---
+    Case("train run_dir=LOOP", "28.1", ["train", *TINY, "run_dir=loop1"], ["'loop1'", "loop of symbolic links"]),
+    Case("train run_dir=LOOP seeds", "28.1", ["train", *TINY, "run_dir=loop1", "seeds=[0,1]"],
+         ["loop of symbolic links"]),
+    Case("train run_dir=DANGLING", "28.1", ["train", *TINY, "run_dir=dangling"], ["'dangling'", "symbolic link"]),
+    Case("train --resume LOOP", "28.1", ["train", "--resume", "loop1"], ["loop of symbolic links"]),
+    Case("adapt --out LOOP", "28.1", ["adapt", "{RUN}", "--target", "color:5", "--steps", "10", "--out", "loop1"],
+         ["--out", "loop of symbolic links"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -157,9 +165,10 @@ CASES = [
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir") and symbolic link
+    (-> "link:<target>", not followed: it may dangle or loop)."""
+    return {str(p.relative_to(root)): f"link:{os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir() else
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
 def make_scratch(root: Path) -> Path:
@@ -177,6 +186,9 @@ def make_scratch(root: Path) -> Path:
     base.mkdir()
     (base / "f").write_text("a file\n")
     (base / "d").mkdir()
+    os.symlink("loop2", base / "loop1")  # a loop of symbolic links, and a link to nothing
+    os.symlink("loop1", base / "loop2")
+    os.symlink("nowhere", base / "dangling")
     (base / "foreign").mkdir()  # another program's run directory: files but no dreamshift checkpoint
     (base / "foreign" / "config.json").write_text('{"lr": 0.1}\n')
     (base / "foreign" / "metrics.jsonl").write_text('{"step": 1}\n')

@@ -89,8 +89,8 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    files.check_output_dir(run_dir, "run_dir")  # a file, a file parent, a symlink loop, an unwritable directory
     run_lock.check_free(run_dir)
-    files.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
     files.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     existing = checkpoint.checkpoint_path(run_dir)
     if existing.name in checkpoint.LEGACY_FILES:  # an older run (a pickle): say how to convert it, never open it

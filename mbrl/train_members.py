@@ -113,6 +113,7 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
     else:
         check_seed_list(seeds or [])
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(dataclasses.replace(cfg, seed=seeds[0]))
+        files.check_output_dir(run_dir, "run_dir")  # a file, a symlink loop or to nothing: before the lock's check
         run_lock.check_free(run_dir)
         if (run_dir / MEMBERS_FILE).exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a batch of seeds; continue it with "
