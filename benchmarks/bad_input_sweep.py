@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -158,6 +159,11 @@ CASES = [
     Case("train --resume LOOP", "28.1", ["train", "--resume", "loop1"], ["loop of symbolic links"]),
     Case("adapt --out LOOP", "28.1", ["adapt", "{RUN}", "--target", "color:5", "--steps", "10", "--out", "loop1"],
          ["--out", "loop of symbolic links"]),
+    # --- issue 28 item 2: one trial's records must agree ---
+    Case("leaderboard trial with env steps 400 and 600", "28.2", ["leaderboard", "mixed_results", "--out", "lb"],
+         ["b.jsonl:1", "trial 't0'", "env_steps_trained", "a.jsonl:1"]),
+    Case("leaderboard trial id shared by two encoders", "28.2", ["leaderboard", "shared_results", "--out", "lb"],
+         ["b.jsonl:1", "shared by two encoders"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -227,6 +233,18 @@ def make_scratch(root: Path) -> Path:
     (base / "results").mkdir()
     (base / "empty_results").mkdir()
     (base / "empty_results" / "t.jsonl").write_text("")
+    record = {"schema": 1, "env": "dmc:cartpole_balance", "suite": "dmc", "task": "cartpole_balance",
+              "encoder": "cnn", "label": "cnn", "encoder_mode": "full", "size": "XS", "shift": "none", "severity": 0,
+              "seed": 0, "eval_seed": 0, "episode_seed": 10000, "return": 12.5, "success": None, "length": 100,
+              "env_steps_trained": 400, "code_version": "0", "config_hash": "abc", "trial": "t0"}
+    (base / "mixed_results").mkdir()  # one trial whose records disagree (env steps), one shared by two encoders
+    (base / "mixed_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    (base / "mixed_results" / "b.jsonl").write_text(json.dumps({**record, "env_steps_trained": 600,
+                                                                 "episode_seed": 10001}) + "\n")
+    (base / "shared_results").mkdir()
+    (base / "shared_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    (base / "shared_results" / "b.jsonl").write_text(json.dumps({**record, "encoder": "dinov2:small",
+                                                                  "label": "dinov2:small"}) + "\n")
     return base
 
 

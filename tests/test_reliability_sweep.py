@@ -4,6 +4,7 @@ missing conditions) are refused or said."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -41,3 +42,45 @@ def test_resume_of_a_symbolic_link_loop_or_dangling_link_is_one_line(cli, tmp_pa
     before = tree(tmp_path)
     assert_user_error(cli("train", "--resume", run_dir), f"--resume '{run_dir}'", "symbolic link")
     assert tree(tmp_path) == before
+
+
+# --- 2: one trial's records agree on what was trained ------------------------------------------------------------
+
+def _record(**change):
+    rec = {"schema": 1, "env": "dmc:cartpole_balance", "suite": "dmc", "task": "cartpole_balance",
+           "encoder": "cnn", "label": "cnn", "encoder_mode": "full", "size": "XS", "shift": "none", "severity": 0,
+           "seed": 0, "eval_seed": 0, "episode_seed": 10000, "return": 123.5, "success": None, "length": 1000,
+           "env_steps_trained": 3000, "code_version": "0.1.0", "config_hash": "abc", "trial": "t0"}
+    rec.update(change)
+    return rec
+
+
+def _write_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"size": "S"}, ["disagree", "size \"S\" here but \"XS\""]),
+    ({"config_hash": "def"}, ["disagree", "config_hash"]),
+    ({"encoder_mode": "frozen"}, ["disagree", "encoder_mode"]),
+    ({"env_steps_trained": 6000}, ["disagree", "env_steps_trained 6000 here but 3000"]),
+    ({"encoder": "dinov2:small", "label": "dinov2:small"}, ["shared by two encoders", "encoder"]),
+    ({"label": "cnn-small"}, ["shared by two encoders", "label"]),
+], ids=["size", "config-hash", "encoder-mode", "env-steps", "encoder", "label"])
+def test_a_trial_whose_records_disagree_is_refused_naming_both_places(cli, tmp_path, change, needles):
+    res = tmp_path / "results"
+    _write_records(res / "a.jsonl", [_record(), _record(episode_seed=10001)])
+    _write_records(res / "b.jsonl", [_record(shift="fog", severity=3, **change)])
+    before = tree(tmp_path)
+    assert_user_error(cli("leaderboard", "results", "--out", "board"), "b.jsonl:1", "trial 't0'", "a.jsonl:1",
+                      *needles)
+    assert tree(tmp_path) == before
+
+
+def test_a_merge_variant_of_a_trial_is_not_a_disagreement(tmp_path):
+    from experiments import results
+
+    res = tmp_path / "results"
+    _write_records(res / "a.jsonl", [_record(), _record(encoder_mode="full+merge:0.5")])
+    assert len(results.read_dir(res)) == 2
