@@ -164,6 +164,12 @@ CASES = [
          ["b.jsonl:1", "trial 't0'", "env_steps_trained", "a.jsonl:1"]),
     Case("leaderboard trial id shared by two encoders", "28.2", ["leaderboard", "shared_results", "--out", "lb"],
          ["b.jsonl:1", "shared by two encoders"]),
+    # --- issue 28 item 3: merging an adapted run with a BASE it was not adapted from ---
+    Case("adapt-eval RUN ADAPTED-from-elsewhere", "28.3",
+         ["adapt-eval", "{RUN}", "adapted_run", "--alpha", "0,1", "--episodes", "1"],
+         ["adapted_run was not adapted from run", "'elsewhere'"]),
+    Case("merge RUN ADAPTED-from-elsewhere", "28.3", ["merge", "{RUN}", "adapted_run", "--alpha", "0.5", "--out", "m"],
+         ["not adapted from"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -217,6 +223,13 @@ def make_scratch(root: Path) -> Path:
     weights = {k: v * float("nan") if k.startswith("ac.actor") and v.is_floating_point() else v
                for k, v in weights.items()}
     safe_state.write_tensors(agent_file, weights)
+    shutil.copytree(run_dir, base / "adapted_run")  # "adapted" from another run than `run`: merging them is refused
+    meta = json.loads((base / "adapted_run" / "config.json").read_text())
+    meta.update(adapted_from="elsewhere", target="color:5", conditions=[["color", 5]], mix=0.0, lr_scale=0.1,
+                lineage=[{"run": "elsewhere", "target": "clean", "env_steps": 2,
+                          "checkpoint": "agent-2-00000000.safetensors"}], replay_sources=["elsewhere"],
+                base_env_steps=2, lineage_target_env_steps=0, shift_seed=0)
+    files.write_json(base / "adapted_run" / "config.json", meta)
     shutil.copytree(run_dir, base / "trunc_run")
     npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])

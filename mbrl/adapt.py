@@ -18,8 +18,9 @@ every earlier stage's target replay, an equal share each), which :mod:`mbrl.cont
 shifts. ``config.json`` of an adapted run holds, besides the config: ``adapted_from`` (the parent run),
 ``target`` (``"kind:severity[,...]"``), ``conditions``, ``mix``, ``lr_scale``, ``shift_seed``,
 ``replay_sources`` (run directories whose checkpoint replays are mixed in), ``lineage`` (every earlier stage:
-run, target, env steps), ``base_env_steps`` (env steps of the root run) and ``lineage_target_env_steps`` (target
-env steps of the earlier stages).
+run, target, env steps and ``checkpoint``, the weights file adapted from, which names that one save: merging
+checks a BASE against it, :func:`mbrl.merge.check_adapted_from`), ``base_env_steps`` (env steps of the root
+run) and ``lineage_target_env_steps`` (target env steps of the earlier stages).
 
 Evaluation (:func:`stage_report`): the run on its target, the clean env, every earlier target of the lineage and
 the other severities of the target's kind, with fixed episode seeds (``mbrl.evaluate.EVAL_SEED_OFFSET + seed +
@@ -50,7 +51,7 @@ from mbrl import checkpoint, run_lock
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
-from mbrl.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
+from mbrl.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
 from mbrl.train import make_replay, remove_orphans, run_loop
@@ -88,11 +89,12 @@ def lineage_info(run: checkpoint.LoadedRun) -> dict[str, Any]:
         CheckpointError: the parent's ``config.json`` is missing or unreadable.
     """
     meta, run_dir, env_steps = run.meta, str(run.run_dir), run.env_steps
+    weights = checkpoint.read_doc(run.run_dir)["weights_file"]  # names this very checkpoint (new at every save)
     if run.adapted_from is None:  # a run trained on the clean env: the root of a lineage
         return {"replay_sources": [run_dir], "lineage": [{"run": run_dir, "target": "clean",
-                                                          "env_steps": env_steps}],
+                                                          "env_steps": env_steps, "checkpoint": weights}],
                 "base_env_steps": env_steps, "lineage_target_env_steps": 0}
-    stage = {"run": run_dir, "target": meta["target"], "env_steps": env_steps}
+    stage = {"run": run_dir, "target": meta["target"], "env_steps": env_steps, "checkpoint": weights}
     return {"replay_sources": [*run.replay_sources, run_dir], "lineage": [*run.lineage, stage],
             "base_env_steps": int(meta["base_env_steps"]),
             "lineage_target_env_steps": int(meta["lineage_target_env_steps"]) + env_steps}
@@ -383,7 +385,8 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     reproducible bit for bit, and differences between alphas come from the weights alone.
 
     Raises:
-        ConfigError: a bad alpha spec, incompatible runs, an adapted run without adaptation metadata,
+        ConfigError: a bad alpha spec, incompatible runs, a BASE the adapted run was not adapted from
+            (:func:`mbrl.merge.check_adapted_from`), an adapted run without adaptation metadata,
             ``episodes`` < 1 or ``threads`` < 0 (all before any evaluation). CheckpointError: a missing
             checkpoint.
     """
@@ -399,6 +402,7 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     base = checkpoint.load_run(base_run, agent=False)
     adapted = checkpoint.load_run(adapted_run, agent=False)
     check_mergeable(base, adapted, str(base_run), str(adapted_run))
+    check_adapted_from(base, adapted, str(base_run), str(adapted_run))
     cfg = adapted.config
     roles = report_conditions(meta, levels)
     rows = []

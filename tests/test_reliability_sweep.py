@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, assert_user_error, tree
+from conftest import TINY_RUN, assert_user_error, tree, write_untrained_run
 
 
 def _links(tmp_path: Path) -> None:
@@ -84,3 +84,31 @@ def test_a_merge_variant_of_a_trial_is_not_a_disagreement(tmp_path):
     res = tmp_path / "results"
     _write_records(res / "a.jsonl", [_record(), _record(encoder_mode="full+merge:0.5")])
     assert len(results.read_dir(res)) == 2
+
+
+# --- 3: adapt-eval / merge with a BASE the adapted run was not adapted from -------------------------------------
+
+def test_merging_an_adapted_run_with_a_base_it_was_not_adapted_from_is_refused(cli, tmp_path):
+    import shutil
+
+    from mbrl import checkpoint
+    from mbrl.merge import check_adapted_from
+
+    write_untrained_run(tmp_path / "base", TINY_RUN)
+    write_untrained_run(tmp_path / "other", [*TINY_RUN, "seed=1"])  # same model config, unrelated weights
+    res = cli("adapt", "base", "--target", "color:5", "--steps", "20", "--mix", "0", "--out", "ad")
+    assert res.returncode == 0, res.stderr
+    before = tree(tmp_path)
+    for args in (["adapt-eval", "other", "ad", "--alpha", "0,1", "--episodes", "1"],
+                 ["merge", "other", "ad", "--alpha", "0.5", "--out", "m"]):
+        assert_user_error(cli(*args), "ad was not adapted from other", "lineage: 'base'", "give the run it was "
+                          "adapted from ('base') as BASE")
+    assert tree(tmp_path) == before
+    ad = checkpoint.load_run(tmp_path / "ad", agent=False)
+    shutil.copytree(tmp_path / "base", tmp_path / "copy")  # a copy (or a move) of the base is still the base
+    check_adapted_from(checkpoint.load_run(tmp_path / "copy", agent=False), ad)
+    write_untrained_run(tmp_path / "base", TINY_RUN)  # the base saved again since (trained on): another checkpoint
+    before = tree(tmp_path)
+    assert_user_error(cli("adapt-eval", "base", "ad", "--alpha", "0.5", "--episodes", "1"),
+                      "ad was adapted from base at 2 env steps", "trained on since")
+    assert tree(tmp_path) == before
