@@ -170,6 +170,16 @@ CASES = [
          ["adapted_run was not adapted from run", "'elsewhere'"]),
     Case("merge RUN ADAPTED-from-elsewhere", "28.3", ["merge", "{RUN}", "adapted_run", "--alpha", "0.5", "--out", "m"],
          ["not adapted from"]),
+    # --- issue 28 items 4 and 9: continual's stages, --resume, --mix from a run without replay ---
+    Case("continual --stages 'color:5;;fog:1'", "28.4",
+         ["continual", "{RUN}", "--stages", "color:5;;fog:1", "--steps", "10", "--out", "c"],
+         ["stage 2 of 3 is empty"]),
+    Case("continual --resume (no such --out)", "28.4",
+         ["continual", "{RUN}", "--stages", "color:5", "--steps", "10", "--out", "c", "--resume"],
+         ["--out 'c' does not exist"]),
+    Case("continual MERGED --mix 0.5", "28.9",
+         ["continual", "merged_run", "--stages", "color:5", "--steps", "10", "--mix", "0.5", "--out", "c"],
+         ["stores no replay", "--mix 0"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -213,6 +223,9 @@ def make_scratch(root: Path) -> Path:
                    "is_first": True, "is_terminal": False})
     files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
+    checkpoint.save(base / "merged_run", agent, None, {"env_steps": 2, "agent_steps": 1, "updates": 0,
+                                                       "episodes": 0})  # weights without replay, as merged
+    shutil.copy(run_dir / "config.json", base / "merged_run" / "config.json")
     shutil.copytree(run_dir, base / "evalfile_run")
     (base / "evalfile_run" / "eval").write_text("not a directory\n")
     shutil.copytree(run_dir, base / "nan_run")  # a diverged run: NaN actor weights

@@ -100,6 +100,36 @@ def lineage_info(run: checkpoint.LoadedRun) -> dict[str, Any]:
             "lineage_target_env_steps": int(meta["lineage_target_env_steps"]) + env_steps}
 
 
+def _replay_path(run_dir: Path | str, replay_file: str | None) -> Path:
+    """The replay file of a run's checkpoint, which must exist.
+
+    Raises:
+        CheckpointError: the checkpoint stores no replay (e.g. a merged run), or its file is missing.
+    """
+    if not replay_file:
+        raise CheckpointError(f"run {str(run_dir)!r} stores no replay buffer to mix in (a merged run?); adapt "
+                              f"from a trained run, or use --mix 0")
+    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / replay_file
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
+    return path
+
+
+def check_replay_sources(run: checkpoint.LoadedRun, mix: float) -> list[str]:
+    """The run directories whose replays an adaptation of ``run`` with ``mix`` mixes in (none for ``mix`` 0),
+    each checked to store a replay file (only their ``checkpoint.json`` is read: a cheap check before any work).
+
+    Raises:
+        CheckpointError: a source without checkpoint, without replay (a merged run) or with its file missing.
+    """
+    if mix <= 0:
+        return []
+    sources = lineage_info(run)["replay_sources"]
+    for src in sources:
+        _replay_path(src, checkpoint.read_doc(src)["replay_file"])
+    return sources
+
+
 def load_source_replay(run_dir: Path | str) -> Replay:
     """The replay buffer stored in a run's checkpoint (read only; the run is not modified).
 
@@ -107,13 +137,8 @@ def load_source_replay(run_dir: Path | str) -> Replay:
         CheckpointError: no checkpoint, or a checkpoint without replay (e.g. a merged run).
     """
     run = checkpoint.load_run(run_dir, agent=False)
-    if not run.replay_file:
-        raise CheckpointError(f"run {str(run_dir)!r} stores no replay buffer to mix in (a merged run?); adapt "
-                              f"from a trained run, or use --mix 0")
     cfg = run.config
-    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / run.replay_file
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
+    path = _replay_path(run_dir, run.replay_file)
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
     features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None

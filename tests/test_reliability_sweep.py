@@ -112,3 +112,53 @@ def test_merging_an_adapted_run_with_a_base_it_was_not_adapted_from_is_refused(c
     assert_user_error(cli("adapt-eval", "base", "ad", "--alpha", "0.5", "--episodes", "1"),
                       "ad was adapted from base at 2 env steps", "trained on since")
     assert tree(tmp_path) == before
+
+
+# --- 4 and 9: continual's stages, --resume and --mix checked before the base run's evaluation ----------------------
+
+def _no_replay_run(run_dir: Path, base: Path) -> Path:
+    """A run whose checkpoint stores no replay (as a merged run's): the weights of ``base``."""
+    import shutil
+
+    from mbrl import checkpoint
+
+    run = checkpoint.load_run(base)
+    checkpoint.save(run_dir, run.agent, None, dict(run.counters))
+    shutil.copy(base / "config.json", run_dir / "config.json")
+    return run_dir
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--stages", "color:5;;fog:1"], ["'color:5;;fog:1'", "stage 2 of 3 is empty"]),
+    (["--stages", "color:5;"], ["stage 2 of 2 is empty"]),
+    (["--stages", "color:5", "--resume"], ["--resume", "--out 'c' does not exist", "drop --resume"]),
+    (["--stages", "color:5", "--mix", "0.5", "--run", "merged"], ["'merged' stores no replay", "--mix 0"]),
+], ids=["empty-stage", "trailing-semicolon", "resume-missing-out", "merged-with-mix"])
+def test_continual_refuses_bad_stages_resume_and_mix_before_any_evaluation(cli, tmp_path, args, needles):
+    import time
+
+    base = write_untrained_run(tmp_path / "base", TINY_RUN)
+    _no_replay_run(tmp_path / "merged", base)
+    run = "base"
+    if "--run" in args:
+        run = args[args.index("--run") + 1]
+        args = args[:args.index("--run")]
+    before = tree(tmp_path)
+    t0 = time.time()
+    assert_user_error(cli("continual", run, *args, "--steps", "10", "--out", "c", "--eval-episodes", "1"), *needles)
+    assert time.time() - t0 < 10  # up front, not after the base run's evaluation
+    assert tree(tmp_path) == before
+
+
+def test_continual_interrupted_before_anything_was_written_says_so(tmp_path, monkeypatch):
+    import argparse
+
+    from mbrl.cli import common
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(command="continual", out="c")
+    argv = ["continual", "base", "--stages", "color:5", "--steps", "10", "--out", "c"]
+    line = common.interrupted_message(args, argv, KeyboardInterrupt())
+    assert "nothing was written to resume" in line and "--resume" not in line
+    (tmp_path / "c" / "stage1-color5").mkdir(parents=True)
+    assert common.interrupted_message(args, argv, KeyboardInterrupt()).endswith("--out c --resume")

@@ -172,6 +172,11 @@ def _interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboar
             return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
         return f"interrupted: {saved}; continue with: dreamshift {resumes} --resume {shlex.quote(str(run_dir))}"
     if command == "continual":
+        out = Path(getattr(args, "out", "") or ".")
+        if not (out.is_dir() and any(out.iterdir())):  # stopped during the base run's evaluation (stage 0)
+            fresh = [a for a in argv if a != "--resume"]
+            return f"interrupted before the first stage; nothing was written to resume; start again with: " \
+                   f"{_quote(fresh)}"
         again = argv if "--resume" in argv else [*argv, "--resume"]
         done = f"{saved}; " if saved else "finished stages are kept; "
         return f"interrupted: {done}continue with: {_quote(again)}"
