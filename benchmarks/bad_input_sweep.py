@@ -180,6 +180,11 @@ CASES = [
     Case("continual MERGED --mix 0.5", "28.9",
          ["continual", "merged_run", "--stages", "color:5", "--steps", "10", "--mix", "0.5", "--out", "c"],
          ["stores no replay", "--mix 0"]),
+    # --- issue 28 item 5: a resumed run stays in its directory and only trains on ---
+    Case("train --resume RUN run_dir=OTHER", "28.5", ["train", "--resume", "{RUN}", "run_dir=other", "steps=300"],
+         ["run_dir=other", "own directory"]),
+    Case("train --resume RUN steps=1 (at 2)", "28.5", ["train", "--resume", "{RUN}", "steps=1"],
+         ["steps=1", "already at 2 env steps"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),

@@ -54,7 +54,7 @@ from mbrl.evaluate import eval_threads, evaluate_agent, resolve_threads, run_met
 from mbrl.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
-from mbrl.train import make_replay, remove_orphans, run_loop
+from mbrl.train import check_steps_grow, make_replay, remove_orphans, run_loop
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
@@ -260,6 +260,7 @@ def _resume(out: Path, steps: int | None, overrides: dict[str, str]) -> Path:
     if steps is not None:
         if steps < 1:
             raise ConfigError(f"--steps must be >= 1 target env steps, got {steps}")
+        check_steps_grow(out, int(steps), run.env_steps, "--steps")
         cfg.steps = int(steps)
     budget_only = {k: v for k, v in overrides.items() if k not in ("train_ratio", "prefill", "batch_size")}
     if budget_only != overrides:

@@ -80,6 +80,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
         run_lock.check_free(resume)  # another process is training it: its pid, before anything else
         state = checkpoint.load_state(resume)
         checkpoint.check_resumable(resume, state)
+        check_steps_grow(resume, cfg.steps, int(state["counters"]["env_steps"]))
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
         diff = incompatible_keys(old, cfg)
@@ -122,6 +123,33 @@ def check_fresh_run_dir(run_dir: Path | str, what: str = "run_dir") -> None:
                           f"run_dir, or move that one aside")
 
 
+def check_steps_grow(run_dir: Path | str, steps: int, env_steps: int, what: str = "steps") -> None:
+    """A resumed run trains on: its budget ``steps`` may not be below the ``env_steps`` it already reached (the
+    checkpoint would be saved again with a budget it has passed).
+
+    Raises:
+        ConfigError: ``steps < env_steps``; the message says what is allowed.
+    """
+    if steps < env_steps:
+        raise ConfigError(f"cannot resume {str(run_dir)!r} with {what}={steps}: it is already at {env_steps} env "
+                          f"steps, and a resumed run only trains on; give {what} >= {env_steps} (e.g. "
+                          f"{what}={2 * env_steps}), or use the run as it is")
+
+
+def check_same_run_dir(run_dir: Path | str, given: str | None) -> None:
+    """``run_dir=...`` given with ``--resume RUN``: a resumed run stays in its own directory, so ``given`` may
+    only name ``run_dir`` itself (a full original command line repeats it).
+
+    Raises:
+        ConfigError: ``given`` names another directory.
+    """
+    if given is None or os.path.realpath(given) == os.path.realpath(run_dir):
+        return
+    raise ConfigError(f"--resume {str(run_dir)!r} with run_dir={given}: a resumed run continues in its own "
+                      f"directory; drop run_dir=... (to continue elsewhere, copy the run directory there and "
+                      f"resume the copy)")
+
+
 def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | None = None) -> Config:
     """The configuration that continues ``run_dir``: the one stored in its checkpoint, with ``overrides`` applied
     to the keys a resume may change (budgets, logging, device: ``mbrl.config._RESUMABLE``). An override of any
@@ -131,8 +159,8 @@ def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | N
     Raises:
         CheckpointError: no run directory or checkpoint, or an older (pickle) checkpoint (only its
             ``checkpoint.json`` is read here).
-        ConfigError: an unknown key, a bad value, or overrides that would change the run (all named in one
-            message).
+        ConfigError: an unknown key, a bad value, overrides that would change the run (all named in one
+            message), or ``run_dir=`` naming another directory (:func:`check_same_run_dir`).
     """
     given = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     allowed = set(allowed_keys())
@@ -142,6 +170,7 @@ def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | N
         raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {top}, "
                           f"{', '.join(f'{s}.*' for s in _SECTIONS)} (`dreamshift config` prints them)")
     files.check_run_dir(run_dir, "--resume")
+    check_same_run_dir(run_dir, given.pop("run_dir", None))
     stored = checkpoint.read_config(run_dir)
     cfg = copy.deepcopy(stored)
     changed = []

@@ -162,3 +162,38 @@ def test_continual_interrupted_before_anything_was_written_says_so(tmp_path, mon
     assert "nothing was written to resume" in line and "--resume" not in line
     (tmp_path / "c" / "stage1-color5").mkdir(parents=True)
     assert common.interrupted_message(args, argv, KeyboardInterrupt()).endswith("--out c --resume")
+
+
+# --- 5: resume keeps garbled metrics lines aside, stays in its run_dir, only trains on ---------------------------
+
+def test_resume_keeps_garbled_metrics_lines_aside_and_says_so(cli, tmp_path):
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    good = [json.dumps({"kind": "train", "env_steps": s, "agent_steps": s}) for s in (1, 2)]
+    after = json.dumps({"kind": "train", "env_steps": 50, "agent_steps": 50})  # after the checkpoint: dropped
+    (run_dir / "metrics.jsonl").write_text(f"{good[0]}\n{{garbled\n{good[1]}\n{after}\n{{\"kind\": \"tr")
+    res = cli("train", "--resume", "run", "steps=60", "log_every=60")
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if "not JSON records" in line]
+    assert len(notes) == 1 and "(line 2)" in notes[0] and "metrics.jsonl.garbled" in notes[0], res.stderr
+    assert (run_dir / "metrics.jsonl.garbled").read_text() == "{garbled\n"  # the cut-short last line is not kept
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert lines[:2] == good and after not in lines and all(json.loads(x) for x in lines)
+
+
+def test_resume_with_another_run_dir_is_refused_and_the_same_one_accepted(cli, tmp_path):
+    from mbrl.train import resume_config
+
+    write_untrained_run(tmp_path / "run", TINY_RUN)
+    before = tree(tmp_path)
+    assert_user_error(cli("train", "--resume", "run", "run_dir=other", "steps=60"), "run_dir=other",
+                      "continues in its own directory", "drop run_dir=")
+    assert tree(tmp_path) == before
+    assert resume_config(tmp_path / "run", [f"run_dir={tmp_path}/./run/", "steps=60"]).steps == 60  # itself: fine
+
+
+def test_resume_with_steps_below_the_env_steps_reached_is_refused(cli, tmp_path):
+    write_untrained_run(tmp_path / "run", TINY_RUN)  # at 2 env steps
+    before = tree(tmp_path)
+    assert_user_error(cli("train", "--resume", "run", "steps=1"), "steps=1", "already at 2 env steps",
+                      "steps >= 2")
+    assert tree(tmp_path) == before
