@@ -8,9 +8,9 @@ and nothing written. Prints one row per case and ``N of M still fail``.
 Each case runs in its own copy of a scratch directory (a file ``f``, a directory ``d``, a tiny run ``run`` with
 a real checkpoint, grid files, results files), so a case that writes is caught (``tree`` before and after) and
 cannot disturb the others. Cases that would train use a tiny model and must fail before training; a case that
-runs past ``--timeout`` fails. Two cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
-its first checkpoint exists and expect status 130 (143), one line naming ``--resume`` and a loadable checkpoint
-instead.
+runs past ``--timeout`` fails. Three cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
+its first checkpoint exists (a third sends Ctrl-C twice, 0.1 s apart) and expect status 130 (143), one line naming
+``--resume`` and a loadable checkpoint instead.
 
 Exit status: 0 when every case passes, 1 otherwise.
 """
@@ -324,11 +324,13 @@ def run_case(case: Case, scratch: Path, work: Path, exe: str, timeout: float) ->
 
 
 def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
-               signum: int = signal.SIGINT) -> tuple[str, str, str]:
-    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists:
-    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, and a checkpoint that loads."""
+               signum: int = signal.SIGINT, again: float | None = None) -> tuple[str, str, str]:
+    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists
+    (with ``again``, a second one that many seconds later, while the first one's checkpoint is written):
+    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, a checkpoint that loads and no
+    checkpoint file it does not name."""
     status = 130 if signum == signal.SIGINT else 128 + signum
-    cwd = work / f"ctrl_c_{signal.Signals(signum).name}"
+    cwd = work / f"ctrl_c_{signal.Signals(signum).name}{'_twice' if again is not None else ''}"
     cwd.mkdir()
     args = [exe, "train", *[a for a in TINY if not a.startswith(("steps=", "save_every="))], "steps=100000",
             "save_every=100", "run_dir=r"]
@@ -344,6 +346,10 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
         return "FAIL", str(proc.returncode), f"no checkpoint appeared ({(err.strip().splitlines() or [''])[-1]})"
     time.sleep(1.0)
     proc.send_signal(signum)
+    if again is not None:
+        time.sleep(again)
+        if proc.poll() is None:
+            proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -361,7 +367,13 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
     from mbrl import checkpoint
 
     try:
-        steps = checkpoint.load_state(cwd / "r")["counters"]["env_steps"]
+        state = checkpoint.load_state(cwd / "r")
+        steps = state["counters"]["env_steps"]
+        doc = checkpoint.read_doc(cwd / "r")
+        named = {doc["weights_file"], doc["state_file"], doc["replay_file"], checkpoint.CHECKPOINT_FILE}
+        extra = sorted(p.name for p in (cwd / "r" / "checkpoint").iterdir() if p.name not in named)
+        if extra:
+            reasons.append(f"files the checkpoint does not name were left: {', '.join(extra)}")
     except Exception as exc:  # noqa: BLE001 - any failure to load is this case's failure
         reasons.append(f"checkpoint does not load: {exc}")
         steps = None
@@ -393,9 +405,11 @@ def main() -> int:
             futures = [pool.submit(run_case, c, scratch, work, exe, args.timeout) for c in cases]
             stops = []
             if not args.no_ctrl_c and args.k in "ctrl-c train":
-                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum))
-                         for item, name, signum in (("7", "Ctrl-C during train (SIGINT)", signal.SIGINT),
-                                                    ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM))]
+                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum, again))
+                         for item, name, signum, again in (
+                             ("7", "Ctrl-C during train (SIGINT)", signal.SIGINT, None),
+                             ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM, None),
+                             ("28.6", "two Ctrl-C 0.1 s apart during train", signal.SIGINT, 0.1))]
             rows = [(c.item, c.name, *f.result()) for c, f in zip(cases, futures, strict=True)]
             rows += [(item, name, *f.result()) for item, name, f in stops]
     width = max(len(r[1]) for r in rows)

@@ -197,3 +197,114 @@ def test_resume_with_steps_below_the_env_steps_reached_is_refused(cli, tmp_path)
     assert_user_error(cli("train", "--resume", "run", "steps=1"), "steps=1", "already at 2 env steps",
                       "steps >= 2")
     assert tree(tmp_path) == before
+
+
+# --- 6: a second Ctrl-C while the first one's checkpoint is written -----------------------------------------------
+
+def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
+    import signal
+    import time
+
+    from mbrl import signals
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here: nothing is raised inside the block
+            done.append(True)
+    assert done and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(ValueError):  # an exception leaving the block wins over a held Ctrl-C
+        with signals.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            raise ValueError("first")
+
+
+def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    from mbrl import checkpoint
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    base = [a for a in TINY_RUN if not a.startswith(("steps=", "save_every="))]
+    proc = subprocess.Popen([sys.executable, "-m", "mbrl.cli", "train", *base, "steps=100000", "save_every=50",
+                             "run_dir=run"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.time() + 150
+        while not (tmp_path / "run" / "checkpoint" / "checkpoint.json").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # the first Ctrl-C's checkpoint is being written
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "checkpoint saved at" in lines[0] and "--resume run" in lines[0], err[-3000:]
+    doc = checkpoint.read_doc(tmp_path / "run")
+    assert f"at {doc['counters']['env_steps']} env steps" in lines[0]
+    named = {doc["weights_file"], doc["state_file"], doc["replay_file"], "checkpoint.json"}
+    assert {p.name for p in (tmp_path / "run" / "checkpoint").iterdir()} == named  # nothing half-written left
+    checkpoint.load_state(tmp_path / "run")
+
+
+def test_resume_removes_checkpoint_files_a_killed_save_left_unnamed(cli, tmp_path):
+    import shutil
+
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    ckpt_dir = run_dir / "checkpoint"
+    replay = next(ckpt_dir.glob("replay-*.npz"))
+    stale = [ckpt_dir / "replay-999.npz", ckpt_dir / "agent-5-deadbeef.safetensors"]
+    for path in stale:
+        shutil.copy(replay, path)
+    (ckpt_dir / "replay-notes.txt").write_text("not ours")
+    res = cli("train", "--resume", "run", "steps=60", "log_every=60")
+    assert res.returncode == 0, res.stderr
+    assert not any(p.exists() for p in stale) and (ckpt_dir / "replay-notes.txt").exists()
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: removed 2 ")]
+    assert len(notes) == 1, res.stderr
+
+
+def test_the_interrupted_line_is_true_about_the_checkpoint_kept(tmp_path, monkeypatch):
+    import argparse
+
+    from mbrl.cli import common
+    from mbrl.train import interrupted_before_loop
+
+    monkeypatch.chdir(tmp_path)
+    write_untrained_run(tmp_path / "run", TINY_RUN)
+    args = argparse.Namespace(command="train", resume="run")
+    line = common.interrupted_message(args, ["train", "--resume", "run"],
+                                      interrupted_before_loop(Path("run"), False, None))
+    assert "the checkpoint at 2 env steps in 'run/checkpoint/checkpoint.json' is kept as it was" in line
+    assert line.endswith("--resume run")
+    line = common.interrupted_message(args, ["train", "--resume", "run"], KeyboardInterrupt())
+    assert "no checkpoint was written" not in line and "is kept as it was" in line
+
+
+def test_a_new_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
+    from mbrl.train import discard_new_run
+
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "config.json").write_text("{}")
+    discard_new_run(tmp_path / "made", created=True)
+    assert not (tmp_path / "made").exists()
+    given = tmp_path / "given"  # an empty directory the user gave: it stays, what the run wrote goes
+    (given / "checkpoint").mkdir(parents=True)
+    (given / "config.json").write_text("{}")
+    (given / "metrics.jsonl").write_text("")
+    discard_new_run(given, created=False)
+    assert given.is_dir() and not any(given.iterdir())
