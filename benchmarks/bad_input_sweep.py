@@ -185,6 +185,12 @@ CASES = [
          ["run_dir=other", "own directory"]),
     Case("train --resume RUN steps=1 (at 2)", "28.5", ["train", "--resume", "{RUN}", "steps=1"],
          ["steps=1", "already at 2 env steps"]),
+    # --- issue 28 item 7: a replay .npz holding the wrong arrays ---
+    Case("train --resume (replay .npz of other arrays)", "28.7", ["train", "--resume", "wrongnpz_run", "steps=300"],
+         ["replay file", "wrongnpz_run", "not a replay buffer"]),
+    Case("adapt (replay .npz of other arrays)", "28.7",
+         ["adapt", "wrongnpz_run", "--target", "color:5", "--steps", "10", "--out", "a"],
+         ["replay file", "wrongnpz_run", "not a replay buffer"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -248,6 +254,9 @@ def make_scratch(root: Path) -> Path:
                           "checkpoint": "agent-2-00000000.safetensors"}], replay_sources=["elsewhere"],
                 base_env_steps=2, lineage_target_env_steps=0, shift_seed=0)
     files.write_json(base / "adapted_run" / "config.json", meta)
+    shutil.copytree(run_dir, base / "wrongnpz_run")  # its replay .npz holds other arrays than a replay's
+    with open(next((base / "wrongnpz_run" / "checkpoint").glob("replay-*.npz")), "wb") as f:
+        np.savez(f, x=np.zeros(3))
     shutil.copytree(run_dir, base / "trunc_run")
     npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])

@@ -140,12 +140,17 @@ def load_source_replay(run_dir: Path | str) -> Replay:
     cfg = run.config
     path = _replay_path(run_dir, run.replay_file)
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
-    features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
-    latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays else None
-    replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, run.action_dim, seed=cfg.seed,
-                    feature_dim=features, state_dim=run.state_dim, latent=latent)
-    replay.load_state_dict(arrays)
+    try:
+        features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
+        latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays \
+            else None
+        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, run.action_dim, seed=cfg.seed,
+                        feature_dim=features, state_dim=run.state_dim, latent=latent)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"replay file {str(path)!r} does not fit the replay of {str(run_dir)!r} ({exc}); the "
+                              f"checkpoint is damaged: restore the file or restart the run") from None
+    replay.load_arrays(arrays, path)
     return replay
 
 

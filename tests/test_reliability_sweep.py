@@ -308,3 +308,38 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tmp
     (given / "metrics.jsonl").write_text("")
     discard_new_run(given, created=False)
     assert given.is_dir() and not any(given.iterdir())
+
+
+# --- 7: a replay .npz holding the wrong arrays ------------------------------------------------------------------
+
+def _replace_replay(run_dir: Path, arrays: dict) -> Path:
+    import numpy as np
+
+    path = next((run_dir / "checkpoint").glob("replay-*.npz"))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["other-arrays", "other-capacity"])
+@pytest.mark.parametrize("command", ["resume", "adapt"])
+def test_a_replay_file_of_the_wrong_arrays_is_one_line_naming_it(cli, tmp_path, kind, command):
+    import numpy as np
+
+    from mbrl.replay import Replay
+
+    run_dir = write_untrained_run(tmp_path / "run", TINY_RUN)
+    if kind == "other-arrays":
+        path = _replace_replay(run_dir, {"x": np.zeros(3)})
+        needles = ["is not a replay buffer", "no head", "it holds x"]
+    else:
+        other = Replay(1000, 1, (32, 32, 3), 1)
+        other.add(0, {"image": np.zeros((32, 32, 3), np.uint8), "action": np.zeros(1, np.float32), "reward": 0.0,
+                      "is_first": True, "is_terminal": False})
+        path = _replace_replay(run_dir, other.state_dict())
+        needles = ["does not fit", "capacity"]
+    before = tree(tmp_path)
+    args = ["train", "--resume", "run", "steps=60"] if command == "resume" else \
+        ["adapt", "run", "--target", "color:5", "--steps", "20", "--out", "ad"]
+    assert_user_error(cli(*args), f"replay file '{path.relative_to(tmp_path)}'", *needles)
+    assert tree(tmp_path) == before
