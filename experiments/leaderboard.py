@@ -262,6 +262,21 @@ def _html(tables: dict[str, pd.DataFrame], svgs: dict[str, dict[str, str]], meta
     return "\n".join(parts)
 
 
+def md_escape(text: Any) -> str:
+    """``text`` as one Markdown table cell (or heading) that shows it verbatim: HTML (``<script>``, entities)
+    escaped, ``|`` (a column break) escaped, line breaks (a new row) made spaces."""
+    text = html.escape(str(text), quote=False).replace("|", "\\|")
+    return re.sub(r"\r\n|[\r\n\u2028\u2029]", " ", text)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown table whose every header and cell is :func:`md_escape`-d (labels and condition
+    names come from results records: a label may hold anything)."""
+    safe = table.rename(columns={c: md_escape(c) for c in table.columns})
+    safe = safe.apply(lambda col: col.map(lambda v: md_escape(v) if isinstance(v, str) else v))
+    return safe.to_markdown(index=False)
+
+
 def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(df.to_json(orient="records"))
 
@@ -296,7 +311,7 @@ def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[st
           f"Cells: mean ± SE over seeds of the score (normalised return where the env has constants). "
           f"IQM over seeds × shifted conditions, 95 % stratified-bootstrap CI.\n"]
     for env, table in tables.items():
-        md.append(f"\n## {env}\n\n{table.to_markdown(index=False)}\n")
+        md.append(f"\n## {md_escape(env)}\n\n{markdown_table(table)}\n")
     texts = {"csv": ("leaderboard.csv", summ.to_csv(index=False)),
              "conditions": ("conditions.csv", conds.to_csv(index=False)),
              "json": ("leaderboard.json", board + "\n"), "md": ("leaderboard.md", "".join(md)),

@@ -343,3 +343,21 @@ def test_a_replay_file_of_the_wrong_arrays_is_one_line_naming_it(cli, tmp_path, 
         ["adapt", "run", "--target", "color:5", "--steps", "20", "--out", "ad"]
     assert_user_error(cli(*args), f"replay file '{path.relative_to(tmp_path)}'", *needles)
     assert tree(tmp_path) == before
+
+
+# --- 8: leaderboard.md shows labels verbatim: no raw HTML, no extra column or row --------------------------------
+
+def test_leaderboard_markdown_escapes_html_pipes_and_newlines(cli, tmp_path):
+    labels = ["<script>alert(1)</script>", "a|b\n| fake | row |"]
+    records = [_record(label=label, trial=f"t{i}", seed=i, shift=shift, severity=sev, episode_seed=10000 + e)
+               for i, label in enumerate(labels) for shift, sev in (("none", 0), ("fog", 3)) for e in range(2)]
+    _write_records(tmp_path / "results" / "r.jsonl", records)
+    res = cli("leaderboard", "results", "--out", "board", "--reps", "100")
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(labels)  # header, rule, one row per label: no fake row
+    cells = {line.replace("\\|", "").count("|") for line in rows}
+    assert len(cells) == 1  # every row has the header's columns
+    assert "a\\|b \\| fake \\| row \\|" in md
