@@ -191,6 +191,11 @@ CASES = [
     Case("adapt (replay .npz of other arrays)", "28.7",
          ["adapt", "wrongnpz_run", "--target", "color:5", "--steps", "10", "--out", "a"],
          ["replay file", "wrongnpz_run", "not a replay buffer"]),
+    # --- issue 28 item 9: config and leaderboard refuse what train refuses ---
+    Case("config encoder=hf:/nonexistent", "28.9", ["config", "encoder=hf:/nonexistent"],
+         ["'/nonexistent'", "not available"]),
+    Case("leaderboard env dmc:nope", "28.9", ["leaderboard", "nope_results", "--out", "lb"],
+         ["a.jsonl:1", "unknown env 'dmc:nope'"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -281,6 +286,8 @@ def make_scratch(root: Path) -> Path:
     (base / "mixed_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
     (base / "mixed_results" / "b.jsonl").write_text(json.dumps({**record, "env_steps_trained": 600,
                                                                  "episode_seed": 10001}) + "\n")
+    (base / "nope_results").mkdir()  # an env train refuses
+    (base / "nope_results" / "a.jsonl").write_text(json.dumps({**record, "env": "dmc:nope", "task": "nope"}) + "\n")
     (base / "shared_results").mkdir()
     (base / "shared_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
     (base / "shared_results" / "b.jsonl").write_text(json.dumps({**record, "encoder": "dinov2:small",

@@ -60,7 +60,8 @@ from pathlib import Path
 from typing import Any
 
 from envs import files
-from envs.errors import DreamshiftError
+from envs.errors import DreamshiftError, EnvError
+from envs.registry import metaworld_available, parse_env_name
 
 SCHEMA_VERSION = 1
 
@@ -226,16 +227,40 @@ def _check_trials(located: list[tuple[str, dict[str, Any]]]) -> None:
                                    f"results file out of the directory")
 
 
+def _check_envs(located: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every record's ``env`` is an env ``dreamshift train`` accepts (:func:`envs.registry.parse_env_name`), so
+    the leaderboard refuses what training would; a ``metaworld:`` name is not checked where the metaworld
+    package is missing (a results machine need not have it).
+
+    Raises:
+        ResultsError: the first record of an unknown env, at its ``file:line``, with train's message.
+    """
+    seen: set[str] = set()
+    for where, record in located:
+        env = record["env"]
+        if env in seen:
+            continue
+        seen.add(env)
+        try:
+            parse_env_name(env)
+        except EnvError as exc:
+            if env.split(":", 1)[0] == "metaworld" and not metaworld_available():
+                continue
+            raise ResultsError(f"{where}: {exc}") from None
+
+
 def read(path: Path | str) -> list[dict[str, Any]]:
     """Read and validate one JSONL results file.
 
     Raises:
         ResultsError: the file is missing, not UTF-8 or empty, a line is not JSON, a record breaks the schema,
-            repeats an episode or disagrees with its trial's first record (names file:line).
+            repeats an episode, disagrees with its trial's first record or names an env ``train`` refuses (names
+            file:line).
     """
     located = _records(Path(path))
     _check_duplicates(located)
     _check_trials(located)
+    _check_envs(located)
     return [r for _, r in located]
 
 
@@ -244,7 +269,8 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
 
     Raises:
         ResultsError: the directory does not exist or holds no results file, an episode is recorded twice (in one
-            file or two), the records of one trial disagree on :data:`TRIAL_FIELDS`, or see :func:`read`.
+            file or two), the records of one trial disagree on :data:`TRIAL_FIELDS`, an env ``train`` refuses, or
+            see :func:`read`.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -257,6 +283,7 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
     located = [item for f in files for item in _records(f)]
     _check_duplicates(located)
     _check_trials(located)
+    _check_envs(located)
     return [r for _, r in located]
 
 

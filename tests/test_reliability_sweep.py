@@ -361,3 +361,24 @@ def test_leaderboard_markdown_escapes_html_pipes_and_newlines(cli, tmp_path):
     cells = {line.replace("\\|", "").count("|") for line in rows}
     assert len(cells) == 1  # every row has the header's columns
     assert "a\\|b \\| fake \\| row \\|" in md
+
+
+# --- 9: config and leaderboard refuse what train refuses ----------------------------------------------------------
+
+@pytest.mark.parametrize("encoder", ["hf:/nonexistent", "hf:."], ids=["missing-dir", "dir-without-model"])
+def test_config_refuses_an_hf_directory_as_train_does(cli, tmp_path, encoder):
+    before = tree(tmp_path)
+    config = assert_user_error(cli("config", f"encoder={encoder}"), "pretrained weights", "not available")
+    train = assert_user_error(cli("train", *TINY_RUN, f"encoder={encoder}", "run_dir=run"))
+    assert config == train
+    assert tree(tmp_path) == before
+
+
+def test_leaderboard_refuses_an_unknown_env_as_train_does(cli, tmp_path):
+    _write_records(tmp_path / "results" / "a.jsonl", [_record()])
+    _write_records(tmp_path / "results" / "b.jsonl", [_record(env="dmc:nope", task="nope", trial="t1")])
+    before = tree(tmp_path)
+    line = assert_user_error(cli("leaderboard", "results", "--out", "board"), "b.jsonl:1", "unknown env 'dmc:nope'")
+    train = assert_user_error(cli("train", "env=dmc:nope"))
+    assert line.endswith(train[len("error: "):])
+    assert tree(tmp_path) == before
