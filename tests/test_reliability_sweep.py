@@ -382,3 +382,82 @@ def test_leaderboard_refuses_an_unknown_env_as_train_does(cli, tmp_path):
     train = assert_user_error(cli("train", "env=dmc:nope"))
     assert line.endswith(train[len("error: "):])
     assert tree(tmp_path) == before
+
+
+# --- 10: a changed grid reruns its changed trials; the old results are kept aside ---------------------------------
+
+SWEEP_GRID = """name: tiny
+envs: [dmc:cartpole_balance]
+encoders: [cnn]
+seeds: [0]
+steps: {steps}
+overrides: {{size: XS, image_size: 32, model.deter: 64, model.hidden: 32, model.units: 32, model.cnn_depth: 4,
+            prefill: 50, batch_size: 2, batch_length: 8, train_ratio: 4, threads: 1, time_limit: 100}}
+evaluation: {{suite: "contrast:5", episodes: 1}}
+retries: 0
+"""
+
+
+def test_a_changed_grid_reruns_the_changed_trial_and_keeps_the_old_results(tmp_path):
+    from experiments import results, spec
+    from experiments import sweep as sweeps
+    from experiments import trial as trials
+    from mbrl import checkpoint
+
+    grid, out = tmp_path / "grid.yaml", tmp_path / "out"
+    grid.write_text(SWEEP_GRID.format(steps=100))
+    first = spec.load(grid).trials[0].to_dict()
+    assert trials.run_trial(first, out, retries=0)["state"] == "done"  # the 100-step sweep, in-process
+    run = trials.paths(out, first["id"])["run"]
+    old = results.read(trials.paths(out, first["id"])["results"])
+    assert {r["env_steps_trained"] for r in old} == {100}
+
+    grid.write_text(SWEEP_GRID.format(steps=150))
+    sweep = spec.load(grid)
+    said: list[str] = []
+    statuses = sweeps.run(sweep, out, workers=1, wandb_mode="disabled", progress=said.append)
+    assert [s["state"] for s in statuses] == ["done"]
+    changed = [line for line in said if line.startswith("the grid changed")]
+    assert len(changed) == 1 and "steps 100 -> 150" in changed[0], said
+    assert any("0 already complete, 1 to run" in line for line in said), said
+    new = results.read(trials.paths(out, first["id"])["results"])
+    assert {r["env_steps_trained"] for r in new} == {150}
+    kept = list((out / "stale").glob(f"*/results/{first['id']}.jsonl"))
+    assert len(kept) == 1 and results.read(kept[0]) == old  # nothing lost
+    assert checkpoint.load_run(run, agent=False).env_steps == 150  # went on from its 100-step checkpoint
+    assert not list((out / "stale").glob("*/runs"))
+
+    said.clear()  # unchanged: nothing reruns
+    sweeps.run(sweep, out, workers=1, wandb_mode="disabled", progress=said.append)
+    assert any("1 already complete, 0 to run" in line for line in said), said
+
+
+def test_results_of_an_older_sweep_without_a_fingerprint_are_checked_by_their_records(tmp_path):
+    from experiments import results
+    from experiments import trial as trials
+
+    trial = {"id": "t0", "overrides": {"env": "dmc:cartpole_balance", "steps": "600"}, "suite": "contrast:5",
+             "episodes": 1, "eval_seed": 0, "alphas": [], "label": "cnn"}
+    from mbrl.config import build_config, model_hash
+
+    hashed = model_hash(build_config(trial["overrides"]))
+    path = trials.paths(tmp_path, "t0")["results"]
+    results.write(path, [_record(trial="t0", env_steps_trained=400, config_hash=hashed)])
+    assert trials.stale_reason(tmp_path, trial) == "results at 400 env steps, steps 600"
+    assert not trials.is_complete(tmp_path, trial)
+    results.write(path, [_record(trial="t0", env_steps_trained=600, config_hash=hashed)])
+    assert trials.is_complete(tmp_path, trial)
+
+
+def test_a_trial_whose_config_hash_changed_moves_its_run_aside(tmp_path):
+    from experiments import trial as trials
+
+    trial = {"id": "t0", "overrides": dict(a.split("=", 1) for a in TINY_RUN), "suite": "contrast:5",
+             "episodes": 1, "eval_seed": 0, "alphas": [], "label": "cnn"}
+    p = trials.paths(tmp_path, "t0")
+    write_untrained_run(p["run"], [*TINY_RUN, "model.units=16"])  # trained with another model: cannot go on
+    trials.set_aside(tmp_path, trial, tmp_path / "stale" / "x")
+    assert not p["run"].exists() and (tmp_path / "stale" / "x" / "runs" / "t0" / "checkpoint").is_dir()
+    write_untrained_run(p["run"], TINY_RUN)  # the same model at 2 env steps: goes on, stays
+    trials.set_aside(tmp_path, trial, tmp_path / "stale" / "y")
+    assert p["run"].is_dir() and not (tmp_path / "stale" / "y").exists()
