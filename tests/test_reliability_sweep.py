@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, assert_user_error, tree, write_untrained_run
+from conftest import TINY_RUN, assert_user_error, override, tree, write_untrained_run
 
 
 def _links(tmp_path: Path) -> None:
@@ -455,7 +455,7 @@ def test_a_trial_whose_config_hash_changed_moves_its_run_aside(tmp_path):
     trial = {"id": "t0", "overrides": dict(a.split("=", 1) for a in TINY_RUN), "suite": "contrast:5",
              "episodes": 1, "eval_seed": 0, "alphas": [], "label": "cnn"}
     p = trials.paths(tmp_path, "t0")
-    write_untrained_run(p["run"], [*TINY_RUN, "model.units=16"])  # trained with another model: cannot go on
+    write_untrained_run(p["run"], override(TINY_RUN, "model.units=16"))  # trained with another model: cannot go on
     trials.set_aside(tmp_path, trial, tmp_path / "stale" / "x")
     assert not p["run"].exists() and (tmp_path / "stale" / "x" / "runs" / "t0" / "checkpoint").is_dir()
     write_untrained_run(p["run"], TINY_RUN)  # the same model at 2 env steps: goes on, stays
