@@ -355,7 +355,7 @@ def test_leaderboard_markdown_escapes_html_pipes_and_newlines(cli, tmp_path):
     res = cli("leaderboard", "results", "--out", "board", "--reps", "100")
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "board" / "leaderboard.md").read_text()
-    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert "<script>" not in md and "&lt;script>alert(1)&lt;/script>" in md
     rows = [line for line in md.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(labels)  # header, rule, one row per label: no fake row
     cells = {line.replace("\\|", "").count("|") for line in rows}
@@ -461,3 +461,38 @@ def test_a_trial_whose_config_hash_changed_moves_its_run_aside(tmp_path):
     write_untrained_run(p["run"], TINY_RUN)  # the same model at 2 env steps: goes on, stays
     trials.set_aside(tmp_path, trial, tmp_path / "stale" / "y")
     assert p["run"].is_dir() and not (tmp_path / "stale" / "y").exists()
+
+
+# --- 11: a condition some seed lacks is left out of the row's scores, with one warning -------------------------
+
+def _board_records(skip: set[tuple[int, str, int]] = frozenset()) -> list[dict]:
+    out = []
+    for seed in (0, 1):
+        for shift, sev, ret in (("none", 0, 800.0), ("fog", 3, 500.0), ("fog", 5, 100.0)):
+            if (seed, shift, sev) in skip:
+                continue
+            out += [_record(trial=f"t{seed}", seed=seed, shift=shift, severity=sev, episode_seed=10000 + e,
+                            **{"return": ret + 10 * seed + e}) for e in range(2)]
+    return out
+
+
+def test_a_condition_missing_for_one_seed_is_left_out_with_one_warning(cli, tmp_path):
+    import pandas as pd
+
+    _write_records(tmp_path / "gap" / "r.jsonl", _board_records({(1, "fog", 5)}))
+    _write_records(tmp_path / "common" / "r.jsonl",
+                   _board_records({(0, "fog", 5), (1, "fog", 5)}))  # what every seed has
+    res = cli("leaderboard", "gap", "--out", "gap-board", "--reps", "100")
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "fog@5 (seed 1)" in warnings[0] and "dmc:cartpole_balance cnn (full)" in warnings[0]
+    assert cli("leaderboard", "common", "--out", "common-board", "--reps", "100").returncode == 0
+    gap = pd.read_csv(tmp_path / "gap-board" / "leaderboard.csv").iloc[0]
+    common = pd.read_csv(tmp_path / "common-board" / "leaderboard.csv").iloc[0]
+    assert gap["seeds"] == 2 and gap["missing"] == "fog@5 (seed 1)"
+    for key in ("id_score", "ood_score", "iqm"):  # the missing file does not move the scores
+        assert gap[key] == pytest.approx(common[key]), key
+    md = (tmp_path / "gap-board" / "leaderboard.md").read_text()
+    assert "missing (left out)" in md and "fog@5 (seed 1)" in md
+    full = cli("leaderboard", "common", "--out", "again", "--reps", "100")
+    assert "warning:" not in full.stderr and "missing" not in (tmp_path / "again" / "leaderboard.md").read_text()
