@@ -8,9 +8,9 @@ and nothing written. Prints one row per case and ``N of M still fail``.
 Each case runs in its own copy of a scratch directory (a file ``f``, a directory ``d``, a tiny run ``run`` with
 a real checkpoint, grid files, results files), so a case that writes is caught (``tree`` before and after) and
 cannot disturb the others. Cases that would train use a tiny model and must fail before training; a case that
-runs past ``--timeout`` fails. Two cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
-its first checkpoint exists and expect status 130 (143), one line naming ``--resume`` and a loadable checkpoint
-instead.
+runs past ``--timeout`` fails. Three cases send Ctrl-C (SIGINT) and ``kill -TERM`` (SIGTERM) to a training run once
+its first checkpoint exists (a third sends Ctrl-C twice, 0.1 s apart) and expect status 130 (143), one line naming
+``--resume`` and a loadable checkpoint instead.
 
 Exit status: 0 when every case passes, 1 otherwise.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -150,6 +151,51 @@ CASES = [
     Case("sweep grid over 1 MiB", "R7", ["sweep", "huge.yaml", "--dry-run"], ["1 MiB"]),
     Case("sweep description > 2000 chars", "R7", ["sweep", "longdesc.yaml", "--dry-run"], ["description"]),
     Case("train seed=1 seed=2", "R7", ["train", *TINY, "seed=1", "seed=2"], ["seed is given twice"]),
+    # --- issue 28 item 1: run_dir a symbolic link loop or a link to nothing ---
+    Case("train run_dir=LOOP", "28.1", ["train", *TINY, "run_dir=loop1"], ["'loop1'", "loop of symbolic links"]),
+    Case("train run_dir=LOOP seeds", "28.1", ["train", *TINY, "run_dir=loop1", "seeds=[0,1]"],
+         ["loop of symbolic links"]),
+    Case("train run_dir=DANGLING", "28.1", ["train", *TINY, "run_dir=dangling"], ["'dangling'", "symbolic link"]),
+    Case("train --resume LOOP", "28.1", ["train", "--resume", "loop1"], ["loop of symbolic links"]),
+    Case("adapt --out LOOP", "28.1", ["adapt", "{RUN}", "--target", "color:5", "--steps", "10", "--out", "loop1"],
+         ["--out", "loop of symbolic links"]),
+    # --- issue 28 item 2: one trial's records must agree ---
+    Case("leaderboard trial with env steps 400 and 600", "28.2", ["leaderboard", "mixed_results", "--out", "lb"],
+         ["b.jsonl:1", "trial 't0'", "env_steps_trained", "a.jsonl:1"]),
+    Case("leaderboard trial id shared by two encoders", "28.2", ["leaderboard", "shared_results", "--out", "lb"],
+         ["b.jsonl:1", "shared by two encoders"]),
+    # --- issue 28 item 3: merging an adapted run with a BASE it was not adapted from ---
+    Case("adapt-eval RUN ADAPTED-from-elsewhere", "28.3",
+         ["adapt-eval", "{RUN}", "adapted_run", "--alpha", "0,1", "--episodes", "1"],
+         ["adapted_run was not adapted from run", "'elsewhere'"]),
+    Case("merge RUN ADAPTED-from-elsewhere", "28.3", ["merge", "{RUN}", "adapted_run", "--alpha", "0.5", "--out", "m"],
+         ["not adapted from"]),
+    # --- issue 28 items 4 and 9: continual's stages, --resume, --mix from a run without replay ---
+    Case("continual --stages 'color:5;;fog:1'", "28.4",
+         ["continual", "{RUN}", "--stages", "color:5;;fog:1", "--steps", "10", "--out", "c"],
+         ["stage 2 of 3 is empty"]),
+    Case("continual --resume (no such --out)", "28.4",
+         ["continual", "{RUN}", "--stages", "color:5", "--steps", "10", "--out", "c", "--resume"],
+         ["--out 'c' does not exist"]),
+    Case("continual MERGED --mix 0.5", "28.9",
+         ["continual", "merged_run", "--stages", "color:5", "--steps", "10", "--mix", "0.5", "--out", "c"],
+         ["stores no replay", "--mix 0"]),
+    # --- issue 28 item 5: a resumed run stays in its directory and only trains on ---
+    Case("train --resume RUN run_dir=OTHER", "28.5", ["train", "--resume", "{RUN}", "run_dir=other", "steps=300"],
+         ["run_dir=other", "own directory"]),
+    Case("train --resume RUN steps=1 (at 2)", "28.5", ["train", "--resume", "{RUN}", "steps=1"],
+         ["steps=1", "already at 2 env steps"]),
+    # --- issue 28 item 7: a replay .npz holding the wrong arrays ---
+    Case("train --resume (replay .npz of other arrays)", "28.7", ["train", "--resume", "wrongnpz_run", "steps=300"],
+         ["replay file", "wrongnpz_run", "not a replay buffer"]),
+    Case("adapt (replay .npz of other arrays)", "28.7",
+         ["adapt", "wrongnpz_run", "--target", "color:5", "--steps", "10", "--out", "a"],
+         ["replay file", "wrongnpz_run", "not a replay buffer"]),
+    # --- issue 28 item 9: config and leaderboard refuse what train refuses ---
+    Case("config encoder=hf:/nonexistent", "28.9", ["config", "encoder=hf:/nonexistent"],
+         ["'/nonexistent'", "not available"]),
+    Case("leaderboard env dmc:nope", "28.9", ["leaderboard", "nope_results", "--out", "lb"],
+         ["a.jsonl:1", "unknown env 'dmc:nope'"]),
     # --- reliability (R5: divergence) ---
     Case("evaluate a run with NaN weights", "R5", ["evaluate", "nan_run", "--episodes", "1"],
          ["'nan_run'", "not finite", "actor"]),
@@ -157,9 +203,10 @@ CASES = [
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir") and symbolic link
+    (-> "link:<target>", not followed: it may dangle or loop)."""
+    return {str(p.relative_to(root)): f"link:{os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir() else
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
 def make_scratch(root: Path) -> Path:
@@ -177,6 +224,9 @@ def make_scratch(root: Path) -> Path:
     base.mkdir()
     (base / "f").write_text("a file\n")
     (base / "d").mkdir()
+    os.symlink("loop2", base / "loop1")  # a loop of symbolic links, and a link to nothing
+    os.symlink("loop1", base / "loop2")
+    os.symlink("nowhere", base / "dangling")
     (base / "foreign").mkdir()  # another program's run directory: files but no dreamshift checkpoint
     (base / "foreign" / "config.json").write_text('{"lr": 0.1}\n')
     (base / "foreign" / "metrics.jsonl").write_text('{"step": 1}\n')
@@ -189,6 +239,9 @@ def make_scratch(root: Path) -> Path:
                    "is_first": True, "is_terminal": False})
     files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
+    checkpoint.save(base / "merged_run", agent, None, {"env_steps": 2, "agent_steps": 1, "updates": 0,
+                                                       "episodes": 0})  # weights without replay, as merged
+    shutil.copy(run_dir / "config.json", base / "merged_run" / "config.json")
     shutil.copytree(run_dir, base / "evalfile_run")
     (base / "evalfile_run" / "eval").write_text("not a directory\n")
     shutil.copytree(run_dir, base / "nan_run")  # a diverged run: NaN actor weights
@@ -199,6 +252,16 @@ def make_scratch(root: Path) -> Path:
     weights = {k: v * float("nan") if k.startswith("ac.actor") and v.is_floating_point() else v
                for k, v in weights.items()}
     safe_state.write_tensors(agent_file, weights)
+    shutil.copytree(run_dir, base / "adapted_run")  # "adapted" from another run than `run`: merging them is refused
+    meta = json.loads((base / "adapted_run" / "config.json").read_text())
+    meta.update(adapted_from="elsewhere", target="color:5", conditions=[["color", 5]], mix=0.0, lr_scale=0.1,
+                lineage=[{"run": "elsewhere", "target": "clean", "env_steps": 2,
+                          "checkpoint": "agent-2-00000000.safetensors"}], replay_sources=["elsewhere"],
+                base_env_steps=2, lineage_target_env_steps=0, shift_seed=0)
+    files.write_json(base / "adapted_run" / "config.json", meta)
+    shutil.copytree(run_dir, base / "wrongnpz_run")  # its replay .npz holds other arrays than a replay's
+    with open(next((base / "wrongnpz_run" / "checkpoint").glob("replay-*.npz")), "wb") as f:
+        np.savez(f, x=np.zeros(3))
     shutil.copytree(run_dir, base / "trunc_run")
     npz = next((base / "trunc_run" / "checkpoint").glob("replay-*.npz"))
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
@@ -215,6 +278,20 @@ def make_scratch(root: Path) -> Path:
     (base / "results").mkdir()
     (base / "empty_results").mkdir()
     (base / "empty_results" / "t.jsonl").write_text("")
+    record = {"schema": 1, "env": "dmc:cartpole_balance", "suite": "dmc", "task": "cartpole_balance",
+              "encoder": "cnn", "label": "cnn", "encoder_mode": "full", "size": "XS", "shift": "none", "severity": 0,
+              "seed": 0, "eval_seed": 0, "episode_seed": 10000, "return": 12.5, "success": None, "length": 100,
+              "env_steps_trained": 400, "code_version": "0", "config_hash": "abc", "trial": "t0"}
+    (base / "mixed_results").mkdir()  # one trial whose records disagree (env steps), one shared by two encoders
+    (base / "mixed_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    (base / "mixed_results" / "b.jsonl").write_text(json.dumps({**record, "env_steps_trained": 600,
+                                                                 "episode_seed": 10001}) + "\n")
+    (base / "nope_results").mkdir()  # an env train refuses
+    (base / "nope_results" / "a.jsonl").write_text(json.dumps({**record, "env": "dmc:nope", "task": "nope"}) + "\n")
+    (base / "shared_results").mkdir()
+    (base / "shared_results" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    (base / "shared_results" / "b.jsonl").write_text(json.dumps({**record, "encoder": "dinov2:small",
+                                                                  "label": "dinov2:small"}) + "\n")
     return base
 
 
@@ -263,11 +340,13 @@ def run_case(case: Case, scratch: Path, work: Path, exe: str, timeout: float) ->
 
 
 def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
-               signum: int = signal.SIGINT) -> tuple[str, str, str]:
-    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists:
-    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, and a checkpoint that loads."""
+               signum: int = signal.SIGINT, again: float | None = None) -> tuple[str, str, str]:
+    """Ctrl-C (SIGINT; or ``signum``, e.g. SIGTERM) to ``dreamshift train`` once its first checkpoint exists
+    (with ``again``, a second one that many seconds later, while the first one's checkpoint is written):
+    status 130 (128 + ``signum``), one line naming ``--resume``, no traceback, a checkpoint that loads and no
+    checkpoint file it does not name."""
     status = 130 if signum == signal.SIGINT else 128 + signum
-    cwd = work / f"ctrl_c_{signal.Signals(signum).name}"
+    cwd = work / f"ctrl_c_{signal.Signals(signum).name}{'_twice' if again is not None else ''}"
     cwd.mkdir()
     args = [exe, "train", *[a for a in TINY if not a.startswith(("steps=", "save_every="))], "steps=100000",
             "save_every=100", "run_dir=r"]
@@ -283,6 +362,10 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
         return "FAIL", str(proc.returncode), f"no checkpoint appeared ({(err.strip().splitlines() or [''])[-1]})"
     time.sleep(1.0)
     proc.send_signal(signum)
+    if again is not None:
+        time.sleep(again)
+        if proc.poll() is None:
+            proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -300,7 +383,13 @@ def run_ctrl_c(scratch: Path, work: Path, exe: str, timeout: float,
     from mbrl.runs import checkpoint
 
     try:
-        steps = checkpoint.load_state(cwd / "r")["counters"]["env_steps"]
+        state = checkpoint.load_state(cwd / "r")
+        steps = state["counters"]["env_steps"]
+        doc = checkpoint.read_doc(cwd / "r")
+        named = {doc["weights_file"], doc["state_file"], doc["replay_file"], checkpoint.CHECKPOINT_FILE}
+        extra = sorted(p.name for p in (cwd / "r" / "checkpoint").iterdir() if p.name not in named)
+        if extra:
+            reasons.append(f"files the checkpoint does not name were left: {', '.join(extra)}")
     except Exception as exc:  # noqa: BLE001 - any failure to load is this case's failure
         reasons.append(f"checkpoint does not load: {exc}")
         steps = None
@@ -332,9 +421,11 @@ def main() -> int:
             futures = [pool.submit(run_case, c, scratch, work, exe, args.timeout) for c in cases]
             stops = []
             if not args.no_ctrl_c and args.k in "ctrl-c train":
-                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum))
-                         for item, name, signum in (("7", "Ctrl-C during train (SIGINT)", signal.SIGINT),
-                                                    ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM))]
+                stops = [(item, name, pool.submit(run_ctrl_c, scratch, work, exe, args.timeout, signum, again))
+                         for item, name, signum, again in (
+                             ("7", "Ctrl-C during train (SIGINT)", signal.SIGINT, None),
+                             ("R1", "kill -TERM during train (SIGTERM)", signal.SIGTERM, None),
+                             ("28.6", "two Ctrl-C 0.1 s apart during train", signal.SIGINT, 0.1))]
             rows = [(c.item, c.name, *f.result()) for c, f in zip(cases, futures, strict=True)]
             rows += [(item, name, *f.result()) for item, name, f in stops]
     width = max(len(r[1]) for r in rows)

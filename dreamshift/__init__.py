@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from dreamshift import (
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGUSR2: what was saved and how to continue
+        if argv is None:  # this process is the command and now exits: a further Ctrl-C would only cut it short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(common.interrupted_message(args, argv if argv is not None else sys.argv[1:], exc), file=sys.stderr)
         return common.interrupted_status(exc)
     return 0

@@ -163,15 +163,23 @@ def _interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboar
     run_dir, ckpt, steps = getattr(exc, "run_dir", None), getattr(exc, "checkpoint", None), getattr(exc, "env_steps",
                                                                                                     0)
     saved = f"checkpoint saved at {steps} env steps in {str(ckpt)!r}" if ckpt is not None else None
+    if saved is not None and not getattr(exc, "saved", True):  # stopped before the loop: the earlier checkpoint
+        saved = f"the checkpoint at {steps} env steps in {str(ckpt)!r} is kept as it was"
     resumes = "train" if command == "train" or (command == "demo" and run_dir is not None) else command
     if resumes in ("train", "adapt"):  # both resume a run directory from its checkpoint
         if run_dir is None:
-            what = "training" if resumes == "train" else "adaptation"
-            return f"interrupted before {what} started; no checkpoint was written"
+            return _before_start(args, resumes)
         if saved is None:
+            if not Path(run_dir).exists():
+                return "interrupted before the first env step; nothing was written: run the same command again"
             return f"interrupted before the first env step; nothing to resume in {str(run_dir)!r}"
         return f"interrupted: {saved}; continue with: dreamshift {resumes} --resume {shlex.quote(str(run_dir))}"
     if command == "continual":
+        out = Path(getattr(args, "out", "") or ".")
+        if not (out.is_dir() and any(out.iterdir())):  # stopped during the base run's evaluation (stage 0)
+            fresh = [a for a in argv if a != "--resume"]
+            return f"interrupted before the first stage; nothing was written to resume; start again with: " \
+                   f"{_quote(fresh)}"
         again = argv if "--resume" in argv else [*argv, "--resume"]
         done = f"{saved}; " if saved else "finished stages are kept; "
         return f"interrupted: {done}continue with: {_quote(again)}"
@@ -189,6 +197,21 @@ def _interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboar
                     f"continue with: {_quote(again)}")
         return "interrupted before the first checkpoint; nothing to resume"
     return "interrupted; results are written atomically, so no half-written file was left"
+
+
+def _before_start(args: argparse.Namespace, command: str) -> str:
+    """The line of a ``train``/``adapt`` stopped before it named its run: true about the checkpoint of the run it
+    was given (``--resume RUN``), which it had not started to change."""
+    what = "training" if command == "train" else "adaptation"
+    resume = getattr(args, "resume", None)
+    run = resume if isinstance(resume, str) else None
+    if run is None:
+        return f"interrupted before {what} started; no checkpoint was written"
+    ckpt = Path(run) / "checkpoint" / "checkpoint.json"
+    if not ckpt.is_file():
+        return f"interrupted before {what} started; nothing was written in {run!r}"
+    return (f"interrupted before {what} started; the checkpoint in {str(ckpt)!r} is kept as it was; continue "
+            f"with: dreamshift {command} --resume {shlex.quote(run)}")
 
 
 def write_records(run_dir: str | Path, batches: list[tuple[str, list[dict[str, Any]]]]) -> None:

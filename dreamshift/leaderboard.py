@@ -35,7 +35,7 @@ def handle(args: argparse.Namespace) -> None:
         raise ConfigError(f"--reps must be in [{MIN_REPS}, {MAX_REPS}], got {args.reps}")
     out = check_output_dir(args.out or resolve_dir(args.results_dir).resolve().parent / "leaderboard",
                            "--out" if args.out else "leaderboard directory")
-    paths = build(args.results_dir, out, reps=args.reps)
+    paths = build(args.results_dir, out, reps=args.reps, warn=lambda line: print(line, file=sys.stderr))
     if args.screenshot:
         paths["screenshot"] = screenshot(paths["html"], out / "screenshot.png")
     for name, path in paths.items():

@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 from envs.errors import ConfigError
-from mbrl.config import build_config
+from mbrl.config import build_config, parse_overrides
 from mbrl.members import check_seed_list
 from mbrl.runs.checkpoint import checkpoint_path
-from mbrl.runs.train import resume_config, train
+from mbrl.runs.train import check_same_run_dir, resume_config, train
 from mbrl.runs.train_members import MEMBERS_FILE, member_dir, read_members, train_members
 
 
@@ -44,7 +44,9 @@ def run_train(overrides: list[str], resume: str | None) -> Path:
         if seeds is not None:
             raise ConfigError(f"--resume {resume} continues its own seeds {members['seeds']}; drop seeds=...")
         live = [s for s in members["seeds"] if str(s) not in members["stopped"]] or members["seeds"]
-        cfg = resume_config(member_dir(resume, live[0]), overrides)
+        given = parse_overrides(overrides)
+        check_same_run_dir(resume, given.pop("run_dir", None))  # the batch's directory, not a member's
+        cfg = resume_config(member_dir(resume, live[0]), given)
         run_dir = train_members(cfg, resume=resume)
     elif seeds is not None:
         if resume is not None:

@@ -114,6 +114,37 @@ def _missing_message(model_id: str, source: str, reason: str, is_path: bool) -> 
             f"(or $HF_HOME), or pass encoder_path=/dir/with/config.json+weights")
 
 
+def check_source(model_id: str, source: str) -> None:
+    """What :func:`load_pretrained` refuses without loading anything: a local source (an existing directory, or
+    a path starting ``/``, ``.`` or ``~``) that is not a directory or has no ``config.json``. A Hub id is not
+    looked up (that needs the network or the cache).
+
+    Raises:
+        ConfigError: the line :func:`load_pretrained` would give.
+    """
+    is_path = os.path.isdir(source) or source.startswith(("/", ".", "~"))
+    if not is_path:
+        return
+    if not os.path.isdir(source):
+        raise ConfigError(_missing_message(model_id, source, "no such directory", True))
+    if not os.path.isfile(os.path.join(source, "config.json")):
+        raise ConfigError(_missing_message(model_id, source, "no config.json in it", True))
+
+
+def check_hf_name(variant: str, cfg: Any) -> None:
+    """Check ``encoder=hf:<variant>`` up front (``dreamshift config``/``train``/sweeps, before any work): a
+    model id or directory is given, and a local directory (or ``encoder_path``) holds a model
+    (:func:`check_source`).
+
+    Raises:
+        ConfigError: no variant, or a local source that cannot hold the weights.
+    """
+    if not variant:
+        raise ConfigError("encoder hf needs a model id or local directory: hf:<model id or dir>, "
+                          "e.g. hf:facebook/dinov2-small")
+    check_source(variant, os.path.expanduser(cfg.encoder_path or variant))
+
+
 def load_pretrained(model_id: str, source: str, load: Callable[..., Any]) -> tuple[nn.Module, set[str]]:
     """Load a model without hanging when there is no network.
 
@@ -454,9 +485,7 @@ def _clip(variant: str, image_size: int, cfg: Any) -> HFEncoder:
 
 
 def _hf(variant: str, image_size: int, cfg: Any) -> HFEncoder:
-    if not variant:
-        raise ConfigError("encoder hf needs a model id or local directory: hf:<model id or dir>, "
-                          "e.g. hf:facebook/dinov2-small")
+    check_hf_name(variant, cfg)
     return _build("hf", variant, "mean", cfg)
 
 

@@ -10,6 +10,7 @@ traceback after minutes of computation; a run directory that is a file is a :cla
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -108,14 +109,20 @@ def _existing_ancestor(path: Path, what: str) -> Path:
     """The nearest ancestor of ``path`` that exists (``path`` itself does not); it must be a writable directory.
 
     Raises:
-        OutputPathError: the ancestor is a file, or a directory this process cannot write to.
+        OutputPathError: the ancestor is a file, a directory this process cannot write to, a loop of symbolic
+            links or a symbolic link to nothing.
     """
     parent = path.parent
-    try:
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-    except OSError as exc:  # e.g. a name too long
-        raise OutputPathError(f"{what} {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+    while parent != parent.parent:
+        problem = _path_problem(parent)
+        if problem is not None:
+            raise OutputPathError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} {problem}")
+        try:
+            if parent.exists():
+                break
+        except OSError as exc:  # e.g. a name too long
+            raise OutputPathError(f"{what} {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+        parent = parent.parent
     if not parent.is_dir():
         raise OutputPathError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a directory")
     if not _writable_dir(parent):
@@ -124,10 +131,34 @@ def _existing_ancestor(path: Path, what: str) -> Path:
     return parent
 
 
+def _path_problem(path: Path) -> str | None:
+    """Why ``path`` can be neither used nor created (a loop of symbolic links; a symbolic link whose target does
+    not exist, on which ``mkdir`` fails), as the end of a sentence; None when it exists or can be created."""
+    try:
+        os.stat(path)
+        return None
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a loop of symbolic links; remove the link or give another path"
+        return None  # reported by the caller's own check (e.g. a name too long)
+    if not os.path.islink(path):
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"is a symbolic link to {target!r}, which does not exist; create its target or give another path"
+
+
 def _exists(path: Path, what: str) -> bool:
+    problem = _path_problem(path)
+    if problem is not None:
+        raise OutputPathError(f"{what} {str(path)!r} {problem}")
     try:
         return path.exists()
-    except OSError as exc:  # a name too long, a loop of symbolic links, ...
+    except OSError as exc:  # a name too long, ...
         raise OutputPathError(f"{what} {str(path)!r} is not a usable path: {exc.strerror or exc}") from None
 
 

@@ -14,7 +14,9 @@
 
 Score = normalised return (:mod:`experiments.normalisation`) where the env has constants, else raw return.
 Per seed, a condition's score is the mean over its evaluation episodes; tables show mean ± standard error over
-seeds. IQM, CIs and P(improvement) follow Agarwal et al. 2021 (:mod:`experiments.metrics`) over the matrix
+seeds. A row's scores use only the conditions every one of its seeds has: a condition some seed lacks is left
+out (a warning per row, the ``missing`` column, ``–`` in its cell), so a missing file cannot move the OOD score.
+IQM, CIs and P(improvement) follow Agarwal et al. 2021 (:mod:`experiments.metrics`) over the matrix
 ``(seeds, shifted conditions)``. Rows are ranked by OOD IQM.
 """
 
@@ -26,6 +28,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +89,45 @@ def _matrix(seeds: pd.DataFrame) -> pd.DataFrame:
     return g.pivot_table(index="seed", columns=["shift", "severity"], values="score").dropna(axis=0)
 
 
+def common_conditions(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of one method's seeds (``per_seed`` rows of one env, encoder and mode) restricted to the
+    conditions every seed has, and what was left out: ``"fog@5 (seed 1); ..."``, or ``""`` when every seed has
+    every condition. Scores over different condition sets per seed would move with what is missing."""
+    have = {seed: set(zip(x["shift"], x["severity"], strict=True)) for seed, x in g.groupby("seed")}
+    every = set().union(*have.values())
+    common = set.intersection(*have.values())
+    if every == common:
+        return g, ""
+    missing = []
+    for shift, severity in sorted(every - common):
+        lacking = [str(seed) for seed, conds in have.items() if (shift, severity) not in conds]
+        missing.append(f"{_cond(shift, severity)} (seed {', '.join(lacking)})")
+    keep = [c in common for c in zip(g["shift"], g["severity"], strict=True)]
+    return g[keep], "; ".join(missing)
+
+
+def _missing_names(missing: str) -> set[str]:
+    """The condition names of a ``missing`` column (:func:`common_conditions`)."""
+    return {item.split(" (", 1)[0] for item in missing.split("; ") if item}
+
+
 def summary(seeds: pd.DataFrame, reps: int = 2000) -> pd.DataFrame:
-    """One row per (env, encoder, encoder_mode); see the module docstring for the columns."""
+    """One row per (env, encoder, encoder_mode); see the module docstring for the columns. A method's scores are
+    computed over the conditions every one of its seeds has (:func:`common_conditions`); ``missing`` names the
+    conditions left out and the seeds that lack them (``""`` for a complete row)."""
     rows = []
     for env, env_seeds in seeds.groupby("env", sort=True):
-        methods = {k: g for k, g in env_seeds.groupby(["encoder", "encoder_mode"], sort=True)}
+        methods, missing = {}, {}
+        for k, g in env_seeds.groupby(["encoder", "encoder_mode"], sort=True):
+            methods[k], missing[k] = common_conditions(g)
         mats = {k: m for k, g in methods.items() if (m := _matrix(g)).shape[1] > 0}
         intervals = metrics.interval_estimates({f"{e}|{m}": v.to_numpy() for (e, m), v in mats.items()},
                                                reps=reps) if mats else {}
         baseline = next((k for k in mats if k[0] == BASELINE), None)
         for (encoder, mode), g in methods.items():
             row: dict[str, Any] = {"env": env, "encoder": encoder, "encoder_mode": mode,
-                                   "seeds": int(g["seed"].nunique()), "normalised": constants(env) is not None}
+                                   "seeds": int(g["seed"].nunique()), "normalised": constants(env) is not None,
+                                   "missing": missing[(encoder, mode)]}
             per_cond = g.groupby(["shift", "severity"])["score"]
             id_m, id_se = _mean_se(g[g["shift"] == "none"].groupby("seed")["score"].mean())
             ood = g[g["shift"] != "none"].groupby("seed")["score"].mean()
@@ -151,9 +181,12 @@ def display_table(summ: pd.DataFrame, conds: pd.DataFrame, env: str) -> pd.DataF
     rows = []
     for _, r in s.iterrows():
         cell = c[(c["encoder"] == r["encoder"]) & (c["encoder_mode"] == r["encoder_mode"])]
+        left_out = _missing_names(r.get("missing") or "")
 
-        def at(shift: str, severity: int, cell: pd.DataFrame = cell) -> str:
+        def at(shift: str, severity: int, cell: pd.DataFrame = cell, left_out: set[str] = left_out) -> str:
             x = cell[(cell["shift"] == shift) & (cell["severity"] == severity)]
+            if _cond(shift, severity) in left_out:  # not every seed has it: not in the row's scores either
+                return "–"
             return _fmt(float(x["score_mean"].iloc[0]), float(x["score_se"].iloc[0]), digits) if len(x) else "–"
 
         row = {"encoder": r["encoder"], "mode": r["encoder_mode"], "seeds": int(r["seeds"]), "ID": at("none", 0)}
@@ -168,6 +201,8 @@ def display_table(summ: pd.DataFrame, conds: pd.DataFrame, env: str) -> pd.DataF
             f"{r['p_improve']:.2f} [{r['p_lo']:.2f}, {r['p_hi']:.2f}]"
         if not math.isnan(r["success_id"]):
             row["success ID/OOD"] = f"{r['success_id']:.2f} / {r['success_ood']:.2f}"
+        if (s["missing"] != "").any():  # some row left conditions out: say which, on its row
+            row["missing (left out)"] = r["missing"] or "–"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -262,17 +297,41 @@ def _html(tables: dict[str, pd.DataFrame], svgs: dict[str, dict[str, str]], meta
     return "\n".join(parts)
 
 
+def md_escape(text: Any) -> str:
+    """``text`` as one Markdown table cell (or heading) that shows it verbatim: ``&`` and ``<`` escaped (no HTML
+    tag or entity can start; a lone ``>`` as in ``P(>cnn)`` opens nothing and stays), ``|`` (a column break)
+    escaped, line breaks (a new row) made spaces."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+    return re.sub(r"\r\n|[\r\n\u2028\u2029]", " ", text)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown table whose every header and cell is :func:`md_escape`-d (labels and condition
+    names come from results records: a label may hold anything)."""
+    safe = table.rename(columns={c: md_escape(c) for c in table.columns})
+    safe = safe.apply(lambda col: col.map(lambda v: md_escape(v) if isinstance(v, str) else v))
+    return safe.to_markdown(index=False)
+
+
 def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(df.to_json(orient="records"))
 
 
-def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[str, Path]:
+def missing_warnings(summ: pd.DataFrame) -> list[str]:
+    """One line per leaderboard row whose seeds do not all have the same conditions (:func:`common_conditions`)."""
+    return [f"warning: {r['env']} {r['encoder']} ({r['encoder_mode']}): not every seed has {r['missing']}; left out of "
+            f"the row's scores (marked in the tables)" for _, r in summ.iterrows() if r.get("missing")]
+
+
+def build(results_dir: Path | str, out: Path | str, reps: int = 2000,
+          warn: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Read every record under ``results_dir`` (a sweep's ``results/``, a run's ``eval/results`` or the run
     directory itself: :func:`experiments.results.resolve_dir`) and write the leaderboard files into ``out``;
     returns their paths.
 
     Everything is read, checked and rendered in memory first: bad input leaves no ``out`` directory (or an
-    existing one unchanged).
+    existing one unchanged). A row whose seeds lack some of its conditions is scored over the conditions every
+    seed has; ``warn`` gets one line per such row (:func:`missing_warnings`).
 
     Raises:
         ResultsError: no results, a malformed file or record (non-UTF-8, not JSON, a field out of range such as
@@ -283,6 +342,8 @@ def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[st
     seeds = per_seed(records)
     conds = conditions(seeds)
     summ = summary(seeds, reps=reps)
+    for line in missing_warnings(summ):
+        (warn or (lambda _: None))(line)
     envs = list(dict.fromkeys(summ["env"]))
     tables = {env: display_table(summ, conds, env) for env in envs}
     plots: dict[str, bytes] = {}
@@ -296,7 +357,7 @@ def build(results_dir: Path | str, out: Path | str, reps: int = 2000) -> dict[st
           f"Cells: mean ± SE over seeds of the score (normalised return where the env has constants). "
           f"IQM over seeds × shifted conditions, 95 % stratified-bootstrap CI.\n"]
     for env, table in tables.items():
-        md.append(f"\n## {env}\n\n{table.to_markdown(index=False)}\n")
+        md.append(f"\n## {md_escape(env)}\n\n{markdown_table(table)}\n")
     texts = {"csv": ("leaderboard.csv", summ.to_csv(index=False)),
              "conditions": ("conditions.csv", conds.to_csv(index=False)),
              "json": ("leaderboard.json", board + "\n"), "md": ("leaderboard.md", "".join(md)),

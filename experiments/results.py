@@ -42,7 +42,11 @@ it, so a larger value is a bug or a corrupt file, and NaN/Infinity would silentl
 the other int fields except ``schema`` and ``severity`` must lie in ``[0, 2**63 - 1]``. Files are UTF-8. A file
 with no records is an error, and so is a second record of the same episode (same ``trial``, ``env``, ``label``,
 ``encoder_mode``, ``seed``, ``shift``, ``severity``, ``eval_seed`` and ``episode_seed``), in one file or across
-the files :func:`read_dir` reads: it would be counted twice.
+the files :func:`read_dir` reads: it would be counted twice. The records of one trial (one trained run: a
+sweep trial, or a run directory) must agree on what was trained (:data:`TRIAL_FIELDS`: env, encoder, label,
+size, seed, env steps trained, config hash, and the encoder mode up to a merge variant's ``+merge:<alpha>``):
+records of two runs under one trial id (two encoders, a run re-trained or resumed after some conditions were
+evaluated) would be averaged as one seed, so :func:`read_dir` refuses them, naming both places.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ from pathlib import Path
 from typing import Any
 
 from envs import files
-from envs.errors import DreamshiftError
+from envs.errors import DreamshiftError, EnvError
+from envs.registry import metaworld_available, parse_env_name
 
 SCHEMA_VERSION = 1
 
@@ -73,6 +78,11 @@ MAX_ABS_RETURN = 1e9  # |return| above this is refused (see the module docstring
 MAX_INT = 2**63 - 1  # int fields (seeds, lengths, steps) must fit an int64 column
 # the fields that identify one evaluation episode: a second record with the same values is a duplicate
 EPISODE_KEY = ("trial", "env", "label", "encoder_mode", "seed", "shift", "severity", "eval_seed", "episode_seed")
+
+
+# what one trial's records must agree on (encoder_mode up to a merge variant's "+merge:<alpha>" suffix)
+TRIAL_FIELDS = ("env", "encoder", "label", "encoder_mode", "size", "seed", "env_steps_trained", "config_hash")
+MERGE_TAG = "+merge:"
 
 
 class ResultsError(DreamshiftError):
@@ -193,15 +203,64 @@ def _check_duplicates(located: list[tuple[str, dict[str, Any]]]) -> None:
         seen[key] = where
 
 
+def _trial_value(record: dict[str, Any], key: str) -> Any:
+    value = record[key]
+    return value.split(MERGE_TAG, 1)[0] if key == "encoder_mode" else value
+
+
+def _check_trials(located: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every record of one ``trial`` agrees on :data:`TRIAL_FIELDS` with the trial's first record.
+
+    Raises:
+        ResultsError: the first record that disagrees, at its ``file:line``, with the first record's place.
+    """
+    first: dict[str, tuple[str, dict[str, Any]]] = {}
+    for where, record in located:
+        seen = first.setdefault(record["trial"], (where, record))
+        for key in TRIAL_FIELDS:
+            a, b = _trial_value(seen[1], key), _trial_value(record, key)
+            if a != b:
+                what = "is shared by two encoders" if key in ("encoder", "label") else "has records that disagree"
+                raise ResultsError(f"{where}: trial {record['trial']!r} {what}: {key} {json.dumps(b)} here but "
+                                   f"{json.dumps(a)} at {seen[0]}; a trial's records come from one trained run, "
+                                   f"else they are averaged as one seed: re-evaluate the run, or move the stale "
+                                   f"results file out of the directory")
+
+
+def _check_envs(located: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every record's ``env`` is an env ``dreamshift train`` accepts (:func:`envs.registry.parse_env_name`), so
+    the leaderboard refuses what training would; a ``metaworld:`` name is not checked where the metaworld
+    package is missing (a results machine need not have it).
+
+    Raises:
+        ResultsError: the first record of an unknown env, at its ``file:line``, with train's message.
+    """
+    seen: set[str] = set()
+    for where, record in located:
+        env = record["env"]
+        if env in seen:
+            continue
+        seen.add(env)
+        try:
+            parse_env_name(env)
+        except EnvError as exc:
+            if env.split(":", 1)[0] == "metaworld" and not metaworld_available():
+                continue
+            raise ResultsError(f"{where}: {exc}") from None
+
+
 def read(path: Path | str) -> list[dict[str, Any]]:
     """Read and validate one JSONL results file.
 
     Raises:
-        ResultsError: the file is missing, not UTF-8 or empty, a line is not JSON, a record breaks the schema or
-            repeats an episode (names file:line).
+        ResultsError: the file is missing, not UTF-8 or empty, a line is not JSON, a record breaks the schema,
+            repeats an episode, disagrees with its trial's first record or names an env ``train`` refuses (names
+            file:line).
     """
     located = _records(Path(path))
     _check_duplicates(located)
+    _check_trials(located)
+    _check_envs(located)
     return [r for _, r in located]
 
 
@@ -210,7 +269,8 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
 
     Raises:
         ResultsError: the directory does not exist or holds no results file, an episode is recorded twice (in one
-            file or two), or see :func:`read`.
+            file or two), the records of one trial disagree on :data:`TRIAL_FIELDS`, an env ``train`` refuses, or
+            see :func:`read`.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -222,6 +282,8 @@ def read_dir(results_dir: Path | str) -> list[dict[str, Any]]:
                            f"evaluate RUN` first")
     located = [item for f in files for item in _records(f)]
     _check_duplicates(located)
+    _check_trials(located)
+    _check_envs(located)
     return [r for _, r in located]
 
 

@@ -30,7 +30,7 @@ import submitit
 from envs import files
 from envs.errors import ConfigError, DreamshiftError
 from experiments.spec import Sweep
-from experiments.trial import is_complete, run_trial
+from experiments.trial import has_results, is_complete, run_trial, set_aside, stale_reason
 
 
 class SweepError(DreamshiftError):
@@ -73,6 +73,23 @@ def _describe(status: dict[str, Any]) -> str:
     return f"{state}{took}{numbers}"
 
 
+def set_aside_stale(trials: list[dict[str, Any]], out: Path, say: Callable[[str], None]) -> list[str]:
+    """Trials whose results an earlier grid made (:func:`experiments.trial.stale_reason`) are rerun: their
+    results, status and (when they cannot go on from it) run directory are moved to ``OUT/stale/<time>/``
+    (:func:`experiments.trial.set_aside`), with one line saying which trials and what changed. Returns their ids."""
+    stale = [(t, why) for t in trials if has_results(out, t) and (why := stale_reason(out, t)) is not None]
+    if not stale:
+        return []
+    where = out / "stale" / time.strftime("%Y%m%d-%H%M%S")
+    for t, _ in stale:
+        set_aside(out, t, where)
+    shown = "; ".join(f"{t['id']}: {why}" for t, why in stale[:3]) + (f"; and {len(stale) - 3} more"
+                                                                      if len(stale) > 3 else "")
+    say(f"the grid changed since {len(stale)} trial(s) were run ({shown}): their old results are kept in {where}; "
+        f"rerunning them")
+    return [t["id"] for t, _ in stale]
+
+
 def _threads(sweep: Sweep, workers: int) -> int:
     return sweep.threads or max(1, (os.cpu_count() or 1) // workers)
 
@@ -99,6 +116,7 @@ def run(sweep: Sweep, out: Path | str, backend: str | None = None, workers: int 
     files.write_json(out / "sweep.json", {"name": sweep.name, "file": sweep.path, "description": sweep.description,
                                        "trials": [t.to_dict() for t in sweep.trials]})
     trials = [t.to_dict() for t in sweep.trials]
+    set_aside_stale(trials, out, say)
     todo = [t for t in trials if not is_complete(out, t)]
     say(f"sweep {sweep.name}: {len(trials)} trials, {len(trials) - len(todo)} already complete, "
         f"{len(todo)} to run on backend {backend}" + (f" ({workers} workers)" if backend == "local" else ""))

@@ -14,12 +14,16 @@ With ``seed_batch`` (:mod:`experiments.spec`) the trials of a batch train togeth
 
 Resumption: a complete trial is skipped; a trial whose run holds a checkpoint resumes training from it (or only
 evaluates, when its budget is spent); a run directory without a checkpoint (killed before its first save) is
-started afresh.
+started afresh. A trial's results are keyed by its :func:`fingerprint` (config hash, steps, evaluation), kept in
+its status file: when the grid changed since they were made, :func:`stale_reason` says what changed and the sweep
+moves them aside (:func:`set_aside`) and reruns the trial, going on from its run when the config hash is the
+same and the new budget is not below the steps it trained (e.g. ``steps`` 400 -> 600), else from scratch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -29,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from envs import files
+from envs.errors import DreamshiftError
 from experiments import results
 from experiments.wandb_log import log_evaluation
-from mbrl.config import build_config
+from mbrl.config import build_config, model_hash
 from mbrl.runs import checkpoint
 from mbrl.runs.evaluate import evaluate_suite
 from mbrl.runs.merge import merge_run
@@ -49,8 +54,28 @@ def paths(out: Path | str, trial_id: str, trial: dict[str, Any] | None = None) -
             "status": out / "status" / f"{trial_id}.json", "log": out / "logs" / f"{trial_id}.log"}
 
 
-def is_complete(out: Path | str, trial: dict[str, Any]) -> bool:
-    """Whether the trial's results file exists and validates (a corrupt one counts as incomplete)."""
+# what a trial's results depend on besides its config hash (the grid's evaluation settings)
+DEFINITION = ("overrides", "suite", "episodes", "eval_seed", "alphas", "label")
+
+
+def definition(trial: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a trial that make its results (:data:`DEFINITION`), as recorded in its status file."""
+    return {k: trial.get(k) for k in DEFINITION}
+
+
+def fingerprint(trial: dict[str, Any]) -> str:
+    """What the trial's results are keyed by: its run's config hash (:func:`mbrl.config.model_hash`, every
+    experiment-defining setting), its env-step budget, and its evaluation (suite, episodes, evaluation seed,
+    WiSE-FT alphas, label). Settings that change no result (threads, logging, device, wandb) are left out."""
+    cfg = build_config(trial["overrides"])
+    data = {"config_hash": model_hash(cfg), "steps": int(cfg.steps), "suite": trial["suite"],
+            "episodes": trial["episodes"], "eval_seed": trial["eval_seed"], "alphas": trial.get("alphas", []),
+            "label": trial.get("label")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def has_results(out: Path | str, trial: dict[str, Any]) -> bool:
+    """Whether the trial's results file exists and validates (a corrupt one counts as missing)."""
     path = paths(out, trial["id"])["results"]
     if not path.is_file():
         return False
@@ -58,6 +83,72 @@ def is_complete(out: Path | str, trial: dict[str, Any]) -> bool:
         return len(results.read(path)) > 0
     except results.ResultsError:
         return False
+
+
+def stale_reason(out: Path | str, trial: dict[str, Any]) -> str | None:
+    """Why the trial's results were made by another definition of the trial (the grid changed since), e.g.
+    ``"steps 400 -> 600"``; None when they are current. Keyed by :func:`fingerprint` as recorded in the trial's
+    status; results without one (an older sweep) are checked against their records' config hash and env steps."""
+    status = read_status(out, trial["id"])
+    if "fingerprint" in status:
+        if status["fingerprint"] == fingerprint(trial):
+            return None
+        return _changes(status.get("definition") or {}, definition(trial)) or "its config hash changed"
+    cfg = build_config(trial["overrides"])
+    recs = [r for r in results.read(paths(out, trial["id"])["results"]) if "+merge:" not in r["encoder_mode"]]
+    hashes = {r["config_hash"] for r in recs}
+    if hashes and hashes != {model_hash(cfg)}:
+        return f"config hash {', '.join(sorted(hashes))} -> {model_hash(cfg)}"
+    trained = min((r["env_steps_trained"] for r in recs), default=cfg.steps)
+    return f"results at {trained} env steps, steps {cfg.steps}" if trained < cfg.steps else None
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"steps 400 -> 600, suite quick -> full"``: what differs between two :func:`definition`-s."""
+    out = []
+    for key in DEFINITION:
+        a, b = old.get(key), new.get(key)
+        if key == "overrides":
+            a, b = a or {}, b or {}
+            out += [f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{key} {a} -> {b}")
+    return ", ".join(out)
+
+
+def is_complete(out: Path | str, trial: dict[str, Any]) -> bool:
+    """Whether the trial's results file exists, validates and is current (:func:`stale_reason`: made by this
+    definition of the trial, not by an earlier grid)."""
+    return has_results(out, trial) and stale_reason(out, trial) is None
+
+
+def _resumable(run_dir: Path, trial: dict[str, Any]) -> bool:
+    """Whether the trial's new definition can go on from the checkpoint in ``run_dir``: the same config hash, and
+    no more env steps trained than its budget."""
+    if not checkpoint.checkpoint_path(run_dir).exists():
+        return False
+    try:
+        run = checkpoint.read_config(run_dir)
+        doc = checkpoint.read_doc(run_dir)
+    except DreamshiftError:
+        return False
+    cfg = build_config(trial["overrides"])
+    return model_hash(run) == model_hash(cfg) and int(doc["counters"].get("env_steps", 0)) <= cfg.steps
+
+
+def set_aside(out: Path | str, trial: dict[str, Any], stale_dir: Path) -> None:
+    """Move a stale trial's results and status (and its run directory, or its batch's, when the new definition
+    cannot resume from it) under ``stale_dir``, so that the trial reruns and nothing it made is lost."""
+    p = paths(out, trial["id"], trial)
+    for key in ("results", "status"):
+        if p[key].exists():
+            (stale_dir / key).mkdir(parents=True, exist_ok=True)
+            os.replace(p[key], stale_dir / key / p[key].name)
+    run = p["run"].parent if trial.get("batch") else p["run"]
+    if run.exists() and not _resumable(p["run"], trial):
+        (stale_dir / "runs").mkdir(parents=True, exist_ok=True)
+        os.replace(run, stale_dir / "runs" / run.name)
 
 
 def read_status(out: Path | str, trial_id: str) -> dict[str, Any]:
@@ -174,7 +265,8 @@ def run_trial(trial: dict[str, Any], out: Path | str, retries: int = 1, threads:
         own = [r for r in records if "+merge:" not in r["encoder_mode"]]  # the trained agent, not its merges
         clean = [r["return"] for r in own if r["shift"] == "none"]
         shifted = [r["return"] for r in own if r["shift"] != "none"]
-        status.update(state="done", seconds=round(time.time() - start, 1),
+        status.update(state="done", seconds=round(time.time() - start, 1), fingerprint=fingerprint(trial),
+                      definition=definition(trial),
                       clean_return=sum(clean) / len(clean) if clean else None,
                       shifted_return=sum(shifted) / len(shifted) if shifted else None)
         _write_status(out, trial["id"], status)

@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from envs import files
 
+GARBLED_SUFFIX = ".garbled"  # metrics.jsonl.garbled: lines of metrics.jsonl that were not records, kept on resume
+
 
 def _decode(line: str) -> dict[str, Any] | None:
     """One JSONL record, or None for a blank line or one cut short by a killed process."""
@@ -38,7 +40,7 @@ class Logger:
         wandb_mode: ``offline`` | ``online`` | ``disabled``.
         config: dict logged as the wandb config.
         resume_step: when resuming, records with ``env_steps`` beyond this are dropped (they came after the
-            checkpoint of the killed run).
+            checkpoint of the killed run); lines that are not records are kept aside (:meth:`_truncate`).
         run_id: wandb run id (idempotent: a resumed run continues the same wandb run).
         group: wandb group (sweeps group trials by env/encoder/mode); wandb ``job_type`` is ``train``.
     """
@@ -48,9 +50,7 @@ class Logger:
                  run_id: str | None = None, group: str | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if (rec := _decode(line)) is not None and rec.get("env_steps", 0) <= resume_step]
-            files.atomic_write(self.path, lambda f: f.write("".join(x + "\n" for x in kept).encode()))
+            self._truncate(resume_step)
         self.file = open(self.path, "a")
         self.wandb = None
         if wandb_mode != "disabled":
@@ -71,6 +71,32 @@ class Logger:
             self.progress.start()
             self.task = self.progress.add_task("train", total=total, fps=0.0, ups=0.0, ret="-")
         self._last = (time.time(), 0, 0)
+
+    def _truncate(self, resume_step: int) -> None:
+        """Rewrite ``metrics.jsonl`` without the records after ``resume_step``. A last line cut short by a killed
+        process (no newline) is dropped; any other line that is not a JSON record is kept aside in
+        ``metrics.jsonl.garbled`` (appended to), with one note on stderr, never dropped silently."""
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if lines and not text.endswith("\n") and _decode(lines[-1]) is None:
+            lines = lines[:-1]  # the write a killed process was in the middle of
+        kept, garbled = [], []
+        for number, line in enumerate(lines, start=1):
+            rec = _decode(line)
+            if rec is None:
+                if line.strip():
+                    garbled.append((number, line))
+            elif rec.get("env_steps", 0) <= resume_step:
+                kept.append(line)
+        if garbled:
+            aside = self.path.with_name(self.path.name + GARBLED_SUFFIX)
+            old = aside.read_text(encoding="utf-8", errors="replace") if aside.is_file() else ""
+            new = "".join(f"{line}\n" for _, line in garbled)
+            files.atomic_write(aside, lambda f: f.write((old + new).encode()))
+            numbers = ", ".join(str(n) for n, _ in garbled[:5]) + (" ..." if len(garbled) > 5 else "")
+            print(f"note: {len(garbled)} line(s) of {str(self.path)!r} are not JSON records (line {numbers}); kept "
+                  f"aside in {str(aside)!r}, the rest resumes", file=sys.stderr, flush=True)
+        files.atomic_write(self.path, lambda f: f.write("".join(x + "\n" for x in kept).encode()))
 
     def log(self, kind: str, env_steps: int, agent_steps: int, metrics: dict[str, Any]) -> None:
         """Append one record and send it to wandb (keys prefixed with ``kind/`` unless already prefixed)."""

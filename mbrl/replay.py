@@ -231,10 +231,24 @@ class Replay:
         """Load a buffer written by :meth:`save`.
 
         Raises:
-            CheckpointError: the file is missing, truncated or corrupt.
-            ValueError: a replay of another layout (:meth:`load_state_dict`).
+            CheckpointError: the file is missing, truncated or corrupt, holds other arrays than a replay's, or a
+                replay of another layout (:meth:`load_state_dict`); the message names the file.
         """
-        self.load_state_dict(read_npz(path))
+        self.load_arrays(read_npz(path), path)
+
+    def load_arrays(self, arrays: dict[str, np.ndarray], path: Path | str) -> None:
+        """:meth:`load_state_dict` of the arrays :func:`read_npz` read from ``path``.
+
+        Raises:
+            CheckpointError: they do not fit this buffer (another capacity, number of envs, observation or
+                feature layout, or damaged arrays); the message names ``path``.
+        """
+        try:
+            self.load_state_dict(arrays)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"replay file {str(path)!r} does not fit this run's replay ({exc}); the "
+                                  f"checkpoint is damaged or mixed with another run's: restore the file or "
+                                  f"restart the run") from None
 
 
 def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -251,15 +265,27 @@ def read_npz(path: Path | str) -> dict[str, np.ndarray]:
     """Every array of a replay ``.npz`` (read fully, the file closed).
 
     Raises:
-        CheckpointError: the file is missing, truncated or corrupt (the message names it).
+        CheckpointError: the file is missing, truncated or corrupt, or lacks an array of :data:`REPLAY_ARRAYS`
+            (another ``.npz``); the message names it.
     """
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files} if isinstance(data, np.lib.npyio.NpzFile) else None
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise CheckpointError(f"replay file {str(path)!r} is unreadable ({reason}); the checkpoint is damaged, "
                               f"restart the run or restore the file") from None
+    missing = [k for k in REPLAY_ARRAYS if k not in (arrays or {})]
+    if missing:
+        found = ", ".join(sorted(arrays)[:5]) if arrays else "none"
+        raise CheckpointError(f"replay file {str(path)!r} is not a replay buffer: no {', '.join(missing)} (it holds "
+                              f"{found}); the checkpoint is damaged, restore the file or restart the run")
+    return arrays
+
+
+# the arrays every replay file holds (Replay.state_dict), checked by read_npz before any is used
+REPLAY_ARRAYS = ("head", "count", "total_added", "per_env", "data_action", "data_reward", "data_is_first",
+                 "data_is_terminal")
 
 
 class MixedReplay:

@@ -14,6 +14,7 @@ import torch
 import envs.registry
 import envs.validation
 from encoders.finetune import parse_mode
+from encoders.hf import check_hf_name
 from encoders.registry import check_name, resolve_mode, split_name
 from envs.errors import ConfigError
 from mbrl.config import Config
@@ -23,7 +24,8 @@ from mbrl.world_model import check_decoder
 def check_env_encoder(cfg: Config) -> None:
     """Check the names a run refers to, as ``dreamshift train`` does before it writes anything: ``env`` (a known
     ``suite:task`` whose suite is installed), ``obs`` on that suite, ``encoder`` (a registered name),
-    ``encoder_mode`` (a valid mode for it; ``cnn``: full or frozen), ``decoder`` with that encoder
+    ``encoder_mode`` (a valid mode for it; ``cnn``: full or frozen), ``hf:<dir>`` a directory holding a model
+    (:func:`encoders.hf.check_hf_name`), ``decoder`` with that encoder
     (:func:`mbrl.world_model.check_decoder`) and ``encoder_path`` (exists, if given). :func:`mbrl.config.validate`
     leaves these out: they need the env and encoder registries (torch, gym), so they are checked here, a layer
     above the config (``import mbrl.config`` stays light).
@@ -35,6 +37,8 @@ def check_env_encoder(cfg: Config) -> None:
     envs.validation.check_obs(cfg.obs)
     envs.registry.check_state_obs(cfg.obs, cfg.env)
     check_name(cfg.encoder)
+    if split_name(cfg.encoder)[0] == "hf":  # a local directory without a model: as building the encoder would say
+        check_hf_name(split_name(cfg.encoder)[1], cfg)
     mode = parse_mode(resolve_mode(cfg))
     if split_name(cfg.encoder)[0] == "cnn" and mode.kind not in ("full", "frozen"):
         raise ConfigError(f"encoder cnn supports encoder_mode full or frozen (random features), got {mode}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -96,9 +97,10 @@ def cli(tmp_path, monkeypatch, capsys):
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir")."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    """Every file under ``root`` (relative path -> sha256) plus every directory (-> "dir") and symbolic link
+    (-> "link:<target>", not followed: it may dangle or loop)."""
+    return {str(p.relative_to(root)): f"link:{os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir() else
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
 def assert_user_error(res: Result, *needles: str) -> str:

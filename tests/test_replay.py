@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.errors import CheckpointError
 from mbrl.replay import KEYS, Replay
 
 IMG = (8, 8, 3)
@@ -189,7 +190,7 @@ def test_load_rejects_a_different_buffer_layout(tmp_path):
     for other in (Replay(30, 2, IMG, A), Replay(10, 1, IMG, A), Replay(20, 2, (4, 4, 3), A),
                   Replay(20, 2, IMG, A + 1)):
         before = {k: v.copy() for k, v in other.data.items()}
-        with pytest.raises(ValueError):
+        with pytest.raises(CheckpointError, match="r.npz' does not fit this run's replay"):  # one line, the file
             other.load(path)
         assert len(other) == 0 and other.total_added == 0
         if other.per_env == r.per_env and other.num_envs == r.num_envs:
@@ -224,13 +225,13 @@ def test_feature_cache_is_sampled_with_its_step_and_checked_on_load(tmp_path):
     assert torch.equal(b["features"][..., 0].float(), b["reward"])
     path = tmp_path / "f.npz"
     r.save(path)
-    with pytest.raises(ValueError):
+    with pytest.raises(CheckpointError):
         Replay(30, 1, IMG, A).load(path)  # a buffer without the cache
-    with pytest.raises(ValueError):
+    with pytest.raises(CheckpointError):
         Replay(30, 1, IMG, A, feature_dim=7).load(path)
     plain = tmp_path / "plain.npz"
     _random_replay(30, 1, 5, seed=0).save(plain)
-    with pytest.raises(ValueError):
+    with pytest.raises(CheckpointError):
         Replay(30, 1, IMG, A, feature_dim=5).load(plain)  # a cache-enabled buffer, file without features
     r2 = Replay(30, 1, IMG, A, feature_dim=5)
     r2.load(path)

@@ -18,8 +18,9 @@ every earlier stage's target replay, an equal share each), which :mod:`mbrl.runs
 shifts. ``config.json`` of an adapted run holds, besides the config: ``adapted_from`` (the parent run),
 ``target`` (``"kind:severity[,...]"``), ``conditions``, ``mix``, ``lr_scale``, ``shift_seed``,
 ``replay_sources`` (run directories whose checkpoint replays are mixed in), ``lineage`` (every earlier stage:
-run, target, env steps), ``base_env_steps`` (env steps of the root run) and ``lineage_target_env_steps`` (target
-env steps of the earlier stages).
+run, target, env steps and ``checkpoint``, the weights file adapted from, which names that one save: merging
+checks a BASE against it, :func:`mbrl.runs.merge.check_adapted_from`), ``base_env_steps`` (env steps of the root
+run) and ``lineage_target_env_steps`` (target env steps of the earlier stages).
 
 Evaluation (:func:`stage_report`): the run on its target, the clean env, every earlier target of the lineage and
 the other severities of the target's kind, with fixed episode seeds (``mbrl.runs.evaluate.EVAL_SEED_OFFSET + seed +
@@ -50,10 +51,10 @@ from mbrl.runs import checkpoint, run_lock
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.runs.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
-from mbrl.runs.merge import check_mergeable, format_alpha, merge_agent_states, parse_alpha
+from mbrl.runs.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.replay import MixedReplay, Replay, read_npz
 from mbrl.runtime import env_kwargs, resolve_device
-from mbrl.runs.train import make_replay, remove_orphans, run_loop
+from mbrl.runs.train import check_steps_grow, make_replay, remove_orphans, run_loop
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.
@@ -88,14 +89,45 @@ def lineage_info(run: checkpoint.LoadedRun) -> dict[str, Any]:
         CheckpointError: the parent's ``config.json`` is missing or unreadable.
     """
     meta, run_dir, env_steps = run.meta, str(run.run_dir), run.env_steps
+    weights = checkpoint.read_doc(run.run_dir)["weights_file"]  # names this very checkpoint (new at every save)
     if run.adapted_from is None:  # a run trained on the clean env: the root of a lineage
         return {"replay_sources": [run_dir], "lineage": [{"run": run_dir, "target": "clean",
-                                                          "env_steps": env_steps}],
+                                                          "env_steps": env_steps, "checkpoint": weights}],
                 "base_env_steps": env_steps, "lineage_target_env_steps": 0}
-    stage = {"run": run_dir, "target": meta["target"], "env_steps": env_steps}
+    stage = {"run": run_dir, "target": meta["target"], "env_steps": env_steps, "checkpoint": weights}
     return {"replay_sources": [*run.replay_sources, run_dir], "lineage": [*run.lineage, stage],
             "base_env_steps": int(meta["base_env_steps"]),
             "lineage_target_env_steps": int(meta["lineage_target_env_steps"]) + env_steps}
+
+
+def _replay_path(run_dir: Path | str, replay_file: str | None) -> Path:
+    """The replay file of a run's checkpoint, which must exist.
+
+    Raises:
+        CheckpointError: the checkpoint stores no replay (e.g. a merged run), or its file is missing.
+    """
+    if not replay_file:
+        raise CheckpointError(f"run {str(run_dir)!r} stores no replay buffer to mix in (a merged run?); adapt "
+                              f"from a trained run, or use --mix 0")
+    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / replay_file
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
+    return path
+
+
+def check_replay_sources(run: checkpoint.LoadedRun, mix: float) -> list[str]:
+    """The run directories whose replays an adaptation of ``run`` with ``mix`` mixes in (none for ``mix`` 0),
+    each checked to store a replay file (only their ``checkpoint.json`` is read: a cheap check before any work).
+
+    Raises:
+        CheckpointError: a source without checkpoint, without replay (a merged run) or with its file missing.
+    """
+    if mix <= 0:
+        return []
+    sources = lineage_info(run)["replay_sources"]
+    for src in sources:
+        _replay_path(src, checkpoint.read_doc(src)["replay_file"])
+    return sources
 
 
 def load_source_replay(run_dir: Path | str) -> Replay:
@@ -105,20 +137,20 @@ def load_source_replay(run_dir: Path | str) -> Replay:
         CheckpointError: no checkpoint, or a checkpoint without replay (e.g. a merged run).
     """
     run = checkpoint.load_run(run_dir, agent=False)
-    if not run.replay_file:
-        raise CheckpointError(f"run {str(run_dir)!r} stores no replay buffer to mix in (a merged run?); adapt "
-                              f"from a trained run, or use --mix 0")
     cfg = run.config
-    path = Path(run_dir) / checkpoint.CHECKPOINT_DIR / run.replay_file
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint of {str(run_dir)!r} names replay file {str(path)!r}, which is missing")
+    path = _replay_path(run_dir, run.replay_file)
     arrays = read_npz(path)  # read once: the feature width sizes the buffer the arrays then fill
-    features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
     image_shape = (cfg.image_size, cfg.image_size, 3) if "pixels" in cfg.obs else None
-    latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays else None
-    replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, run.action_dim, seed=cfg.seed,
-                    feature_dim=features, state_dim=run.state_dim, latent=latent)
-    replay.load_state_dict(arrays)
+    try:
+        features = arrays["data_features"].shape[-1] if "data_features" in arrays else 0
+        latent = (arrays["data_deter"].shape[-1], *arrays["data_stoch"].shape[-2:]) if "data_deter" in arrays \
+            else None
+        replay = Replay(cfg.replay_capacity, cfg.num_envs, image_shape, run.action_dim, seed=cfg.seed,
+                        feature_dim=features, state_dim=run.state_dim, latent=latent)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"replay file {str(path)!r} does not fit the replay of {str(run_dir)!r} ({exc}); the "
+                              f"checkpoint is damaged: restore the file or restart the run") from None
+    replay.load_arrays(arrays, path)
     return replay
 
 
@@ -233,6 +265,7 @@ def _resume(out: Path, steps: int | None, overrides: dict[str, str]) -> Path:
     if steps is not None:
         if steps < 1:
             raise ConfigError(f"--steps must be >= 1 target env steps, got {steps}")
+        check_steps_grow(out, int(steps), run.env_steps, "--steps")
         cfg.steps = int(steps)
     budget_only = {k: v for k, v in overrides.items() if k not in ("train_ratio", "prefill", "batch_size")}
     if budget_only != overrides:
@@ -383,7 +416,8 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     reproducible bit for bit, and differences between alphas come from the weights alone.
 
     Raises:
-        ConfigError: a bad alpha spec, incompatible runs, an adapted run without adaptation metadata,
+        ConfigError: a bad alpha spec, incompatible runs, a BASE the adapted run was not adapted from
+            (:func:`mbrl.runs.merge.check_adapted_from`), an adapted run without adaptation metadata,
             ``episodes`` < 1 or ``threads`` < 0 (all before any evaluation). CheckpointError: a missing
             checkpoint.
     """
@@ -399,6 +433,7 @@ def alpha_sweep(base_run: Path | str, adapted_run: Path | str, alphas: list[str]
     base = checkpoint.load_run(base_run, agent=False)
     adapted = checkpoint.load_run(adapted_run, agent=False)
     check_mergeable(base, adapted, str(base_run), str(adapted_run))
+    check_adapted_from(base, adapted, str(base_run), str(adapted_run))
     cfg = adapted.config
     roles = report_conditions(meta, levels)
     rows = []

@@ -52,6 +52,7 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import CheckpointError
 from mbrl import safe_state
+from mbrl.runs import signals
 from mbrl.agent import Agent, module_of, nonfinite_tensors
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.optim import NonFiniteError
@@ -108,6 +109,9 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
         counters: step counters of the loop (``env_steps``, ``agent_steps``, ``updates``, episodes, ...; JSON
             values).
 
+    A Ctrl-C during the save is held back until it is complete (:func:`mbrl.runs.signals.deferred_interrupts`), then
+    raised as ``KeyboardInterrupt``.
+
     Raises:
         mbrl.optim.NonFiniteError: an optimiser met a non-finite loss/gradient or a weight is NaN/inf; nothing
             is written, so the previous checkpoint stays the last good one.
@@ -118,6 +122,12 @@ def save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dic
     if bad:
         raise NonFiniteError(f"non-finite weights in {bad[0]} (and {len(bad) - 1} more tensors); not saving a "
                              f"checkpoint, the previous one in {str(run_dir)!r} stays loadable")
+    with signals.deferred_interrupts():  # Ctrl-C while saving: after the save, never half of it
+        return _save(run_dir, agent, replay, counters, weights)
+
+
+def _save(run_dir: Path | str, agent: Agent, replay: Replay | None, counters: dict[str, Any],
+          weights: dict[str, torch.Tensor]) -> Path:
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     replay_name = None
@@ -184,6 +194,29 @@ def write_state(run_dir: Path | str, state: dict[str, Any]) -> Path:
             if old.name not in keep:
                 old.unlink()
     return path
+
+
+def remove_unnamed(run_dir: Path | str) -> list[Path]:
+    """Remove the checkpoint files (``agent-*``, ``state-*``, ``replay-*``) that ``checkpoint.json`` does not name:
+    left by a save that a killed process did not finish (written before the commit point, or not yet cleaned up
+    after it). Nothing is removed without a readable ``checkpoint.json``. Call it only while no other process
+    can be saving there (holding the run's lock); returns the removed files."""
+    try:
+        doc = read_doc(run_dir)
+    except CheckpointError:
+        return []
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    keep = {doc["weights_file"], doc["state_file"], doc["replay_file"]}
+    removed = []
+    for pattern in ("agent-*.safetensors", "state-*.safetensors", "replay-*.npz"):
+        for old in sorted(ckpt_dir.glob(pattern)):
+            if old.name not in keep and old.is_file() and _NAMES[_KIND[pattern]].fullmatch(old.name):
+                old.unlink()
+                removed.append(old)
+    return removed
+
+
+_KIND = {"agent-*.safetensors": "weights_file", "state-*.safetensors": "state_file", "replay-*.npz": "replay_file"}
 
 
 def _check_run_dir(run_dir: Path | str) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 from envs import files
 from envs.errors import ConfigError
 from mbrl.runs import checkpoint
-from mbrl.runs.adapt import REPORT_FILE, _override, adapt, stage_report
+from mbrl.runs.adapt import REPORT_FILE, _override, adapt, check_replay_sources, stage_report
 from mbrl.runs.evaluate import evaluate_agent, resolve_threads
 from shifts.conditions import CLEAN, Condition, condition_name, parse_target
 
@@ -33,11 +33,16 @@ def parse_stages(text: str, env_name: str | None = None) -> list[Condition]:
     shifts with ``,``: ``"color:5,fog:2;texture:5"``).
 
     Raises:
-        ConfigError: no stage, or a stage :func:`shifts.conditions.parse_target` rejects.
+        ConfigError: no stage, an empty stage (``color:5;;fog:1``: a stage left out by mistake is not dropped
+            silently), or a stage :func:`shifts.conditions.parse_target` rejects.
     """
-    items = [t.strip() for t in str(text).split(";") if t.strip()]
-    if not items:
+    items = [t.strip() for t in str(text).split(";")]
+    if not any(items):
         raise ConfigError("--stages is empty; expected KIND:SEVERITY;KIND:SEVERITY;..., e.g. color:5;fog:5")
+    empty = [str(i) for i, item in enumerate(items, start=1) if not item]
+    if empty:
+        raise ConfigError(f"--stages {text!r}: stage {', '.join(empty)} of {len(items)} is empty; expected "
+                          f"KIND:SEVERITY;KIND:SEVERITY;... with one condition between each ';', e.g. color:5;fog:5")
     return [parse_target(item, env_name) for item in items]
 
 
@@ -77,8 +82,10 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
         ``{stage name: {condition: mean return}}``.
 
     Raises:
-        ConfigError: bad stages, mix, lr_scale, steps, episodes or threads; ``out`` existing and not empty
-            without ``resume``. CheckpointError: a missing run. All checked before anything is written.
+        ConfigError: bad stages (an empty one included), mix, lr_scale, steps, episodes or threads; ``out``
+            existing and not empty without ``resume``, or missing or empty with ``resume``. CheckpointError: a
+            missing run, or ``mix`` > 0 from a run that stores no replay to mix in (a merged run). All checked
+            before anything is written (and before the base run's evaluation).
     """
     if out is None:
         raise ConfigError("continual needs --out DIR")
@@ -100,9 +107,14 @@ def continual(run: Path | str, stages: str | list[Condition], steps: int, mix: f
     if len(set(conds)) != len(conds):
         raise ConfigError("--stages repeats a condition; each stage must be a new shift")
     _override(copy.deepcopy(base.config), dict(overrides or {}))  # --set fails before stage 0
+    check_replay_sources(base, mix)  # a run without replay (merged) with mix > 0: before stage 0, as adapt does
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"--out {str(out)!r} already exists and is not empty; continue it with --resume or "
                           f"choose another --out")
+    if resume and not (out.is_dir() and any(out.iterdir())):
+        raise ConfigError(f"--resume: --out {str(out)!r} {'is empty' if out.is_dir() else 'does not exist'}, so "
+                          f"there is no sequence to continue; give the --out of the killed sequence, or drop "
+                          f"--resume to start a new one")
     say = progress or (lambda line: None)
     summary_path = out / SUMMARY_FILE
     summary: dict[str, Any] = {"base": str(run), "stages_spec": [condition_name(c) for c in conds],

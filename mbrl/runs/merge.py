@@ -234,12 +234,63 @@ def check_mergeable(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, b
                           f"{', '.join(diff[:5])}")
 
 
+def check_adapted_from(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, base_name: str = "BASE",
+                       adapted_name: str = "ADAPTED") -> None:
+    """Refuse to merge an adapted run (:mod:`mbrl.runs.adapt`: ``adapted_from`` in its ``config.json``) with a BASE it
+    was not adapted from: BASE must be a stage of its lineage (the run it was adapted from, or an earlier one),
+    at the checkpoint it was adapted from. A stage is recognised by its ``checkpoint`` (the weights file name,
+    new at every save, so a moved or copied run still matches and one trained on since does not); stages written
+    before lineages recorded it, by the run directory and its env steps. Runs without ``adapted_from`` (two runs
+    merged by hand) are not checked.
+
+    Raises:
+        ConfigError: one line naming the lineage and what to give as BASE.
+    """
+    meta = adapted.meta
+    if "adapted_from" not in meta:
+        return
+    stages = [s for s in meta.get("lineage", []) if isinstance(s, dict) and "run" in s] or \
+        [{"run": str(meta["adapted_from"])}]
+    mine = checkpoint.read_doc(base.run_dir)["weights_file"]
+    here = _resolved(base.run_dir)
+    moved_on = None
+    for stage in stages:
+        same_dir = _resolved(stage["run"]) == here
+        if stage.get("checkpoint"):
+            if stage["checkpoint"] == mine:
+                return
+        elif same_dir and stage.get("env_steps", base.env_steps) == base.env_steps:
+            return
+        if same_dir:
+            moved_on = stage
+    runs = " <- ".join(repr(str(s["run"])) for s in reversed(stages))
+    if moved_on is not None:
+        raise ConfigError(f"cannot merge {base_name} and {adapted_name}: {adapted_name} was adapted from "
+                          f"{base_name} at {moved_on.get('env_steps', '?')} env steps (checkpoint "
+                          f"{moved_on.get('checkpoint', '?')}), but {base_name} holds another checkpoint now "
+                          f"({base.env_steps} env steps, {mine}): it was trained on since; merge with a copy of the "
+                          f"run as it was adapted from")
+    raise ConfigError(f"cannot merge {base_name} and {adapted_name}: {adapted_name} was not adapted from "
+                      f"{base_name} (its lineage: {runs}); merging unrelated weights gives a meaningless agent: give "
+                      f"the run it was adapted from ({str(meta['adapted_from'])!r}) as BASE")
+
+
+def _resolved(path: Path | str) -> str:
+    """``path`` made absolute with symbolic links resolved, for comparing run directories (as given if that
+    fails)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
 def merged_agents(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, float] | str | float) -> Agent:
     """The agent ``(1 - alpha_m) * base + alpha_m * adapted`` per module, with the adapted run's config (so it
     is evaluated where the adapted run acts).
 
     Raises:
-        CheckpointError: a run without checkpoint. ConfigError: bad alpha or incompatible configs.
+        CheckpointError: a run without checkpoint. ConfigError: bad alpha, incompatible configs, or an adapted
+            run merged with a BASE it was not adapted from (:func:`check_adapted_from`).
     """
     alphas = parse_alpha(alphas)
     base = checkpoint.load_run(base_run, agent=False)
@@ -250,6 +301,7 @@ def _merged(base: checkpoint.LoadedRun, adapted: checkpoint.LoadedRun, alphas: d
             device: str = "cpu") -> Agent:
     """The per-module merge of two loaded runs as a new agent of ``adapted``'s config on ``device``."""
     check_mergeable(base, adapted, str(base.run_dir), str(adapted.run_dir))
+    check_adapted_from(base, adapted, str(base.run_dir), str(adapted.run_dir))
     return adapted.build_agent(merge_agent_states(base.weights, adapted.weights, alphas), device)
 
 
@@ -260,7 +312,8 @@ def merge_runs(base_run: Path | str, adapted_run: Path | str, alphas: dict[str, 
     written; each file is written atomically.
 
     Raises:
-        ConfigError: ``out_dir`` already exists and is not empty, bad alpha, incompatible configs.
+        ConfigError: ``out_dir`` already exists and is not empty, bad alpha, incompatible configs, a BASE the
+            adapted run was not adapted from (:func:`check_adapted_from`).
         CheckpointError: a run without checkpoint.
     """
     out_dir = Path(out_dir)

@@ -8,6 +8,10 @@ raises :class:`mbrl.runs.train.TrainingInterrupted` with the signal, and the CLI
 ``--resume`` command and exits with ``128 + signal number`` (143 for ``SIGTERM``). Nothing is interrupted in the
 middle of an update or a checkpoint write.
 
+Ctrl-C (``SIGINT``) itself raises ``KeyboardInterrupt`` wherever the code is; :func:`deferred_interrupts` holds
+it back for a block that must not be cut in half (writing a checkpoint, the save and cleanup after a first
+Ctrl-C): a second Ctrl-C pressed while a run saves its checkpoint waits for the save.
+
 Handlers can only be installed from the main thread; elsewhere the block installs nothing (the signals keep
 their previous disposition) and :func:`check` never raises.
 """
@@ -71,3 +75,36 @@ def check() -> None:
     signum = requested()
     if signum is not None:
         raise Terminated(signum)
+
+
+_interrupts: list[int] = []  # SIGINTs received inside a deferred_interrupts block
+_deferring = False
+
+
+def _hold(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+    _interrupts.append(signum)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (``SIGINT``) back until the end of the block: a Ctrl-C received in it raises
+    ``KeyboardInterrupt`` when the block ends (or joins the exception already leaving the block, e.g. the
+    :class:`mbrl.runs.train.TrainingInterrupted` of a first Ctrl-C). Nested blocks are the outer block. Only from the
+    main thread, and only while ``SIGINT`` has Python's default handler (an ignored ``SIGINT`` or a program's own
+    handler is left alone)."""
+    global _deferring
+    if (_deferring or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    _interrupts.clear()
+    previous = signal.signal(signal.SIGINT, _hold)
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        signal.signal(signal.SIGINT, previous)
+    if _interrupts:
+        _interrupts.clear()
+        raise KeyboardInterrupt

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,14 +51,17 @@ from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or ``SIGTERM``/``SIGUSR2``, :mod:`mbrl.runs.signals`) in :func:`run_loop`, after the checkpoint was
     saved: ``checkpoint`` is the path of its ``checkpoint.json`` written at ``env_steps`` (None when no env step
-    was taken, so nothing was saved); ``signum`` is the signal that asked for the stop (None for Ctrl-C). A
+    was taken, so nothing was saved); ``saved`` is False when the stop came before the loop, so ``checkpoint``
+    is the run's earlier one, kept as it was; ``signum`` is the signal that asked for the stop (None for
+    Ctrl-C). A
     ``KeyboardInterrupt``, so callers that catch that keep working; the CLI turns it into one line naming the
     ``--resume`` command."""
 
-    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int, signum: int | None = None) -> None:
+    def __init__(self, run_dir: Path, checkpoint: Path | None, env_steps: int, signum: int | None = None,
+                 saved: bool = True) -> None:
         super().__init__(f"interrupted at {env_steps} env steps")
         self.run_dir, self.checkpoint, self.env_steps = Path(run_dir), checkpoint, int(env_steps)
-        self.signum = signum
+        self.signum, self.saved = signum, saved
 
 
 def state_dim_of(space: Any) -> int:
@@ -80,6 +84,7 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
         run_lock.check_free(resume)  # another process is training it: its pid, before anything else
         state = checkpoint.load_state(resume)
         checkpoint.check_resumable(resume, state)
+        check_steps_grow(resume, cfg.steps, int(state["counters"]["env_steps"]))
         old = checkpoint.config_of(state)
         cfg.run_dir = str(resume)
         diff = incompatible_keys(old, cfg)
@@ -89,8 +94,8 @@ def _prepare_run(cfg: Config, resume: Path | None) -> tuple[Config, Path, dict[s
                               f"budgets/logging/device may change on resume")
         return cfg, Path(resume), state
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    files.check_output_dir(run_dir, "run_dir")  # a file, a file parent, a symlink loop, an unwritable directory
     run_lock.check_free(run_dir)
-    files.check_output_dir(run_dir, "run_dir")  # a file, a file parent or an unwritable directory: before any work
     files.check_output_dir(run_dir / checkpoint.CHECKPOINT_DIR, "run_dir")
     existing = checkpoint.checkpoint_path(run_dir)
     if existing.name in checkpoint.LEGACY_FILES:  # an older run (a pickle): say how to convert it, never open it
@@ -122,6 +127,33 @@ def check_fresh_run_dir(run_dir: Path | str, what: str = "run_dir") -> None:
                           f"run_dir, or move that one aside")
 
 
+def check_steps_grow(run_dir: Path | str, steps: int, env_steps: int, what: str = "steps") -> None:
+    """A resumed run trains on: its budget ``steps`` may not be below the ``env_steps`` it already reached (the
+    checkpoint would be saved again with a budget it has passed).
+
+    Raises:
+        ConfigError: ``steps < env_steps``; the message says what is allowed.
+    """
+    if steps < env_steps:
+        raise ConfigError(f"cannot resume {str(run_dir)!r} with {what}={steps}: it is already at {env_steps} env "
+                          f"steps, and a resumed run only trains on; give {what} >= {env_steps} (e.g. "
+                          f"{what}={2 * env_steps}), or use the run as it is")
+
+
+def check_same_run_dir(run_dir: Path | str, given: str | None) -> None:
+    """``run_dir=...`` given with ``--resume RUN``: a resumed run stays in its own directory, so ``given`` may
+    only name ``run_dir`` itself (a full original command line repeats it).
+
+    Raises:
+        ConfigError: ``given`` names another directory.
+    """
+    if given is None or os.path.realpath(given) == os.path.realpath(run_dir):
+        return
+    raise ConfigError(f"--resume {str(run_dir)!r} with run_dir={given}: a resumed run continues in its own "
+                      f"directory; drop run_dir=... (to continue elsewhere, copy the run directory there and "
+                      f"resume the copy)")
+
+
 def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | None = None) -> Config:
     """The configuration that continues ``run_dir``: the one stored in its checkpoint, with ``overrides`` applied
     to the keys a resume may change (budgets, logging, device: ``mbrl.config._RESUMABLE``). An override of any
@@ -131,8 +163,8 @@ def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | N
     Raises:
         CheckpointError: no run directory or checkpoint, or an older (pickle) checkpoint (only its
             ``checkpoint.json`` is read here).
-        ConfigError: an unknown key, a bad value, or overrides that would change the run (all named in one
-            message).
+        ConfigError: an unknown key, a bad value, overrides that would change the run (all named in one
+            message), or ``run_dir=`` naming another directory (:func:`check_same_run_dir`).
     """
     given = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     allowed = set(allowed_keys())
@@ -142,6 +174,7 @@ def resume_config(run_dir: Path | str, overrides: dict[str, str] | list[str] | N
         raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {top}, "
                           f"{', '.join(f'{s}.*' for s in _SECTIONS)} (`dreamshift config` prints them)")
     files.check_run_dir(run_dir, "--resume")
+    check_same_run_dir(run_dir, given.pop("run_dir", None))
     stored = checkpoint.read_config(run_dir)
     cfg = copy.deepcopy(stored)
     changed = []
@@ -202,6 +235,52 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
             training).
     """
     cfg, run_dir, state = _prepare_run(cfg, Path(resume) if resume is not None else None)
+    created = not run_dir.exists()
+    try:
+        _train(cfg, run_dir, state)
+    except TrainingInterrupted as exc:
+        if exc.checkpoint is None and state is None:  # a new run stopped before its first env step
+            with signals.deferred_interrupts():
+                discard_new_run(run_dir, created)
+        raise
+    except KeyboardInterrupt as exc:  # before the loop (building the agent, loading the replay): say what is kept
+        with signals.deferred_interrupts():
+            if state is None:
+                discard_new_run(run_dir, created)
+            raise interrupted_before_loop(run_dir, state is None, getattr(exc, "signum", None)) from None
+    return run_dir
+
+
+def discard_new_run(run_dir: Path, created: bool) -> None:
+    """Remove what a new run stopped before its first checkpoint wrote (``run_dir`` itself when this process
+    ``created`` it; else its ``config.json``, ``metrics.jsonl`` and empty ``checkpoint/``), so the same command
+    can start it again (a directory holding files without a checkpoint is refused)."""
+    if checkpoint.checkpoint_path(run_dir).exists():
+        return
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (run_dir / checkpoint.CHECKPOINT_DIR).rmdir()
+
+
+def interrupted_before_loop(run_dir: Path, new: bool, signum: int | None) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` of a run stopped before its training loop: a resumed run keeps its
+    checkpoint as it was (``saved`` False), a new run has none."""
+    if new:
+        return TrainingInterrupted(run_dir, None, 0, signum)
+    ckpt = checkpoint.checkpoint_path(run_dir)
+    try:
+        steps = int(checkpoint.read_doc(run_dir)["counters"]["env_steps"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return TrainingInterrupted(run_dir, None, 0, signum, saved=False)
+    return TrainingInterrupted(run_dir, ckpt, steps, signum, saved=False)
+
+
+def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> None:
+    """:func:`train` after its checks: build, restore or start, and run the loop."""
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -224,15 +303,15 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
             venv.close()
             raise
         run_loop(cfg, venv, agent, replay, counters, run_dir, device, resumed=state is not None)
-    return run_dir
 
 
 def remove_orphans(run_dir: Path | str) -> list[Path]:
     """Remove the temp files of interrupted atomic writes (a process killed while saving a checkpoint) from
-    ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours), with a note on stderr
-    naming them; returns them. Call it while holding the run's lock (:func:`mbrl.runs.run_lock.hold`)."""
+    ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours) and the checkpoint files
+    its ``checkpoint.json`` does not name (:func:`mbrl.runs.checkpoint.remove_unnamed`: a save killed half-way), with
+    a note on stderr naming them; returns them. Call it while holding the run's lock (:func:`mbrl.runs.run_lock.hold`)."""
     ckpt_dir = Path(run_dir) / checkpoint.CHECKPOINT_DIR
-    removed = files.remove_temp_files(ckpt_dir)
+    removed = files.remove_temp_files(ckpt_dir) + checkpoint.remove_unnamed(run_dir)
     if removed:
         names = ", ".join(p.name for p in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
         print(f"note: removed {len(removed)} temporary file(s) left in {str(ckpt_dir)!r} by an interrupted write: "
@@ -286,7 +365,9 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
     """Collect and update until ``counters["env_steps"] >= cfg.steps`` with logging and periodic checkpoints,
     then write the final checkpoint; on Ctrl-C, ``SIGTERM`` or ``SIGUSR2`` (:mod:`mbrl.runs.signals`: checked between
     steps, so the current update finishes) a checkpoint is written first (when any step was taken) and
-    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised. Closes ``venv`` and the logger.
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised; a second Ctrl-C waits until that checkpoint
+    is written and ``venv`` and the logger are closed (:func:`mbrl.runs.signals.deferred_interrupts`). Closes ``venv``
+    and the logger.
 
     Args:
         venv: vector env (``obs["image"]`` ``(N, H, W, 3)`` uint8, SAME_STEP autoreset, :mod:`envs.vector`).
@@ -299,6 +380,16 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             scratch); False acts with the policy throughout and only delays updates (adaptation).
     """
     logger = None
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            venv.close()
+            if logger is not None:
+                logger.close()
+
     with signals.stop_requests():
         try:
             logger = Logger(run_dir, cfg.steps, cfg.wandb_mode, cfg.wandb_project, to_dict(cfg), cfg.progress,
@@ -307,12 +398,15 @@ def run_loop(cfg: Config, venv: Any, agent: Agent, replay: Any, counters: dict[s
             _loop(cfg, venv, agent, replay, counters, logger, run_dir, device, random_prefill)
             checkpoint.save(run_dir, agent, replay, counters)
         except KeyboardInterrupt as exc:
-            saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
-            raise TrainingInterrupted(run_dir, saved, counters["env_steps"], getattr(exc, "signum", None)) from None
+            with signals.deferred_interrupts():  # a second Ctrl-C waits for the checkpoint and the cleanup
+                try:
+                    saved = checkpoint.save(run_dir, agent, replay, counters) if counters["env_steps"] > 0 else None
+                finally:
+                    close()
+                raise TrainingInterrupted(run_dir, saved, counters["env_steps"],
+                                          getattr(exc, "signum", None)) from None
         finally:
-            venv.close()
-            if logger is not None:
-                logger.close()
+            close()
 
 
 class ReplayWriter:

@@ -113,6 +113,7 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
     else:
         check_seed_list(seeds or [])
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(dataclasses.replace(cfg, seed=seeds[0]))
+        files.check_output_dir(run_dir, "run_dir")  # a file, a symlink loop or to nothing: before the lock's check
         run_lock.check_free(run_dir)
         if (run_dir / MEMBERS_FILE).exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a batch of seeds; continue it with "
@@ -183,6 +184,17 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
     runs: list[Collector] = []
     active = list(range(batch.size))
 
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            for v in venvs:
+                v.close()
+            for logger in loggers:
+                logger.close()
+
     def save_all() -> Path | None:
         last = None
         for e in active:
@@ -241,13 +253,15 @@ def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], repla
                     raise NonFiniteError(f"every member of {str(run_dir)!r} diverged ({'; '.join(stopped.values())})")
             save_all()
         except KeyboardInterrupt as exc:
-            saved = save_all() if counters[0]["env_steps"] > 0 else None
-            raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"], getattr(exc, "signum", None)) from None
+            with signals.deferred_interrupts():  # a second Ctrl-C waits for the checkpoints and the cleanup
+                try:
+                    saved = save_all() if counters[0]["env_steps"] > 0 else None
+                finally:
+                    close()
+                raise TrainingInterrupted(run_dir, saved, counters[0]["env_steps"],
+                                          getattr(exc, "signum", None)) from None
         finally:
-            for v in venvs:
-                v.close()
-            for logger in loggers:
-                logger.close()
+            close()
 
 
 def _update(cfg: Config, batch: MemberBatch, replays: list[Any]) -> dict[str, torch.Tensor]:
