@@ -6,13 +6,15 @@ Speed settings (``cfg.precision``, ``cfg.compile``):
   weights, gradients and optimiser state stay fp32, and distributions, KL, two-hot, lambda-returns and return
   statistics are computed from fp32 casts. On CPU the world model's filter (:meth:`mbrl.rssm.RSSM.observe`, ``B``
   rows per step) stays fp32: bf16 matmuls that small are slower there than fp32 ones.
-- ``compile=on``: ``torch.compile`` (static shapes, :meth:`Agent.compile_steps`) of the RSSM's observe and
-  imagine steps and the MLP heads (acting, other callers), and of larger regions of an update: the world model's
-  observe loop in chunks of :data:`OBSERVE_CHUNK` filter steps (forward and backward, one graph per chunk) and,
-  with REINFORCE actor gradients (the default), the whole no-grad imagination rollout (``H`` policy samples and
-  prior steps, reward and continue heads) and the critic's and the actor's halves of the actor-critic loss
-  (:meth:`mbrl.actor_critic.ActorCritic.critic_terms` / ``actor_terms``, their backward passes through
-  AOTAutograd). Sampling inside compiled code (the latents' categoricals, the policy's Normal) draws from
+- ``compile=on``: ``torch.compile`` (static shapes, :meth:`Agent.compile_steps`) of the regions of
+  :data:`COMPILE_REGIONS`: the RSSM's observe and imagine steps and the MLP heads (``steps``: acting, other
+  callers), the world model's observe loop in chunks of :data:`OBSERVE_CHUNK` filter steps (``observe``: forward
+  and backward, one graph per chunk) and, with REINFORCE actor gradients (the default), the whole no-grad
+  imagination rollout (``imagine``: ``H`` policy samples and prior steps, reward and continue heads) and the
+  critic's and the actor's halves of the actor-critic loss (``losses``:
+  :meth:`mbrl.actor_critic.ActorCritic.critic_terms` / ``actor_terms``, their backward passes through
+  AOTAutograd). All four on CUDA, :data:`CPU_COMPILE_REGIONS` on a CPU. Sampling inside compiled code (the
+  latents' categoricals, the policy's Normal) draws from
   inductor's own random stream (seeded from torch's generator), not eager's, so a compiled run is reproducible
   with itself but does not repeat an eager run's draws; ``compile=off`` is unchanged. The inductor cache lives in
   ``$TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/dreamshift/inductor``), so a second trial or a resumed run

@@ -256,7 +256,7 @@ def test_ctrl_c_in_other_commands_is_one_line(cli, tmp_path, ckpt_run, monkeypat
         (["adapt", str(ckpt_run), "--target", "color:5", "--steps", "10", "--out", "new"],
          "continue with: dreamshift adapt --resume new"),
         (["continual", str(ckpt_run), "--stages", "color:5", "--steps", "10", "--out", "seq"],
-         f"continue with: dreamshift continual {ckpt_run} --stages color:5 --steps 10 --out seq --resume"),
+         f"start again with: dreamshift continual {ckpt_run} --stages color:5 --steps 10 --out seq"),  # nothing written
         (["pretrain", "--out", "vit", "--frames", "4"], "continue with: dreamshift pretrain --out vit --frames 4 "
                                                         "--resume"),
     ]

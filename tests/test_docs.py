@@ -20,7 +20,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 MAX_README_LINES = 150
-SETUP_COMMANDS = ("bash .ci/setup && .venv/bin/dreamshift demo", ".venv/bin/python -m pytest -q")
+SETUP_COMMANDS = ("bash .ci/setup && .venv/bin/dreamshift demo", ".venv/bin/python -m pytest -q -n auto")
 
 # ``a=b`` strings in code that are not config overrides. Keep this list tiny; each entry says why.
 NOT_CONFIG_KEYS = {

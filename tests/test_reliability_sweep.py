@@ -88,6 +88,7 @@ def test_a_merge_variant_of_a_trial_is_not_a_disagreement(tmp_path):
 
 # --- 3: adapt-eval / merge with a BASE the adapted run was not adapted from -------------------------------------
 
+@pytest.mark.slow
 def test_merging_an_adapted_run_with_a_base_it_was_not_adapted_from_is_refused(cli, tmp_path):
     import shutil
 
@@ -221,6 +222,7 @@ def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
             raise ValueError("first")
 
 
+@pytest.mark.slow
 def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_path):
     import signal
     import subprocess
@@ -398,6 +400,7 @@ retries: 0
 """
 
 
+@pytest.mark.slow
 def test_a_changed_grid_reruns_the_changed_trial_and_keeps_the_old_results(tmp_path):
     from experiments import results, spec
     from experiments import sweep as sweeps

@@ -348,6 +348,7 @@ def context_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_context_run_stores_latents_and_resume_keeps_them(context_run, tmp_path):
     from mbrl.agent import Agent
     from mbrl.runs.train import make_replay, resume_config, train

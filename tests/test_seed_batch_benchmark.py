@@ -11,6 +11,7 @@ from conftest import load_benchmark
 bench = load_benchmark("seed_batch")
 
 
+@pytest.mark.slow
 def test_rows_phases_and_last_line(tmp_path, capsys, single_thread):
     out = tmp_path / "rows.json"
     assert bench.main(["--variants", "size1m:state", "--members", "1,2,4", "--updates", "1", "--warmup", "0",
