@@ -19,6 +19,9 @@ set runs in its own subprocess (a fresh dynamo state) twice: first with an empty
   (``inf`` when it never is). A 50k-env-step run at train ratio 512 is 12 500 updates; the bars' tiny runs a few
   hundred.
 
+``--paired`` instead builds one agent per set in one process and alternates their updates for ``--rounds``
+rounds: the median s/update and the median per-round ratio to ``none`` (robust to load drifting between runs).
+
 The last line names the cheapest set whose cold first update is <= ``--budget`` seconds (60: the CPU target of
 the CUDA-graphs issue) among those within 5 % of the fastest s/update. No assertions; ``--json`` writes the rows
 atomically.
@@ -106,6 +109,37 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     return {"first_s": first, "s_per_update": float(np.mean(times)), "act_ms": act_ms}
 
 
+def paired(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """In this process: one agent per set (same seed and replay), each warmed up, then ``args.rounds`` rounds of one
+    update of each in turn; per set the median s/update and the median of its per-round ratio to the first set's
+    update (robust to load that drifts between separate runs)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    variant = {"size": args.size, "obs": args.obs, "precision": args.precision, "compile": "off"}
+    cfg = update_speed.variant_config(variant, args, device)
+    replay = update_speed.synthetic_replay(args.replay_steps, args.image_size, args.action_dim, args.state_dim,
+                                           args.obs, args.seed)
+    agents = []
+    for name in names:
+        torch.manual_seed(args.seed)
+        agent = Agent(cfg, args.action_dim, args.state_dim if "state" in args.obs else 0).to(device)
+        regions = parse_set(name)
+        if regions:
+            agent.compile_steps(regions)
+        for _ in range(1 + args.warmup):
+            agent.update(replay.sample(args.batch, args.length, device))
+        agents.append(agent)
+    times = np.zeros((args.rounds, len(agents)))
+    for r in range(args.rounds):
+        for i, agent in enumerate(agents):
+            batch = replay.sample(args.batch, args.length, device)
+            t0 = time.perf_counter()
+            agent.update(batch)
+            times[r, i] = time.perf_counter() - t0
+    return [{"set": name, "median_s_per_update": float(np.median(times[:, i])),
+             "median_ratio_to_first": float(np.median(times[:, 0] / times[:, i]))} for i, name in enumerate(names)]
+
+
 def run_set(name: str, args: argparse.Namespace, cache: str) -> dict[str, Any]:
     """``name`` in a subprocess with ``TORCHINDUCTOR_CACHE_DIR=cache``; its result row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--updates", str(args.updates),
@@ -133,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--act-steps", type=int, default=500, help="timed policy steps (one env)")
     p.add_argument("--budget", type=float, default=60.0, help="cold first-update target in seconds")
     p.add_argument("--json", default="", help="write the rows here")
+    p.add_argument("--paired", action="store_true",
+                   help="instead: all sets in this process, updates alternating for --rounds rounds (s/update only)")
+    p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: measure one set in this process
     args = p.parse_args(argv)
     # what update_speed.variant_config and synthetic_replay read
@@ -148,6 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         parse_set(name)
     if "none" not in names:
         names.insert(0, "none")
+    if args.paired:
+        print(f"compile regions, paired | {args.size} {args.obs} {args.precision} | threads {args.threads} | "
+              f"{args.rounds} rounds | load avg {os.getloadavg()[0]:.2f}", flush=True)
+        rows = paired(names, args)
+        for row in rows:
+            print(f"{row['set']:<30} median {row['median_s_per_update']:.3f} s/update, "
+                  f"{row['median_ratio_to_first']:.2f}x {names[0]}", flush=True)
+        if args.json:
+            files.write_json(args.json, {"args": {k: v for k, v in vars(args).items() if k != "one"},
+                                         "paired": rows})
+        return 0
     print(f"compile regions | {args.size} {args.obs} {args.precision} | B x T {args.batch} x {args.length} | "
           f"threads {args.threads} | torch {torch.__version__} | {torch.backends.cpu.get_cpu_capability()} | "
           f"load avg {os.getloadavg()[0]:.2f}", flush=True)

@@ -54,9 +54,9 @@ OBSERVE_CHUNK = 4
 COMPILE_REGIONS = ("steps", "observe", "imagine", "losses")
 
 #: ``compile=on`` on a CPU: the regions whose compile time pays off there (``benchmarks/compile_regions.py``,
-#: size1m state fp32, 1 thread: without ``steps`` the cold first update took 290 s instead of 520 s and the update
-#: was as fast, 1.071 vs 1.069 s; per-step compiled acting saves ~1 ms per policy step, which a run never recovers
-#: the ~230 s of compiling for).
+#: size1m state fp32, 1 thread, docs/benchmarks.md): with these three the update runs as fast as with all four
+#: (0.925 vs 0.933 s, paired) and the cold first update takes 243-290 s instead of 520 s; ``steps`` would save
+#: 1.7 ms per policy step when acting, ~42 s over a 50k-env-step run, for ~230 s more of compiling.
 CPU_COMPILE_REGIONS = ("observe", "imagine", "losses")
 
 
