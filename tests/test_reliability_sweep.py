@@ -202,7 +202,19 @@ def test_resume_with_steps_below_the_env_steps_reached_is_refused(cli, tmp_path)
 
 # --- 6: a second Ctrl-C while the first one's checkpoint is written -----------------------------------------------
 
-def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
+@pytest.fixture
+def sigint_delivered():
+    """Ctrl-C raises KeyboardInterrupt here and in children started meanwhile, also when this test process was
+    started with SIGINT ignored (a background job of a non-interactive shell: Python then keeps it ignored, and so
+    would every child it starts)."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, not SIG_IGN: exec resets it
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends(sigint_delivered):
     import signal
     import time
 
@@ -223,7 +235,7 @@ def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
 
 
 @pytest.mark.slow
-def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_path):
+def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_path, sigint_delivered):
     import signal
     import subprocess
     import sys

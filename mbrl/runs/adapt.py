@@ -27,7 +27,8 @@ the other severities of the target's kind, with fixed episode seeds (``mbrl.runs
 i``), and the data used: target env steps as a fraction of the root run's env steps.
 
 The conditions (``--target``, the clean env ``()``, other levels) are :mod:`shifts.conditions`; every evaluation
-runs through the one evaluator (:func:`mbrl.runs.evaluate.evaluate_agent`), runs load through :mod:`mbrl.runs.checkpoint`.
+runs through the one evaluator (:func:`mbrl.runs.evaluate.evaluate_agent`), runs load through
+:mod:`mbrl.runs.checkpoint`.
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ import torch
 from envs import files
 from envs.errors import CheckpointError, ConfigError
 from envs.vector import AUTORESET_MODE
-from mbrl.runs import checkpoint, run_lock
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
+from mbrl.replay import MixedReplay, Replay, read_npz
+from mbrl.runs import checkpoint, run_lock
 from mbrl.runs.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
 from mbrl.runs.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
-from mbrl.replay import MixedReplay, Replay, read_npz
-from mbrl.runtime import env_kwargs, resolve_device
 from mbrl.runs.train import check_steps_grow, make_replay, remove_orphans, run_loop
+from mbrl.runtime import env_kwargs, resolve_device
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
 #: Config keys ``adapt`` lets a user set (budgets, logging, hardware, update rate); the model stays the run's.

@@ -52,11 +52,11 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import CheckpointError
 from mbrl import safe_state
-from mbrl.runs import signals
 from mbrl.agent import Agent, module_of, nonfinite_tensors
 from mbrl.config import Config, from_dict, to_dict
 from mbrl.optim import NonFiniteError
 from mbrl.replay import Replay
+from mbrl.runs import signals
 from mbrl.runtime import resolve_device
 
 CHECKPOINT_DIR = "checkpoint"

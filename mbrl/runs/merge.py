@@ -20,9 +20,9 @@ import torch
 from encoders.finetune import merge_weights
 from envs import files
 from envs.errors import ConfigError
-from mbrl.runs import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash, to_dict
+from mbrl.runs import checkpoint
 
 
 def pretrained_encoder_state(agent: Agent) -> dict[str, torch.Tensor]:

@@ -25,7 +25,6 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.agent import Agent, fetch_metrics, module_of
 from mbrl.config import (
     _RESUMABLE,
@@ -40,11 +39,12 @@ from mbrl.config import (
     to_dict,
     validate,
 )
-from mbrl.runs.evaluate.episodes import run_episodes
 from mbrl.logger import Logger
 from mbrl.optim import NonFiniteError
 from mbrl.policy import AgentPolicy
 from mbrl.replay import Replay
+from mbrl.runs import checkpoint, run_lock, signals
+from mbrl.runs.evaluate.episodes import run_episodes
 from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 
@@ -308,8 +308,9 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> None:
 def remove_orphans(run_dir: Path | str) -> list[Path]:
     """Remove the temp files of interrupted atomic writes (a process killed while saving a checkpoint) from
     ``RUN/checkpoint/`` (:func:`envs.files.remove_temp_files`: only files named as ours) and the checkpoint files
-    its ``checkpoint.json`` does not name (:func:`mbrl.runs.checkpoint.remove_unnamed`: a save killed half-way), with
-    a note on stderr naming them; returns them. Call it while holding the run's lock (:func:`mbrl.runs.run_lock.hold`)."""
+    its ``checkpoint.json`` does not name (:func:`mbrl.runs.checkpoint.remove_unnamed`: a save killed half-way),
+    with a note on stderr naming them; returns them. Call it while holding the run's lock
+    (:func:`mbrl.runs.run_lock.hold`)."""
     ckpt_dir = Path(run_dir) / checkpoint.CHECKPOINT_DIR
     removed = files.remove_temp_files(ckpt_dir) + checkpoint.remove_unnamed(run_dir)
     if removed:

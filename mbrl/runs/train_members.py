@@ -30,12 +30,11 @@ import torch
 import envs
 from envs import files
 from envs.errors import CheckpointError, ConfigError
-from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.config import Config, model_hash, to_dict, validate
 from mbrl.logger import Logger
 from mbrl.members import MemberBatch, check_members, check_seed_list, stack_batches
 from mbrl.optim import NonFiniteError
-from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
+from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.runs.train import (
     Collector,
     TrainingInterrupted,
@@ -47,6 +46,7 @@ from mbrl.runs.train import (
     remove_orphans,
     state_dim_of,
 )
+from mbrl.runtime import check_env_encoder, env_kwargs, resolve_device
 
 MEMBERS_FILE = "members.json"
 

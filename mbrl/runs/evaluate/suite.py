@@ -22,9 +22,9 @@ from encoders.registry import resolve_mode
 from envs import files
 from envs.errors import ConfigError
 from envs.validation import MAX_SEED
-from mbrl.runs import checkpoint
 from mbrl.agent import Agent
 from mbrl.config import model_hash
+from mbrl.runs import checkpoint
 from mbrl.runs.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
 from mbrl.runs.merge import merged_agent
 from mbrl.runtime import resolve_device
