@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_RUN, assert_user_error, override, tree, write_untrained_run
+from test_train import _ckpt_counters
 
 
 def _links(tmp_path: Path) -> None:
@@ -253,7 +254,9 @@ def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_p
                             text=True, env=env)
     try:
         deadline = time.time() + 150
-        while not (tmp_path / "run" / "checkpoint" / "checkpoint.json").exists():
+        ckpt = tmp_path / "run" / "checkpoint" / "checkpoint.json"
+        # a checkpoint of trained steps (not the one a new run writes before its first env step)
+        while not (ckpt.exists() and (_ckpt_counters(ckpt) or {}).get("env_steps", 0) > 0):
             assert proc.poll() is None and time.time() < deadline
             time.sleep(0.05)
         time.sleep(0.5)
