@@ -144,12 +144,14 @@ class Agent(GraphedUpdates, nn.Module):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def compile_steps(self, regions: tuple[str, ...] | None = None) -> None:
+    def compile_steps(self, regions: tuple[str, ...] | None = None, backend: str = "inductor") -> None:
         """``torch.compile`` the hot paths, static shapes, default mode. Idempotent.
 
         Args:
             regions: which of :data:`COMPILE_REGIONS` to compile; ``None``: :func:`compile_regions` for this
                 agent's device, ``cfg.device`` (all of them on CUDA; on CPU those whose compile time pays off).
+            backend: the ``torch.compile`` backend; runs use ``inductor``. Graph breaks are dynamo's and the same
+                for every backend, so a test that only checks them may use ``aot_eager`` (no code generation).
 
         ``steps``: the RSSM observe/imagine steps, the actor and critic MLPs, the reward and continue heads (acting
         and other per-step callers). ``observe``: :meth:`mbrl.rssm.RSSM.observe_steps` (the update's filter in
@@ -175,26 +177,26 @@ class Agent(GraphedUpdates, nn.Module):
                 setattr(dynamo, key, max(getattr(dynamo, key), 64))
         rssm = self.wm.rssm
         if "steps" in regions:
-            rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
-            rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
+            rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False, backend=backend)
+            rssm.img_step = torch.compile(rssm.img_step, dynamic=False, backend=backend)
             for module in (self.ac.actor, self.ac.critic, self.ac.slow_critic, self.wm.reward_head,
                            self.wm.cont_head):
-                module.compile(dynamic=False)
+                module.compile(dynamic=False, backend=backend)
         if "observe" in regions:
             # The observe loop in chunks of OBSERVE_CHUNK steps, one graph each (forward and backward): an update's
             # B x T filter steps are launch-bound (B rows per step), and the whole T-step loop as one graph
             # compiles for many minutes.
             rssm.observe_chunk = OBSERVE_CHUNK
-            rssm.observe_steps = torch.compile(rssm.observe_steps, dynamic=False)
+            rssm.observe_steps = torch.compile(rssm.observe_steps, dynamic=False, backend=backend)
         if self.cfg.loss.actor_grad == "reinforce":
             # Larger regions: the whole no-grad imagination rollout (H steps of policy sample + prior step, the
             # reward and continue heads) and the two differentiable halves of the actor-critic loss, each one graph.
             ac = self.ac
             if "imagine" in regions:
-                ac.imagine = torch.compile(ac.imagine, dynamic=False)
+                ac.imagine = torch.compile(ac.imagine, dynamic=False, backend=backend)
             if "losses" in regions:
-                ac.critic_terms = torch.compile(ac.critic_terms, dynamic=False)
-                ac.actor_terms = torch.compile(ac.actor_terms, dynamic=False)
+                ac.critic_terms = torch.compile(ac.critic_terms, dynamic=False, backend=backend)
+                ac.actor_terms = torch.compile(ac.actor_terms, dynamic=False, backend=backend)
         self.compiled_regions = tuple(r for r in COMPILE_REGIONS if r in regions)
         self._compiled = True
 
