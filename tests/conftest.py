@@ -135,3 +135,13 @@ def write_untrained_run(run_dir: Path, overrides: list[str]) -> Path:
     files.write_json(run_dir / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg)})
     checkpoint.save(run_dir, agent, replay, {"env_steps": 2, "agent_steps": 1, "updates": 0, "episodes": 0})
     return run_dir
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with the most ``slow`` tests first, each module's tests kept together in their order: with
+    ``-n auto`` (pytest-xdist) the long tests start early instead of leaving one worker busy at the end."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + (item.get_closest_marker("slow") is not None)
+    order = {name: i for i, name in enumerate(dict.fromkeys(item.module.__name__ for item in items))}
+    items.sort(key=lambda item: (-slow[item.module.__name__], order[item.module.__name__]))

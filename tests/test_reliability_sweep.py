@@ -235,6 +235,26 @@ def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends(sigint_delivered):
             raise ValueError("first")
 
 
+def test_a_second_ctrl_c_after_the_save_reports_the_first_interrupt(tmp_path):
+    """The race the two-Ctrl-C test can hit: the second Ctrl-C lands after the checkpoint was written, while the
+    loop's TrainingInterrupted is on its way out (in a ``finally``): the CLI still names the saved checkpoint."""
+    from dreamshift import common
+    from mbrl.runs.train import TrainingInterrupted, first_interrupt
+
+    first = TrainingInterrupted(tmp_path / "run", tmp_path / "run" / "checkpoint" / "checkpoint.json", 120)
+    with pytest.raises(KeyboardInterrupt) as info:
+        try:
+            raise first
+        finally:
+            raise KeyboardInterrupt  # the second Ctrl-C, raised by Python's handler inside the cleanup
+    assert type(info.value) is KeyboardInterrupt and first_interrupt(info.value) is first
+    plain = KeyboardInterrupt()
+    assert first_interrupt(plain) is plain
+    args = type("Args", (), {"command": "train"})()
+    line = common.interrupted_message(args, ["train"], first_interrupt(info.value))
+    assert "checkpoint saved at 120 env steps" in line and "--resume" in line, line
+
+
 @pytest.mark.slow
 def test_two_ctrl_c_while_saving_keep_one_true_line_and_a_whole_checkpoint(tmp_path, sigint_delivered):
     import signal

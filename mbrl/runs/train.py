@@ -64,6 +64,23 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum, self.saved = signum, saved
 
 
+def first_interrupt(exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """The :class:`TrainingInterrupted` that ``exc`` arrived on top of, else ``exc``.
+
+    A second Ctrl-C that lands after the first one's checkpoint was written (while its ``TrainingInterrupted``
+    is still on its way to the caller) raises a plain ``KeyboardInterrupt`` in a ``finally`` or ``except`` block
+    on the way, whose ``__context__`` chain holds the first: that one says what was saved.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, TrainingInterrupted):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__context__
+    return exc
+
+
 def state_dim_of(space: Any) -> int:
     """``D`` of an env's (single) observation space's ``state`` entry; 0 when it has none."""
     entry = getattr(space, "spaces", {}).get("state")
@@ -244,6 +261,8 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
                 discard_new_run(run_dir, created)
         raise
     except KeyboardInterrupt as exc:  # before the loop (building the agent, loading the replay): say what is kept
+        if first_interrupt(exc) is not exc:  # a second Ctrl-C on top of the loop's TrainingInterrupted
+            raise first_interrupt(exc) from None
         with signals.deferred_interrupts():
             if state is None:
                 discard_new_run(run_dir, created)
