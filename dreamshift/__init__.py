@@ -84,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGUSR2: what was saved and how to continue
         if argv is None:  # this process is the command and now exits: a further Ctrl-C would only cut it short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from mbrl.runs.train import first_interrupt
-
-        exc = first_interrupt(exc)  # a second Ctrl-C after the first one's save: report the first
         print(common.interrupted_message(args, argv if argv is not None else sys.argv[1:], exc), file=sys.stderr)
         return common.interrupted_status(exc)
     return 0

@@ -18,6 +18,7 @@ from envs.errors import ConfigError
 from experiments import results
 from mbrl.config import parse_overrides
 from mbrl.runs.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
+from mbrl.runs.train import first_interrupt
 
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
@@ -136,7 +137,7 @@ def _quote(parts: list[str]) -> str:
 def interrupted_status(exc: KeyboardInterrupt) -> int:
     """The exit status of a command stopped by ``exc``: ``128 + signal`` for a training loop stopped by
     ``SIGTERM``/``SIGUSR2`` (:mod:`mbrl.runs.signals`), else :data:`INTERRUPTED_STATUS` (Ctrl-C)."""
-    signum = getattr(exc, "signum", None)
+    signum = getattr(first_interrupt(exc), "signum", None)
     return 128 + int(signum) if signum else INTERRUPTED_STATUS
 
 
@@ -147,6 +148,7 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], exc: Keyboard
     checkpoint); other commands write their results atomically, so nothing half-written is left. A stop asked
     for by ``SIGTERM``/``SIGUSR2`` (``exc.signum``) says so: ``interrupted (SIGTERM): ...``.
     """
+    exc = first_interrupt(exc)  # a second Ctrl-C after the first one's save: the first says what was saved
     return _with_signal(_interrupted_message(args, argv, exc), getattr(exc, "signum", None))
 
 
