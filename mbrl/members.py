@@ -475,8 +475,10 @@ class MemberBatch(GraphedUpdates):
                 last = episode_last({k: einops.rearrange(v, "e b t -> (e b) t") for k, v in batch.items()
                                      if k in ("is_first", "is_terminal", "is_last")})
                 last = einops.rearrange(last, "(e b) t -> e b t", b=b)
+                # compiled only without repval_grad: joint, its two losses come out of one compiled graph that
+                # the world model's step and then the critic's would each backpropagate through (the second fails)
                 repval = self._region(f"repval{int(joint)}", lambda a, f, r, term, la, bo: _repval(
-                    a, f, r, term, la, bo, joint), compile="losses")
+                    a, f, r, term, la, bo, joint), compile=None if joint else "losses")
                 rv_critic, rv_wm, rv_metrics = repval(everything, post, batch["reward"], batch["is_terminal"], last,
                                                       boot)
                 critic_loss = critic_loss + lcfg.repval * rv_critic

@@ -70,6 +70,33 @@ def test_one_member_is_the_single_agent(state_cfg, single_thread):
     assert all(torch.allclose(s1[i]["v"], s2[i]["v"], atol=1e-9, rtol=1e-4) for i in s1)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("repval_grad", ["true", "false"])
+def test_compiled_batch_update_runs_and_matches_eager(tiny_cfg, single_thread, monkeypatch, repval_grad):
+    """compile=on's loss regions (actor, critic, replay value): two updates run (also with the replay value loss
+    training the world model, whose two losses two optimiser steps backpropagate) and give the eager batch's
+    losses. aot_eager stands in for inductor: the graphs and their backward are the same."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    cfg = tiny_cfg(obs="state", batch_size="3", batch_length="8", optim__warmup="0", loss__repval="0.3",
+                   loss__repval_grad=repval_grad)
+    replay = _replay(0)
+    batches = [stack_batches([replay.sample(3, 8, "cpu")] * 2) for _ in range(2)]
+    losses = []
+    for compile_ in ("off", "on"):
+        batch = MemberBatch(dataclasses.replace(cfg, compile=compile_), [0, 1], A, D)
+        if compile_ == "on":
+            batch._compiled &= {"losses"}  # the region with two losses; the rest costs compile time only
+        for i, b in enumerate(batches):
+            torch.manual_seed(100 + i)
+            m = batch.train_step(b)
+        losses.append({k: m[k].detach().clone() for k in ("wm/loss", "ac/critic_loss", "ac/repval_loss")})
+    for k in losses[0]:
+        assert torch.isfinite(losses[1][k]).all() and torch.allclose(losses[0][k], losses[1][k], rtol=1e-3,
+                                                                       atol=1e-4), k
+
+
 def test_members_are_independent(state_cfg, single_thread):
     """Changing member 1's replay batch leaves member 0's weights after the update bit-identical."""
     r0, r1, r2 = _replay(0), _replay(1), _replay(2)
