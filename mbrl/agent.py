@@ -66,6 +66,14 @@ def compile_regions(device: torch.device) -> tuple[str, ...]:
     return COMPILE_REGIONS if device.type == "cuda" else CPU_COMPILE_REGIONS
 
 
+def use_inductor_cache() -> str:
+    """Point inductor's compile cache at ``~/.cache/dreamshift/inductor`` unless ``$TORCHINDUCTOR_CACHE_DIR``
+    names another (call before the first ``torch.compile``); returns the directory in use. torch's own default,
+    ``/tmp/torchinductor_<user>``, does not outlive a reboot, so a resumed run would compile cold again."""
+    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                                 os.path.join(os.path.expanduser("~"), ".cache", "dreamshift", "inductor"))
+
+
 def nonfinite_tensors(weights: dict[str, Tensor]) -> list[str]:
     """Names of the floating-point tensors of ``weights`` holding a NaN or an infinity."""
     return [name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all())]
@@ -166,8 +174,7 @@ class Agent(GraphedUpdates, nn.Module):
         unknown = sorted(set(regions) - set(COMPILE_REGIONS))
         if unknown:
             raise ValueError(f"unknown compile regions {unknown}; allowed: {', '.join(COMPILE_REGIONS)}")
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
-                              os.path.join(os.path.expanduser("~"), ".cache", "dreamshift", "inductor"))
+        use_inductor_cache()
         # Each compiled function is specialised per input shape, grad mode and autocast state (acting, observing,
         # imagining, the losses); all MLP heads share one ``forward`` code object, so the default limit of 8
         # variants would silently fall back to eager.

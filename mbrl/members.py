@@ -44,7 +44,7 @@ from torch.func import functional_call, vmap
 from encoders.registry import resolve_mode, split_name
 from envs.errors import ConfigError
 from mbrl.actor_critic import episode_last
-from mbrl.agent import OBSERVE_CHUNK, Agent, compile_regions
+from mbrl.agent import OBSERVE_CHUNK, Agent, compile_regions, use_inductor_cache
 from mbrl.config import Config
 from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import AGC_PMIN, LaProp
@@ -299,6 +299,8 @@ class MemberBatch(GraphedUpdates):
         self._regions: dict[str, Callable[..., Any]] = {}
         # compile=on: which of the update's regions run compiled (all on CUDA; on CPU those that pay off)
         self._compiled = set(compile_regions(resolve_device(cfg.device))) if cfg.compile == "on" else set()
+        if self._compiled:
+            use_inductor_cache()
 
     @property
     def size(self) -> int:

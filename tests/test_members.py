@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -79,6 +80,7 @@ def test_compiled_batch_update_runs_and_matches_eager(tiny_cfg, single_thread, m
     import functools
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     cfg = tiny_cfg(obs="state", batch_size="3", batch_length="8", optim__warmup="0", loss__repval="0.3",
                    loss__repval_grad=repval_grad)
     replay = _replay(0)
@@ -86,7 +88,8 @@ def test_compiled_batch_update_runs_and_matches_eager(tiny_cfg, single_thread, m
     losses = []
     for compile_ in ("off", "on"):
         batch = MemberBatch(dataclasses.replace(cfg, compile=compile_), [0, 1], A, D)
-        if compile_ == "on":
+        if compile_ == "on":  # inductor's cache in dreamshift's directory (torch's default in /tmp is lost)
+            assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith(os.path.join("dreamshift", "inductor"))
             batch._compiled &= {"losses"}  # the region with two losses; the rest costs compile time only
         for i, b in enumerate(batches):
             torch.manual_seed(100 + i)

@@ -25,7 +25,7 @@ import envs
 from envs import files
 from envs.driver import Driver, Episode, Step
 from envs.errors import CheckpointError, ConfigError
-from mbrl.agent import Agent, fetch_metrics, module_of
+from mbrl.agent import Agent, fetch_metrics, module_of, use_inductor_cache
 from mbrl.config import (
     _RESUMABLE,
     _SECTIONS,
@@ -475,7 +475,7 @@ def announce_compile(cfg: Config) -> None:
     if cfg.compile != "on" or 0 in _ANNOUNCED:
         return
     _ANNOUNCED.add(0)
-    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "~/.cache/dreamshift/inductor")
+    cache = use_inductor_cache()
     print(f"compiling the update (compile=on): the first update takes minutes on a CPU, less from the inductor cache "
           f"in {cache}…", file=sys.stderr, flush=True)
 
