@@ -130,6 +130,49 @@ def test_a_diverging_member_stops_and_the_others_go_on(tmp_path, monkeypatch, ca
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
+def test_a_new_batch_stopped_before_its_first_env_step_can_start_again(tmp_path, monkeypatch):
+    """Ctrl-C after the members' config files were written but before any env step: what the batch wrote is
+    removed (the same command starts it again) and the interrupt says nothing was saved; an empty run_dir given
+    by the user is kept, emptied of what the batch wrote."""
+    from mbrl.runs import train_members as tm
+    from mbrl.runs.train import TrainingInterrupted
+
+    real_run = tm._run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tm, "_run", interrupted)
+    for made in (False, True):
+        run_dir = tmp_path / f"run{int(made)}"
+        if made:
+            run_dir.mkdir()
+        cfg = build_config(override(STATE_RUN, f"run_dir={run_dir}", "steps=100"))
+        with pytest.raises(TrainingInterrupted) as info:
+            train_members(cfg, [0, 1])
+        assert info.value.checkpoint is None and info.value.run_dir == run_dir
+        assert run_dir.is_dir() == made and (not made or not any(run_dir.iterdir()))
+    monkeypatch.setattr(tm, "_run", real_run)
+    assert train_members(cfg, [0, 1]) == run_dir  # the same command again: refused before, runs now
+    assert checkpoint.load_state(member_dir(run_dir, 1))["counters"]["env_steps"] == 100
+
+
+@pytest.mark.slow
+def test_a_resumed_batch_stopped_before_its_loop_keeps_its_checkpoints(batch_run, tmp_path, monkeypatch):
+    from mbrl.runs import train_members as tm
+    from mbrl.runs.train import TrainingInterrupted
+
+    run = tmp_path / "run"
+    shutil.copytree(batch_run, run)
+    monkeypatch.setattr(tm, "_run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(TrainingInterrupted) as info:
+        train_members(build_config(override(STATE_RUN, f"run_dir={run}", "steps=400")), resume=run)
+    assert info.value.run_dir == run and not info.value.saved and info.value.env_steps == 200
+    assert info.value.checkpoint == checkpoint.checkpoint_path(member_dir(run, 3))
+    assert checkpoint.load_state(member_dir(run, 5))["counters"]["env_steps"] == 200
+
+
 @pytest.mark.parametrize("tokens, needle", [
     (["seeds=[]"], "empty"), (["seeds=[0,0]"], "twice"), (["seeds=[-1,2]"], ">= 0"),
     (["seeds=[a]"], "not a list of integers"), (["seeds=[0]", "seeds=[1]"], "given 2 times"),

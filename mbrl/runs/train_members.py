@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from mbrl.runs.train import (
     announce_compile,
     check_fresh_run_dir,
     default_run_dir,
+    first_interrupt,
+    interrupted_before_loop,
     make_replay,
     remove_orphans,
     state_dim_of,
@@ -138,6 +141,51 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
             raise CheckpointError(f"the members of {str(run_dir)!r} were checkpointed at different env steps "
                                   f"({sorted(steps)}); resume each member as its own run: dreamshift train "
                                   f"--resume {member_dir(run_dir, live[0])}")
+    created = not run_dir.exists()
+    try:
+        _setup_and_run(cfg, run_dir, seeds, live, member_cfgs, states, stopped, resume is not None)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, run_dir, created, live, resume is not None) from None
+    return run_dir
+
+
+def _interrupted(exc: KeyboardInterrupt, run_dir: Path, created: bool, live: list[int],
+                 resumed: bool) -> TrainingInterrupted:
+    """What a batch stopped by ``exc`` reports (as :func:`mbrl.runs.train.train` does for one run): the loop's
+    :class:`TrainingInterrupted` when it saved the members; a new batch stopped before its first env step removes
+    what it wrote (so the same command starts it again); a resumed one keeps its checkpoints as they were."""
+    first = first_interrupt(exc)
+    signum = getattr(first, "signum", None)
+    if isinstance(first, TrainingInterrupted) and first.checkpoint is not None:
+        return first
+    if resumed:
+        kept = interrupted_before_loop(member_dir(run_dir, live[0]), False, signum)
+        return TrainingInterrupted(run_dir, kept.checkpoint, kept.env_steps, signum, saved=False)
+    try:
+        with signals.deferred_interrupts():
+            discard_new_batch(run_dir, created, live)
+    except KeyboardInterrupt:  # a further Ctrl-C while removing: it is stopping already
+        pass
+    return TrainingInterrupted(run_dir, None, 0, signum)
+
+
+def discard_new_batch(run_dir: Path, created: bool, seeds: list[int]) -> None:
+    """Remove what a new batch stopped before its first checkpoint wrote: ``run_dir`` when this process created
+    it, else (it was empty: :func:`mbrl.runs.train.check_fresh_run_dir`) its members file and member directories.
+    Nothing is removed once a member holds a checkpoint."""
+    if any(checkpoint.checkpoint_path(member_dir(run_dir, s)).exists() for s in seeds):
+        return
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    (run_dir / MEMBERS_FILE).unlink(missing_ok=True)
+    for s in seeds:
+        shutil.rmtree(member_dir(run_dir, s), ignore_errors=True)
+
+
+def _setup_and_run(cfg: Config, run_dir: Path, seeds: list[int], live: list[int], member_cfgs: list[Config],
+                   states: list[dict[str, Any] | None], stopped: dict[str, str], resumed: bool) -> None:
+    """:func:`train_members` after its checks: envs, the batch, replays and locks, then :func:`_run`."""
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -171,8 +219,7 @@ def train_members(cfg: Config, seeds: list[int] | None = None, resume: Path | st
             for v in venvs:
                 v.close()
             raise
-        _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resume is not None)
-    return run_dir
+        _run(cfg, run_dir, batch, venvs, replays, counters, member_cfgs, seeds, stopped, resumed=resumed)
 
 
 def _run(cfg: Config, run_dir: Path, batch: MemberBatch, venvs: list[Any], replays: list[Any],
