@@ -1,5 +1,6 @@
-"""``dreamshift demo [key=value ...]``: train the state oracle and pixel agents briefly, evaluate them and the
-uniform-random policy on the same ``quick``-suite episodes, print one combined table (:mod:`experiments.demo`)."""
+"""``dreamshift demo [key=value ...]``: train the state oracle briefly, evaluate it, the zoo's agents of the same env
+and the uniform-random policy on the same ``quick``-suite episodes, print one combined table
+(:mod:`experiments.demo`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from mbrl.config import parse_overrides
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``demo`` to the ``dreamshift`` sub-commands (handler :func:`handle`)."""
-    d = sub.add_parser("demo", help="train + evaluate the embedded default (state oracle, pixel agents, random "
-                                    "policy) and print one combined table")
+    d = sub.add_parser("demo", help="train + evaluate the embedded default (a short state-oracle run, the zoo's "
+                                    "agents, the random policy) and print one combined table")
     d.add_argument("overrides", nargs="*")
     d.set_defaults(handler=handle)
 

@@ -55,19 +55,47 @@ def test_combined_table_refuses_mixed_envs():
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_prints_one_table_with_the_random_policy(cli, tmp_path, monkeypatch):
-    # two of the demo's agents, tiny models, 50-step episodes, 2 episodes per condition
-    monkeypatch.setattr(demo, "AGENTS", (demo.AGENTS[0], demo.AGENTS[1]))
+def test_demo_end_to_end_prints_one_table_with_the_zoo_and_the_random_policy(cli, tmp_path, monkeypatch):
+    """Tiny models, 100-step episodes, 2 episodes per condition: the state oracle trained briefly, the zoo's entry
+    of the same env (an exported run) evaluated from a copy, the random policy, one table."""
+    from conftest import override, write_untrained_run
+
+    from experiments.zoo import export
+
+    zoo = tmp_path / "zoo"
+    for name, env in (("tiny-cnn", "dmc:cartpole_balance"), ("other-env", "dmc:walker_stand")):
+        run = write_untrained_run(tmp_path / f"src-{name}", override(TINY_RUN, f"env={env}"))
+        export(run, zoo / name)
+    before = sorted(p.relative_to(zoo) for p in zoo.rglob("*"))
+    monkeypatch.setattr(demo, "ZOO_DIR", zoo)
     res = cli("demo", *TINY_RUN, "eval_episodes=2", "run_dir=demo")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     headers = [line for line in lines if line.startswith("| agent")]
     assert len(headers) == 1 and "vs random" in headers[0] and "score [95% CI]" in headers[0]
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| agent")]
-    assert sorted(row.split("|")[1].strip() for row in rows) == sorted(["state oracle", "cnn", demo.RANDOM_LABEL])
+    assert sorted(row.split("|")[1].strip() for row in rows) == sorted(["state oracle", "zoo: tiny-cnn",
+                                                                        demo.RANDOM_LABEL])
     assert any("wall time:" in line for line in lines)
     root = tmp_path / "demo"
     assert (root / "table.md").is_file()
-    for run in ("state-oracle", "cnn", "random-policy"):
+    for run in ("state-oracle", "zoo-tiny-cnn", "random-policy"):
         recs = results.read_dir(root / run / "eval" / "results")
         assert len(recs) == 2 * len(CONDITIONS)
+        assert {r["episode_seed"] for r in recs} == {r["episode_seed"] for r in results.read_dir(
+            root / "random-policy" / "eval" / "results")}
+    assert sorted(p.relative_to(zoo) for p in zoo.rglob("*")) == before  # the zoo itself is not written to
+
+
+def test_zoo_agents_are_the_entries_of_the_env(tmp_path):
+    from conftest import override, write_untrained_run
+
+    from experiments.zoo import export
+
+    for name, env in (("b", "dmc:cartpole_balance"), ("a", "dmc:cartpole_balance"), ("w", "dmc:walker_stand")):
+        export(write_untrained_run(tmp_path / f"src-{name}", override(TINY_RUN, f"env={env}")), tmp_path / "zoo" / name)
+    (tmp_path / "zoo" / "notes").mkdir()  # not an entry
+    assert demo.zoo_agents("dmc:cartpole_balance", tmp_path / "zoo") == [
+        ("zoo: a", tmp_path / "zoo" / "a"), ("zoo: b", tmp_path / "zoo" / "b")]
+    assert demo.zoo_agents("dmc:cheetah_run", tmp_path / "zoo") == []
+    assert demo.zoo_agents("dmc:cartpole_balance", tmp_path / "nowhere") == []
