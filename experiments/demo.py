@@ -29,8 +29,8 @@ also trained cnn and dreamshift-vit for 200 updates each, took 10.2 min end to e
 (state oracle 221 s training + 25 s evaluation, cnn 118 + 46 s, dreamshift-vit 77 + 118 s, random policy 4 s);
 a zoo agent's evaluation costs what a trained agent's does (25 episodes, ~1 s each for a state agent). That
 earlier budget was planned from the components, measured as CPU time of one thread (``threads=1``: an upper
-bound for the wall time with two threads on an idle machine), each agent trained for 400 env steps of prefill and then 32 updates, then
-evaluated on the ``quick`` suite with one episode per condition:
+bound for the wall time with two threads on an idle machine), each agent trained for 400 env steps of prefill
+and then 32 updates, then evaluated on the ``quick`` suite with one episode per condition:
 
 =============================== ======================= =========================
 agent                           CPU s per update        CPU s per eval episode
