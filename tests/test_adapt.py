@@ -136,6 +136,30 @@ def test_mixed_replay_writes_only_the_target_and_checks_input():
 
 # ------------------------------------------------------------------------------------------------ adapt
 @pytest.mark.slow
+@pytest.mark.slow
+def test_an_adaptation_stopped_before_its_first_env_step_leaves_nothing(base_run, tmp_path, monkeypatch):
+    """Ctrl-C after config.json was written but before any env step: what the new adaptation wrote is removed,
+    so the same command (or ``continual --resume`` for its stage) starts it again; a given empty --out stays."""
+    from mbrl.runs import adapt as adapt_mod
+    from mbrl.runs.train import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        assert (Path(args[5]) / "config.json").is_file()  # written before the loop
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapt_mod, "run_loop", interrupted)
+    for made in (False, True):
+        out = tmp_path / f"ad{int(made)}"
+        if made:
+            out.mkdir()
+        with pytest.raises(TrainingInterrupted) as info:
+            adapt(base_run, "color:5", ADAPT_STEPS, 0.5, 0.1, out, overrides=FAST)
+        assert info.value.checkpoint is None and info.value.run_dir == out
+        assert out.is_dir() == made
+        if made:  # the lock file stays (another process may hold it); a new run may use the directory
+            assert [p.name for p in out.rglob("*")] in ([], [".lock"])
+
+
 def test_adapt_writes_a_run_that_continues_the_base_on_the_target(base_run, adapted):
     meta = json.loads((adapted / "config.json").read_text())
     base_meta = json.loads((base_run / "config.json").read_text())

@@ -51,10 +51,18 @@ from envs.vector import AUTORESET_MODE
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.replay import MixedReplay, Replay, read_npz
-from mbrl.runs import checkpoint, run_lock
+from mbrl.runs import checkpoint, run_lock, signals
 from mbrl.runs.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
 from mbrl.runs.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
-from mbrl.runs.train import check_steps_grow, make_replay, remove_orphans, run_loop
+from mbrl.runs.train import (
+    TrainingInterrupted,
+    check_steps_grow,
+    discard_new_run,
+    first_interrupt,
+    make_replay,
+    remove_orphans,
+    run_loop,
+)
 from mbrl.runtime import env_kwargs, resolve_device
 from shifts.conditions import CLEAN, Condition, as_condition, condition_name, other_levels, parse_target, shifted_env
 
@@ -302,19 +310,31 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
         mixed.counts = counters["mix_counts"]
     counters["mix_counts"] = mixed.counts
     venv = make_shifted_vector_env(cfg, conditions, meta["shift_seed"])
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(run_lock.hold(out))  # one writer per run directory (creates it)
-            remove_orphans(out)
-            if not resume:
-                _load_base_into(agent, start.state)
-                files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg),
-                                                       **meta})
-        except BaseException:
-            venv.close()
-            raise
-        run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
-                 random_prefill=False)
+    created = not out.exists()
+    try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(run_lock.hold(out))  # one writer per run directory (creates it)
+                remove_orphans(out)
+                if not resume:
+                    _load_base_into(agent, start.state)
+                    files.write_json(out / "config.json", {"config": to_dict(cfg), "config_hash": model_hash(cfg),
+                                                           **meta})
+            except BaseException:
+                venv.close()
+                raise
+            run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
+                     random_prefill=False)
+    except KeyboardInterrupt as exc:
+        first = first_interrupt(exc)
+        if resume or (isinstance(first, TrainingInterrupted) and first.checkpoint is not None):
+            raise first from None
+        try:  # a new adaptation stopped before its first env step: the same command (or continual) starts again
+            with signals.deferred_interrupts():
+                discard_new_run(out, created)
+        except KeyboardInterrupt:  # a further Ctrl-C while removing: it is stopping already
+            pass
+        raise TrainingInterrupted(out, None, 0, getattr(first, "signum", None)) from None
     return out
 
 
