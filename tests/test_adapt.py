@@ -136,7 +136,6 @@ def test_mixed_replay_writes_only_the_target_and_checks_input():
 
 # ------------------------------------------------------------------------------------------------ adapt
 @pytest.mark.slow
-@pytest.mark.slow
 def test_an_adaptation_stopped_before_its_first_env_step_leaves_nothing(base_run, tmp_path, monkeypatch):
     """Ctrl-C after config.json was written but before any env step: what the new adaptation wrote is removed,
     so the same command (or ``continual --resume`` for its stage) starts it again; a given empty --out stays."""
@@ -160,6 +159,7 @@ def test_an_adaptation_stopped_before_its_first_env_step_leaves_nothing(base_run
             assert [p.name for p in out.rglob("*")] in ([], [".lock"])
 
 
+@pytest.mark.slow
 def test_adapt_writes_a_run_that_continues_the_base_on_the_target(base_run, adapted):
     meta = json.loads((adapted / "config.json").read_text())
     base_meta = json.loads((base_run / "config.json").read_text())

@@ -251,7 +251,7 @@ def test_a_second_ctrl_c_after_the_save_reports_the_first_interrupt(tmp_path):
     plain = KeyboardInterrupt()
     assert first_interrupt(plain) is plain
     args = type("Args", (), {"command": "train"})()
-    line = common.interrupted_message(args, ["train"], first_interrupt(info.value))
+    line = common.interrupted_message(args, ["train"], info.value)  # the CLI's own call: it finds the first
     assert "checkpoint saved at 120 env steps" in line and "--resume" in line, line
 
 

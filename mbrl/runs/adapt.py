@@ -51,14 +51,14 @@ from envs.vector import AUTORESET_MODE
 from mbrl.agent import Agent
 from mbrl.config import Config, _convert, model_hash, to_dict, validate
 from mbrl.replay import MixedReplay, Replay, read_npz
-from mbrl.runs import checkpoint, run_lock, signals
+from mbrl.runs import checkpoint, run_lock
 from mbrl.runs.evaluate import eval_threads, evaluate_agent, resolve_threads, run_metadata
 from mbrl.runs.merge import check_adapted_from, check_mergeable, format_alpha, merge_agent_states, parse_alpha
 from mbrl.runs.train import (
-    TrainingInterrupted,
     check_steps_grow,
     discard_new_run,
     first_interrupt,
+    interrupted_new_run,
     make_replay,
     remove_orphans,
     run_loop,
@@ -326,15 +326,10 @@ def _run(cfg: Config, meta: dict[str, Any], conditions: Condition, sources: list
             run_loop(cfg, venv, agent, mixed, counters, out, device, resumed=resume,
                      random_prefill=False)
     except KeyboardInterrupt as exc:
-        first = first_interrupt(exc)
-        if resume or (isinstance(first, TrainingInterrupted) and first.checkpoint is not None):
-            raise first from None
-        try:  # a new adaptation stopped before its first env step: the same command (or continual) starts again
-            with signals.deferred_interrupts():
-                discard_new_run(out, created)
-        except KeyboardInterrupt:  # a further Ctrl-C while removing: it is stopping already
-            pass
-        raise TrainingInterrupted(out, None, 0, getattr(first, "signum", None)) from None
+        if resume:
+            raise first_interrupt(exc) from None
+        # a new adaptation stopped before its first env step: the same command (or continual) starts it again
+        raise interrupted_new_run(exc, out, lambda: discard_new_run(out, created)) from None
     return out
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,19 +256,31 @@ def train(cfg: Config, resume: Path | str | None = None) -> Path:
     created = not run_dir.exists()
     try:
         _train(cfg, run_dir, state)
-    except TrainingInterrupted as exc:
-        if exc.checkpoint is None and state is None:  # a new run stopped before its first env step
-            with signals.deferred_interrupts():
-                discard_new_run(run_dir, created)
-        raise
-    except KeyboardInterrupt as exc:  # before the loop (building the agent, loading the replay): say what is kept
-        if first_interrupt(exc) is not exc:  # a second Ctrl-C on top of the loop's TrainingInterrupted
-            raise first_interrupt(exc) from None
-        with signals.deferred_interrupts():
-            if state is None:
-                discard_new_run(run_dir, created)
-            raise interrupted_before_loop(run_dir, state is None, getattr(exc, "signum", None)) from None
+    except KeyboardInterrupt as exc:
+        if state is None:
+            raise interrupted_new_run(exc, run_dir, lambda: discard_new_run(run_dir, created)) from None
+        first = first_interrupt(exc)
+        if isinstance(first, TrainingInterrupted):  # the loop saved its checkpoint
+            raise first from None
+        with signals.deferred_interrupts():  # before the loop (building the agent, loading the replay)
+            raise interrupted_before_loop(run_dir, False, getattr(exc, "signum", None)) from None
     return run_dir
+
+
+def interrupted_new_run(exc: KeyboardInterrupt, run_dir: Path, discard: Callable[[], None]) -> TrainingInterrupted:
+    """What a new run (one agent, a batch of seeds, an adaptation) stopped by ``exc`` reports: the loop's
+    :class:`TrainingInterrupted` when it saved a checkpoint; else ``discard()`` removes what the run wrote (a
+    further Ctrl-C waits for it, then is dropped: the run is stopping already), so the same command starts it
+    again, and the interrupt says nothing was saved."""
+    first = first_interrupt(exc)
+    if isinstance(first, TrainingInterrupted) and first.checkpoint is not None:
+        return first
+    try:
+        with signals.deferred_interrupts():
+            discard()
+    except KeyboardInterrupt:
+        pass
+    return TrainingInterrupted(run_dir, None, 0, getattr(first, "signum", None))
 
 
 def discard_new_run(run_dir: Path, created: bool) -> None:

@@ -45,6 +45,7 @@ from mbrl.runs.train import (
     default_run_dir,
     first_interrupt,
     interrupted_before_loop,
+    interrupted_new_run,
     make_replay,
     remove_orphans,
     state_dim_of,
@@ -154,19 +155,14 @@ def _interrupted(exc: KeyboardInterrupt, run_dir: Path, created: bool, live: lis
     """What a batch stopped by ``exc`` reports (as :func:`mbrl.runs.train.train` does for one run): the loop's
     :class:`TrainingInterrupted` when it saved the members; a new batch stopped before its first env step removes
     what it wrote (so the same command starts it again); a resumed one keeps its checkpoints as they were."""
+    if not resumed:
+        return interrupted_new_run(exc, run_dir, lambda: discard_new_batch(run_dir, created, live))
     first = first_interrupt(exc)
-    signum = getattr(first, "signum", None)
     if isinstance(first, TrainingInterrupted) and first.checkpoint is not None:
         return first
-    if resumed:
-        kept = interrupted_before_loop(member_dir(run_dir, live[0]), False, signum)
-        return TrainingInterrupted(run_dir, kept.checkpoint, kept.env_steps, signum, saved=False)
-    try:
-        with signals.deferred_interrupts():
-            discard_new_batch(run_dir, created, live)
-    except KeyboardInterrupt:  # a further Ctrl-C while removing: it is stopping already
-        pass
-    return TrainingInterrupted(run_dir, None, 0, signum)
+    signum = getattr(first, "signum", None)
+    kept = interrupted_before_loop(member_dir(run_dir, live[0]), False, signum)
+    return TrainingInterrupted(run_dir, kept.checkpoint, kept.env_steps, signum, saved=False)
 
 
 def discard_new_batch(run_dir: Path, created: bool, seeds: list[int]) -> None:
