@@ -113,6 +113,7 @@ CASES = [
     Case("shifts gallery --bogus", "8", ["shifts", "gallery", "--bogus"], ["--bogus"],
          usage="dreamshift shifts gallery"),
     Case("evaluate --device foo", "8", ["evaluate", "{RUN}", "--device", "foo"], ["--device", "foo", "cpu"]),
+    Case("evaluate --policy greedy", "8", ["evaluate", "{RUN}", "--policy", "greedy"], ["--policy", "sample", "mode"]),
     Case("analyze wm --device foo", "8", ["analyze", "wm", "{RUN}", "--device", "foo"], ["--device", "foo"]),
     Case("adapt-eval /nope RUN", "8", ["adapt-eval", "/nope", "{RUN}"], ["/nope"]),
     Case("analyze (no arguments)", "8", ["analyze"], ["calibration", "wm"], ["required"]),

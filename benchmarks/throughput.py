@@ -198,7 +198,7 @@ def policy_loop(args: argparse.Namespace, agent: Agent, env: Any, n: int, name: 
         shape = (args.image_size, args.image_size, 3)
         replay = Replay(max(n, min(100_000, (args.collect_steps + (args.warmup_steps + 1) * n) * 2)), n, shape,
                         agent.action_dim)
-        agent_policy = AgentPolicy(agent, n, "train", outs=True)
+        agent_policy = AgentPolicy(agent, n, "sample", outs=True)
         act_seconds = 0.0
 
         def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
     dreamshift evaluate RUN_DIR [--episodes N] [--seed S] [--alpha 0,0.5,1] [--device D] [--threads N]
     dreamshift evaluate RUN_DIR --suite quick [--episodes N] [--threads N]  # every (shift, severity) of a suite
+    dreamshift evaluate RUN_DIR --policy mode     # the policy's deterministic mode instead of sampled actions
 
 Besides ``RUN_DIR/eval/*.json`` the results-schema records go to ``RUN_DIR/eval/results/``
 (:func:`experiments.results.write_run`), which ``dreamshift leaderboard RUN_DIR`` reads.
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     common.add_threads(e)
     e.add_argument("--alpha", default="", help="comma-separated weight-merging alphas to sweep (e.g. 0,0.5,1)")
+    e.add_argument("--policy", help="how the agent acts: sample (draws from the policy, as the reference code "
+                   "evaluates) or mode (its deterministic mode); default the run's eval_policy (sample)")
     e.add_argument("--suite", help="evaluate under every (shift, severity) of a suite (quick, paper, standard) or "
                    "of a list KIND[:SEVERITIES],... e.g. fog:1+5,contrast:3; writes RUN_DIR/eval/suite-<name>.json")
     e.set_defaults(handler=handle)
@@ -40,13 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> None:
     """Run ``dreamshift evaluate``; raises ``DreamshiftError`` on bad input."""
+    evaluation.check_policy(args.policy)
     if args.suite is not None:
         if args.alpha:
             raise ConfigError("--suite and --alpha cannot be combined; evaluate a merged run "
                               "(dreamshift merge) with --suite instead")
-        run_suite(args.run_dir, args.suite, args.episodes, args.seed, args.device, args.threads)
+        run_suite(args.run_dir, args.suite, args.episodes, args.seed, args.device, args.threads, args.policy)
     else:
-        run_clean(args.run_dir, args.episodes, args.seed, args.device, args.alpha, args.threads)
+        run_clean(args.run_dir, args.episodes, args.seed, args.device, args.alpha, args.threads, args.policy)
 
 
 def _check_eval_run(run_dir: str, device: str) -> None:
@@ -57,7 +61,7 @@ def _check_eval_run(run_dir: str, device: str) -> None:
 
 
 def run_clean(run_dir: str, episodes: int, seed: int, device: str, alphas: str = "",
-              threads: int | None = None) -> None:
+              threads: int | None = None, policy: str | None = None) -> None:
     """Evaluate ``run_dir`` on its clean env (once per merging alpha of ``alphas``), print and record it."""
     try:
         sweep = [float(a) for a in alphas.split(",") if a.strip()] or [None]
@@ -67,11 +71,11 @@ def run_clean(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
     evaluation.check_eval_range(episodes, seed)  # before any episode (and before any alpha's file is written)
     for alpha in sweep:
         path = evaluation.evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha,
-                                   **common.threads_kwargs(evaluation.evaluate, threads))
+                                   **common.threads_kwargs(evaluation.evaluate, threads), **_policy(policy))
         summary = json.loads(path.read_text())
         tag = "" if alpha is None else f" (alpha {alpha:g})"
         print(f"{summary['env']}{tag}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
-              f"(stderr, {len(summary['episodes'])} episodes)")
+              f"(stderr, {len(summary['episodes'])} episodes, actions: {summary.get('eval_policy', 'sample')})")
         print(f"results: {path}")
         run = {**summary, "eval_seed": seed}
         if alpha is not None:  # the merged agent is a variant of the run's, as in a sweep's WiSE-FT records
@@ -79,18 +83,25 @@ def run_clean(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
         _write_records(run_dir, [("none", 0, run, summary["episodes"])], "" if alpha is None else f"-merge{alpha:g}")
 
 
-def run_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str, threads: int | None = None) -> None:
+def run_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str, threads: int | None = None,
+              policy: str | None = None) -> None:
     """Evaluate ``run_dir`` on every condition of ``suite``, print the table and record it."""
     _check_eval_run(run_dir, device)
     path = evaluation.evaluate_suite(run_dir, suite, episodes=episodes, seed=seed, device=device,
                                      progress=lambda line: print(line, file=sys.stderr, flush=True),
-                                     **common.threads_kwargs(evaluation.evaluate_suite, threads))
+                                     **common.threads_kwargs(evaluation.evaluate_suite, threads), **_policy(policy))
     summary = json.loads(path.read_text())
     print(f"{summary['env']} {summary['encoder']} ({summary['encoder_mode']}), suite {summary['suite']}, "
-          f"{episodes} episode(s) per condition; cells: mean return (change vs clean)")
+          f"{episodes} episode(s) per condition, actions: {summary.get('eval_policy', 'sample')}; cells: mean "
+          f"return (change vs clean)")
     print(evaluation.format_table(summary))
     print(f"results: {path}")
     _write_records(run_dir, [(ep["shift"], ep["severity"], ep, [ep]) for ep in summary["episodes"]])
+
+
+def _policy(policy: str | None) -> dict[str, str]:
+    """``{"policy": policy}`` when given (the evaluation functions take it), else ``{}`` (the run's own)."""
+    return {} if policy is None else {"policy": policy}
 
 
 def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]],

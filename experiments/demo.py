@@ -169,7 +169,7 @@ class RandomPolicy:
     def initial_state(self, batch: int) -> None:
         return None
 
-    def act(self, obs: dict[str, Any], is_first: Any, state: None, mode: str = "eval",
+    def act(self, obs: dict[str, Any], is_first: Any, state: None, mode: str = "sample",
             out: dict[str, Any] | None = None) -> tuple[torch.Tensor, None]:
         """``(action (1, action_dim) float32 tensor, None)``; ``out`` (extra outputs) stays empty."""
         return torch.from_numpy(np.random.uniform(self.low, self.high).astype(np.float32)[None]), None

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from encoders.registry import build_encoder
 from envs.errors import ConfigError
 from mbrl.actor_critic import ActorCritic, episode_last
-from mbrl.config import Config
+from mbrl.config import POLICY_MODES, Config
 from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import NonFiniteError, Optimizer
 from mbrl.rssm import State
@@ -301,7 +301,7 @@ class Agent(GraphedUpdates, nn.Module):
         return self.wm.encoder.features(einops.rearrange(image.to(self.device), "n h w c -> n c h w"))
 
     @torch.no_grad()
-    def act(self, obs: Tensor | dict[str, Tensor], is_first: Tensor, state: PolicyState, mode: str = "train",
+    def act(self, obs: Tensor | dict[str, Tensor], is_first: Tensor, state: PolicyState, mode: str = "sample",
             out: dict[str, Tensor] | None = None) -> tuple[Tensor, PolicyState]:
         """One policy step for ``N`` envs.
 
@@ -310,7 +310,9 @@ class Agent(GraphedUpdates, nn.Module):
                 keys of :attr:`WorldModel.obs_keys`); a bare tensor is the image.
             is_first: ``(N,)`` bool, True where the observation starts an episode (state is reset).
             state: from :meth:`initial_state` or the previous call.
-            mode: ``train`` samples the policy; ``eval`` takes its mean.
+            mode: :data:`POLICY_MODES`: ``sample`` draws from the policy (what training collects with, and what the
+                reference code does in every mode: danijar/dreamerv3 ``agent.py`` ``policy`` calls ``sample``); ``mode``
+                takes the policy's mode (its clipped mean: deterministic).
             out: if given, receives what replay stores with the step besides the observation: ``features``
                 ``(N, F)`` (the backbone features of ``image``, computed once) when the agent caches features, and
                 ``deter`` ``(N, D)`` / ``stoch`` ``(N, S, C)`` (the posterior latent of this step) with
@@ -318,7 +320,12 @@ class Agent(GraphedUpdates, nn.Module):
 
         Returns:
             ``(action, state)``: ``(N, A)`` float actions in ``[-1, 1]`` and the new policy state.
+
+        Raises:
+            ValueError: ``mode`` not in :data:`POLICY_MODES`.
         """
+        if mode not in POLICY_MODES:
+            raise ValueError(f"policy mode {mode!r} is not one of {', '.join(POLICY_MODES)}")
         self.eval()
         latent, prev_action = state
         if isinstance(obs, Tensor):
@@ -333,7 +340,7 @@ class Agent(GraphedUpdates, nn.Module):
         if out is not None and self.cfg.replay_context:
             out["deter"], out["stoch"] = latent["deter"], latent["stoch"]
         dist = self.ac.policy(self.wm.rssm.features(latent))
-        action = (dist.sample() if mode == "train" else dist.mode()).clamp(-1.0, 1.0)
+        action = (dist.sample() if mode == "sample" else dist.mode()).clamp(-1.0, 1.0)
         return action, (latent, action)
 
     def optim_state(self) -> dict[str, Any]:

@@ -156,6 +156,8 @@ class Config:
     save_every: int = 10_000  # env steps; 0 = only at the end
     eval_every: int = 0  # env steps; 0 = no periodic evaluation
     eval_episodes: int = 5
+    # the policy's actions in evaluation: sample (the reference code samples in every mode) | mode (deterministic)
+    eval_policy: str = "sample"
     run_dir: str = ""  # empty: runs/<env>-<encoder>-<size>-s<seed>-<timestamp>
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "dreamshift"
@@ -217,7 +219,10 @@ def algo_preset(name: str) -> dict[str, dict[str, Any]]:
 
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig}
 OBS: tuple[str, ...] = ("pixels", "state", "pixels+state")
+#: How a policy acts (:meth:`mbrl.agent.Agent.act`, ``eval_policy``): ``sample`` draws from it, ``mode`` takes its mode.
+POLICY_MODES: tuple[str, ...] = ("sample", "mode")
 _CHOICES = {"algo": ALGOS, "size": SIZES, "wandb_mode": ("offline", "online", "disabled"), "obs": OBS,
+            "eval_policy": POLICY_MODES,
             "decoder": ("pixels", "features"), "loss.feat_loss": ("symlog_mse", "cosine"),
             "precision": ("fp32", "bf16"), "compile": ("off", "on"), "cuda_graphs": ("auto", "on", "off"),
             "device": ("auto", "cpu", "cuda"), "model.norm": ("rms", "layer", "none"),
@@ -500,8 +505,8 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 # Keys that may differ between a run and its resumption (budgets, logging, hardware).
-_RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "run_dir", "wandb_mode",
-              "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision",
+_RESUMABLE = {"steps", "log_every", "save_every", "eval_every", "eval_episodes", "eval_policy", "run_dir",
+              "wandb_mode", "wandb_project", "wandb_group", "device", "threads", "progress", "compile", "precision",
               "cuda_graphs"}
 
 

@@ -14,7 +14,7 @@ class AgentPolicy:
     Args:
         agent: an :class:`~mbrl.agent.Agent` (anything with ``act``, ``initial_state`` and ``wm.obs_keys``).
         num_envs: ``N``, the envs of the driver.
-        mode: ``train`` samples the policy, ``eval`` takes its mean (:meth:`Agent.act`).
+        mode: ``sample`` draws from the policy, ``mode`` takes its mode (:meth:`Agent.act`).
         outs: ask the agent for its extra outputs (``features``: ``(N, F)`` backbone features of the image, a
             tensor on the agent's device, when the agent caches features) and return them as ``outs``.
 
@@ -23,7 +23,7 @@ class AgentPolicy:
             caller may replace it (training's random prefill swaps in the random action it took).
     """
 
-    def __init__(self, agent: Any, num_envs: int, mode: str = "train", outs: bool = False) -> None:
+    def __init__(self, agent: Any, num_envs: int, mode: str = "sample", outs: bool = False) -> None:
         self.agent, self.num_envs, self.mode, self.outs = agent, int(num_envs), mode, bool(outs)
         self.reset()
 

@@ -93,6 +93,13 @@ def test_evaluate_bad_episode_count(cli, tmp_path, ckpt_run):
     assert tree(ckpt_run) == before and tree(tmp_path) == {}
 
 
+def test_evaluate_bad_policy(cli, tmp_path, ckpt_run):
+    before = tree(ckpt_run)
+    assert_user_error(cli("evaluate", str(ckpt_run), "--policy", "greedy"), "--policy", "sample", "mode")
+    assert_user_error(cli("evaluate", str(ckpt_run), "--policy", "greedy", "--suite", "fog:1"), "--policy")
+    assert tree(ckpt_run) == before and tree(tmp_path) == {}
+
+
 def test_resume_dir_without_checkpoint(cli, tmp_path):
     (tmp_path / "empty_run").mkdir()
     assert_user_error(cli("train", "--resume", "empty_run", *TINY), "no checkpoint")

@@ -1,7 +1,7 @@
 """Issue 19 (items 1 and 2): every evaluation is reproducible bit for bit and runs with the run's ``threads``.
 
 Every evaluation rolls out through :func:`mbrl.runs.evaluate.run_episodes`, which seeds each episode's random draws
-(RSSM posterior samples; policy samples in ``train`` mode) from its episode seed, leaves the caller's RNG
+(RSSM posterior samples; the policy's samples, ``eval_policy=sample``, the default) from its episode seed, leaves the caller's RNG
 streams untouched and sets torch's CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`). A tiny run
 (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once per module; the
 global RNGs are reseeded differently before the two evaluations compared, so a rollout that drew from them
@@ -74,7 +74,7 @@ def _agent(run: Path):
 
 
 # ------------------------------------------------------------------------------------------------ rollouts
-@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("mode", ["mode", "sample"])
 @pytest.mark.slow
 def test_run_episodes_is_reproducible_and_leaves_global_rngs_alone(run_dir, mode):
     agent, cfg = _agent(run_dir)
@@ -96,7 +96,7 @@ def test_training_rng_stream_is_unchanged_by_evaluation(run_dir):
     _reseed(7)
     expected = (torch.rand(5), np.random.rand(5), random.random())
     _reseed(7)
-    run_episodes(agent, cfg, 1, seed=EVAL_SEED_OFFSET, mode="train")
+    run_episodes(agent, cfg, 1, seed=EVAL_SEED_OFFSET, mode="sample")
     got = (torch.rand(5), np.random.rand(5), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
@@ -187,6 +187,59 @@ def test_evaluation_runs_with_the_runs_threads_and_restores_the_callers(run_dir,
     run_episodes(agent, cfg, 1, seed=EVAL_SEED_OFFSET)
     assert seen and set(seen) == {max(1, os.cpu_count() or 1)}  # no threads anywhere: every core
     assert torch.get_num_threads() == 1
+
+
+# ------------------------------------------------------------------------------------------------ policy
+def _record_modes(monkeypatch) -> list[str]:
+    """Record the ``mode`` of every policy step."""
+    from mbrl.agent import Agent
+
+    seen: list[str] = []
+    act = Agent.act
+
+    def spy(self, obs, is_first, state, mode="sample", out=None):
+        seen.append(mode)
+        return act(self, obs, is_first, state, mode, out=out)
+
+    monkeypatch.setattr(Agent, "act", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_evaluation_samples_the_policy_unless_told_otherwise(run_dir, tmp_path, monkeypatch):
+    """The reference code samples its policy when it evaluates (danijar/dreamerv3 ``agent.py`` ``policy``), so
+    evaluation does too by default; ``policy="mode"`` (``--policy mode``) or a run's ``eval_policy=mode`` takes the
+    deterministic mode; the files say which."""
+    from mbrl.runs.evaluate import evaluate_suite
+
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    seen = _record_modes(monkeypatch)
+    clean = json.loads(evaluate(run, episodes=1, device="cpu").read_text())
+    assert seen and set(seen) == {"sample"} and clean["eval_policy"] == "sample"
+    seen.clear()
+    clean = json.loads(evaluate(run, episodes=1, device="cpu", policy="mode").read_text())
+    assert seen and set(seen) == {"mode"} and clean["eval_policy"] == "mode"
+    seen.clear()
+    suite = json.loads(evaluate_suite(run, "gaussian_noise:3", episodes=1, device="cpu", policy="mode").read_text())
+    assert seen and set(seen) == {"mode"} and suite["eval_policy"] == "mode"
+    seen.clear()
+    agent, cfg = _agent(run)
+    cfg.eval_policy = "mode"
+    run_episodes(agent, cfg, 1, seed=EVAL_SEED_OFFSET)
+    assert seen and set(seen) == {"mode"}
+    with pytest.raises(ConfigError, match="--policy 'greedy' is not allowed; allowed: sample, mode"):
+        evaluate(run, episodes=1, device="cpu", policy="greedy")
+
+
+def test_eval_policy_is_a_resumable_choice():
+    """``eval_policy`` may change on resume (it is not part of what was trained) and takes sample or mode only."""
+    from mbrl.config import incompatible_keys, model_hash
+
+    sample, mode = build_config(TINY_RUN), build_config(TINY_RUN + ["eval_policy=mode"])
+    assert sample.eval_policy == "sample" and mode.eval_policy == "mode"
+    assert incompatible_keys(sample, mode) == [] and model_hash(sample) == model_hash(mode)
+    with pytest.raises(ConfigError, match="eval_policy='greedy' is not allowed; allowed: sample, mode"):
+        build_config(TINY_RUN + ["eval_policy=greedy"])
 
 
 def test_resolve_threads():

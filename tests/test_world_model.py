@@ -187,16 +187,16 @@ def test_act_shapes_bounds_and_modes(agent):
     assert state[1].shape == (n, A)
 
     torch.manual_seed(3)
-    a_train, (latent, prev) = agent.act(image, first, state, mode="train")
+    a_train, (latent, prev) = agent.act(image, first, state, mode="sample")
     assert a_train.shape == (n, A)
     assert torch.all(a_train.abs() <= 1.0)
     assert torch.equal(prev, a_train)
     assert latent["deter"].shape == (n, agent.cfg.model.deter)
 
     torch.manual_seed(3)
-    a_eval, (latent_eval, _) = agent.act(image, first, state, mode="eval")
+    a_eval, (latent_eval, _) = agent.act(image, first, state, mode="mode")
     torch.manual_seed(3)
-    a_eval2, _ = agent.act(image, first, state, mode="eval")
+    a_eval2, _ = agent.act(image, first, state, mode="mode")
     assert torch.equal(a_eval, a_eval2)  # deterministic given the RNG state
     assert torch.equal(latent_eval["stoch"], latent["stoch"])  # same posterior sample as the train call
     assert not torch.allclose(a_eval, a_train)  # train samples around the mean
@@ -204,6 +204,9 @@ def test_act_shapes_bounds_and_modes(agent):
     mean = agent.ac.policy(agent.wm.rssm.features(latent_eval)).mean
     torch.testing.assert_close(a_eval, mean.clamp(-1, 1))
 
+    with pytest.raises(ValueError, match="policy mode 'train' is not one of sample, mode"):
+        agent.act(image, first, state, mode="train")
+
     # the next call continues from the returned state (not the initial one)
-    a_next, _ = agent.act(image, torch.zeros(n, dtype=torch.bool), (latent, prev), mode="eval")
+    a_next, _ = agent.act(image, torch.zeros(n, dtype=torch.bool), (latent, prev), mode="mode")
     assert a_next.shape == (n, A) and torch.all(a_next.abs() <= 1.0)

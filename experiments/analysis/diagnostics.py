@@ -50,8 +50,9 @@ from shifts.suites import for_env, parse_suite
 METRICS = ("recon_mse", "recon_sse", "reward_mae", "reward_nll", "kl")
 
 
-def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str = "eval") -> dict[str, np.ndarray]:
-    """One episode with the agent's policy, in the replay layout of :mod:`mbrl.world_model` (``T`` steps).
+def collect_episode(agent: Any, env: Any, seed: int, max_steps: int, mode: str = "sample") -> dict[str, np.ndarray]:
+    """One episode with the agent's policy (``mode``: :meth:`mbrl.agent.Agent.act`), in the replay layout of
+    :mod:`mbrl.world_model` (``T`` steps).
 
     Returns:
         ``image`` ``(T, H, W, 3)`` uint8, ``action`` ``(T, A)`` float32 (action taken after seeing each frame),
@@ -156,7 +157,7 @@ def diagnose(run_dir: Path | str, suite: str = "quick", episodes: int = 2, seed:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 for i in range(episodes):
-                    ep = collect_episode(agent, env, EVAL_SEED_OFFSET + seed + i, max_steps)
+                    ep = collect_episode(agent, env, EVAL_SEED_OFFSET + seed + i, max_steps, cfg.eval_policy)
                     returns.append(float(ep["return"]))
                     for metric, values in world_model_errors(agent, ep).items():
                         per[metric].append(values)

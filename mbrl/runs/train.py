@@ -529,7 +529,7 @@ class Collector:
         self.logger, self.run_dir = logger, run_dir
         n, a = cfg.num_envs, agent.action_dim
         rng = np.random.default_rng(cfg.seed + counters["agent_steps"])
-        agent_policy = AgentPolicy(agent, n, "train", outs=True)
+        agent_policy = AgentPolicy(agent, n, "sample", outs=True)
         device = agent.device
 
         def policy(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:

@@ -113,7 +113,7 @@ def seeded_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
         random.setstate(py_state)
 
 
-def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str = "eval",
+def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str | None = None,
                  wrap: Callable[[gymnasium.Env], gymnasium.Env] | None = None,
                  threads: int | None = None) -> list[dict[str, Any]]:
     """Run ``episodes`` episodes with the agent's policy on one env (:meth:`envs.driver.Driver.episode`), episode
@@ -122,7 +122,8 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
     left untouched.
 
     Args:
-        mode: ``eval`` acts with the policy mean, ``train`` samples.
+        mode: how the policy acts (:meth:`mbrl.agent.Agent.act`): ``sample`` (draws, seeded per episode: the
+            reference code's evaluation) or ``mode`` (deterministic); default the run's ``cfg.eval_policy``.
         wrap: applied to the env before the first episode (e.g. a :class:`shifts.base.ShiftWrapper` for a
             visual shift); the wrapped env is closed at the end.
         threads: torch CPU threads during the rollout (:func:`resolve_threads`: default the run's
@@ -141,7 +142,7 @@ def run_episodes(agent: Agent, cfg: Config, episodes: int, seed: int, mode: str 
         try:
             if wrap is not None:
                 env = wrap(env)
-            policy = AgentPolicy(agent, 1, mode)
+            policy = AgentPolicy(agent, 1, cfg.eval_policy if mode is None else mode)
 
             def act(obs: dict[str, np.ndarray], is_first: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
                 action, outs = policy(obs, is_first)

@@ -11,6 +11,7 @@ et al. 2025's drop %; ``null`` when the clean mean is 0); the clean evaluation's
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from envs import files
 from envs.errors import ConfigError
 from envs.validation import MAX_SEED
 from mbrl.agent import Agent
-from mbrl.config import model_hash
+from mbrl.config import POLICY_MODES, Config, model_hash
 from mbrl.runs import checkpoint
 from mbrl.runs.evaluate.episodes import EVAL_SEED_OFFSET, eval_threads, resolve_threads, run_episodes
 from mbrl.runs.merge import merged_agent
@@ -70,9 +71,25 @@ def check_eval_range(episodes: int, seed: int, what: str = "--episodes", seed_wh
                           f"below 2**32), got {seed}")
 
 
+def check_policy(policy: str | None) -> None:
+    """``policy`` is ``None`` (the run's ``eval_policy``) or one of :data:`mbrl.config.POLICY_MODES`.
+
+    Raises:
+        ConfigError: any other value (one line naming the allowed ones).
+    """
+    if policy is not None and policy not in POLICY_MODES:
+        raise ConfigError(f"--policy {policy!r} is not allowed; allowed: {', '.join(POLICY_MODES)} (sample: draw "
+                          f"actions from the policy, as the reference code evaluates; mode: its deterministic mode)")
+
+
+def with_policy(cfg: Config, policy: str | None) -> Config:
+    """``cfg`` with ``eval_policy`` set to ``policy`` (unchanged when ``None``)."""
+    return cfg if policy is None else dataclasses.replace(cfg, eval_policy=policy)
+
+
 def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10, seed: int = 0,
                    device: str = "auto", progress: Callable[[str], None] | None = None,
-                   threads: int | None = None) -> Path:
+                   threads: int | None = None, policy: str | None = None) -> Path:
     """Evaluate the checkpoint of ``run_dir`` on every condition of ``suite``; returns the JSON path.
 
     Args:
@@ -82,20 +99,24 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
         progress: called with one line per finished condition.
         threads: torch CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`: default the run's ``threads``, else
             all cores); restored on return.
+        policy: how the agent acts, ``sample`` or ``mode`` (:meth:`mbrl.agent.Agent.act`); default the run's
+            ``eval_policy``. The file records it as ``eval_policy``.
 
     Every condition runs through :func:`mbrl.runs.evaluate.run_episodes`, which seeds each episode's random draws from
     its episode seed: the same run, suite, episodes, seed and threads give the same file, bit for bit.
 
     Raises:
         ShiftError: unknown suite/kind or a kind that is not registered (before anything is loaded).
-        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0.
+        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0, an unknown
+            ``policy``.
         CheckpointError: no checkpoint in ``run_dir``.
     """
     name, conditions = parse_suite(suite)
     check_eval_range(episodes, seed)
+    check_policy(policy)
     resolve_threads(None, threads)  # validate before loading
     run = checkpoint.load_run(run_dir, device)
-    cfg, agent = run.config, run.agent
+    cfg, agent = with_policy(run.config, policy), run.agent
     conditions = for_env(name, conditions, cfg.env)
     with eval_threads(cfg, threads) as n:
         per_condition = run_conditions(agent, cfg, [suite_condition(k, s) for k, s in conditions], episodes, seed,
@@ -105,7 +126,7 @@ def evaluate_suite(run_dir: Path | str, suite: str = "quick", episodes: int = 10
                 "success": r.get("success"), "length": r["length"]}
                for (kind, severity), results in zip(conditions, per_condition, strict=True) for r in results]
     summary = aggregate(records)
-    out = {**base, "suite": name, "episodes_per_condition": episodes,
+    out = {**base, "suite": name, "episodes_per_condition": episodes, "eval_policy": cfg.eval_policy,
            "conditions": [{"shift": k, "severity": s} for k, s in conditions], **summary, "episodes": records}
     return files.write_json(Path(run_dir) / "eval" / f"suite-{_slug(name)}.json", out)
 
@@ -141,9 +162,10 @@ def run_conditions(agent: Agent, cfg: Any, conditions: list[Condition], episodes
 def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes: int, seed: int = 0,
                    progress: Callable[[str], None] | None = None,
                    threads: int | None = None) -> list[dict[str, Any]]:
-    """Returns of ``agent`` (policy mean) under each condition (:func:`run_conditions`: the same episode seeds
-    for all, ``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``), each episode's random draws seeded from its
-    episode seed: reproducible bit for bit. The evaluation of adaptation stages, alpha sweeps and continual runs.
+    """Returns of ``agent`` (acting as ``cfg.eval_policy`` says) under each condition (:func:`run_conditions`: the
+    same episode seeds for all, ``EVAL_SEED_OFFSET + seed + i``; shift seed ``seed``), each episode's random draws
+    seeded from its episode seed: reproducible bit for bit. The evaluation of adaptation stages, alpha sweeps and
+    continual runs.
 
     Args:
         threads: torch CPU threads (:func:`~mbrl.runs.evaluate.episodes.resolve_threads`: default the run's
@@ -176,7 +198,7 @@ def evaluate_agent(agent: Agent, cfg: Any, conditions: list[Condition], episodes
 
 
 def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str = "auto",
-             alpha: float | None = None, threads: int | None = None) -> Path:
+             alpha: float | None = None, threads: int | None = None, policy: str | None = None) -> Path:
     """Evaluate the checkpoint of ``run_dir`` on its clean env, the ``none:0`` condition of a suite
     (:func:`run_conditions`); returns the path of ``eval/clean.json`` (``eval/clean-alpha<alpha>.json`` when
     ``alpha`` is given: the encoder merged with its pretrained weights, see :mod:`mbrl.runs.merge`). Reproducible bit
@@ -185,16 +207,20 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
     Args:
         threads: torch CPU threads (:func:`~mbrl.runs.evaluate.episodes.resolve_threads`; default the run's
             ``threads``, else all cores).
+        policy: how the agent acts, ``sample`` or ``mode`` (:meth:`mbrl.agent.Agent.act`); default the run's
+            ``eval_policy``. The file records it as ``eval_policy``.
 
     Raises:
         CheckpointError: no checkpoint in ``run_dir``.
-        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0.
+        ConfigError: ``episodes`` or ``seed`` out of range (:func:`check_eval_range`), ``threads`` < 0, an unknown
+            ``policy``.
     """
     check_eval_range(episodes, seed)
+    check_policy(policy)
     resolve_threads(None, threads)  # validate before loading
     # a merged agent is built on the CPU, where the pretrained weights it interpolates with are loaded
     run = checkpoint.load_run(run_dir, device if alpha is None else "cpu")
-    cfg = run.config
+    cfg = with_policy(run.config, policy)
     with eval_threads(cfg, threads) as n:
         agent = run.agent if alpha is None else merged_agent(run, alpha).to(resolve_device(device))
         (results,) = run_conditions(agent, cfg, [CLEAN], episodes, seed, n)
@@ -202,7 +228,7 @@ def evaluate(run_dir: Path | str, episodes: int = 10, seed: int = 0, device: str
     summary = {
         "env": cfg.env, "encoder": cfg.encoder, "size": cfg.size, "seed": cfg.seed, "shift": "none",
         "severity": 0, "alpha": alpha, "env_steps_trained": run.counters["env_steps"],
-        "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg),
+        "encoder_mode": resolve_mode(cfg), "config_hash": model_hash(cfg), "eval_policy": cfg.eval_policy,
         "episodes": results, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
         "return_stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
     }
