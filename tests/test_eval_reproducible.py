@@ -1,8 +1,8 @@
 """Issue 19 (items 1 and 2): every evaluation is reproducible bit for bit and runs with the run's ``threads``.
 
 Every evaluation rolls out through :func:`mbrl.runs.evaluate.run_episodes`, which seeds each episode's random draws
-(RSSM posterior samples; the policy's samples, ``eval_policy=sample``, the default) from its episode seed, leaves the caller's RNG
-streams untouched and sets torch's CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`). A tiny run
+(RSSM posterior samples; the policy's samples, ``eval_policy=sample``, the default) from its episode seed, leaves
+the caller's RNG streams untouched and sets torch's CPU threads (:func:`mbrl.runs.evaluate.resolve_threads`). A tiny run
 (``TINY_RUN``: 200 env steps on dmc:cartpole_balance, episodes of 100 env steps) is trained once per module; the
 global RNGs are reseeded differently before the two evaluations compared, so a rollout that drew from them
 would differ."""
