@@ -43,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> None:
     """Run ``dreamshift evaluate``; raises ``DreamshiftError`` on bad input."""
-    evaluation.check_policy(args.policy)
     if args.suite is not None:
         if args.alpha:
             raise ConfigError("--suite and --alpha cannot be combined; evaluate a merged run "
@@ -70,12 +69,12 @@ def run_clean(run_dir: str, episodes: int, seed: int, device: str, alphas: str =
     _check_eval_run(run_dir, device)
     evaluation.check_eval_range(episodes, seed)  # before any episode (and before any alpha's file is written)
     for alpha in sweep:
-        path = evaluation.evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha,
-                                   **common.threads_kwargs(evaluation.evaluate, threads), **_policy(policy))
+        path = evaluation.evaluate(run_dir, episodes=episodes, seed=seed, device=device, alpha=alpha, policy=policy,
+                                   **common.threads_kwargs(evaluation.evaluate, threads))
         summary = json.loads(path.read_text())
         tag = "" if alpha is None else f" (alpha {alpha:g})"
         print(f"{summary['env']}{tag}: return {summary['return_mean']:.1f} +- {summary['return_stderr']:.1f} "
-              f"(stderr, {len(summary['episodes'])} episodes, actions: {summary.get('eval_policy', 'sample')})")
+              f"(stderr, {len(summary['episodes'])} episodes, actions: {summary['eval_policy']})")
         print(f"results: {path}")
         run = {**summary, "eval_seed": seed}
         if alpha is not None:  # the merged agent is a variant of the run's, as in a sweep's WiSE-FT records
@@ -89,19 +88,14 @@ def run_suite(run_dir: str, suite: str, episodes: int, seed: int, device: str, t
     _check_eval_run(run_dir, device)
     path = evaluation.evaluate_suite(run_dir, suite, episodes=episodes, seed=seed, device=device,
                                      progress=lambda line: print(line, file=sys.stderr, flush=True),
-                                     **common.threads_kwargs(evaluation.evaluate_suite, threads), **_policy(policy))
+                                     policy=policy, **common.threads_kwargs(evaluation.evaluate_suite, threads))
     summary = json.loads(path.read_text())
     print(f"{summary['env']} {summary['encoder']} ({summary['encoder_mode']}), suite {summary['suite']}, "
-          f"{episodes} episode(s) per condition, actions: {summary.get('eval_policy', 'sample')}; cells: mean "
+          f"{episodes} episode(s) per condition, actions: {summary['eval_policy']}; cells: mean "
           f"return (change vs clean)")
     print(evaluation.format_table(summary))
     print(f"results: {path}")
     _write_records(run_dir, [(ep["shift"], ep["severity"], ep, [ep]) for ep in summary["episodes"]])
-
-
-def _policy(policy: str | None) -> dict[str, str]:
-    """``{"policy": policy}`` when given (the evaluation functions take it), else ``{}`` (the run's own)."""
-    return {} if policy is None else {"policy": policy}
 
 
 def _write_records(run_dir: str, conditions: list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]],

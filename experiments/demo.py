@@ -24,11 +24,11 @@ agent's return is measured, not how another training seed would do. A row whose 
 is marked :data:`NOT_DISTINGUISHABLE`.
 
 Budget: <= 12 min on 2 CPU cores. Measured end to end (2026-12-07, the 2-core machine otherwise idle, no zoo
-entry yet): 6.2 min (state oracle 309 s training + 54 s evaluation, random policy 7 s). The earlier demo, which
-also trained cnn and dreamshift-vit for 200 updates each, took 10.2 min end to end on the idle 2-core machine
-(state oracle 221 s training + 25 s evaluation, cnn 118 + 46 s, dreamshift-vit 77 + 118 s, random policy 4 s);
-a zoo agent's evaluation costs what a trained agent's does (25 episodes, ~1 s each for a state agent). That
-earlier budget was planned from the components, measured as CPU time of one thread (``threads=1``: an upper
+entry yet, sampled evaluation): 7.0 min (state oracle 360 s training + 54 s evaluation, random policy 8 s). The
+earlier demo, which also trained cnn and dreamshift-vit for 200 updates each, took 10.2 min end to end on the idle
+2-core machine (state oracle 221 s training + 25 s evaluation, cnn 118 + 46 s, dreamshift-vit 77 + 118 s, random
+policy 4 s); a zoo agent's evaluation costs what a trained agent's does (25 episodes, ~1 s each for a state agent).
+That earlier budget was planned from the components, measured as CPU time of one thread (``threads=1``: an upper
 bound for the wall time with two threads on an idle machine), each agent trained for 400 env steps of prefill
 and then 32 updates, then evaluated on the ``quick`` suite with one episode per condition:
 

@@ -24,7 +24,6 @@ from mbrl.runs.evaluate.suite import (
     MAX_EPISODES,
     aggregate,
     check_eval_range,
-    check_policy,
     drop_pct,
     evaluate,
     evaluate_agent,
@@ -34,6 +33,6 @@ from mbrl.runs.evaluate.suite import (
     run_metadata,
 )
 
-__all__ = ["EVAL_SEED_OFFSET", "MAX_EPISODES", "aggregate", "check_eval_range", "check_policy", "drop_pct",
+__all__ = ["EVAL_SEED_OFFSET", "MAX_EPISODES", "aggregate", "check_eval_range", "drop_pct",
            "episode_rng_seed", "eval_threads", "evaluate", "evaluate_agent", "evaluate_suite", "format_table",
            "resolve_threads", "run_conditions", "run_episodes", "run_metadata", "seeded_rng"]
