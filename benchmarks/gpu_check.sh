@@ -12,7 +12,7 @@
 # On the GPU machine (see ../shared/gpu/README.md):  bash .device/run.sh bash benchmarks/gpu_check.sh
 # On CPU with tiny budgets (a dry run of the script itself, tests/test_gpu_check.py):
 #   DEVICE=cpu BUDGET=200 SPEED_UPDATES=1 SPEED_ARGS="--batch 2 --length 8 --image-size 32" SPEED_VARIANTS=XS:pixels:fp32:off GRAPH_VARIANTS=XS:pixels:fp32:off \
-#     SEED_VARIANT=XS:pixels SEED_MEMBERS=1,2 SEEDS="[0,1]" STEPS=200 \
+#     SEED_VARIANT=XS:pixels SEED_MEMBERS=1,2 SEED_UPDATES=1 SEEDS="[0,1]" STEPS=200 \
 #     PIXEL_SETS="size=XS image_size=32 batch_size=2 batch_length=8 prefill=50 train_ratio=4" \
 #     OUT=/tmp/gpu_out bash benchmarks/gpu_check.sh
 set -u
@@ -28,6 +28,7 @@ SPEED_VARIANTS=${SPEED_VARIANTS:-S:pixels:fp32:off,S:pixels:bf16:on}
 GRAPH_VARIANTS=${GRAPH_VARIANTS:-S:pixels:bf16:on}
 SEED_VARIANT=${SEED_VARIANT:-S:pixels}
 SEED_MEMBERS=${SEED_MEMBERS:-1,4}
+SEED_UPDATES=${SEED_UPDATES:-10}    # timed updates per member count (the CPU dry run: 1)
 PIXEL_SETS=${PIXEL_SETS:-size=S train_ratio=512 precision=bf16 compile=on}
 SEEDS=${SEEDS:-[0,1,2,3]}
 STEPS=${STEPS:-50000}
@@ -55,7 +56,7 @@ echo "== 2. seeds as a batch (elapsed $(elapsed)s)" | tee -a "$OUT/speed.txt"
 if [ "$(speed_left)" -gt 10 ]; then
   timeout "$(speed_left)" "$PY" benchmarks/seed_batch.py --device "$DEVICE" --variants "$SEED_VARIANT" \
     --members "$SEED_MEMBERS" --precision "$([ "$DEVICE" = cuda ] && echo bf16 || echo fp32)" \
-    --compile "$([ "$DEVICE" = cuda ] && echo on || echo off)" --cuda-graphs auto --updates 10 --warmup 3 \
+    --compile "$([ "$DEVICE" = cuda ] && echo on || echo off)" --cuda-graphs auto --updates "$SEED_UPDATES" --warmup 3 \
     --json "$OUT/seeds.json" $SPEED_ARGS 2>&1 | tee -a "$OUT/speed.txt"
 fi
 

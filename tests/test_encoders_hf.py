@@ -19,8 +19,6 @@ from encoders.finetune import count_trainable, merge_weights
 from envs.errors import ConfigError
 from mbrl.config import build_config
 
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft -> transformers
 
 D, LAYERS = 32, 4

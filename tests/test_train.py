@@ -153,7 +153,7 @@ def test_kill_9_then_resume_without_overrides_continues_the_run(tmp_path):
     """kill -9 once a checkpoint exists and metrics were logged after it; ``train --resume RUN`` with no settings
     continues from the checkpoint (not from 0) to the stored budget: counters, replay, records and config as one
     uninterrupted run would leave them."""
-    run_dir, steps = tmp_path / "run", 600
+    run_dir, steps = tmp_path / "run", 400
     agent_pt = run_dir / "checkpoint" / "checkpoint.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "first.log", "w")

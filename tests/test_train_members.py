@@ -74,7 +74,7 @@ def test_every_member_is_read_by_evaluate_leaderboard_and_plot(cli, batch_run, t
 
 @pytest.mark.slow
 def test_kill_9_then_resume_finishes_every_member(tmp_path):
-    run_dir, steps = tmp_path / "run", 600
+    run_dir, steps = tmp_path / "run", 400
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     base = [a for a in STATE_RUN if not a.startswith(("steps=", "save_every="))]
     log = open(tmp_path / "first.log", "w")
