@@ -48,6 +48,7 @@ from mbrl.agent import OBSERVE_CHUNK, Agent, compile_regions, use_inductor_cache
 from mbrl.config import Config
 from mbrl.graphs import GraphedUpdates, graphs_enabled
 from mbrl.optim import AGC_PMIN, LaProp
+from mbrl.rssm import chunk_start
 from mbrl.runtime import resolve_device
 from mbrl.world_model import context_state
 
@@ -403,6 +404,8 @@ class MemberBatch(GraphedUpdates):
         if state is None:
             state = {k: einops.repeat(v, "b ... -> e b ...", e=e) for k, v in rssm.initial(b, embed.device).items()}
         step = OBSERVE_CHUNK if "observe" in self._compiled else t
+        if step < t:
+            state = chunk_start(state)  # one compiled graph for every chunk
         chunk = self._region("observe", lambda a, s, pa, em, f: a.wm.rssm.observe_steps(s, pa, em, f),
                              compile="observe")
         posts, priors = [], []

@@ -23,6 +23,18 @@ from mbrl.nets import BlockLinear, DenseBlock, Linear
 State = dict[str, Tensor]
 
 
+def chunk_start(state: State) -> State:
+    """The filter's start state for chunked (compiled) filtering: with grad enabled, each tensor that does not
+    require grad becomes a fresh contiguous leaf that does. The later chunks start from states that require grad
+    (they depend on the weights) and dynamo guards on ``requires_grad`` and strides (a broadcast start has stride
+    0), so without this the first chunk compiles a second graph (measured: 2 ``observe_steps`` compiles -> 1). Values
+    are unchanged; the start state's own gradient (one extra ``(B, D)`` product in the backward pass) is computed
+    and dropped. Under ``no_grad`` the state is returned as is."""
+    if not torch.is_grad_enabled():
+        return state
+    return {k: v if v.requires_grad else v.detach().contiguous().requires_grad_() for k, v in state.items()}
+
+
 class RSSM(nn.Module):
     """RSSM with a block-diagonal GRU (``blocks`` groups; 1 = dense) and categorical latents with unimix.
 
@@ -136,6 +148,8 @@ class RSSM(nn.Module):
         if state is None:
             state = self.initial(b, embed.device)
         step = self.observe_chunk or t  # 0: the whole sequence in one observe_steps call
+        if step < t:
+            state = chunk_start(state)
         posts, priors = [], []
         for i in range(0, t, step):
             state, post, prior = self.observe_steps(state, prev_action[:, i:i + step], embed[:, i:i + step],

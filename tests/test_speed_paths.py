@@ -9,7 +9,9 @@ import pytest
 import torch
 from conftest import TINY_RUN, assert_user_error, load_benchmark, override
 
-from mbrl.agent import COMPILE_REGIONS, CPU_COMPILE_REGIONS, Agent, compile_regions, fetch_metrics
+from mbrl.agent import COMPILE_REGIONS, CPU_COMPILE_REGIONS, OBSERVE_CHUNK, Agent, compile_regions, fetch_metrics
+from mbrl.members import MemberBatch, stack_batches
+from mbrl.rssm import chunk_start
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -93,8 +95,9 @@ def test_compiled_update_has_no_graph_breaks_and_learns(tiny_cfg):
     assert all(math.isfinite(v) for m in history for v in m.values())
     assert losses[-1] < losses[0], losses
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
-    names = {m.co_name for m in get_compilation_metrics() if m.co_name}
-    assert {"imagine", "critic_terms", "actor_terms", "observe_steps"} <= names, names
+    names = [m.co_name for m in get_compilation_metrics() if m.co_name]
+    assert names.count("observe_steps") == 1, names  # one graph for every chunk (chunk_start)
+    assert {"imagine", "critic_terms", "actor_terms", "observe_steps"} <= set(names), names
     assert not any(n.startswith("torch_dynamo_resume") for n in names), names  # resume frames = graph breaks
 
 
@@ -112,6 +115,48 @@ def test_chunked_observe_gives_the_step_by_step_states(tiny_cfg):
         outs.append(rssm.observe(embed, prev_action, batch["is_first"]))
     for step, chunked in zip(*outs, strict=True):
         assert all(torch.equal(step[k], chunked[k]) for k in step)
+
+
+def _record_chunk_starts(monkeypatch: pytest.MonkeyPatch, state_arg: int) -> list[dict[str, tuple]]:
+    """Stand in for ``torch.compile``: the returned list gets, per call of the compiled function, what dynamo would
+    guard on in its start state (argument ``state_arg``): ``requires_grad``, strides, dtype."""
+    seen: list[dict[str, tuple]] = []
+
+    def compile_(fn, **_):
+        def call(*args):
+            seen.append({k: (v.requires_grad, v.stride(), v.dtype) for k, v in args[state_arg].items()})
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    return seen
+
+
+def test_every_compiled_filter_chunk_starts_from_a_state_of_one_kind(tiny_cfg, monkeypatch):
+    """Dynamo guards on ``requires_grad`` and strides, so a zero start state (no grad) would compile the first
+    chunk as a second graph: every chunk of an update's filter starts from a state of the same kind, single agent
+    and member batch; :func:`chunk_start` keeps values and leaves states alone under ``no_grad``."""
+    seen = _record_chunk_starts(monkeypatch, 0)
+    agent = Agent(tiny_cfg(obs="state"), action_dim=A, state_dim=D)
+    agent.compile_steps(("observe",))
+    agent.train_step(_batch())
+    assert len(seen) == T // OBSERVE_CHUNK and all(s == seen[0] for s in seen), seen
+    assert all(requires_grad for requires_grad, _, _ in seen[0].values())
+
+    seen = _record_chunk_starts(monkeypatch, 1)
+    cfg = tiny_cfg(obs="state", compile="on")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    members = MemberBatch(cfg, [0, 1], A, D)
+    members._compiled = {"observe"}
+    members.train_step(stack_batches([_batch(), _batch()]))
+    assert len(seen) == T // OBSERVE_CHUNK and all(s == seen[0] for s in seen), seen
+
+    start = agent.wm.rssm.initial(B)
+    with torch.no_grad():
+        assert chunk_start(start) is start
+    leaf = chunk_start(start)
+    assert all(v.requires_grad and v.is_leaf and torch.equal(v, start[k]) for k, v in leaf.items())
+    assert chunk_start(leaf)["deter"] is leaf["deter"]  # already requires grad: passed through
 
 
 def test_bf16_filter_runs_in_fp32_on_cpu(tiny_cfg):
