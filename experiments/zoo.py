@@ -45,10 +45,18 @@ def _last_return(run_dir: Path, episodes: int = 10) -> float | None:
 
 
 def train_command(config: dict[str, Any]) -> str:
-    """The ``dreamshift train`` command line that trains a run of ``config`` (its seed and budget included)."""
-    keys = ("env", "obs", "encoder", "encoder_mode", "decoder", "encoder_input_size", "size", "train_ratio",
-            "prefill", "precision", "compile", "steps", "seed")
-    return "dreamshift train " + " ".join(f"{k}={config[k]}" for k in keys if k in config)
+    """The ``dreamshift train`` command line that trains a run of ``config`` (its seed and budget included); the
+    encoder's settings are left out for ``obs=state``, which reads no pixels."""
+    perception = ("encoder", "encoder_mode", "decoder", "encoder_input_size")
+    keys = ("env", "obs", *perception, "size", "train_ratio", "prefill", "precision", "compile", "steps", "seed")
+    if config.get("obs") == "state":
+        keys = tuple(k for k in keys if k not in perception)
+    return "dreamshift train " + " ".join(f"{k}={_value(config[k])}" for k in keys if k in config)
+
+
+def _value(v: Any) -> str:
+    """A config value as the command line writes it (``512.0`` -> ``512``)."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 def export(run_dir: Path | str, out: Path | str) -> Path:

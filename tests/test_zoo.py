@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RUN, assert_user_error
 
-from experiments.zoo import PROVENANCE, ZOO_DIR, export, size_mb
+from experiments.zoo import PROVENANCE, ZOO_DIR, export, size_mb, train_command
 from mbrl.config import build_config
 from mbrl.runs import checkpoint
 from mbrl.runs.train import train
@@ -43,6 +43,16 @@ def test_export_is_evaluation_only_with_provenance(cli, trained, tmp_path):
     assert_user_error(res, "exists already")
     res = cli("zoo-export", str(trained), "--name", "../x", "--out", str(tmp_path / "zoo"))
     assert_user_error(res, "--name")
+
+
+def test_train_command_names_what_trained_the_agent():
+    pixels = {"env": "dmc:walker_stand", "obs": "pixels", "encoder": "cnn", "decoder": "pixels", "size": "size1m",
+              "train_ratio": 512.0, "steps": 50000, "seed": 3}
+    assert train_command(pixels) == ("dreamshift train env=dmc:walker_stand obs=pixels encoder=cnn decoder=pixels "
+                                     "size=size1m train_ratio=512 steps=50000 seed=3")
+    state = {**pixels, "obs": "state", "train_ratio": 0.5}  # reads no pixels: no encoder settings
+    assert train_command(state) == "dreamshift train env=dmc:walker_stand obs=state size=size1m train_ratio=0.5 " \
+                                   "steps=50000 seed=3"
 
 
 def test_export_refuses_a_missing_run(tmp_path):
