@@ -23,8 +23,9 @@ With one training seed per agent, the unit of every SE and CI is the evaluation 
 agent's return is measured, not how another training seed would do. A row whose CI overlaps the random policy's
 is marked :data:`NOT_DISTINGUISHABLE`.
 
-Budget: <= 12 min on 2 CPU cores. Measured end to end (2026-12-07, the 2-core machine otherwise idle, no zoo
-entry yet, sampled evaluation): 7.0 min (state oracle 360 s training + 54 s evaluation, random policy 8 s). The
+Budget: <= 12 min on 2 CPU cores. Measured end to end (2026-12-07, a fresh clone, the 2-core machine otherwise
+idle, sampled evaluation): 7.3 min (state oracle 327 s training + 50 s evaluation, the zoo's
+state-cartpole_swingup-s0 54 s, random policy 7 s). The
 earlier demo, which also trained cnn and dreamshift-vit for 200 updates each, took 10.2 min end to end on the idle
 2-core machine (state oracle 221 s training + 25 s evaluation, cnn 118 + 46 s, dreamshift-vit 77 + 118 s, random
 policy 4 s); a zoo agent's evaluation costs what a trained agent's does (25 episodes, ~1 s each for a state agent).
