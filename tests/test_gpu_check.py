@@ -22,9 +22,8 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
            "SPEED_ARGS": "--batch 2 --length 8 --image-size 32 --warmup 0 --threads 1",
            "SPEED_VARIANTS": "XS:pixels:fp32:off", "GRAPH_VARIANTS": "XS:pixels:fp32:off", "SEED_VARIANT": "XS:pixels",
            "SEED_MEMBERS": "1,2", "SEED_UPDATES": "1", "SEEDS": "[0,1]", "STEPS": "120", "PIXEL_SETS": tiny,
-           "OUT": str(out),
-           "RUNS": str(runs), "THREADS": "1", "PY": str(Path(os.sys.executable)), "OMP_NUM_THREADS": "1",
-           "MUJOCO_GL": "egl"}
+           "OUT": str(out), "RUNS": str(runs), "THREADS": "1", "PY": str(Path(os.sys.executable)),
+           "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
                          text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
