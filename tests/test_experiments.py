@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from experiments.leaderboard import build
 from experiments.normalisation import constants
 from experiments.sweep import SweepError, run
 from experiments.trial import is_complete, paths
+from mbrl.runs import checkpoint
 
 # --- metrics -------------------------------------------------------------------------------------------------
 
@@ -304,6 +306,17 @@ def test_seed_batch_trains_a_batch_once_and_records_each_seed(tmp_path):
     again: list[str] = []
     assert [s["state"] for s in run(sweep, out, wandb_mode="disabled", progress=again.append)] == \
         ["skipped", "skipped"]
+
+    # A batch trained elsewhere with the same config hash (e.g. benchmarks/learning.py's) is adopted by copying it
+    # to runs/<batch>/ of another sweep directory: that sweep only evaluates it (nothing retrained).
+    adopted = tmp_path / "adopted" / "runs" / batch.name
+    shutil.copytree(batch, adopted)
+    trained = [(adopted / f"seed-{s}" / "metrics.jsonl").read_text() for s in (0, 1)]  # timestamped records
+    statuses = run(sweep, tmp_path / "adopted", wandb_mode="disabled", progress=lambda _: None)
+    assert [s["state"] for s in statuses] == ["done", "done"]
+    assert [(adopted / f"seed-{s}" / "metrics.jsonl").read_text() for s in (0, 1)] == trained
+    assert checkpoint.load_state(adopted / "seed-1")["counters"]["env_steps"] == 150
+    assert sorted({r["seed"] for r in results.read_dir(tmp_path / "adopted" / "results")}) == [0, 1]
 
 
 @pytest.mark.parametrize("value", [0, -1, "two", 65])
